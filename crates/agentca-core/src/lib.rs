@@ -1,0 +1,25 @@
+//! The agentca CA core.
+//!
+//! Roles are kept apart as in Boulder, even inside one process: [`csr`] parses what a front end
+//! received, [`policy`] decides, [`issuer`] builds the certificate from the decision alone, lints
+//! it before the key touches it and signs through the narrow [`signer::Signer`] interface, and
+//! the store records. [`ca`] creates and loads the CA hierarchy; [`crl`] and [`ocsp`] encode
+//! revocation status; [`audit`] keeps the hash-chained audit log.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod audit;
+pub mod ca;
+pub mod crl;
+pub mod csr;
+mod error;
+pub mod identity;
+pub mod issuer;
+pub mod keyfile;
+pub mod ocsp;
+pub mod policy;
+pub mod signer;
+
+pub use agentca_store as store;
+pub use error::{Error, Result};

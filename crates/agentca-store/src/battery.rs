@@ -1,0 +1,394 @@
+//! The test battery every [`Store`] backend must pass.
+//!
+//! A backend's tests instantiate it with [`store_battery!`](crate::store_battery), giving a
+//! closure that opens a fresh, empty store in a temporary directory:
+//!
+//! ```ignore
+//! agentca_store::store_battery!(|dir: &std::path::Path| SledStore::open(dir).unwrap());
+//! ```
+//!
+//! The functions panic on failure (they are test code) and take `&dyn Store`, so the same
+//! battery runs unchanged on every backend.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use time::{Duration, OffsetDateTime};
+
+use crate::{
+    AgentRecord, CertificateFilter, CertificateRecord, EnrollmentMethod, IssuanceIntent,
+    Revocation, RevocationReason, Serial, SerialEntry, Store, StoreError, TokenKind, TokenRecord,
+};
+
+/// Instantiates the battery as `#[test]` functions for one backend.
+#[macro_export]
+macro_rules! store_battery {
+    ($open:expr) => {
+        mod store_battery {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn with_store(check: fn(&dyn $crate::Store)) {
+                let dir = tempfile::tempdir().unwrap();
+                let open = $open;
+                let store = open(dir.path());
+                check(&store);
+            }
+
+            #[test]
+            fn agents() {
+                with_store($crate::battery::agents)
+            }
+            #[test]
+            fn serial_reservation_is_insert_if_absent() {
+                with_store($crate::battery::serial_reservation_is_insert_if_absent)
+            }
+            #[test]
+            fn certificates_need_a_reservation() {
+                with_store($crate::battery::certificates_need_a_reservation)
+            }
+            #[test]
+            fn certificate_listing() {
+                with_store($crate::battery::certificate_listing)
+            }
+            #[test]
+            fn revocation_is_once() {
+                with_store($crate::battery::revocation_is_once)
+            }
+            #[test]
+            fn revoked_entries_stay_until_expiry() {
+                with_store($crate::battery::revoked_entries_stay_until_expiry)
+            }
+            #[test]
+            fn tokens_are_single_use() {
+                with_store($crate::battery::tokens_are_single_use)
+            }
+            #[test]
+            fn crl_numbers_increase_even_when_the_clock_steps_back() {
+                with_store($crate::battery::crl_numbers_increase_even_when_the_clock_steps_back)
+            }
+            #[test]
+            fn blocked_keys() {
+                with_store($crate::battery::blocked_keys)
+            }
+            #[test]
+            fn concurrent_reservations_have_one_winner() {
+                with_store($crate::battery::concurrent_reservations_have_one_winner)
+            }
+            #[test]
+            fn concurrent_token_use_has_one_winner() {
+                with_store($crate::battery::concurrent_token_use_has_one_winner)
+            }
+            #[test]
+            fn concurrent_commits() {
+                with_store($crate::battery::concurrent_commits)
+            }
+        }
+    };
+}
+
+fn now() -> OffsetDateTime {
+    // Whole seconds: some backends store times at second precision.
+    OffsetDateTime::from_unix_timestamp(OffsetDateTime::now_utc().unix_timestamp()).unwrap()
+}
+
+/// A serial derived from `n` (tests only; real serials are random).
+pub fn serial(n: u64) -> Serial {
+    let mut bytes = [0x11u8; Serial::LEN];
+    bytes[8..].copy_from_slice(&n.to_be_bytes());
+    Serial::from_bytes(bytes).unwrap()
+}
+
+/// An intent for `serial(n)` for agent `spiffe://example.org/agent/n`.
+pub fn intent(n: u64) -> IssuanceIntent {
+    intent_for(n, &format!("spiffe://example.org/agent/{n}"))
+}
+
+fn intent_for(n: u64, agent: &str) -> IssuanceIntent {
+    let t = now();
+    IssuanceIntent {
+        serial: serial(n),
+        agent_id: agent.into(),
+        method: EnrollmentMethod::Cli,
+        not_before: t - Duration::minutes(5),
+        not_after: t + Duration::hours(24),
+        key_sha256: "00".repeat(32),
+        reserved_at: t,
+    }
+}
+
+fn certificate(intent: IssuanceIntent) -> CertificateRecord {
+    CertificateRecord {
+        der: format!("DER of {}", intent.serial).into_bytes(),
+        issued_at: intent.reserved_at,
+        intent,
+        revocation: None,
+    }
+}
+
+fn issue(store: &dyn Store, intent: IssuanceIntent) -> CertificateRecord {
+    store.reserve_serial(&intent).unwrap();
+    let record = certificate(intent);
+    store.record_certificate(&record).unwrap();
+    record
+}
+
+pub fn agents(store: &dyn Store) {
+    let agent = AgentRecord {
+        id: "spiffe://example.org/agent/a".into(),
+        owner: Some("team".into()),
+        policy: None,
+        dns: vec!["a.example.org".into()],
+        disabled: false,
+        created_at: now(),
+    };
+    store.insert_agent(&agent).unwrap();
+    assert!(matches!(
+        store.insert_agent(&agent),
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    assert_eq!(store.agent(&agent.id).unwrap(), Some(agent.clone()));
+    assert_eq!(store.agent("spiffe://example.org/agent/ab").unwrap(), None);
+
+    let mut disabled = agent.clone();
+    disabled.disabled = true;
+    store.update_agent(&disabled).unwrap();
+    assert_eq!(store.agent(&agent.id).unwrap(), Some(disabled));
+
+    let mut ghost = agent.clone();
+    ghost.id = "spiffe://example.org/agent/ghost".into();
+    assert!(matches!(
+        store.update_agent(&ghost),
+        Err(StoreError::NotFound { .. })
+    ));
+
+    let mut b = agent.clone();
+    b.id = "spiffe://example.org/agent/b".into();
+    store.insert_agent(&b).unwrap();
+    let ids: Vec<String> = store.agents().unwrap().into_iter().map(|a| a.id).collect();
+    assert_eq!(ids, vec![agent.id, b.id]);
+}
+
+pub fn serial_reservation_is_insert_if_absent(store: &dyn Store) {
+    let first = intent(1);
+    store.reserve_serial(&first).unwrap();
+    let mut other = intent(1);
+    other.agent_id = "spiffe://example.org/agent/intruder".into();
+    assert!(matches!(
+        store.reserve_serial(&other),
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    // The first reservation is untouched.
+    assert_eq!(
+        store.serial(&first.serial).unwrap(),
+        Some(SerialEntry::Reserved(first.clone()))
+    );
+    // A used serial stays used after its certificate is stored.
+    store.record_certificate(&certificate(first)).unwrap();
+    assert!(store.reserve_serial(&intent(1)).is_err());
+    assert_eq!(store.serial_count().unwrap(), 1);
+}
+
+pub fn certificates_need_a_reservation(store: &dyn Store) {
+    assert!(matches!(
+        store.record_certificate(&certificate(intent(7))),
+        Err(StoreError::NotFound { .. })
+    ));
+    let record = issue(store, intent(7));
+    assert!(matches!(
+        store.record_certificate(&record),
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(
+        store.serial(&record.intent.serial).unwrap(),
+        Some(SerialEntry::Issued(record))
+    );
+    assert!(store.orphaned_intents().unwrap().is_empty());
+    store.reserve_serial(&intent(8)).unwrap();
+    assert_eq!(store.orphaned_intents().unwrap(), vec![intent(8)]);
+}
+
+pub fn certificate_listing(store: &dyn Store) {
+    let a = "spiffe://example.org/agent/a";
+    let ab = "spiffe://example.org/agent/ab";
+    let r1 = issue(store, intent_for(3, a));
+    let r2 = issue(store, intent_for(1, a));
+    let r3 = issue(store, intent_for(2, ab));
+    store.reserve_serial(&intent_for(4, a)).unwrap(); // reserved only: not listed
+
+    let mut all = vec![r1.clone(), r2.clone(), r3.clone()];
+    all.sort_by_key(|r| r.intent.serial);
+    assert_eq!(store.certificates(&CertificateFilter::default()).unwrap(), all);
+
+    // A prefix sibling's certificates are not the agent's.
+    let mut of_a = vec![r1, r2];
+    of_a.sort_by_key(|r| r.intent.serial);
+    let filter = CertificateFilter {
+        agent_id: Some(a.into()),
+    };
+    assert_eq!(store.certificates(&filter).unwrap(), of_a);
+    let filter = CertificateFilter {
+        agent_id: Some(ab.into()),
+    };
+    assert_eq!(store.certificates(&filter).unwrap(), vec![r3]);
+}
+
+pub fn revocation_is_once(store: &dyn Store) {
+    let record = issue(store, intent(5));
+    let first = Revocation {
+        revoked_at: now(),
+        reason: RevocationReason::KeyCompromise,
+    };
+    let revoked = store.revoke(&record.intent.serial, first).unwrap();
+    assert_eq!(revoked.revocation, Some(first));
+    assert_eq!(revoked.der, record.der);
+
+    let second = Revocation {
+        revoked_at: now() + Duration::hours(1),
+        reason: RevocationReason::Superseded,
+    };
+    assert!(matches!(
+        store.revoke(&record.intent.serial, second),
+        Err(StoreError::Conflict { .. })
+    ));
+    match store.serial(&record.intent.serial).unwrap() {
+        Some(SerialEntry::Issued(r)) => assert_eq!(r.revocation, Some(first)),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(matches!(
+        store.revoke(&serial(99), first),
+        Err(StoreError::NotFound { .. })
+    ));
+    store.reserve_serial(&intent(6)).unwrap();
+    assert!(matches!(
+        store.revoke(&serial(6), first),
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+pub fn revoked_entries_stay_until_expiry(store: &dyn Store) {
+    let t = now();
+    let mut expired = intent(10);
+    expired.not_after = t - Duration::hours(2);
+    let live = intent(11);
+    for i in [expired.clone(), live.clone()] {
+        issue(store, i.clone());
+        store
+            .revoke(
+                &i.serial,
+                Revocation {
+                    revoked_at: t,
+                    reason: RevocationReason::CessationOfOperation,
+                },
+            )
+            .unwrap();
+    }
+    let entries = store.revoked(t - Duration::hours(1)).unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].serial, live.serial);
+    assert_eq!(entries[0].not_after, live.not_after);
+    assert_eq!(
+        entries[0].revocation.reason,
+        RevocationReason::CessationOfOperation
+    );
+    assert_eq!(entries[0].revocation.revoked_at, t);
+    assert_eq!(store.revoked(t - Duration::days(1)).unwrap().len(), 2);
+}
+
+fn token(id: &str) -> TokenRecord {
+    TokenRecord {
+        id: id.into(),
+        kind: TokenKind::Scep,
+        agent_id: "spiffe://example.org/agent/a".into(),
+        verifier: "ab".repeat(32),
+        expires_at: now() + Duration::hours(1),
+        created_at: now(),
+        consumed_at: None,
+    }
+}
+
+pub fn tokens_are_single_use(store: &dyn Store) {
+    let t = token("tok1");
+    store.insert_token(&t).unwrap();
+    assert!(matches!(
+        store.insert_token(&t),
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    let used = store.consume_token("tok1", now()).unwrap();
+    assert!(used.consumed_at.is_some());
+    assert!(matches!(
+        store.consume_token("tok1", now()),
+        Err(StoreError::Conflict { .. })
+    ));
+    assert!(matches!(
+        store.consume_token("nope", now()),
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(store.token("tok1").unwrap(), Some(used));
+}
+
+pub fn crl_numbers_increase_even_when_the_clock_steps_back(store: &dyn Store) {
+    assert_eq!(store.crl_state().unwrap(), None);
+    let t = now();
+    let a = store.next_crl_number(t).unwrap();
+    let b = store.next_crl_number(t - Duration::hours(1)).unwrap();
+    let c = store.next_crl_number(t + Duration::seconds(1)).unwrap();
+    assert!(a.number < b.number && b.number < c.number);
+    assert!(b.this_update >= a.this_update, "thisUpdate went backwards");
+    assert_eq!(store.crl_state().unwrap(), Some(c));
+}
+
+pub fn blocked_keys(store: &dyn Store) {
+    let key = [7u8; 32];
+    assert!(!store.is_key_blocked(&key).unwrap());
+    store.block_key(&key).unwrap();
+    store.block_key(&key).unwrap();
+    assert!(store.is_key_blocked(&key).unwrap());
+    assert!(!store.is_key_blocked(&[8u8; 32]).unwrap());
+}
+
+pub fn concurrent_reservations_have_one_winner(store: &dyn Store) {
+    let wins = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for i in 0..16 {
+            let wins = &wins;
+            s.spawn(move || {
+                let mut it = intent(42);
+                it.agent_id = format!("spiffe://example.org/agent/racer{i}");
+                if store.reserve_serial(&it).is_ok() {
+                    wins.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    assert_eq!(wins.into_inner(), 1);
+}
+
+pub fn concurrent_token_use_has_one_winner(store: &dyn Store) {
+    store.insert_token(&token("race")).unwrap();
+    let wins = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..16 {
+            let wins = &wins;
+            s.spawn(move || {
+                if store.consume_token("race", now()).is_ok() {
+                    wins.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    assert_eq!(wins.into_inner(), 1);
+}
+
+pub fn concurrent_commits(store: &dyn Store) {
+    std::thread::scope(|s| {
+        for t in 0..8u64 {
+            s.spawn(move || {
+                for i in 0..20 {
+                    issue(store, intent(1000 + t * 100 + i));
+                    store.commit().unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(store.serial_count().unwrap(), 160);
+}

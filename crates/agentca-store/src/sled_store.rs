@@ -1,0 +1,520 @@
+//! The embedded backend: sled 0.34.
+//!
+//! sled makes writes visible at once but durable only on `flush()`, and on Linux its flush uses
+//! `sync_file_range`, which neither flushes the drive's cache nor the file's metadata. So
+//! [`Store::commit`] flushes sled and then `fsync`s its data file and directory itself, once per
+//! batch of concurrent writers ([`GroupCommit`]).
+//!
+//! Layout: one tree per record kind. Certificates keep their metadata (JSON) apart from their
+//! DER, so listings and revocation do not drag the DER along.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::{Db, Transactional, Tree};
+use time::OffsetDateTime;
+
+use crate::{
+    AgentRecord, CertificateFilter, CertificateRecord, CrlState, GroupCommit, IssuanceIntent,
+    Result, Revocation, RevocationReason, RevokedEntry, Serial, SerialEntry, Store, StoreError,
+    TokenRecord,
+};
+
+/// How long `open` waits for another process to release the database.
+const LOCK_WAIT: Duration = Duration::from_secs(15);
+
+/// A [`Store`] on a sled database in one directory.
+pub struct SledStore {
+    db: Db,
+    path: PathBuf,
+    agents: Tree,
+    serials: Tree,
+    der: Tree,
+    by_agent: Tree,
+    revoked: Tree,
+    blocked_keys: Tree,
+    tokens: Tree,
+    meta: Tree,
+    group: GroupCommit,
+}
+
+impl std::fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledStore").field("path", &self.path).finish()
+    }
+}
+
+const CRL_STATE_KEY: &[u8] = b"crl";
+
+impl SledStore {
+    /// Opens (or creates) the store in `path`, waiting a while if another process holds it.
+    pub fn open(path: &Path) -> Result<Self> {
+        let started = Instant::now();
+        let db = loop {
+            match sled::Config::new().path(path).open() {
+                Ok(db) => break db,
+                // sled reports a held file lock as an I/O error; another agentca process is
+                // using the store, and short CLI commands finish quickly.
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.to_string().contains("lock") =>
+                {
+                    if started.elapsed() > LOCK_WAIT {
+                        return Err(StoreError::Backend(format!(
+                            "the store at {} is in use by another process: {e}",
+                            path.display()
+                        )));
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => return Err(backend(e)),
+            }
+        };
+        let tree = |name: &str| db.open_tree(name).map_err(backend);
+        Ok(Self {
+            agents: tree("agents")?,
+            serials: tree("serials")?,
+            der: tree("der")?,
+            by_agent: tree("by_agent")?,
+            revoked: tree("revoked")?,
+            blocked_keys: tree("blocked_keys")?,
+            tokens: tree("tokens")?,
+            meta: tree("meta")?,
+            path: path.to_owned(),
+            db,
+            group: GroupCommit::new(),
+        })
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.db.flush().map_err(backend)?;
+        // sled's flush ends with sync_file_range; make the data and the directory durable.
+        let data = File::open(self.path.join("db"))
+            .map_err(|e| StoreError::Backend(format!("open data file for fsync: {e}")))?;
+        data.sync_all()
+            .map_err(|e| StoreError::Backend(format!("fsync data file: {e}")))?;
+        let dir = File::open(&self.path)
+            .map_err(|e| StoreError::Backend(format!("open store directory for fsync: {e}")))?;
+        dir.sync_all()
+            .map_err(|e| StoreError::Backend(format!("fsync store directory: {e}")))?;
+        Ok(())
+    }
+}
+
+impl Store for SledStore {
+    fn insert_agent(&self, agent: &AgentRecord) -> Result<()> {
+        let value = encode(agent)?;
+        match self
+            .agents
+            .compare_and_swap(agent.id.as_bytes(), None::<&[u8]>, Some(value))
+            .map_err(backend)?
+        {
+            Ok(()) => Ok(()),
+            Err(_) => Err(StoreError::AlreadyExists {
+                what: format!("agent {}", agent.id),
+            }),
+        }
+    }
+
+    fn update_agent(&self, agent: &AgentRecord) -> Result<()> {
+        let value = encode(agent)?;
+        let result = self.agents.transaction(|t| {
+            if t.get(agent.id.as_bytes())?.is_none() {
+                return abort(StoreError::NotFound {
+                    what: format!("agent {}", agent.id),
+                });
+            }
+            t.insert(agent.id.as_bytes(), value.as_slice())?;
+            Ok(())
+        });
+        flatten(result)
+    }
+
+    fn agent(&self, id: &str) -> Result<Option<AgentRecord>> {
+        self.agents
+            .get(id.as_bytes())
+            .map_err(backend)?
+            .map(|v| decode(id, &v))
+            .transpose()
+    }
+
+    fn agents(&self) -> Result<Vec<AgentRecord>> {
+        self.agents
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.map_err(backend)?;
+                decode(&String::from_utf8_lossy(&k), &v)
+            })
+            .collect()
+    }
+
+    fn reserve_serial(&self, intent: &IssuanceIntent) -> Result<()> {
+        let value = encode(&SerialEntry::Reserved(intent.clone()))?;
+        match self
+            .serials
+            .compare_and_swap(intent.serial.as_bytes(), None::<&[u8]>, Some(value))
+            .map_err(backend)?
+        {
+            Ok(()) => Ok(()),
+            Err(_) => Err(StoreError::AlreadyExists {
+                what: format!("serial {}", intent.serial),
+            }),
+        }
+    }
+
+    fn record_certificate(&self, record: &CertificateRecord) -> Result<()> {
+        let serial = record.intent.serial;
+        let value = encode(&SerialEntry::Issued(record.clone()))?;
+        let index_key = agent_index_key(&record.intent.agent_id, &serial);
+        let result = (&self.serials, &self.der, &self.by_agent).transaction(|(s, d, a)| {
+            match s.get(serial.as_bytes())? {
+                None => {
+                    return abort(StoreError::NotFound {
+                        what: format!("reservation for serial {serial}"),
+                    });
+                }
+                Some(v) => match decode::<SerialEntry>(&serial.to_hex(), &v) {
+                    Ok(SerialEntry::Reserved(_)) => {}
+                    Ok(SerialEntry::Issued(_)) => {
+                        return abort(StoreError::Conflict {
+                            what: format!("serial {serial} already has a certificate"),
+                        });
+                    }
+                    Err(e) => return abort(e),
+                },
+            }
+            s.insert(serial.as_bytes(), value.as_slice())?;
+            d.insert(serial.as_bytes(), record.der.as_slice())?;
+            a.insert(index_key.as_slice(), &[][..])?;
+            Ok(())
+        });
+        flatten(result)
+    }
+
+    fn serial(&self, serial: &Serial) -> Result<Option<SerialEntry>> {
+        let Some(v) = self.serials.get(serial.as_bytes()).map_err(backend)? else {
+            return Ok(None);
+        };
+        let mut entry: SerialEntry = decode(&serial.to_hex(), &v)?;
+        if let SerialEntry::Issued(record) = &mut entry {
+            record.der = self.der_of(serial)?;
+        }
+        Ok(Some(entry))
+    }
+
+    fn certificates(&self, filter: &CertificateFilter) -> Result<Vec<CertificateRecord>> {
+        let serials: Vec<Serial> = match &filter.agent_id {
+            Some(agent) => {
+                let prefix = agent_index_prefix(agent);
+                self.by_agent
+                    .scan_prefix(&prefix)
+                    .map(|kv| {
+                        let (k, _) = kv.map_err(backend)?;
+                        serial_from_key(&k[prefix.len()..])
+                    })
+                    .collect::<Result<_>>()?
+            }
+            None => self
+                .der
+                .iter()
+                .map(|kv| serial_from_key(&kv.map_err(backend)?.0))
+                .collect::<Result<_>>()?,
+        };
+        let mut out = Vec::with_capacity(serials.len());
+        for serial in serials {
+            if let Some(SerialEntry::Issued(record)) = self.serial(&serial)? {
+                out.push(record);
+            }
+        }
+        out.sort_by_key(|r| r.intent.serial);
+        Ok(out)
+    }
+
+    fn orphaned_intents(&self) -> Result<Vec<IssuanceIntent>> {
+        let mut out = Vec::new();
+        for kv in self.serials.iter() {
+            let (k, v) = kv.map_err(backend)?;
+            if let SerialEntry::Reserved(intent) = decode(&hex::encode(&k), &v)? {
+                out.push(intent);
+            }
+        }
+        Ok(out)
+    }
+
+    fn serial_count(&self) -> Result<u64> {
+        Ok(self.serials.len() as u64)
+    }
+
+    fn revoke(&self, serial: &Serial, revocation: Revocation) -> Result<CertificateRecord> {
+        let result = (&self.serials, &self.revoked).transaction(|(s, r)| {
+            let Some(v) = s.get(serial.as_bytes())? else {
+                return abort(StoreError::NotFound {
+                    what: format!("certificate {serial}"),
+                });
+            };
+            let mut record = match decode::<SerialEntry>(&serial.to_hex(), &v) {
+                Ok(SerialEntry::Issued(record)) => record,
+                Ok(SerialEntry::Reserved(_)) => {
+                    // Signed-but-unrecorded certificates are revoked through reconciliation,
+                    // which first re-creates their record from the audit log.
+                    return abort(StoreError::NotFound {
+                        what: format!("certificate {serial} (serial reserved, never stored)"),
+                    });
+                }
+                Err(e) => return abort(e),
+            };
+            if record.revocation.is_some() {
+                return abort(StoreError::Conflict {
+                    what: format!("certificate {serial} is already revoked"),
+                });
+            }
+            record.revocation = Some(revocation);
+            let value = match encode(&SerialEntry::Issued(record.clone())) {
+                Ok(v) => v,
+                Err(e) => return abort(e),
+            };
+            s.insert(serial.as_bytes(), value.as_slice())?;
+            r.insert(
+                serial.as_bytes(),
+                &encode_revoked(&revocation, record.intent.not_after)[..],
+            )?;
+            Ok(record)
+        });
+        let mut record = flatten(result)?;
+        record.der = self.der_of(serial)?;
+        Ok(record)
+    }
+
+    fn revoked(&self, expiring_after: OffsetDateTime) -> Result<Vec<RevokedEntry>> {
+        let mut out = Vec::new();
+        for kv in self.revoked.iter() {
+            let (k, v) = kv.map_err(backend)?;
+            let entry = decode_revoked(&k, &v)?;
+            if entry.not_after >= expiring_after {
+                out.push(entry);
+            }
+        }
+        Ok(out)
+    }
+
+    fn block_key(&self, key_sha256: &[u8; 32]) -> Result<()> {
+        self.blocked_keys
+            .insert(key_sha256, &[][..])
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn is_key_blocked(&self, key_sha256: &[u8; 32]) -> Result<bool> {
+        self.blocked_keys.contains_key(key_sha256).map_err(backend)
+    }
+
+    fn insert_token(&self, token: &TokenRecord) -> Result<()> {
+        let value = encode(token)?;
+        match self
+            .tokens
+            .compare_and_swap(token.id.as_bytes(), None::<&[u8]>, Some(value))
+            .map_err(backend)?
+        {
+            Ok(()) => Ok(()),
+            Err(_) => Err(StoreError::AlreadyExists {
+                what: format!("token {}", token.id),
+            }),
+        }
+    }
+
+    fn token(&self, id: &str) -> Result<Option<TokenRecord>> {
+        self.tokens
+            .get(id.as_bytes())
+            .map_err(backend)?
+            .map(|v| decode(id, &v))
+            .transpose()
+    }
+
+    fn consume_token(&self, id: &str, at: OffsetDateTime) -> Result<TokenRecord> {
+        let result = self.tokens.transaction(|t| {
+            let Some(v) = t.get(id.as_bytes())? else {
+                return abort(StoreError::NotFound {
+                    what: format!("token {id}"),
+                });
+            };
+            let mut token: TokenRecord = match decode(id, &v) {
+                Ok(t) => t,
+                Err(e) => return abort(e),
+            };
+            if token.consumed_at.is_some() {
+                return abort(StoreError::Conflict {
+                    what: format!("token {id} was already used"),
+                });
+            }
+            token.consumed_at = Some(at);
+            let value = match encode(&token) {
+                Ok(v) => v,
+                Err(e) => return abort(e),
+            };
+            t.insert(id.as_bytes(), value.as_slice())?;
+            Ok(token)
+        });
+        flatten(result)
+    }
+
+    fn next_crl_number(&self, now: OffsetDateTime) -> Result<CrlState> {
+        let result = self.meta.transaction(|t| {
+            let previous = match t.get(CRL_STATE_KEY)? {
+                Some(v) => match decode::<CrlState>("crl", &v) {
+                    Ok(s) => Some(s),
+                    Err(e) => return abort(e),
+                },
+                None => None,
+            };
+            let next = match previous {
+                Some(p) => CrlState {
+                    number: p.number + 1,
+                    this_update: now.max(p.this_update),
+                },
+                None => CrlState {
+                    number: 1,
+                    this_update: now,
+                },
+            };
+            let value = match encode(&next) {
+                Ok(v) => v,
+                Err(e) => return abort(e),
+            };
+            t.insert(CRL_STATE_KEY, value.as_slice())?;
+            Ok(next)
+        });
+        flatten(result)
+    }
+
+    fn crl_state(&self) -> Result<Option<CrlState>> {
+        self.meta
+            .get(CRL_STATE_KEY)
+            .map_err(backend)?
+            .map(|v| decode("crl", &v))
+            .transpose()
+    }
+
+    fn commit(&self) -> Result<()> {
+        self.group.commit(|| self.flush())
+    }
+}
+
+impl SledStore {
+    fn der_of(&self, serial: &Serial) -> Result<Vec<u8>> {
+        self.der
+            .get(serial.as_bytes())
+            .map_err(backend)?
+            .map(|v| v.to_vec())
+            .ok_or_else(|| StoreError::Corrupt {
+                key: serial.to_hex(),
+                reason: "certificate recorded without its DER".into(),
+            })
+    }
+}
+
+fn agent_index_prefix(agent: &str) -> Vec<u8> {
+    // Agent IDs never contain NUL, so "id\0" cannot be a prefix of another agent's key:
+    // /agent/a and /agent/ab stay apart.
+    let mut key = Vec::with_capacity(agent.len() + 1);
+    key.extend_from_slice(agent.as_bytes());
+    key.push(0);
+    key
+}
+
+fn agent_index_key(agent: &str, serial: &Serial) -> Vec<u8> {
+    let mut key = agent_index_prefix(agent);
+    key.extend_from_slice(serial.as_bytes());
+    key
+}
+
+fn serial_from_key(k: &[u8]) -> Result<Serial> {
+    <[u8; Serial::LEN]>::try_from(k)
+        .ok()
+        .and_then(Serial::from_bytes)
+        .ok_or_else(|| StoreError::Corrupt {
+            key: hex::encode(k),
+            reason: "not a serial".into(),
+        })
+}
+
+/// Revoked entries are read in bulk for every CRL, so they use a fixed 17-byte layout:
+/// revocation time (i64 BE, Unix seconds), reason code, notAfter (i64 BE, Unix seconds).
+fn encode_revoked(revocation: &Revocation, not_after: OffsetDateTime) -> [u8; 17] {
+    let mut out = [0u8; 17];
+    out[..8].copy_from_slice(&revocation.revoked_at.unix_timestamp().to_be_bytes());
+    out[8] = revocation.reason.code();
+    out[9..].copy_from_slice(&not_after.unix_timestamp().to_be_bytes());
+    out
+}
+
+fn decode_revoked(k: &[u8], v: &[u8]) -> Result<RevokedEntry> {
+    let corrupt = |reason: &str| StoreError::Corrupt {
+        key: hex::encode(k),
+        reason: reason.into(),
+    };
+    let serial = serial_from_key(k)?;
+    let v: &[u8; 17] = v.try_into().map_err(|_| corrupt("bad revoked entry length"))?;
+    let time = |b: &[u8]| -> Result<OffsetDateTime> {
+        let secs = i64::from_be_bytes(b.try_into().map_err(|_| corrupt("bad time"))?);
+        OffsetDateTime::from_unix_timestamp(secs).map_err(|_| corrupt("time out of range"))
+    };
+    Ok(RevokedEntry {
+        serial,
+        revocation: Revocation {
+            revoked_at: time(&v[..8])?,
+            reason: RevocationReason::from_code(v[8]).ok_or_else(|| corrupt("bad reason"))?,
+        },
+        not_after: time(&v[9..])?,
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Backend(format!("encode record: {e}")))
+}
+
+fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn backend(e: sled::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn abort<T>(e: StoreError) -> std::result::Result<T, ConflictableTransactionError<StoreError>> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+fn flatten<T>(r: std::result::Result<T, TransactionError<StoreError>>) -> Result<T> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(TransactionError::Abort(e)) => Err(e),
+        Err(TransactionError::Storage(e)) => Err(backend(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    crate::store_battery!(|dir: &std::path::Path| SledStore::open(dir).unwrap());
+
+    #[test]
+    fn reopen_keeps_committed_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let intent = crate::battery::intent(1);
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            store.reserve_serial(&intent).unwrap();
+            store.commit().unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        assert!(store.serial(&intent.serial).unwrap().is_some());
+    }
+}
