@@ -1,1 +1,530 @@
-//! (in progress)
+//! The CA hierarchy on disk: created by `init`, opened by every other command.
+//!
+//! ```text
+//! DATA_DIR/
+//!   config.toml          trust domain, base URL, key type, key protection
+//!   root.pem root.key    root CA (long-lived; its key is used only by explicit operator commands)
+//!   issuing.pem issuing.key  online issuing CA (signs agents, CRLs)
+//!   ca-chain.pem         issuing CA + root, what clients present or trust
+//!   ocsp.pem ocsp.key    delegated OCSP responder (id-kp-OCSPSigning, ocsp-nocheck)
+//!   scep-ra.pem scep-ra.key  RSA SCEP RA certificate (decrypts SCEP envelopes only)
+//!   policies/*.toml      issuance policies
+//!   store/               the embedded store (sled)
+//!   audit.log            hash-chained audit log
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CrlDistributionPoint, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, RsaKeySize, SerialNumber,
+};
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+
+use crate::audit::AuditLog;
+use crate::csr::KeyKind;
+use crate::error::{Error, Result};
+use crate::identity::check_trust_domain;
+use crate::issuer::{Authority, IssuingCa};
+use crate::keyfile::{self, Passphrase, Protection};
+use crate::policy::PolicySet;
+use crate::profile::{self, Urls};
+use crate::signer::KeyPairSigner;
+use crate::store::{SledStore, Store};
+
+/// The default policy written by `init` (the same file as `policies/default.toml`).
+pub const DEFAULT_POLICY: &str = include_str!("../../../policies/default.toml");
+
+/// Lifetimes of the CA's own certificates.
+const ROOT_LIFETIME: Duration = Duration::days(3650);
+const ISSUING_LIFETIME: Duration = Duration::days(1825);
+const RESPONDER_LIFETIME: Duration = Duration::days(90);
+const RA_LIFETIME: Duration = Duration::days(730);
+
+/// The files of a data directory.
+#[derive(Clone, Debug)]
+pub struct DataDir {
+    path: PathBuf,
+}
+
+impl DataDir {
+    /// A data directory at `path` (not checked).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A file in the directory.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// `config.toml`.
+    pub fn config(&self) -> PathBuf {
+        self.file("config.toml")
+    }
+
+    /// The store directory.
+    pub fn store(&self) -> PathBuf {
+        self.file("store")
+    }
+
+    /// The audit log.
+    pub fn audit_log(&self) -> PathBuf {
+        self.file("audit.log")
+    }
+
+    /// The policy directory.
+    pub fn policies(&self) -> PathBuf {
+        self.file("policies")
+    }
+}
+
+/// `config.toml`: what `init` decided.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaConfig {
+    /// Trust domain of every agent ID.
+    pub trust_domain: String,
+    /// Base URL for AIA and CRL distribution points.
+    pub base_url: String,
+    /// Key type of the root and issuing CA.
+    pub key_type: String,
+    /// Development mode: keys stored without encryption.
+    #[serde(default)]
+    pub insecure_plaintext_keys: bool,
+    /// When `init` ran.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// What `init` needs.
+#[derive(Debug)]
+pub struct InitOptions {
+    /// The trust domain, e.g. `example.org`.
+    pub trust_domain: String,
+    /// Root and issuing CA key type.
+    pub key_type: KeyKind,
+    /// Base URL for AIA/CDP (default: the HTTP listener's default address).
+    pub base_url: Option<String>,
+    /// How the keys are protected.
+    pub protection: Protection,
+}
+
+/// The default base URL: the HTTP listener's default address (design §6).
+pub const DEFAULT_BASE_URL: &str = "http://127.0.0.1:8080";
+
+/// What `init` created.
+#[derive(Debug, Clone, Serialize)]
+pub struct InitReport {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The trust domain.
+    pub trust_domain: String,
+    /// `root.pem`.
+    pub root_pem: PathBuf,
+    /// `ca-chain.pem`.
+    pub chain_pem: PathBuf,
+    /// SHA-256 fingerprint of the root certificate, hex.
+    pub root_sha256: String,
+    /// Whether keys were written unencrypted.
+    pub insecure_plaintext_keys: bool,
+}
+
+/// Creates a new CA in `dir`. Refuses if `dir` already holds one.
+pub fn init(dir: &DataDir, options: &InitOptions) -> Result<InitReport> {
+    check_trust_domain(&options.trust_domain).map_err(|why| Error::DataDir {
+        path: dir.path().to_owned(),
+        reason: format!("invalid trust domain {:?}: {why}", options.trust_domain),
+    })?;
+    let base_url = options
+        .base_url
+        .clone()
+        .unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
+    if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+        return Err(Error::DataDir {
+            path: dir.path().to_owned(),
+            reason: format!("--base-url {base_url:?} must start with http:// or https://"),
+        });
+    }
+    refuse_existing(dir)?;
+    create_private_dir(dir.path())?;
+
+    let urls = Urls::from_base(&base_url);
+    let now = profile::whole_seconds(OffsetDateTime::now_utc());
+    let td = &options.trust_domain;
+
+    // Root.
+    let root_key = generate_key(options.key_type)?;
+    let mut root_params = ca_params(&format!("{td} agent root CA"), td, now, ROOT_LIFETIME)?;
+    root_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
+    let root_cert = root_params
+        .self_signed(&root_key)
+        .map_err(|e| Error::Signing(format!("root certificate: {e}")))?;
+    let root_issuer = Issuer::new(root_params, &root_key);
+
+    // Issuing CA.
+    let issuing_key = generate_key(options.key_type)?;
+    let mut issuing_params =
+        ca_params(&format!("{td} agent issuing CA"), td, now, ISSUING_LIFETIME)?;
+    issuing_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    issuing_params.use_authority_key_identifier_extension = true;
+    let issuing_cert = issuing_params
+        .signed_by(&issuing_key, &root_issuer)
+        .map_err(|e| Error::Signing(format!("issuing CA certificate: {e}")))?;
+    let issuing_issuer = Issuer::new(issuing_params, &issuing_key);
+
+    // Delegated OCSP responder (RFC 6960 §4.2.2.2), same key type as the CA.
+    let responder_key = generate_key(options.key_type)?;
+    let mut responder = end_entity_params(&format!("{td} OCSP responder"), td, now, RESPONDER_LIFETIME)?;
+    responder.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    responder.extended_key_usages = vec![ExtendedKeyUsagePurpose::OcspSigning];
+    responder.custom_extensions.push(profile::ocsp_nocheck());
+    let responder_cert = responder
+        .signed_by(&responder_key, &issuing_issuer)
+        .map_err(|e| Error::Signing(format!("OCSP responder certificate: {e}")))?;
+
+    // SCEP RA: RSA, because SCEP clients encrypt to it with RSA key transport.
+    let ra_key = KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, RsaKeySize::_2048)
+        .map_err(|e| Error::Signing(format!("generate RA key: {e}")))?;
+    let mut ra = end_entity_params(&format!("{td} SCEP RA"), td, now, RA_LIFETIME)?;
+    ra.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    ra.crl_distribution_points = vec![CrlDistributionPoint {
+        uris: vec![urls.crl.clone()],
+    }];
+    ra.custom_extensions
+        .push(profile::authority_info_access(Some(&urls.ocsp), &urls.ca_issuers));
+    let ra_cert = ra
+        .signed_by(&ra_key, &issuing_issuer)
+        .map_err(|e| Error::Signing(format!("SCEP RA certificate: {e}")))?;
+
+    // Keys first (create_new, 0600), then certificates, then config last: a crash mid-init
+    // leaves no config.toml, and a rerun refuses because keys exist — nothing is overwritten.
+    for (name, key) in [
+        ("root.key", &root_key),
+        ("issuing.key", &issuing_key),
+        ("ocsp.key", &responder_key),
+        ("scep-ra.key", &ra_key),
+    ] {
+        keyfile::write_key(&dir.file(name), &key.serialize_der(), &options.protection)?;
+    }
+    write_new(&dir.file("root.pem"), root_cert.pem().as_bytes())?;
+    write_new(&dir.file("issuing.pem"), issuing_cert.pem().as_bytes())?;
+    write_new(
+        &dir.file("ca-chain.pem"),
+        format!("{}{}", issuing_cert.pem(), root_cert.pem()).as_bytes(),
+    )?;
+    write_new(&dir.file("ocsp.pem"), responder_cert.pem().as_bytes())?;
+    write_new(&dir.file("scep-ra.pem"), ra_cert.pem().as_bytes())?;
+
+    create_private_dir(&dir.policies())?;
+    write_new(&dir.policies().join("default.toml"), DEFAULT_POLICY.as_bytes())?;
+
+    let insecure = matches!(options.protection, Protection::InsecurePlaintext);
+    let config = CaConfig {
+        trust_domain: td.clone(),
+        base_url,
+        key_type: options.key_type.to_string(),
+        insecure_plaintext_keys: insecure,
+        created_at: now,
+    };
+    let store = SledStore::open(&dir.store())?;
+    store.commit()?;
+    drop(store);
+    let audit = AuditLog::open(&dir.audit_log())?;
+    let root_sha256 = hex::encode(sha256(root_cert.der()));
+    audit.append_durable(
+        "ca.initialized",
+        serde_json::json!({
+            "trust_domain": td,
+            "key_type": options.key_type.to_string(),
+            "root_sha256": root_sha256,
+            "insecure_plaintext_keys": insecure,
+        }),
+    )?;
+    let config_text =
+        toml::to_string(&config).map_err(|_| Error::Unreachable("config encodes as TOML"))?;
+    write_new(&dir.config(), config_text.as_bytes())?;
+    sync_dir(dir.path())?;
+
+    Ok(InitReport {
+        data_dir: dir.path().to_owned(),
+        trust_domain: td.clone(),
+        root_pem: dir.file("root.pem"),
+        chain_pem: dir.file("ca-chain.pem"),
+        root_sha256,
+        insecure_plaintext_keys: insecure,
+    })
+}
+
+/// An opened CA: configuration, store, audit log and policies; keys load on demand.
+pub struct Ca {
+    dir: DataDir,
+    config: CaConfig,
+    store: Arc<SledStore>,
+    audit: Arc<AuditLog>,
+    policies: PolicySet,
+}
+
+impl std::fmt::Debug for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ca")
+            .field("dir", &self.dir)
+            .field("trust_domain", &self.config.trust_domain)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ca {
+    /// Opens the CA in `dir`.
+    pub fn open(dir: &DataDir) -> Result<Self> {
+        let text = std::fs::read_to_string(dir.config()).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::DataDir {
+                    path: dir.path().to_owned(),
+                    reason: "no CA here; run `agentca init --trust-domain DOMAIN` first".into(),
+                }
+            } else {
+                Error::io(format!("read {}", dir.config().display()), e)
+            }
+        })?;
+        let config: CaConfig = toml::from_str(&text).map_err(|e| Error::DataDir {
+            path: dir.config(),
+            reason: e.to_string(),
+        })?;
+        let policies = PolicySet::load_dir(&dir.policies())?;
+        let store = Arc::new(SledStore::open(&dir.store())?);
+        let audit = Arc::new(AuditLog::open(&dir.audit_log())?);
+        Ok(Self {
+            dir: dir.clone(),
+            config,
+            store,
+            audit,
+            policies,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CaConfig {
+        &self.config
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &DataDir {
+        &self.dir
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<SledStore> {
+        &self.store
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> &Arc<AuditLog> {
+        &self.audit
+    }
+
+    /// The policies.
+    pub fn policies(&self) -> &PolicySet {
+        &self.policies
+    }
+
+    /// How keys of this CA are protected: from the configuration, plus a passphrase from
+    /// `passphrase_file` or `AGENTCA_PASSPHRASE` unless the CA is in development mode.
+    pub fn protection(&self, passphrase_file: Option<&Path>) -> Result<Protection> {
+        if self.config.insecure_plaintext_keys {
+            return Ok(Protection::InsecurePlaintext);
+        }
+        passphrase(passphrase_file).map(Protection::Passphrase)
+    }
+
+    /// A certificate file of the CA, DER.
+    pub fn cert_der(&self, name: &str) -> Result<Vec<u8>> {
+        let path = self.dir.file(name);
+        let text = std::fs::read(&path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+        let block = pem::parse(&text).map_err(|e| Error::Der(format!("{}: {e}", path.display())))?;
+        Ok(block.into_contents())
+    }
+
+    /// Loads a CA key.
+    pub fn signer(&self, key_file: &str, protection: &Protection) -> Result<KeyPairSigner> {
+        let path = self.dir.file(key_file);
+        let der = keyfile::read_key(&path, protection)?;
+        let pair = KeyPair::try_from(der.as_slice()).map_err(|e| Error::KeyFile {
+            path: path.clone(),
+            reason: format!("not a usable private key: {e}"),
+        })?;
+        KeyPairSigner::new(pair)
+    }
+
+    /// The issuing CA with its key loaded.
+    pub fn issuing_ca(&self, protection: &Protection) -> Result<IssuingCa> {
+        let signer = self.signer("issuing.key", protection)?;
+        let mut own_keys = Vec::new();
+        for name in ["root.pem", "issuing.pem", "ocsp.pem", "scep-ra.pem"] {
+            own_keys.push(spki_of(&self.cert_der(name)?)?);
+        }
+        IssuingCa::new(
+            Arc::new(signer),
+            self.cert_der("issuing.pem")?,
+            Urls::from_base(&self.config.base_url),
+            self.config.trust_domain.clone(),
+            own_keys,
+        )
+    }
+
+    /// The full issuance and revocation authority (loads the issuing key).
+    pub fn authority(&self, protection: &Protection) -> Result<Authority> {
+        let store: Arc<dyn Store> = self.store.clone();
+        Ok(Authority::new(
+            self.issuing_ca(protection)?,
+            self.policies.clone(),
+            store,
+            self.audit.clone(),
+        ))
+    }
+}
+
+/// Reads the passphrase from a file if given, else from `AGENTCA_PASSPHRASE`.
+pub fn passphrase(file: Option<&Path>) -> Result<Passphrase> {
+    if let Some(file) = file {
+        return Passphrase::from_file(file);
+    }
+    Passphrase::from_env()?.ok_or_else(|| Error::KeyFile {
+        path: PathBuf::from("AGENTCA_PASSPHRASE"),
+        reason: "the CA keys are encrypted: set AGENTCA_PASSPHRASE or pass --passphrase-file".into(),
+    })
+}
+
+fn spki_of(cert_der: &[u8]) -> Result<Vec<u8>> {
+    use x509_parser::prelude::FromDer;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(cert_der)
+        .map_err(|_| Error::Der("CA certificate does not parse".into()))?;
+    Ok(cert.tbs_certificate.subject_pki.raw.to_vec())
+}
+
+fn refuse_existing(dir: &DataDir) -> Result<()> {
+    let markers = [
+        "config.toml",
+        "root.key",
+        "issuing.key",
+        "ocsp.key",
+        "scep-ra.key",
+        "root.pem",
+        "store",
+        "audit.log",
+    ];
+    if let Some(found) = markers.iter().find(|m| dir.file(m).exists()) {
+        return Err(Error::DataDir {
+            path: dir.path().to_owned(),
+            reason: format!(
+                "already holds a CA ({found} exists); refusing to overwrite it — choose another --data-dir"
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn generate_key(kind: KeyKind) -> Result<KeyPair> {
+    let result = match kind {
+        KeyKind::EcdsaP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
+        KeyKind::EcdsaP384 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384),
+        KeyKind::Ed25519 => KeyPair::generate_for(&rcgen::PKCS_ED25519),
+        KeyKind::Rsa { bits: 2048 } => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, RsaKeySize::_2048),
+        KeyKind::Rsa { bits: 3072 } => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, RsaKeySize::_3072),
+        KeyKind::Rsa { bits: 4096 } => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, RsaKeySize::_4096),
+        KeyKind::Rsa { bits } => {
+            return Err(Error::UnsupportedKey(format!("CA keys of rsa-{bits} are not offered")));
+        }
+    };
+    result.map_err(|e| Error::Signing(format!("generate {kind} key: {e}")))
+}
+
+fn random_serial_number() -> Result<SerialNumber> {
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes)
+        .map_err(|_| Error::Signing("the system random number generator failed".into()))?;
+    bytes[0] = (bytes[0] & 0x7f) | 0x01;
+    Ok(SerialNumber::from_slice(&bytes))
+}
+
+fn name(common_name: &str, trust_domain: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, format!("agentca {trust_domain}"));
+    dn.push(DnType::CommonName, common_name);
+    dn
+}
+
+fn ca_params(
+    common_name: &str,
+    trust_domain: &str,
+    now: OffsetDateTime,
+    lifetime: Duration,
+) -> Result<CertificateParams> {
+    let mut params = CertificateParams::default();
+    params.serial_number = Some(random_serial_number()?);
+    params.distinguished_name = name(common_name, trust_domain);
+    params.not_before = now - profile::BACKDATE;
+    params.not_after = now + lifetime;
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    Ok(params)
+}
+
+fn end_entity_params(
+    common_name: &str,
+    trust_domain: &str,
+    now: OffsetDateTime,
+    lifetime: Duration,
+) -> Result<CertificateParams> {
+    let mut params = CertificateParams::default();
+    params.serial_number = Some(random_serial_number()?);
+    params.distinguished_name = name(common_name, trust_domain);
+    params.not_before = now - profile::BACKDATE;
+    params.not_after = now + lifetime;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.use_authority_key_identifier_extension = true;
+    Ok(params)
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).into()
+}
+
+fn create_private_dir(path: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path) {
+        Ok(()) => Ok(()),
+        Err(e) => Err(Error::io(format!("create {}", path.display()), e)),
+    }
+}
+
+/// Writes a new file (never replacing one), mode 0644 for certificates and config, durably.
+fn write_new(path: &Path, contents: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(path)
+        .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io(format!("write {}", path.display()), e))
+}
+
+fn sync_dir(path: &Path) -> Result<()> {
+    std::fs::File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("sync {}", path.display()), e))
+}

@@ -1,1 +1,128 @@
-//! (in progress)
+//! Full CRLs (RFC 5280 §5) signed by the issuing CA.
+//!
+//! The CRL number comes from the store, which hands out strictly increasing numbers and a
+//! `thisUpdate` that never goes backwards, even across restarts and clock steps; the number is
+//! durable before the CRL leaves this module. A revoked certificate stays listed until one CRL
+//! validity period after it expires, so at least one CRL issued after its expiry lists it
+//! (REV-4); entries are never dropped earlier.
+
+use rcgen::{
+    CertificateRevocationListParams, CrlDistributionPoint, CrlIssuingDistributionPoint,
+    CrlScope, Issuer, KeyIdMethod, RevokedCertParams, SerialNumber,
+};
+use time::{Duration, OffsetDateTime};
+use x509_parser::prelude::FromDer;
+
+use crate::error::{Error, Result};
+use crate::issuer::{Authority, IssuingCa};
+use crate::signer::RcgenSigner;
+use crate::store::{RevocationReason, RevokedEntry};
+
+/// How long a CRL is valid by default (BR §7.2 allows up to 10 days; agents' certificates are
+/// short-lived, so a day).
+pub const DEFAULT_VALIDITY: Duration = Duration::hours(24);
+
+/// A signed CRL and what went into it.
+#[derive(Clone, Debug)]
+pub struct Crl {
+    /// The CRL, DER.
+    pub der: Vec<u8>,
+    /// Its CRL number.
+    pub number: u64,
+    /// `thisUpdate`.
+    pub this_update: OffsetDateTime,
+    /// `nextUpdate`.
+    pub next_update: OffsetDateTime,
+    /// How many certificates it lists.
+    pub entries: usize,
+}
+
+/// Allocates the next CRL number durably, collects the revoked entries and signs the CRL.
+pub fn publish(authority: &Authority, now: OffsetDateTime, validity: Duration) -> Result<Crl> {
+    let store = authority.store();
+    let state = store.next_crl_number(crate::profile::whole_seconds(now))?;
+    // The number is durable before any CRL carrying it exists.
+    store.commit()?;
+    let this_update = state.this_update;
+    let next_update = this_update + validity;
+    let entries = store.revoked(this_update - validity)?;
+    let der = build(authority.ca(), state.number, this_update, next_update, &entries)?;
+    Ok(Crl {
+        der,
+        number: state.number,
+        this_update,
+        next_update,
+        entries: entries.len(),
+    })
+}
+
+/// Builds and signs a CRL from the given entries (no store involved).
+pub fn build(
+    ca: &IssuingCa,
+    number: u64,
+    this_update: OffsetDateTime,
+    next_update: OffsetDateTime,
+    entries: &[RevokedEntry],
+) -> Result<Vec<u8>> {
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(ca.cert_der())
+        .map_err(|_| Error::Der("issuing CA certificate does not parse".into()))?;
+    let ski = cert
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
+            _ => None,
+        })
+        .ok_or_else(|| Error::Der("issuing CA certificate has no subjectKeyIdentifier".into()))?;
+    let params = CertificateRevocationListParams {
+        this_update,
+        next_update,
+        crl_number: SerialNumber::from_slice(&minimal_be(number)),
+        issuing_distribution_point: Some(CrlIssuingDistributionPoint {
+            distribution_point: CrlDistributionPoint {
+                uris: vec![ca.urls().crl.clone()],
+            },
+            scope: Some(CrlScope::UserCertsOnly),
+        }),
+        revoked_certs: entries
+            .iter()
+            .map(|e| RevokedCertParams {
+                serial_number: SerialNumber::from_slice(e.serial.as_bytes()),
+                revocation_time: e.revocation.revoked_at,
+                reason_code: reason(e.revocation.reason),
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: KeyIdMethod::PreSpecified(ski),
+    };
+    let signer = RcgenSigner::new(ca.signer())?;
+    let issuer = Issuer::from_ca_cert_der(&ca.cert_der().into(), &signer)
+        .map_err(|e| Error::Der(format!("issuing CA certificate: {e}")))?;
+    let crl = params
+        .signed_by(&issuer)
+        .map_err(|e| Error::Signing(format!("CRL: {e}")))?;
+    Ok(crl.der().to_vec())
+}
+
+/// RFC 5280 §5.3.1: the reasonCode extension is omitted for `unspecified`.
+fn reason(r: RevocationReason) -> Option<rcgen::RevocationReason> {
+    use rcgen::RevocationReason as R;
+    Some(match r {
+        RevocationReason::Unspecified => return None,
+        RevocationReason::KeyCompromise => R::KeyCompromise,
+        RevocationReason::CaCompromise => R::CaCompromise,
+        RevocationReason::AffiliationChanged => R::AffiliationChanged,
+        RevocationReason::Superseded => R::Superseded,
+        RevocationReason::CessationOfOperation => R::CessationOfOperation,
+        RevocationReason::RemoveFromCrl => R::RemoveFromCrl,
+        RevocationReason::PrivilegeWithdrawn => R::PrivilegeWithdrawn,
+        RevocationReason::AaCompromise => R::AaCompromise,
+        _ => R::Unspecified,
+    })
+}
+
+fn minimal_be(n: u64) -> Vec<u8> {
+    let bytes = n.to_be_bytes();
+    let skip = bytes.iter().take_while(|b| **b == 0).count().min(7);
+    bytes[skip..].to_vec()
+}

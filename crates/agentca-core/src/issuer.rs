@@ -1,1 +1,483 @@
-//! (in progress)
+//! Issuance and revocation: the one path every certificate takes (design §2, §9).
+//!
+//! Order of an issuance, each step before the next:
+//! 1. the front end has parsed the CSR ([`CertificateRequest`]);
+//! 2. policy decides, producing an [`Authorization`] or a refusal naming the rule;
+//! 3. a random serial is reserved with an intent record (insert-if-absent);
+//! 4. the certificate is built from the authorization, its TBS linted, then signed;
+//! 5. the certificate and an audit entry are written;
+//! 6. the store and the audit log are made durable (shared flushes under load);
+//! 7. only then is the certificate returned to the caller.
+//!
+//! A refusal at step 2 writes an audit entry and nothing else: no serial, no signature.
+
+use std::sync::Arc;
+
+use rcgen::{Issuer, PublicKeyData, SigningKey};
+use sha2::{Digest, Sha256};
+use time::{Duration, OffsetDateTime};
+use x509_parser::prelude::FromDer;
+
+use crate::audit::AuditLog;
+use crate::csr::CertificateRequest;
+use crate::error::{Error, Result};
+use crate::identity::SpiffeId;
+use crate::policy::PolicySet;
+use crate::profile::{self, Authorization, LeafExpectation, Urls};
+use crate::signer::{RcgenSigner, Signer};
+use crate::store::{
+    CertificateRecord, EnrollmentMethod, IssuanceIntent, Revocation, RevocationReason, Serial,
+    Store, StoreError,
+};
+
+/// The issuing CA: its certificate, its key (behind [`Signer`]) and where relying parties look.
+pub struct IssuingCa {
+    signer: Arc<dyn Signer>,
+    cert_der: Vec<u8>,
+    subject_der: Vec<u8>,
+    not_after: OffsetDateTime,
+    urls: Urls,
+    trust_domain: String,
+    /// Public keys of the CA's own certificates (root, issuing, responder, RA): never certified
+    /// for an agent.
+    own_keys: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for IssuingCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuingCa")
+            .field("trust_domain", &self.trust_domain)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IssuingCa {
+    /// Binds a key to its certificate. Fails if the key does not match the certificate.
+    pub fn new(
+        signer: Arc<dyn Signer>,
+        cert_der: Vec<u8>,
+        urls: Urls,
+        trust_domain: String,
+        own_keys: Vec<Vec<u8>>,
+    ) -> Result<Self> {
+        let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&cert_der)
+            .map_err(|_| Error::Der("issuing CA certificate does not parse".into()))?;
+        if cert.tbs_certificate.subject_pki.raw != signer.subject_public_key_info().as_slice() {
+            return Err(Error::DataDir {
+                path: "issuing.pem".into(),
+                reason: "the issuing CA key does not match its certificate".into(),
+            });
+        }
+        let subject_der = cert.tbs_certificate.subject.as_raw().to_vec();
+        let not_after = cert.validity().not_after.to_datetime();
+        Ok(Self {
+            signer,
+            subject_der,
+            not_after,
+            cert_der,
+            urls,
+            trust_domain,
+            own_keys,
+        })
+    }
+
+    /// The CA certificate, DER.
+    pub fn cert_der(&self) -> &[u8] {
+        &self.cert_der
+    }
+
+    /// The trust domain agents of this CA live in.
+    pub fn trust_domain(&self) -> &str {
+        &self.trust_domain
+    }
+
+    /// The status and issuer URLs written into certificates.
+    pub fn urls(&self) -> &Urls {
+        &self.urls
+    }
+
+    /// When the CA certificate expires; no leaf outlives it.
+    pub fn not_after(&self) -> OffsetDateTime {
+        self.not_after
+    }
+
+    /// The signing key.
+    pub fn signer(&self) -> &dyn Signer {
+        self.signer.as_ref()
+    }
+
+    /// Builds, lints and signs a leaf. No store, no audit: [`Authority::issue`] wraps this.
+    pub fn sign_leaf(
+        &self,
+        auth: &Authorization,
+        serial: Serial,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<Vec<u8>> {
+        let params = profile::leaf_params(auth, serial, not_before, not_after, &self.urls)?;
+        let expectation = LeafExpectation {
+            auth,
+            serial,
+            not_before,
+            not_after,
+            issuer_subject: &self.subject_der,
+            issuer_not_after: self.not_after,
+        };
+        let signer = LintingSigner {
+            inner: RcgenSigner::new(self.signer.as_ref())?,
+            expectation: &expectation,
+            lint_error: std::cell::RefCell::new(None),
+        };
+        let issuer = Issuer::from_ca_cert_der(&self.cert_der.as_slice().into(), &signer)
+            .map_err(|e| Error::Der(format!("issuing CA certificate: {e}")))?;
+        let key_bits = crate::signer::subject_public_key_bits(&auth.spki_der)?;
+        let subject_key = SubjectKey {
+            spki: &auth.spki_der,
+            bits: &key_bits,
+            kind: auth.key,
+        };
+        let cert = params.signed_by(&subject_key, &issuer).map_err(|e| {
+            signer
+                .lint_error
+                .borrow_mut()
+                .take()
+                .unwrap_or_else(|| Error::Signing(e.to_string()))
+        })?;
+        Ok(cert.der().to_vec())
+    }
+}
+
+/// Lints the TBS, then signs it; a lint failure means the key is never asked.
+struct LintingSigner<'a> {
+    inner: RcgenSigner<'a>,
+    expectation: &'a LeafExpectation<'a>,
+    lint_error: std::cell::RefCell<Option<Error>>,
+}
+
+impl PublicKeyData for LintingSigner<'_> {
+    fn der_bytes(&self) -> &[u8] {
+        self.inner.der_bytes()
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        PublicKeyData::algorithm(&self.inner)
+    }
+}
+
+impl SigningKey for LintingSigner<'_> {
+    fn sign(&self, tbs: &[u8]) -> std::result::Result<Vec<u8>, rcgen::Error> {
+        if let Err(e) = profile::lint_leaf_tbs(tbs, self.expectation) {
+            *self.lint_error.borrow_mut() = Some(e);
+            return Err(rcgen::Error::RemoteKeyError);
+        }
+        self.inner.sign(tbs)
+    }
+}
+
+/// The public key of the certificate's subject, as rcgen wants it: rcgen re-encodes the SPKI
+/// from the key bits and algorithm, and the pre-signing lint checks that the result is
+/// byte-identical to the CSR's.
+struct SubjectKey<'a> {
+    spki: &'a [u8],
+    bits: &'a [u8],
+    kind: crate::csr::KeyKind,
+}
+
+impl PublicKeyData for SubjectKey<'_> {
+    fn der_bytes(&self) -> &[u8] {
+        self.bits
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        match self.kind {
+            crate::csr::KeyKind::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            crate::csr::KeyKind::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+            crate::csr::KeyKind::Ed25519 => &rcgen::PKCS_ED25519,
+            crate::csr::KeyKind::Rsa { .. } => &rcgen::PKCS_RSA_SHA256,
+        }
+    }
+
+    fn subject_public_key_info(&self) -> Vec<u8> {
+        self.spki.to_vec()
+    }
+}
+
+/// A request to issue, from any front end.
+#[derive(Clone, Copy, Debug)]
+pub struct IssueRequest<'a> {
+    /// The agent, as given by the operator or bound to the account/token.
+    pub agent_id: &'a str,
+    /// The parsed CSR.
+    pub csr: &'a CertificateRequest,
+    /// How it was requested.
+    pub method: EnrollmentMethod,
+    /// A requested lifetime, if any.
+    pub lifetime: Option<Duration>,
+}
+
+/// The CA's decision-making and recording roles around one [`IssuingCa`].
+pub struct Authority {
+    ca: IssuingCa,
+    policies: PolicySet,
+    store: Arc<dyn Store>,
+    audit: Arc<AuditLog>,
+}
+
+impl std::fmt::Debug for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authority").field("ca", &self.ca).finish_non_exhaustive()
+    }
+}
+
+/// How many fresh serials to try before giving up (a collision of 127 random bits means a
+/// broken RNG, not bad luck).
+const SERIAL_ATTEMPTS: usize = 4;
+
+impl Authority {
+    /// Assembles the roles.
+    pub fn new(
+        ca: IssuingCa,
+        policies: PolicySet,
+        store: Arc<dyn Store>,
+        audit: Arc<AuditLog>,
+    ) -> Self {
+        Self {
+            ca,
+            policies,
+            store,
+            audit,
+        }
+    }
+
+    /// The issuing CA.
+    pub fn ca(&self) -> &IssuingCa {
+        &self.ca
+    }
+
+    /// The store.
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// The policies.
+    pub fn policies(&self) -> &PolicySet {
+        &self.policies
+    }
+
+    /// Issues a certificate, returning it only once it is durable.
+    pub fn issue(&self, request: &IssueRequest<'_>) -> Result<CertificateRecord> {
+        let now = profile::whole_seconds(OffsetDateTime::now_utc());
+        let auth = match self.authorize(request, now) {
+            Ok(auth) => auth,
+            Err(e) => {
+                self.audit.append(
+                    "cert.refused",
+                    serde_json::json!({
+                        "agent": request.agent_id,
+                        "method": request.method.to_string(),
+                        "key_sha256": hex::encode(request.csr.key_sha256()),
+                        "reason": e.to_string(),
+                    }),
+                )?;
+                self.audit.sync()?;
+                return Err(e);
+            }
+        };
+        let (not_before, not_after) = profile::validity(now, auth.lifetime);
+        let intent = self.reserve_serial(&auth, request.method, not_before, not_after, now)?;
+        let der = self.ca.sign_leaf(&auth, intent.serial, not_before, not_after)?;
+        let record = CertificateRecord {
+            intent,
+            der,
+            issued_at: now,
+            revocation: None,
+        };
+        self.store.record_certificate(&record)?;
+        self.audit.append(
+            "cert.issued",
+            serde_json::json!({
+                "serial": record.intent.serial.to_hex(),
+                "agent": auth.agent.as_str(),
+                "method": request.method.to_string(),
+                "not_before": rfc3339(not_before),
+                "not_after": rfc3339(not_after),
+                "key_sha256": record.intent.key_sha256,
+                "dns": auth.dns,
+                "ips": auth.ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "cert_sha256": hex::encode(Sha256::digest(&record.der)),
+            }),
+        )?;
+        self.store.commit()?;
+        self.audit.sync()?;
+        Ok(record)
+    }
+
+    /// Runs every check; the returned authorization is all the certificate is built from.
+    pub fn authorize(
+        &self,
+        request: &IssueRequest<'_>,
+        now: OffsetDateTime,
+    ) -> Result<Authorization> {
+        let agent = SpiffeId::parse(request.agent_id)?;
+        if agent.trust_domain() != self.ca.trust_domain {
+            return Err(Error::InvalidAgentId(format!(
+                "{agent} is in trust domain {}, this CA serves {}",
+                agent.trust_domain(),
+                self.ca.trust_domain
+            )));
+        }
+        let record = self
+            .store
+            .agent(agent.as_str())?
+            .ok_or_else(|| Error::UnknownAgent(agent.to_string()))?;
+        if record.disabled {
+            return Err(Error::AgentDisabled(agent.to_string()));
+        }
+        let policy = self.policies.for_agent(&agent, record.policy.as_deref())?;
+        policy.check_method(request.method)?;
+
+        let csr = request.csr;
+        let names = csr.names();
+        if names.uris.len() > 1 {
+            return Err(Error::BadCsr(format!(
+                "asks for {} URI names; an agent certificate has exactly one",
+                names.uris.len()
+            )));
+        }
+        if let Some(uri) = names.uris.first() {
+            if uri != agent.as_str() {
+                return Err(Error::BadCsr(format!(
+                    "asks for URI {uri:?}, but the agent is {agent}"
+                )));
+            }
+        }
+        for name in &names.dns {
+            policy.check_dns(name, &record.dns)?;
+        }
+        for ip in &names.ips {
+            policy.check_ip(*ip)?;
+        }
+        policy.check_key(csr.key_kind())?;
+        if self.ca.own_keys.iter().any(|k| k.as_slice() == csr.spki_der()) {
+            return Err(Error::UnsupportedKey(
+                "the request carries one of this CA's own public keys".into(),
+            ));
+        }
+        if self.store.is_key_blocked(csr.key_sha256())? {
+            return Err(Error::UnsupportedKey(
+                "the key is blocked: a certificate for it was revoked for keyCompromise".into(),
+            ));
+        }
+        let lifetime = policy.lifetime(request.lifetime)?;
+        let (_, not_after) = profile::validity(now, lifetime);
+        if not_after > self.ca.not_after {
+            return Err(Error::InvalidLifetime(format!(
+                "the certificate would end at {}, after the issuing CA's notAfter {}",
+                rfc3339(not_after),
+                rfc3339(self.ca.not_after)
+            )));
+        }
+        Ok(Authorization {
+            agent,
+            dns: names.dns.clone(),
+            ips: names.ips.clone(),
+            lifetime,
+            key: csr.key_kind(),
+            spki_der: csr.spki_der().to_vec(),
+            server_auth: policy.server_auth_always(),
+        })
+    }
+
+    fn reserve_serial(
+        &self,
+        auth: &Authorization,
+        method: EnrollmentMethod,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<IssuanceIntent> {
+        let key_sha256 = hex::encode(Sha256::digest(&auth.spki_der));
+        for _ in 0..SERIAL_ATTEMPTS {
+            let intent = IssuanceIntent {
+                serial: random_serial()?,
+                agent_id: auth.agent.to_string(),
+                method,
+                not_before,
+                not_after,
+                key_sha256: key_sha256.clone(),
+                reserved_at: now,
+            };
+            match self.store.reserve_serial(&intent) {
+                Ok(()) => return Ok(intent),
+                Err(StoreError::AlreadyExists { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Signing(
+            "could not reserve a fresh serial: the random number generator repeats".into(),
+        ))
+    }
+
+    /// Revokes one certificate; durable before it returns. keyCompromise also blocks the key.
+    pub fn revoke(&self, serial: &Serial, reason: RevocationReason) -> Result<CertificateRecord> {
+        if reason == RevocationReason::RemoveFromCrl {
+            return Err(Error::InvalidLifetime(
+                "removeFromCRL only undoes a certificateHold, which agentca never uses".into(),
+            ));
+        }
+        let revocation = Revocation {
+            revoked_at: profile::whole_seconds(OffsetDateTime::now_utc()),
+            reason,
+        };
+        let record = self.store.revoke(serial, revocation).map_err(|e| match e {
+            StoreError::NotFound { .. } => Error::UnknownSerial(serial.to_hex()),
+            StoreError::Conflict { .. } => Error::AlreadyRevoked(serial.to_hex()),
+            other => other.into(),
+        })?;
+        if reason == RevocationReason::KeyCompromise {
+            let mut key = [0u8; 32];
+            if hex::decode_to_slice(&record.intent.key_sha256, &mut key).is_ok() {
+                self.store.block_key(&key)?;
+            }
+        }
+        self.audit.append(
+            "cert.revoked",
+            serde_json::json!({
+                "serial": serial.to_hex(),
+                "agent": record.intent.agent_id,
+                "reason": reason.name(),
+                "revoked_at": rfc3339(revocation.revoked_at),
+            }),
+        )?;
+        self.store.commit()?;
+        self.audit.sync()?;
+        Ok(record)
+    }
+}
+
+fn random_serial() -> Result<Serial> {
+    loop {
+        let mut bytes = [0u8; Serial::LEN];
+        aws_lc_rs::rand::fill(&mut bytes)
+            .map_err(|_| Error::Signing("the system random number generator failed".into()))?;
+        // Clear the sign bit; redraw the rare leading zero so the INTEGER stays 16 octets.
+        bytes[0] &= 0x7f;
+        if let Some(serial) = Serial::from_bytes(bytes) {
+            return Ok(serial);
+        }
+    }
+}
+
+pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+#[cfg(test)]
+mod tests;

@@ -19,6 +19,7 @@ pub mod issuer;
 pub mod keyfile;
 pub mod ocsp;
 pub mod policy;
+pub mod profile;
 pub mod signer;
 
 pub use agentca_store as store;

@@ -161,12 +161,13 @@ impl<'a> RcgenSigner<'a> {
         })
     }
 
-    pub(crate) fn spki(&self) -> &[u8] {
-        &self.spki
-    }
 }
 
 impl PublicKeyData for RcgenSigner<'_> {
+    fn subject_public_key_info(&self) -> Vec<u8> {
+        self.spki.clone()
+    }
+
     fn der_bytes(&self) -> &[u8] {
         &self.public_key
     }

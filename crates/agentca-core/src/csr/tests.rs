@@ -1,0 +1,1 @@
+//! CSR tests (see the module docs).
