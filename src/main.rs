@@ -1,1 +1,188 @@
-fn main() {}
+//! `agentca`: the command line (design §7). Thin: parse arguments, call the core, print.
+
+#![forbid(unsafe_code)]
+
+mod commands;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// A certificate authority for AI agents.
+#[derive(Debug, Parser)]
+#[command(name = "agentca", version, about, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options accepted before or after the subcommand.
+#[derive(Debug, Args)]
+pub(crate) struct GlobalArgs {
+    /// Data directory of the CA.
+    #[arg(long, global = true, env = "AGENTCA_DATA_DIR", default_value = "./agentca-data")]
+    data_dir: PathBuf,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    output: OutputFormat,
+    /// File holding the CA key passphrase (otherwise AGENTCA_PASSPHRASE).
+    #[arg(long, global = true, env = "AGENTCA_PASSPHRASE_FILE")]
+    passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a new CA: root, issuing CA, OCSP responder and SCEP RA certificates.
+    Init(InitArgs),
+    /// Register and manage agents.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Sign a CSR for an agent, under its policy.
+    Issue(IssueArgs),
+    /// Revoke one certificate, or every certificate of an agent.
+    Revoke(RevokeArgs),
+    /// List and show certificates.
+    #[command(subcommand)]
+    Cert(CertCommand),
+    /// Generate and sign a fresh CRL.
+    Crl(CrlArgs),
+    /// Check the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InitArgs {
+    /// Trust domain of the agents' SPIFFE IDs, e.g. example.org.
+    #[arg(long)]
+    trust_domain: String,
+    /// Key type of the root and issuing CA.
+    #[arg(long, default_value = "ecdsa-p256", value_parser = ["ecdsa-p256", "ecdsa-p384", "ed25519", "rsa-2048", "rsa-3072", "rsa-4096"])]
+    key_type: String,
+    /// Base URL written into certificates for OCSP, CA issuers and CRL (default http://127.0.0.1:8080).
+    #[arg(long)]
+    base_url: Option<String>,
+    /// DEVELOPMENT ONLY: store the CA private keys unencrypted.
+    #[arg(long)]
+    insecure_unencrypted_keys: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AgentCommand {
+    /// Register an agent.
+    Add {
+        /// The agent's SPIFFE ID, e.g. spiffe://example.org/agent/alice/mailer.
+        id: String,
+        /// Who is responsible for it.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Policy to apply (default: the most specific matching policy).
+        #[arg(long)]
+        policy: Option<String>,
+        /// Extra DNS name pre-authorized for this agent (repeatable).
+        #[arg(long = "dns")]
+        dns: Vec<String>,
+    },
+    /// List agents.
+    List,
+    /// Show one agent.
+    Show {
+        /// The agent's SPIFFE ID.
+        id: String,
+    },
+    /// Disable an agent: no further certificates are issued to it.
+    Disable {
+        /// The agent's SPIFFE ID.
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct IssueArgs {
+    /// The agent's SPIFFE ID.
+    #[arg(long)]
+    agent: String,
+    /// The CSR, PEM or DER.
+    #[arg(long)]
+    csr: PathBuf,
+    /// Lifetime, e.g. 1h or 30m (default: the policy's default).
+    #[arg(long)]
+    ttl: Option<String>,
+    /// Write the certificate chain (PEM) here instead of standard output.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["serial", "agent"])))]
+pub(crate) struct RevokeArgs {
+    /// Serial number, lowercase hex.
+    serial: Option<String>,
+    /// Revoke every unexpired certificate of this agent instead.
+    #[arg(long)]
+    agent: Option<String>,
+    /// RFC 5280 reason: unspecified, keyCompromise, affiliationChanged, superseded,
+    /// cessationOfOperation, privilegeWithdrawn, …
+    #[arg(long, default_value = "unspecified")]
+    reason: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CertCommand {
+    /// List certificates.
+    List {
+        /// Only this agent's.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only certificates in this state.
+        #[arg(long, value_enum)]
+        status: Option<CertStatusFilter>,
+    },
+    /// Show one certificate.
+    Show {
+        /// Serial number, lowercase hex.
+        serial: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum CertStatusFilter {
+    Valid,
+    Revoked,
+    Expired,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CrlArgs {
+    /// Write the CRL here (DER, or PEM if the name ends in .pem) instead of PEM on standard output.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Verify the hash chain of the audit log.
+    Verify,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let format = cli.global.output;
+    match commands::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            output::error(format, &e);
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -119,6 +119,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A command-line or API argument is malformed.
+    #[error("{0}")]
+    InvalidArgument(String),
+
     /// A state that should be impossible; reported instead of panicking.
     #[error("internal error (please report): {0}")]
     Unreachable(&'static str),

@@ -270,23 +270,39 @@ impl Authority {
         &self.policies
     }
 
+    /// Parses a CSR (PEM or DER) and issues; a CSR that does not parse is refused and audited
+    /// like any other refusal.
+    pub fn issue_csr(
+        &self,
+        agent_id: &str,
+        csr: &[u8],
+        method: EnrollmentMethod,
+        lifetime: Option<Duration>,
+    ) -> Result<CertificateRecord> {
+        let csr = match CertificateRequest::parse(csr) {
+            Ok(csr) => csr,
+            Err(e) => return Err(self.refused(agent_id, method, None, e)),
+        };
+        self.issue(&IssueRequest {
+            agent_id,
+            csr: &csr,
+            method,
+            lifetime,
+        })
+    }
+
     /// Issues a certificate, returning it only once it is durable.
     pub fn issue(&self, request: &IssueRequest<'_>) -> Result<CertificateRecord> {
         let now = profile::whole_seconds(OffsetDateTime::now_utc());
         let auth = match self.authorize(request, now) {
             Ok(auth) => auth,
             Err(e) => {
-                self.audit.append(
-                    "cert.refused",
-                    serde_json::json!({
-                        "agent": request.agent_id,
-                        "method": request.method.to_string(),
-                        "key_sha256": hex::encode(request.csr.key_sha256()),
-                        "reason": e.to_string(),
-                    }),
-                )?;
-                self.audit.sync()?;
-                return Err(e);
+                return Err(self.refused(
+                    request.agent_id,
+                    request.method,
+                    Some(request.csr.key_sha256()),
+                    e,
+                ));
             }
         };
         let (not_before, not_after) = profile::validity(now, auth.lifetime);
@@ -316,6 +332,27 @@ impl Authority {
         self.store.commit()?;
         self.audit.sync()?;
         Ok(record)
+    }
+
+    /// Records a refusal in the audit log and returns the refusal (or the audit failure, which
+    /// is worse: an unrecorded refusal must not look like a recorded one).
+    fn refused(
+        &self,
+        agent_id: &str,
+        method: EnrollmentMethod,
+        key_sha256: Option<&[u8; 32]>,
+        reason: Error,
+    ) -> Error {
+        let entry = serde_json::json!({
+            "agent": agent_id,
+            "method": method.to_string(),
+            "key_sha256": key_sha256.map(hex::encode),
+            "reason": reason.to_string(),
+        });
+        match self.audit.append_durable("cert.refused", entry) {
+            Ok(_) => reason,
+            Err(audit) => audit,
+        }
     }
 
     /// Runs every check; the returned authorization is all the certificate is built from.

@@ -210,7 +210,8 @@ impl IssuerHashes {
     /// Whether `id` names this issuer (both hashes must match; the values are public, so the
     /// comparison need not be constant-time).
     pub fn matches(&self, id: &CertId) -> bool {
-        id.issuer_name_hash == self.name_hash(id.hash) && id.issuer_key_hash == self.key_hash(id.hash)
+        id.issuer_name_hash == self.name_hash(id.hash)
+            && id.issuer_key_hash == self.key_hash(id.hash)
     }
 
     /// The `CertID` of the certificate with `serial` (INTEGER content bytes) under this issuer.

@@ -205,3 +205,224 @@ fn check_known_critical(inv: &str, cert: &X509Certificate<'_>, allowed: &[&str])
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose as Eku, GeneralSubtree, IsCa,
+        KeyPair, KeyUsagePurpose as Ku, NameConstraints, PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256,
+    };
+    use time::{Duration, OffsetDateTime};
+
+    use super::*;
+    use crate::testpki::{Pki, assert_fails_with, patch, resign, responder_params, service_params};
+
+    fn ra_params() -> CertificateParams {
+        let mut params = service_params("agentca SCEP RA");
+        params.key_usages = vec![Ku::DigitalSignature, Ku::KeyEncipherment];
+        params
+    }
+
+    #[test]
+    fn correct_root_and_issuing_ca_pass() {
+        let pki = Pki::new();
+        assert_ca_certificate(&pki.root_der, &pki.root_der);
+        assert_ca_certificate(&pki.ca_der, &pki.root_der);
+    }
+
+    #[test]
+    fn ca_without_ca_flag_fails() {
+        let pki = Pki::new();
+        let mut params = pki.ca_params.clone();
+        params.is_ca = IsCa::ExplicitNoCa;
+        let der = pki.issue_by_root(&params, &pki.ca_key);
+        assert_fails_with(&["CA profile", "cA=false"], || {
+            assert_ca_certificate(&der, &pki.root_der)
+        });
+    }
+
+    #[test]
+    fn ca_without_basic_constraints_fails() {
+        let pki = Pki::new();
+        let mut params = pki.ca_params.clone();
+        params.is_ca = IsCa::NoCa;
+        let der = pki.issue_by_root(&params, &pki.ca_key);
+        assert_fails_with(&["CA profile", "no basicConstraints"], || {
+            assert_ca_certificate(&der, &pki.root_der)
+        });
+    }
+
+    #[test]
+    fn ca_without_crl_sign_fails() {
+        let pki = Pki::new();
+        let mut params = pki.ca_params.clone();
+        params.key_usages = vec![Ku::KeyCertSign, Ku::DigitalSignature];
+        let der = pki.issue_by_root(&params, &pki.ca_key);
+        assert_fails_with(&["CA profile", "keyCertSign or cRLSign"], || {
+            assert_ca_certificate(&der, &pki.root_der)
+        });
+    }
+
+    #[test]
+    fn intermediate_without_aki_fails() {
+        let pki = Pki::new();
+        let mut params = pki.ca_params.clone();
+        params.use_authority_key_identifier_extension = false;
+        let der = pki.issue_by_root(&params, &pki.ca_key);
+        assert_fails_with(&["CA profile", "no authorityKeyIdentifier"], || {
+            assert_ca_certificate(&der, &pki.root_der)
+        });
+    }
+
+    #[test]
+    fn ca_with_uri_name_constraint_fails() {
+        let pki = Pki::new();
+        let mut params = pki.ca_params.clone();
+        params.name_constraints = Some(NameConstraints {
+            permitted_subtrees: vec![GeneralSubtree::DnsName("example.org".into())],
+            excluded_subtrees: vec![],
+        });
+        // A DNS constraint is fine...
+        let der = pki.issue_by_root(&params, &pki.ca_key);
+        assert_ca_certificate(&der, &pki.root_der);
+        // ...a URI constraint is not. rcgen cannot write one, so patch the dNSName tag [2]
+        // of the subtree into uniformResourceIdentifier [6].
+        let dns_base = [&[0x82, 11][..], b"example.org"].concat();
+        let uri_base = [&[0x86, 11][..], b"example.org"].concat();
+        let patched = resign(&patch(&der, &dns_base, &uri_base), &pki.root_key);
+        assert_fails_with(&["CA profile", "URI subtree"], || {
+            assert_ca_certificate(&patched, &pki.root_der)
+        });
+    }
+
+    #[test]
+    fn ca_signed_by_stranger_fails() {
+        let pki = Pki::new();
+        let stranger = Pki::new();
+        assert_fails_with(&["CA profile"], || {
+            assert_ca_certificate(&pki.ca_der, &stranger.root_der)
+        });
+    }
+
+    #[test]
+    fn ca_outliving_root_fails() {
+        let pki = Pki::new();
+        let mut params = pki.ca_params.clone();
+        params.not_after = OffsetDateTime::now_utc() + Duration::days(4000);
+        let der = pki.issue_by_root(&params, &pki.ca_key);
+        assert_fails_with(&["CA profile", "after the issuer's notAfter"], || {
+            assert_ca_certificate(&der, &pki.root_der)
+        });
+    }
+
+    #[test]
+    fn correct_responder_passes() {
+        let pki = Pki::new();
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let der = pki.issue(&responder_params(), &key);
+        assert_ocsp_responder_certificate(&der, &pki.ca_der);
+    }
+
+    #[test]
+    fn responder_without_nocheck_fails() {
+        let pki = Pki::new();
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = responder_params();
+        params.custom_extensions.clear();
+        let der = pki.issue(&params, &key);
+        assert_fails_with(&["OCSP responder profile", "ocsp-nocheck"], || {
+            assert_ocsp_responder_certificate(&der, &pki.ca_der)
+        });
+    }
+
+    #[test]
+    fn responder_with_extra_eku_fails() {
+        let pki = Pki::new();
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = responder_params();
+        params.extended_key_usages.push(Eku::ClientAuth);
+        let der = pki.issue(&params, &key);
+        assert_fails_with(&["OCSP responder profile", "exactly id-kp-OCSPSigning"], || {
+            assert_ocsp_responder_certificate(&der, &pki.ca_der)
+        });
+    }
+
+    #[test]
+    fn responder_that_is_a_ca_fails() {
+        let pki = Pki::new();
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = responder_params();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let der = pki.issue(&params, &key);
+        assert_fails_with(&["OCSP responder profile", "cA=true"], || {
+            assert_ocsp_responder_certificate(&der, &pki.ca_der)
+        });
+    }
+
+    #[test]
+    fn responder_from_another_ca_fails() {
+        let pki = Pki::new();
+        let stranger = Pki::new();
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let der = stranger.issue(&responder_params(), &key);
+        assert_fails_with(&["OCSP responder profile"], || {
+            assert_ocsp_responder_certificate(&der, &pki.ca_der)
+        });
+    }
+
+    #[test]
+    fn correct_ra_passes() {
+        let pki = Pki::new();
+        let key = KeyPair::generate_for(&PKCS_RSA_SHA256).unwrap();
+        let der = pki.issue(&ra_params(), &key);
+        assert_ra_certificate(&der, &pki.ca_der);
+    }
+
+    #[test]
+    fn ra_with_ec_key_fails() {
+        let pki = Pki::new();
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let der = pki.issue(&ra_params(), &key);
+        assert_fails_with(&["SCEP RA profile", "not RSA"], || {
+            assert_ra_certificate(&der, &pki.ca_der)
+        });
+    }
+
+    #[test]
+    fn ra_without_key_encipherment_fails() {
+        let pki = Pki::new();
+        let key = KeyPair::generate_for(&PKCS_RSA_SHA256).unwrap();
+        let mut params = ra_params();
+        params.key_usages = vec![Ku::DigitalSignature];
+        let der = pki.issue(&params, &key);
+        assert_fails_with(&["SCEP RA profile", "lacks keyEncipherment"], || {
+            assert_ra_certificate(&der, &pki.ca_der)
+        });
+    }
+
+    #[test]
+    fn ra_with_cert_sign_fails() {
+        let pki = Pki::new();
+        let key = KeyPair::generate_for(&PKCS_RSA_SHA256).unwrap();
+        let mut params = ra_params();
+        params.key_usages.push(Ku::KeyCertSign);
+        let der = pki.issue(&params, &key);
+        assert_fails_with(&["SCEP RA profile", "keyCertSign or cRLSign"], || {
+            assert_ra_certificate(&der, &pki.ca_der)
+        });
+    }
+
+    #[test]
+    fn unknown_critical_extension_fails() {
+        let pki = Pki::new();
+        let key = KeyPair::generate_for(&PKCS_RSA_SHA256).unwrap();
+        let mut params = ra_params();
+        let mut ext = rcgen::CustomExtension::from_oid_content(&[1, 2, 3, 4], vec![0x05, 0x00]);
+        ext.set_criticality(true);
+        params.custom_extensions.push(ext);
+        let der = pki.issue(&params, &key);
+        assert_fails_with(&["SCEP RA profile", "is critical"], || {
+            assert_ra_certificate(&der, &pki.ca_der)
+        });
+    }
+}

@@ -134,3 +134,89 @@ fn verify(leaf: &Path, root: &Path, untrusted: &Path, crl: Option<&Path>) -> Ver
         Verdict::Rejected(tools::transcript(&output))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testpki::{Leaf, Pki};
+
+    fn leaf_and_serial(pki: &Pki) -> (Vec<u8>, Vec<u8>) {
+        let leaf = Leaf::new();
+        let der = pki.issue(&leaf.params, &leaf.key);
+        let serial = leaf.params.serial_number.clone().unwrap().to_bytes();
+        (der, serial)
+    }
+
+    #[test]
+    fn accepts_a_correct_uri_only_leaf() {
+        let pki = Pki::new();
+        let (leaf, _) = leaf_and_serial(&pki);
+        openssl_verify_der(&leaf, &[pki.ca_der.clone()], &pki.root_der);
+    }
+
+    #[test]
+    fn accepts_with_pem_paths() {
+        let pki = Pki::new();
+        let (leaf, _) = leaf_and_serial(&pki);
+        let scratch = Scratch::new();
+        let leaf = scratch.write("l.pem", tools::pem("CERTIFICATE", &[&leaf]).as_bytes());
+        let root = scratch.write("r.pem", tools::pem("CERTIFICATE", &[&pki.root_der]).as_bytes());
+        let chain = scratch.write("c.pem", tools::pem("CERTIFICATE", &[&pki.ca_der]).as_bytes());
+        openssl_verify(&leaf, &root, &chain);
+    }
+
+    #[test]
+    fn rejects_a_leaf_from_another_ca() {
+        let pki = Pki::new();
+        let stranger = Pki::new();
+        let (leaf, _) = leaf_and_serial(&stranger);
+        let verdict = verify_der(&leaf, &[pki.ca_der.clone()], &pki.root_der, None);
+        verdict.assert_rejected_with("unable to get local issuer certificate");
+        let msg = crate::testpki::panic_message(|| {
+            openssl_verify_der(&leaf, &[pki.ca_der.clone()], &pki.root_der)
+        });
+        if verdict != Verdict::Skipped {
+            assert!(msg.contains("INV-9"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn crl_check_rejects_revoked_and_accepts_others() {
+        let pki = Pki::new();
+        let (revoked, serial) = leaf_and_serial(&pki);
+        let (fine, _) = leaf_and_serial(&pki);
+        let crl = pki.crl(&[&serial]);
+        let chain = [pki.ca_der.clone()];
+        openssl_verify_der_with_crl(&revoked, &chain, &pki.root_der, &crl)
+            .assert_rejected_with("certificate revoked");
+        openssl_verify_der_with_crl(&fine, &chain, &pki.root_der, &crl).assert_accepted();
+    }
+
+    #[test]
+    fn crl_check_rejects_a_crl_from_another_ca() {
+        let pki = Pki::new();
+        let stranger = Pki::new();
+        let (leaf, _) = leaf_and_serial(&pki);
+        let crl = stranger.crl(&[]);
+        let verdict = openssl_verify_der_with_crl(&leaf, &[pki.ca_der.clone()], &pki.root_der, &crl);
+        verdict.assert_rejected_with("unable to get certificate CRL");
+    }
+
+    #[test]
+    fn verdict_assertions() {
+        Verdict::Accepted.assert_accepted();
+        Verdict::Skipped.assert_accepted();
+        Verdict::Skipped.assert_rejected_with("x");
+        Verdict::Rejected("error: certificate revoked".into())
+            .assert_rejected_with("certificate revoked");
+        crate::testpki::assert_fails_with(&["INV-9"], || {
+            Verdict::Rejected("nope".into()).assert_accepted()
+        });
+        crate::testpki::assert_fails_with(&["should reject"], || {
+            Verdict::Accepted.assert_rejected_with("revoked")
+        });
+        crate::testpki::assert_fails_with(&["not with"], || {
+            Verdict::Rejected("expired".into()).assert_rejected_with("revoked")
+        });
+    }
+}

@@ -109,29 +109,11 @@ pub fn assert_serials_random(serials: &[[u8; 16]]) {
 
 #[cfg(test)]
 mod tests {
-    use std::panic::catch_unwind;
-
     use super::*;
+    use crate::testpki::{panic_message, random_serial};
 
     fn random_serials(n: usize) -> Vec<[u8; 16]> {
-        (0..n)
-            .map(|_| loop {
-                let mut s = [0u8; 16];
-                aws_lc_rs::rand::fill(&mut s).unwrap();
-                s[0] &= 0x7f;
-                if s[0] != 0 {
-                    break s;
-                }
-            })
-            .collect()
-    }
-
-    fn panic_message(f: impl FnOnce() + std::panic::UnwindSafe) -> String {
-        let err = catch_unwind(f).expect_err("the check should have failed");
-        err.downcast_ref::<String>()
-            .cloned()
-            .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default()
+        (0..n).map(|_| random_serial()).collect()
     }
 
     #[test]

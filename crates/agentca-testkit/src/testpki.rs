@@ -1,12 +1,14 @@
 //! A small PKI built with rcgen for the checker's own tests: a root, an issuing CA and leaves
 //! that follow agentca's profile, so each test can break exactly one thing.
 
-use std::panic::{UnwindSafe, catch_unwind};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CrlDistributionPoint, CustomExtension, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
-    PublicKeyData, SanType, SerialNumber, SignatureAlgorithm,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CrlDistributionPoint,
+    CrlIssuingDistributionPoint, CrlScope, CustomExtension, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    PKCS_ECDSA_P256_SHA256, PublicKeyData, RevocationReason, RevokedCertParams, SanType,
+    SerialNumber, SignatureAlgorithm,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -61,6 +63,30 @@ fn ca_params(cn: &str, lifetime: Duration) -> CertificateParams {
     params
 }
 
+/// A 7-day non-CA certificate's parameters, the base of the responder and RA profiles.
+pub(crate) fn service_params(cn: &str) -> CertificateParams {
+    let now = OffsetDateTime::now_utc();
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, cn);
+    params.distinguished_name = dn;
+    params.serial_number = Some(SerialNumber::from_slice(&random_serial()));
+    params.not_before = now - Duration::minutes(5);
+    params.not_after = now + Duration::days(7);
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.use_authority_key_identifier_extension = true;
+    params
+}
+
+/// A correct delegated OCSP responder certificate's parameters.
+pub(crate) fn responder_params() -> CertificateParams {
+    let mut params = service_params("agentca OCSP responder");
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::OcspSigning];
+    params.custom_extensions = vec![ocsp_nocheck()];
+    params
+}
+
 /// A root and an issuing CA, both P-256.
 pub(crate) struct Pki {
     pub(crate) root_key: KeyPair,
@@ -96,6 +122,34 @@ impl Pki {
             ca_params,
             ca_der,
         }
+    }
+
+    /// A CRL from the issuing CA listing `revoked` serials (content octets), valid for a day.
+    pub(crate) fn crl(&self, revoked: &[&[u8]]) -> Vec<u8> {
+        let now = OffsetDateTime::now_utc();
+        let params = CertificateRevocationListParams {
+            this_update: now - Duration::minutes(1),
+            next_update: now + Duration::days(1),
+            crl_number: SerialNumber::from_slice(&[1]),
+            issuing_distribution_point: Some(CrlIssuingDistributionPoint {
+                distribution_point: CrlDistributionPoint {
+                    uris: vec![format!("{BASE_URL}/crl")],
+                },
+                scope: Some(CrlScope::UserCertsOnly),
+            }),
+            revoked_certs: revoked
+                .iter()
+                .map(|serial| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(serial),
+                    revocation_time: now - Duration::seconds(30),
+                    reason_code: Some(RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let issuer = Issuer::from_params(&self.ca_params, &self.ca_key);
+        params.signed_by(&issuer).unwrap().der().to_vec()
     }
 
     /// The chain as agentca hands it out: issuing CA, then root.
@@ -170,8 +224,9 @@ impl Leaf {
 }
 
 /// Runs `f`, which must panic, and returns its message.
-pub(crate) fn panic_message(f: impl FnOnce() + UnwindSafe) -> String {
-    let Err(err) = catch_unwind(f) else {
+pub(crate) fn panic_message(f: impl FnOnce()) -> String {
+    // Only the message is looked at afterwards, so no broken state can leak.
+    let Err(err) = catch_unwind(AssertUnwindSafe(f)) else {
         panic!("the check passed, but it should have failed");
     };
     err.downcast_ref::<String>()
@@ -181,7 +236,7 @@ pub(crate) fn panic_message(f: impl FnOnce() + UnwindSafe) -> String {
 }
 
 /// Asserts that `f` panics with a message containing every one of `needles`.
-pub(crate) fn assert_fails_with(needles: &[&str], f: impl FnOnce() + UnwindSafe) {
+pub(crate) fn assert_fails_with(needles: &[&str], f: impl FnOnce()) {
     let msg = panic_message(f);
     for needle in needles {
         assert!(
@@ -213,4 +268,17 @@ pub(crate) fn patch_last(der: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     let mut out = der.to_vec();
     out[at..at + to.len()].copy_from_slice(to);
     out
+}
+
+/// Signs the (possibly patched) tbsCertificate of `der` again with `key`, so a test can break
+/// one field and keep a valid signature.
+pub(crate) fn resign(der: &[u8], key: &KeyPair) -> Vec<u8> {
+    use rcgen::SigningKey;
+
+    let (cert, _) = crate::der::read_tlv(der).unwrap();
+    let (tbs, rest) = crate::der::read_tlv(cert.content).unwrap();
+    let (alg, _) = crate::der::read_tlv(rest).unwrap();
+    let signature = key.sign(tbs.whole).unwrap();
+    let bits = [&[0u8][..], &signature].concat();
+    write::sequence(&[tbs.whole.to_vec(), alg.whole.to_vec(), write::tlv(0x03, &bits)])
 }

@@ -98,3 +98,113 @@ fn verify(
     )
     .map(|_| ())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testpki::{Leaf, Pki, assert_fails_with};
+
+    fn issue(pki: &Pki) -> (Vec<u8>, Vec<u8>) {
+        let leaf = Leaf::new();
+        let der = pki.issue(&leaf.params, &leaf.key);
+        (der, leaf.params.serial_number.clone().unwrap().to_bytes())
+    }
+
+    #[test]
+    fn accepts_a_correct_uri_only_leaf() {
+        let pki = Pki::new();
+        let (leaf, _) = issue(&pki);
+        let now = OffsetDateTime::now_utc();
+        webpki_verify_client(&leaf, &pki.chain(), &pki.root_der, now);
+        webpki_verify_client(&leaf, &[pki.ca_der.clone()], &pki.root_der, now);
+    }
+
+    #[test]
+    fn rejects_expired_and_not_yet_valid() {
+        let pki = Pki::new();
+        let (leaf, _) = issue(&pki);
+        let now = OffsetDateTime::now_utc();
+        let later = now + time::Duration::days(2);
+        assert_eq!(
+            verify(&leaf, &pki.chain(), &pki.root_der, &[], later),
+            Err(webpki::Error::CertExpired {
+                time: UnixTime::since_unix_epoch(Duration::from_secs(
+                    u64::try_from(later.unix_timestamp()).unwrap()
+                )),
+                not_after: UnixTime::since_unix_epoch(Duration::from_secs(
+                    u64::try_from(
+                        x509_parser::parse_x509_certificate(&leaf)
+                            .unwrap()
+                            .1
+                            .validity()
+                            .not_after
+                            .timestamp()
+                    )
+                    .unwrap()
+                )),
+            })
+        );
+        let earlier = now - time::Duration::hours(1);
+        assert!(matches!(
+            verify(&leaf, &pki.chain(), &pki.root_der, &[], earlier),
+            Err(webpki::Error::CertNotValidYet { .. })
+        ));
+    }
+
+    #[test]
+    fn rejects_a_leaf_from_another_ca() {
+        let pki = Pki::new();
+        let stranger = Pki::new();
+        let (leaf, _) = issue(&stranger);
+        assert_fails_with(&["INV-9", "UnknownIssuer"], || {
+            webpki_verify_client(&leaf, &pki.chain(), &pki.root_der, OffsetDateTime::now_utc())
+        });
+    }
+
+    #[test]
+    fn crl_revokes_the_listed_leaf_only() {
+        let pki = Pki::new();
+        let (revoked, serial) = issue(&pki);
+        let (fine, _) = issue(&pki);
+        let now = OffsetDateTime::now_utc();
+        let crls = vec![pki.crl(&[&serial])];
+        // The issuing CA's own status comes from the root's CRL.
+        let root_crl = {
+            let params = rcgen::CertificateRevocationListParams {
+                this_update: now - time::Duration::minutes(1),
+                next_update: now + time::Duration::days(1),
+                crl_number: rcgen::SerialNumber::from_slice(&[1]),
+                issuing_distribution_point: None,
+                revoked_certs: vec![],
+                key_identifier_method: rcgen::KeyIdMethod::Sha256,
+            };
+            let issuer = rcgen::Issuer::from_params(&pki.root_params, &pki.root_key);
+            params.signed_by(&issuer).unwrap().der().to_vec()
+        };
+        let all = vec![crls[0].clone(), root_crl];
+
+        assert_webpki_revoked(&revoked, &pki.chain(), &pki.root_der, &all, now);
+        assert_eq!(
+            webpki_verify_client_with_crls(&fine, &pki.chain(), &pki.root_der, &all, now),
+            Ok(())
+        );
+        // Without the root's CRL the issuing CA's status is unknown, which is an error.
+        assert!(matches!(
+            webpki_verify_client_with_crls(&fine, &pki.chain(), &pki.root_der, &crls, now),
+            Err(webpki::Error::UnknownRevocationStatus)
+        ));
+        assert_fails_with(&["accepted a certificate the CRL should revoke"], || {
+            assert_webpki_revoked(&fine, &pki.chain(), &pki.root_der, &all, now)
+        });
+    }
+
+    #[test]
+    fn expired_crl_is_an_error() {
+        let pki = Pki::new();
+        let (leaf, serial) = issue(&pki);
+        let crls = vec![pki.crl(&[&serial])];
+        let later = OffsetDateTime::now_utc() + time::Duration::hours(23);
+        let result = webpki_verify_client_with_crls(&leaf, &pki.chain(), &pki.root_der, &crls, later + time::Duration::hours(2));
+        assert!(matches!(result, Err(_)), "{result:?}");
+    }
+}

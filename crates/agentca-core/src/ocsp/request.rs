@@ -201,7 +201,9 @@ pub fn build_request(cert_ids: &[CertId], nonce: Option<&[u8]>) -> Result<Vec<u8
             })
         })
         .collect::<Result<Vec<_>, Error>>()?;
-    let request_extensions = nonce.map(|n| nonce_extension(n).map(|e| vec![e])).transpose()?;
+    let request_extensions = nonce
+        .map(|n| nonce_extension(n).map(|e| vec![e]))
+        .transpose()?;
     asn1::OcspRequestAsn1 {
         tbs_request: asn1::TbsRequestAsn1 {
             version: asn1::Version::V1,
@@ -306,7 +308,13 @@ mod tests {
             sample_id(HashAlgorithm::Sha256, &[0xff, 0x01]),
         ];
         let parsed = parse_request(&build_request(&ids, None).unwrap()).unwrap();
-        assert_eq!(parsed, OcspRequest { cert_ids: ids, nonce: None });
+        assert_eq!(
+            parsed,
+            OcspRequest {
+                cert_ids: ids,
+                nonce: None
+            }
+        );
     }
 
     #[test]
@@ -439,6 +447,21 @@ mod tests {
     }
 
     #[test]
+    fn every_single_byte_mutation_is_handled() {
+        let der = sample_request(Some(&[9; 8]));
+        let start = Instant::now();
+        for at in 0..der.len() {
+            for value in [0x00, 0x01, 0x7f, 0x80, 0x81, 0xff, der[at] ^ 0x20] {
+                let mut mutated = der.clone();
+                mutated[at] = value;
+                // Any answer is fine as long as it comes back.
+                let _ = parse_request(&mutated);
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
     fn too_many_cert_ids() {
         let ids: Vec<_> = (0..1000u16)
             .map(|i| sample_id(HashAlgorithm::Sha1, &i.to_be_bytes()[..]))
@@ -478,7 +501,10 @@ mod tests {
 
     /// Nonce extension OID 1.3.6.1.5.5.7.48.1.2.
     fn nonce_oid() -> Vec<u8> {
-        tlv(0x06, &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x02])
+        tlv(
+            0x06,
+            &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x02],
+        )
     }
 
     #[test]
@@ -534,7 +560,10 @@ mod tests {
     fn critical_unknown_extension_is_refused_noncritical_ignored() {
         // id-pkix-ocsp-response (acceptable responses) listing id-pkix-ocsp-basic.
         let extension = |critical: bool| {
-            let oid = tlv(0x06, &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x04]);
+            let oid = tlv(
+                0x06,
+                &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x04],
+            );
             let flag = if critical { tlv(0x01, &[0xff]) } else { vec![] };
             let basic = [0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x01];
             let value = tlv(0x04, &tlv(0x30, &tlv(0x06, &basic)));
@@ -554,15 +583,26 @@ mod tests {
     #[test]
     fn critical_single_request_extension_is_refused() {
         let request = sample_request(None);
-        let cert_id = sample_id(HashAlgorithm::Sha1, &[0x01, 0x02]).to_der().unwrap();
+        let cert_id = sample_id(HashAlgorithm::Sha1, &[0x01, 0x02])
+            .to_der()
+            .unwrap();
         // service locator (1.3.6.1.5.5.7.48.1.7), critical, with an empty SEQUENCE as value
-        let oid = tlv(0x06, &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x07]);
+        let oid = tlv(
+            0x06,
+            &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x07],
+        );
         let ext = |critical: bool| {
             let flag = if critical { tlv(0x01, &[0xff]) } else { vec![] };
-            tlv(0x30, &[oid.clone(), flag, tlv(0x04, &[0x30, 0x00])].concat())
+            tlv(
+                0x30,
+                &[oid.clone(), flag, tlv(0x04, &[0x30, 0x00])].concat(),
+            )
         };
         let build = |ext: Vec<u8>| {
-            let single = tlv(0x30, &[cert_id.clone(), tlv(0xa0, &tlv(0x30, &ext))].concat());
+            let single = tlv(
+                0x30,
+                &[cert_id.clone(), tlv(0xa0, &tlv(0x30, &ext))].concat(),
+            );
             tlv(0x30, &tlv(0x30, &tlv(0x30, &single)))
         };
         assert_eq!(
@@ -582,7 +622,10 @@ mod tests {
         // Nesting hidden inside the opaque requestorName is skipped without recursion.
         let unsigned = sample_request(None);
         let tbs_body = outer_body(outer_body(&unsigned));
-        let request = tlv(0x30, &tlv(0x30, &[&tlv(0xa1, &nested)[..], tbs_body].concat()));
+        let request = tlv(
+            0x30,
+            &tlv(0x30, &[&tlv(0xa1, &nested)[..], tbs_body].concat()),
+        );
         assert!(parse_request(&request).is_ok());
     }
 

@@ -7,8 +7,8 @@ use time::OffsetDateTime;
 use x509_cert::spki::AlgorithmIdentifierOwned;
 
 use super::asn1::{
-    self, BasicOcspResponseAsn1, CertStatusAsn1, EnumeratedCode, OcspResponseAsn1,
-    ResponderIdAsn1, ResponseBytesAsn1, ResponseDataAsn1, RevokedInfoAsn1, SingleResponseAsn1,
+    self, BasicOcspResponseAsn1, CertStatusAsn1, EnumeratedCode, OcspResponseAsn1, ResponderIdAsn1,
+    ResponseBytesAsn1, ResponseDataAsn1, RevokedInfoAsn1, SingleResponseAsn1,
 };
 use super::request::{nonce_extension, nonce_from_extensions};
 use super::{CertId, HashAlgorithm, der_error, generalized_time, nonce_len_ok, offset_date_time};
@@ -132,7 +132,14 @@ impl<'a> Responder<'a> {
             ));
         }
         let key_bits = subject_public_key_bits(&signer.subject_public_key_info())?;
-        if cert.tbs_certificate.subject_pki.subject_public_key.data.as_ref() != key_bits {
+        if cert
+            .tbs_certificate
+            .subject_pki
+            .subject_public_key
+            .data
+            .as_ref()
+            != key_bits
+        {
             return Err(Error::UnsupportedKey(
                 "the OCSP responder certificate does not certify the responder key".into(),
             ));
@@ -336,9 +343,7 @@ pub fn parse_response(der: &[u8]) -> Result<ParsedResponse, Error> {
 
     Ok(ParsedResponse::Successful(Box::new(BasicResponse {
         responder_id: match data.responder_id {
-            ResponderIdAsn1::ByName(name) => {
-                ResponderId::ByName(name.to_der().map_err(der_error)?)
-            }
+            ResponderIdAsn1::ByName(name) => ResponderId::ByName(name.to_der().map_err(der_error)?),
             ResponderIdAsn1::ByKey(hash) => ResponderId::ByKey(hash.as_bytes().to_vec()),
         },
         produced_at: offset_date_time(data.produced_at)?,
@@ -547,8 +552,8 @@ mod tests {
             hashes.cert_id(HashAlgorithm::Sha1, &pki.leaf_serial),
             hashes.cert_id(HashAlgorithm::Sha256, &pki.leaf_serial),
         ];
-        let request = parse_request(&build_request(&ids, Some(b"0123456789abcdef")).unwrap())
-            .unwrap();
+        let request =
+            parse_request(&build_request(&ids, Some(b"0123456789abcdef")).unwrap()).unwrap();
         assert!(request.cert_ids.iter().all(|id| hashes.matches(id)));
         let statuses: Vec<_> = request
             .cert_ids
@@ -576,8 +581,16 @@ mod tests {
         let responder = Responder::new(&pki.responder, &pki.responder_der).unwrap();
         let good = status(&pki, HashAlgorithm::Sha1, CertStatus::Good);
         assert!(responder.respond(&[], now(), None).is_err());
-        assert!(responder.respond(&[good.clone()], now(), Some(&[])).is_err());
-        assert!(responder.respond(&[good.clone()], now(), Some(&[1; 33])).is_err());
+        assert!(
+            responder
+                .respond(&[good.clone()], now(), Some(&[]))
+                .is_err()
+        );
+        assert!(
+            responder
+                .respond(&[good.clone()], now(), Some(&[1; 33]))
+                .is_err()
+        );
         let mut backwards = good.clone();
         backwards.next_update = backwards.this_update - Duration::seconds(1);
         assert!(responder.respond(&[backwards], now(), None).is_err());

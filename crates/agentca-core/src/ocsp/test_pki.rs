@@ -23,7 +23,9 @@ pub(super) struct TestPki {
 
 fn ca_params(name: &str) -> CertificateParams {
     let mut params = CertificateParams::default();
-    params.distinguished_name.push(DnType::OrganizationName, "OCSP Test");
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "OCSP Test");
     params.distinguished_name.push(DnType::CommonName, name);
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
     params.key_usages = vec![
@@ -68,11 +70,12 @@ pub(super) fn make(alg: &'static rcgen::SignatureAlgorithm) -> TestPki {
     responder_params.serial_number = Some(SerialNumber::from_slice(&[0x22; 16]));
     responder_params
         .custom_extensions
-        .push(CustomExtension::from_oid_content(OCSP_NOCHECK, vec![0x05, 0x00]));
+        .push(CustomExtension::from_oid_content(
+            OCSP_NOCHECK,
+            vec![0x05, 0x00],
+        ));
     validity(&mut responder_params, 7);
-    let responder_cert = responder_params
-        .signed_by(&responder_key, &issuer)
-        .unwrap();
+    let responder_cert = responder_params.signed_by(&responder_key, &issuer).unwrap();
 
     let leaf_key = KeyPair::generate_for(alg).unwrap();
     let leaf_serial = vec![0x3a; 16];
