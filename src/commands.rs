@@ -13,7 +13,7 @@ use agentca_core::store::{
     AgentRecord, CertificateFilter, CertificateRecord, EnrollmentMethod, RevocationReason, Serial,
     SerialEntry, Store, StoreError,
 };
-use agentca_core::{Error, Result, audit};
+use agentca_core::{Error, Result, reconcile};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
@@ -411,7 +411,16 @@ fn crl(
 }
 
 fn audit_verify(dir: &DataDir, out: OutputFormat) -> Result<ExitCode> {
-    let report = audit::verify(&dir.audit_log())?;
+    // Only the store is opened: opening the CA would open the audit log for appending, which
+    // repairs a torn tail and refuses a damaged last line — verification must see the file as is.
+    if !dir.config().exists() {
+        return Err(Error::DataDir {
+            path: dir.path().to_owned(),
+            reason: "no CA here; run `agentca init --trust-domain DOMAIN` first".into(),
+        });
+    }
+    let store = agentca_core::store::SledStore::open(&dir.store())?;
+    let (report, rec) = reconcile::reconcile(&store, &dir.audit_log())?;
     let doc = json!({
         "intact": report.is_intact(),
         "entries": report.entries,
@@ -423,9 +432,29 @@ fn audit_verify(dir: &DataDir, out: OutputFormat) -> Result<ExitCode> {
         })),
         "clock_steps_back": report.clock_steps_back_total,
         "torn_tail_bytes": report.torn_tail_bytes,
+        "reconciliation": rec,
+        "consistent": rec.is_consistent(),
     });
-    print(out, &report.to_string(), &doc);
-    Ok(if report.is_intact() {
+    let mut text = report.to_string();
+    if report.is_intact() {
+        let lines = [
+            ("issued per the audit log but missing from the store", &rec.issued_missing_from_store),
+            ("revoked per the audit log but not in the store", &rec.revoked_missing_from_store),
+            ("stored without an audit entry (in flight at a crash)", &rec.stored_without_audit),
+            ("revoked without an audit entry (in flight at a crash)", &rec.revoked_without_audit),
+            ("reserved serials without a certificate", &rec.orphaned_intents),
+        ];
+        for (what, serials) in lines {
+            if !serials.is_empty() {
+                text.push_str(&format!("\n{}: {what}: {}", serials.len(), serials.join(" ")));
+            }
+        }
+        if rec.is_consistent() {
+            text.push_str("\nstore and audit log agree on every acknowledged issuance and revocation");
+        }
+    }
+    print(out, &text, &doc);
+    Ok(if report.is_intact() && rec.is_consistent() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

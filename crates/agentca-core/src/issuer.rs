@@ -5,8 +5,8 @@
 //! 2. policy decides, producing an [`Authorization`] or a refusal naming the rule;
 //! 3. a random serial is reserved with an intent record (insert-if-absent);
 //! 4. the certificate is built from the authorization, its TBS linted, then signed;
-//! 5. the certificate and an audit entry are written;
-//! 6. the store and the audit log are made durable (shared flushes under load);
+//! 5. the certificate is stored and made durable (flushes shared under load);
+//! 6. the audit entry is written and made durable;
 //! 7. only then is the certificate returned to the caller.
 //!
 //! A refusal at step 2 writes an audit entry and nothing else: no serial, no signature.
@@ -315,6 +315,11 @@ impl Authority {
             revocation: None,
         };
         self.store.record_certificate(&record)?;
+        // Store first: sled holds unflushed writes in its own memory, so an audit line written
+        // before the flush could outlive the record it describes after a crash. This order can
+        // only leave the opposite (a stored, unacknowledged certificate without its line), which
+        // reconciliation reports.
+        self.store.commit()?;
         self.audit.append(
             "cert.issued",
             serde_json::json!({
@@ -329,7 +334,6 @@ impl Authority {
                 "cert_sha256": hex::encode(Sha256::digest(&record.der)),
             }),
         )?;
-        self.store.commit()?;
         self.audit.sync()?;
         Ok(record)
     }
@@ -462,9 +466,27 @@ impl Authority {
     }
 
     /// Revokes one certificate; durable before it returns. keyCompromise also blocks the key.
+    /// A refused revocation (unknown serial, already revoked, bad reason) is audited too.
     pub fn revoke(&self, serial: &Serial, reason: RevocationReason) -> Result<CertificateRecord> {
+        match self.revoke_inner(serial, reason) {
+            Ok(record) => Ok(record),
+            Err(e) => {
+                let entry = serde_json::json!({
+                    "serial": serial.to_hex(),
+                    "reason": reason.name(),
+                    "refusal": e.to_string(),
+                });
+                Err(match self.audit.append_durable("cert.revoke-refused", entry) {
+                    Ok(_) => e,
+                    Err(audit) => audit,
+                })
+            }
+        }
+    }
+
+    fn revoke_inner(&self, serial: &Serial, reason: RevocationReason) -> Result<CertificateRecord> {
         if reason == RevocationReason::RemoveFromCrl {
-            return Err(Error::InvalidLifetime(
+            return Err(Error::InvalidArgument(
                 "removeFromCRL only undoes a certificateHold, which agentca never uses".into(),
             ));
         }
@@ -483,6 +505,7 @@ impl Authority {
                 self.store.block_key(&key)?;
             }
         }
+        self.store.commit()?;
         self.audit.append(
             "cert.revoked",
             serde_json::json!({
@@ -492,7 +515,6 @@ impl Authority {
                 "revoked_at": rfc3339(revocation.revoked_at),
             }),
         )?;
-        self.store.commit()?;
         self.audit.sync()?;
         Ok(record)
     }

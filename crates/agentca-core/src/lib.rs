@@ -20,6 +20,7 @@ pub mod keyfile;
 pub mod ocsp;
 pub mod policy;
 pub mod profile;
+pub mod reconcile;
 pub mod signer;
 
 pub use agentca_store as store;

@@ -85,18 +85,16 @@ impl HashAlgorithm {
         }
     }
 
+    /// Written with NULL parameters for both hashes: that is how OpenSSL and Go write CertIDs,
+    /// so an answer echoes their CertID byte for byte, whatever a client compares.
     fn algorithm_identifier(self) -> AlgorithmIdentifierOwned {
-        match self {
-            // NULL parameters: the form OpenSSL and most clients send for SHA-1.
-            Self::Sha1 => AlgorithmIdentifierOwned {
-                oid: asn1::ID_SHA1,
-                parameters: Some(Any::null()),
-            },
-            // Absent parameters, as RFC 5754 §2 says SHA-2 identifiers should be written.
-            Self::Sha256 => AlgorithmIdentifierOwned {
-                oid: asn1::ID_SHA256,
-                parameters: None,
-            },
+        let oid = match self {
+            Self::Sha1 => asn1::ID_SHA1,
+            Self::Sha256 => asn1::ID_SHA256,
+        };
+        AlgorithmIdentifierOwned {
+            oid,
+            parameters: Some(Any::null()),
         }
     }
 }

@@ -44,6 +44,23 @@ pub(crate) fn ocsp_nocheck() -> CustomExtension {
     CustomExtension::from_oid_content(&[1, 3, 6, 1, 5, 5, 7, 48, 1, 5], vec![0x05, 0x00])
 }
 
+/// RFC 7093 §2 method 1: the leftmost 160 bits of SHA-256 over the subjectPublicKey bits.
+/// (rcgen's own methods hash the whole SubjectPublicKeyInfo, which pkilint reports as an
+/// unknown method.)
+pub(crate) fn key_id(key: &impl PublicKeyData) -> KeyIdMethod {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.der_bytes());
+    KeyIdMethod::PreSpecified(digest.as_ref()[..20].to_vec())
+}
+
+/// `params` with the subject key identifier derived from `key`, unless a test chose one.
+fn with_key_id(params: &CertificateParams, key: &impl PublicKeyData) -> CertificateParams {
+    let mut params = params.clone();
+    if !matches!(params.key_identifier_method, KeyIdMethod::PreSpecified(_)) {
+        params.key_identifier_method = key_id(key);
+    }
+    params
+}
+
 fn ca_params(cn: &str, lifetime: Duration) -> CertificateParams {
     let now = OffsetDateTime::now_utc();
     let mut params = CertificateParams::default();
@@ -98,15 +115,22 @@ pub(crate) struct Pki {
 }
 
 impl Pki {
+    /// A fresh hierarchy whose names differ from every other one's, so that two of them in
+    /// one test are told apart by name as well as by key.
     pub(crate) fn new() -> Self {
+        let tag = crate::parse::hex(&random_serial()[..4]);
         let root_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-        let root_params = ca_params("agentca test root", Duration::days(3650));
+        let root_params = with_key_id(
+            &ca_params(&format!("agentca test root {tag}"), Duration::days(3650)),
+            &root_key,
+        );
         let root_der = root_params.self_signed(&root_key).unwrap().der().to_vec();
 
         let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut ca_params = ca_params("agentca test issuing CA", Duration::days(365));
+        let mut ca_params = ca_params(&format!("agentca test issuing CA {tag}"), Duration::days(365));
         ca_params.use_authority_key_identifier_extension = true;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        let ca_params = with_key_id(&ca_params, &ca_key);
         let root_issuer = Issuer::from_params(&root_params, &root_key);
         let ca_der = ca_params
             .signed_by(&ca_key, &root_issuer)
@@ -126,10 +150,15 @@ impl Pki {
 
     /// A CRL from the issuing CA listing `revoked` serials (content octets), valid for a day.
     pub(crate) fn crl(&self, revoked: &[&[u8]]) -> Vec<u8> {
+        self.crl_until(revoked, OffsetDateTime::now_utc() + Duration::days(1))
+    }
+
+    /// Like [`Pki::crl`] with the given nextUpdate.
+    pub(crate) fn crl_until(&self, revoked: &[&[u8]], next_update: OffsetDateTime) -> Vec<u8> {
         let now = OffsetDateTime::now_utc();
         let params = CertificateRevocationListParams {
             this_update: now - Duration::minutes(1),
-            next_update: now + Duration::days(1),
+            next_update,
             crl_number: SerialNumber::from_slice(&[1]),
             issuing_distribution_point: Some(CrlIssuingDistributionPoint {
                 distribution_point: CrlDistributionPoint {
@@ -146,7 +175,7 @@ impl Pki {
                     invalidity_date: None,
                 })
                 .collect(),
-            key_identifier_method: KeyIdMethod::Sha256,
+            key_identifier_method: self.ca_params.key_identifier_method.clone(),
         };
         let issuer = Issuer::from_params(&self.ca_params, &self.ca_key);
         params.signed_by(&issuer).unwrap().der().to_vec()
@@ -160,7 +189,11 @@ impl Pki {
     /// Signs `params` for `key` with the issuing CA.
     pub(crate) fn issue(&self, params: &CertificateParams, key: &impl PublicKeyData) -> Vec<u8> {
         let issuer = Issuer::from_params(&self.ca_params, &self.ca_key);
-        params.signed_by(key, &issuer).unwrap().der().to_vec()
+        with_key_id(params, key)
+            .signed_by(key, &issuer)
+            .unwrap()
+            .der()
+            .to_vec()
     }
 
     /// Signs `params` for `key` with the root.
@@ -170,7 +203,11 @@ impl Pki {
         key: &impl PublicKeyData,
     ) -> Vec<u8> {
         let issuer = Issuer::from_params(&self.root_params, &self.root_key);
-        params.signed_by(key, &issuer).unwrap().der().to_vec()
+        with_key_id(params, key)
+            .signed_by(key, &issuer)
+            .unwrap()
+            .der()
+            .to_vec()
     }
 }
 

@@ -1,6 +1,8 @@
 //! Independent verifiers: OpenSSL checks our responses and writes requests for our parser;
 //! pkilint (when installed) lints the responses against RFC 6960.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::{Command, Output};
 

@@ -87,10 +87,10 @@ fn decode_request(der: &[u8]) -> Result<OcspRequest, Failure> {
 fn decode_tbs_request<'a, R: Reader<'a>>(r: &mut R) -> Result<OcspRequest, Failure> {
     // version [0] EXPLICIT Version DEFAULT v1. DER would omit v1, but some clients encode
     // it anyway; it is harmless, while any other version is a format we do not know.
-    if let Some(version) = ContextSpecific::<u8>::decode_explicit(r, TagNumber(0))? {
-        if version.value != 0 {
-            return Err(RequestError::malformed("unsupported request version").into());
-        }
+    if let Some(version) = ContextSpecific::<u8>::decode_explicit(r, TagNumber(0))?
+        && version.value != 0
+    {
+        return Err(RequestError::malformed("unsupported request version").into());
     }
     // requestorName [1] EXPLICIT GeneralName: only meaningful for signed requests.
     ContextSpecific::<Any>::decode_explicit(r, TagNumber(1))?;
@@ -244,6 +244,7 @@ impl From<RequestError> for Failure {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use std::time::{Duration, Instant};
 

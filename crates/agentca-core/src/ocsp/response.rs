@@ -392,6 +392,7 @@ fn parse_single(single: &SingleResponseAsn1) -> Result<ParsedSingle, Error> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use time::Duration;
 
@@ -463,7 +464,9 @@ mod tests {
         for (i, case) in cases.into_iter().enumerate() {
             let hash = HashAlgorithm::ALL[i % 2];
             let single = status(&pki, hash, case);
-            let der = responder.respond(&[single.clone()], now(), None).unwrap();
+            let der = responder
+                .respond(std::slice::from_ref(&single), now(), None)
+                .unwrap();
             let basic = basic(&der);
             assert_eq!(basic.responses.len(), 1);
             let parsed = &basic.responses[0];
@@ -583,12 +586,12 @@ mod tests {
         assert!(responder.respond(&[], now(), None).is_err());
         assert!(
             responder
-                .respond(&[good.clone()], now(), Some(&[]))
+                .respond(std::slice::from_ref(&good), now(), Some(&[]))
                 .is_err()
         );
         assert!(
             responder
-                .respond(&[good.clone()], now(), Some(&[1; 33]))
+                .respond(std::slice::from_ref(&good), now(), Some(&[1; 33]))
                 .is_err()
         );
         let mut backwards = good.clone();

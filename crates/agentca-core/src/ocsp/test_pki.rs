@@ -1,5 +1,7 @@
 //! A throwaway root → issuing CA → {OCSP responder, leaf} hierarchy for the OCSP tests.
 
+#![allow(clippy::unwrap_used)]
+
 use rcgen::{
     BasicConstraints, CertificateParams, CustomExtension, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,

@@ -1,0 +1,20 @@
+//! End-to-end tests of the `agentca` command line: each test starts the real binary against
+//! its own data directory and checks what it prints, what it writes, and what independent
+//! verifiers (OpenSSL, rustls-webpki, pkilint) make of the results.
+
+// Tests may unwrap: a panic is how they report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cli {
+    mod support;
+
+    mod agent;
+    mod audit;
+    mod crash;
+    mod crl;
+    mod garbage;
+    mod global;
+    mod init;
+    mod issue;
+    mod revoke;
+}
