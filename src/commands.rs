@@ -78,7 +78,11 @@ fn init(dir: &DataDir, out: OutputFormat, args: InitArgs) -> Result<ExitCode> {
          agentca --data-dir {d} cert list\n",
         td = report.trust_domain
     ));
-    print(out, &text, &serde_json::to_value(&report).unwrap_or(Value::Null));
+    print(
+        out,
+        &text,
+        &serde_json::to_value(&report).unwrap_or(Value::Null),
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -117,7 +121,8 @@ fn agent(dir: &DataDir, out: OutputFormat, cmd: AgentCommand) -> Result<ExitCode
                 StoreError::AlreadyExists { .. } => Error::AgentExists(id.to_string()),
                 other => other.into(),
             })?;
-            ca.audit().append("agent.added", agent_json(&record, chosen.name()))?;
+            ca.audit()
+                .append("agent.added", agent_json(&record, chosen.name()))?;
             store.commit()?;
             ca.audit().sync()?;
             print(
@@ -161,7 +166,11 @@ fn agent(dir: &DataDir, out: OutputFormat, cmd: AgentCommand) -> Result<ExitCode
                 if a.disabled { "disabled" } else { "enabled" },
                 policy,
                 a.owner.as_deref().unwrap_or("-"),
-                if a.dns.is_empty() { "-".into() } else { a.dns.join(", ") },
+                if a.dns.is_empty() {
+                    "-".into()
+                } else {
+                    a.dns.join(", ")
+                },
                 rfc3339(a.created_at),
                 certs.len(),
                 valid
@@ -261,7 +270,10 @@ fn revoke(
         let record = authority.revoke(&serial, reason)?;
         print(
             out,
-            &format!("revoked {serial} ({}) reason {reason}", record.intent.agent_id),
+            &format!(
+                "revoked {serial} ({}) reason {reason}",
+                record.intent.agent_id
+            ),
             &cert_json(&record, false),
         );
         return Ok(ExitCode::SUCCESS);
@@ -304,8 +316,13 @@ fn revoke(
 fn cert(dir: &DataDir, out: OutputFormat, cmd: CertCommand) -> Result<ExitCode> {
     let ca = Ca::open(dir)?;
     match cmd {
-        CertCommand::List { agent, status: want } => {
-            let certs = ca.store().certificates(&CertificateFilter { agent_id: agent })?;
+        CertCommand::List {
+            agent,
+            status: want,
+        } => {
+            let certs = ca
+                .store()
+                .certificates(&CertificateFilter { agent_id: agent })?;
             let selected: Vec<&CertificateRecord> = certs
                 .iter()
                 .filter(|c| match want {
@@ -438,19 +455,40 @@ fn audit_verify(dir: &DataDir, out: OutputFormat) -> Result<ExitCode> {
     let mut text = report.to_string();
     if report.is_intact() {
         let lines = [
-            ("issued per the audit log but missing from the store", &rec.issued_missing_from_store),
-            ("revoked per the audit log but not in the store", &rec.revoked_missing_from_store),
-            ("stored without an audit entry (in flight at a crash)", &rec.stored_without_audit),
-            ("revoked without an audit entry (in flight at a crash)", &rec.revoked_without_audit),
-            ("reserved serials without a certificate", &rec.orphaned_intents),
+            (
+                "issued per the audit log but missing from the store",
+                &rec.issued_missing_from_store,
+            ),
+            (
+                "revoked per the audit log but not in the store",
+                &rec.revoked_missing_from_store,
+            ),
+            (
+                "stored without an audit entry (in flight at a crash)",
+                &rec.stored_without_audit,
+            ),
+            (
+                "revoked without an audit entry (in flight at a crash)",
+                &rec.revoked_without_audit,
+            ),
+            (
+                "reserved serials without a certificate",
+                &rec.orphaned_intents,
+            ),
         ];
         for (what, serials) in lines {
             if !serials.is_empty() {
-                text.push_str(&format!("\n{}: {what}: {}", serials.len(), serials.join(" ")));
+                text.push_str(&format!(
+                    "\n{}: {what}: {}",
+                    serials.len(),
+                    serials.join(" ")
+                ));
             }
         }
         if rec.is_consistent() {
-            text.push_str("\nstore and audit log agree on every acknowledged issuance and revocation");
+            text.push_str(
+                "\nstore and audit log agree on every acknowledged issuance and revocation",
+            );
         }
     }
     print(out, &text, &doc);
@@ -529,8 +567,8 @@ fn rfc3339(t: OffsetDateTime) -> String {
 
 /// Reads at most `limit` bytes; a larger file is refused without reading it all.
 fn read_limited(path: &Path, limit: usize) -> Result<Vec<u8>> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    let file =
+        std::fs::File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
     let mut buf = Vec::new();
     file.take(limit as u64 + 1)
         .read_to_end(&mut buf)
@@ -562,4 +600,3 @@ fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(format!("sync {}", dir.display()), e))
 }
-

@@ -24,7 +24,12 @@ pub(crate) struct Cli {
 #[derive(Debug, Args)]
 pub(crate) struct GlobalArgs {
     /// Data directory of the CA.
-    #[arg(long, global = true, env = "AGENTCA_DATA_DIR", default_value = "./agentca-data")]
+    #[arg(
+        long,
+        global = true,
+        env = "AGENTCA_DATA_DIR",
+        default_value = "./agentca-data"
+    )]
     data_dir: PathBuf,
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]

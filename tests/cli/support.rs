@@ -170,7 +170,12 @@ impl Env {
 
     /// A fresh P-256 CSR (OpenSSL-made, empty subject) named `name`.
     pub(crate) fn csr(&self, name: &str) -> Csr {
-        Csr::new(self.tmp.path(), name, KeyAlg::P256, &[])
+        self.csr_with(name, KeyAlg::P256, &[])
+    }
+
+    /// A fresh CSR of key type `alg` asking for `dns` names.
+    pub(crate) fn csr_with(&self, name: &str, alg: KeyAlg, dns: &[&str]) -> Csr {
+        Csr::new(self.tmp.path(), name, alg, dns)
     }
 
     /// `issue --output json` for `agent` with `csr` plus `extra`; must succeed.
@@ -435,6 +440,11 @@ impl Csr {
             x509_parser::certification_request::X509CertificationRequest::from_der(&der).unwrap();
         let spki = req.certification_request_info.subject_pki.raw.to_vec();
         Self { path, spki }
+    }
+
+    /// The CSR's path as a command-line argument.
+    pub(crate) fn arg(&self) -> &str {
+        self.path.to_str().unwrap()
     }
 
     /// The CSR as DER.

@@ -16,6 +16,10 @@
 //!
 //! `cargo test --benches` runs a few hundred issues only.
 
+// A benchmark whose fixture fails must stop at once and say where; nothing here sees untrusted
+// input.
+#![allow(clippy::expect_used)]
+
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -75,7 +79,9 @@ impl Settings {
             growth,
             growth_issues: env_usize("AGENTCA_BENCH_GROWTH_ISSUES", 10_000),
             growth_rounds: 3,
-            fill_budget: Duration::from_secs(env_usize("AGENTCA_BENCH_FILL_BUDGET_SECS", 600) as u64),
+            fill_budget: Duration::from_secs(
+                env_usize("AGENTCA_BENCH_FILL_BUDGET_SECS", 600) as u64
+            ),
         }
     }
 }
@@ -248,7 +254,11 @@ fn main() {
         settings.requesters,
         settings.rounds,
         settings.issues,
-        if common::measuring() { "bench" } else { "smoke test" }
+        if common::measuring() {
+            "bench"
+        } else {
+            "smoke test"
+        }
     );
 
     // 1 and 2: a fresh store.
@@ -276,7 +286,10 @@ fn main() {
     drop(fx);
 
     // 3: the growth series on its own CA.
-    println!("\n[3] growth: fill the store, then {} rounds of {} at each size", settings.growth_rounds, settings.growth_issues);
+    println!(
+        "\n[3] growth: fill the store, then {} rounds of {} at each size",
+        settings.growth_rounds, settings.growth_issues
+    );
     let fx = Fixture::new();
     let requesters: Vec<Requester> = (0..settings.requesters)
         .map(|i| Requester::register(&fx.ca, &format!("requester-{i}")))
@@ -337,7 +350,10 @@ fn main() {
         human_bytes(fresh_disk),
         settings.issues * settings.rounds,
     );
-    println!("\n| records in store | certificates/s (median of {}) | wall µs/cert | CPU µs/cert | p50 ms | p99 ms | store on disk |", settings.growth_rounds);
+    println!(
+        "\n| records in store | certificates/s (median of {}) | wall µs/cert | CPU µs/cert | p50 ms | p99 ms | store on disk |",
+        settings.growth_rounds
+    );
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     for (have, s, disk) in &rows {
         println!(
@@ -345,7 +361,8 @@ fn main() {
             have,
             s.rate_median,
             1e6 / s.rate_median,
-            s.cpu_per_cert.map_or("n/a".into(), |c| format!("{:.0}", us(c))),
+            s.cpu_per_cert
+                .map_or("n/a".into(), |c| format!("{:.0}", us(c))),
             ms(s.p50),
             ms(s.p99),
             human_bytes(*disk)
@@ -363,5 +380,8 @@ fn main() {
             settings.fill_budget.as_secs()
         );
     }
-    println!("fill time in total: {:.0} s", fill_started.elapsed().as_secs_f64());
+    println!(
+        "fill time in total: {:.0} s",
+        fill_started.elapsed().as_secs_f64()
+    );
 }

@@ -13,12 +13,16 @@
 //! | `issuance/csr_parse_verify` | `CertificateRequest::parse` of a DER CSR: parse, key checks, signature verification |
 //! | `issuance/authorize` | `Authority::authorize`: identity, agent lookup in the store, policy, key block list |
 
+// A benchmark whose fixture fails must stop at once and say where; nothing here sees untrusted
+// input.
+#![allow(clippy::expect_used)]
+
 mod common;
 
 use std::hint::black_box;
 
-use agentca_core::profile;
 use agentca_core::csr::CertificateRequest;
+use agentca_core::profile;
 use criterion::{Criterion, Throughput};
 use rcgen::{Issuer, PublicKeyData, SigningKey, SubjectPublicKeyInfo};
 use time::OffsetDateTime;

@@ -32,6 +32,7 @@ use crate::keyfile::{self, Passphrase, Protection};
 use crate::policy::PolicySet;
 use crate::profile::{self, Urls};
 use crate::signer::KeyPairSigner;
+use crate::status::StatusResponder;
 use crate::store::{SledStore, Store};
 
 /// The default policy written by `init` (the same file as `policies/default.toml`).
@@ -182,7 +183,8 @@ pub fn init(dir: &DataDir, options: &InitOptions) -> Result<InitReport> {
 
     // Delegated OCSP responder (RFC 6960 §4.2.2.2), same key type as the CA.
     let responder_key = generate_key(options.key_type)?;
-    let mut responder = end_entity_params(&format!("{td} OCSP responder"), td, now, RESPONDER_LIFETIME)?;
+    let mut responder =
+        end_entity_params(&format!("{td} OCSP responder"), td, now, RESPONDER_LIFETIME)?;
     responder.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     responder.extended_key_usages = vec![ExtendedKeyUsagePurpose::OcspSigning];
     responder.custom_extensions.push(profile::ocsp_nocheck());
@@ -201,8 +203,10 @@ pub fn init(dir: &DataDir, options: &InitOptions) -> Result<InitReport> {
     ra.crl_distribution_points = vec![CrlDistributionPoint {
         uris: vec![urls.crl.clone()],
     }];
-    ra.custom_extensions
-        .push(profile::authority_info_access(Some(&urls.ocsp), &urls.ca_issuers));
+    ra.custom_extensions.push(profile::authority_info_access(
+        Some(&urls.ocsp),
+        &urls.ca_issuers,
+    ));
     let ra_cert = ra
         .signed_by(&ra_key, &issuing_issuer)
         .map_err(|e| Error::Signing(format!("SCEP RA certificate: {e}")))?;
@@ -227,7 +231,10 @@ pub fn init(dir: &DataDir, options: &InitOptions) -> Result<InitReport> {
     write_new(&dir.file("scep-ra.pem"), ra_cert.pem().as_bytes())?;
 
     create_private_dir(&dir.policies())?;
-    write_new(&dir.policies().join("default.toml"), DEFAULT_POLICY.as_bytes())?;
+    write_new(
+        &dir.policies().join("default.toml"),
+        DEFAULT_POLICY.as_bytes(),
+    )?;
 
     let insecure = matches!(options.protection, Protection::InsecurePlaintext);
     let config = CaConfig {
@@ -350,8 +357,10 @@ impl Ca {
     /// A certificate file of the CA, DER.
     pub fn cert_der(&self, name: &str) -> Result<Vec<u8>> {
         let path = self.dir.file(name);
-        let text = std::fs::read(&path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
-        let block = pem::parse(&text).map_err(|e| Error::Der(format!("{}: {e}", path.display())))?;
+        let text =
+            std::fs::read(&path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+        let block =
+            pem::parse(&text).map_err(|e| Error::Der(format!("{}: {e}", path.display())))?;
         Ok(block.into_contents())
     }
 
@@ -382,6 +391,17 @@ impl Ca {
         )
     }
 
+    /// The OCSP status responder (loads the responder key).
+    pub fn status_responder(&self, protection: &Protection) -> Result<StatusResponder> {
+        let signer = self.signer("ocsp.key", protection)?;
+        StatusResponder::new(
+            Arc::new(signer),
+            self.cert_der("ocsp.pem")?,
+            &self.cert_der("issuing.pem")?,
+            crate::status::DEFAULT_VALIDITY,
+        )
+    }
+
     /// The full issuance and revocation authority (loads the issuing key).
     pub fn authority(&self, protection: &Protection) -> Result<Authority> {
         let store: Arc<dyn Store> = self.store.clone();
@@ -401,7 +421,8 @@ pub fn passphrase(file: Option<&Path>) -> Result<Passphrase> {
     }
     Passphrase::from_env()?.ok_or_else(|| Error::KeyFile {
         path: PathBuf::from("AGENTCA_PASSPHRASE"),
-        reason: "the CA keys are encrypted: set AGENTCA_PASSPHRASE or pass --passphrase-file".into(),
+        reason: "the CA keys are encrypted: set AGENTCA_PASSPHRASE or pass --passphrase-file"
+            .into(),
     })
 }
 
@@ -439,11 +460,19 @@ fn generate_key(kind: KeyKind) -> Result<KeyPair> {
         KeyKind::EcdsaP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
         KeyKind::EcdsaP384 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384),
         KeyKind::Ed25519 => KeyPair::generate_for(&rcgen::PKCS_ED25519),
-        KeyKind::Rsa { bits: 2048 } => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, RsaKeySize::_2048),
-        KeyKind::Rsa { bits: 3072 } => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, RsaKeySize::_3072),
-        KeyKind::Rsa { bits: 4096 } => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, RsaKeySize::_4096),
+        KeyKind::Rsa { bits: 2048 } => {
+            KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, RsaKeySize::_2048)
+        }
+        KeyKind::Rsa { bits: 3072 } => {
+            KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, RsaKeySize::_3072)
+        }
+        KeyKind::Rsa { bits: 4096 } => {
+            KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, RsaKeySize::_4096)
+        }
         KeyKind::Rsa { bits } => {
-            return Err(Error::UnsupportedKey(format!("CA keys of rsa-{bits} are not offered")));
+            return Err(Error::UnsupportedKey(format!(
+                "CA keys of rsa-{bits} are not offered"
+            )));
         }
     };
     result.map_err(|e| Error::Signing(format!("generate {kind} key: {e}")))
@@ -502,7 +531,11 @@ fn sha256(data: &[u8]) -> [u8; 32] {
 
 fn create_private_dir(path: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path) {
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+    {
         Ok(()) => Ok(()),
         Err(e) => Err(Error::io(format!("create {}", path.display()), e)),
     }

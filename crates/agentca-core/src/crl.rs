@@ -7,8 +7,8 @@
 //! (REV-4); entries are never dropped earlier.
 
 use rcgen::{
-    CertificateRevocationListParams, CrlDistributionPoint, CrlIssuingDistributionPoint,
-    CrlScope, Issuer, KeyIdMethod, RevokedCertParams, SerialNumber,
+    CertificateRevocationListParams, CrlDistributionPoint, CrlIssuingDistributionPoint, CrlScope,
+    Issuer, KeyIdMethod, RevokedCertParams, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 use x509_parser::prelude::FromDer;
@@ -46,7 +46,13 @@ pub fn publish(authority: &Authority, now: OffsetDateTime, validity: Duration) -
     let this_update = state.this_update;
     let next_update = this_update + validity;
     let entries = store.revoked(this_update - validity)?;
-    let der = build(authority.ca(), state.number, this_update, next_update, &entries)?;
+    let der = build(
+        authority.ca(),
+        state.number,
+        this_update,
+        next_update,
+        &entries,
+    )?;
     Ok(Crl {
         der,
         number: state.number,

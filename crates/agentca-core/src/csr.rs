@@ -10,11 +10,11 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use x509_parser::der_parser::oid::Oid;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::cri_attributes::ParsedCriAttribute;
+use x509_parser::der_parser::oid::Oid;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::oid_registry as oids;
 use x509_parser::prelude::FromDer;
@@ -230,9 +230,9 @@ fn check_key(spki: &SubjectPublicKeyInfo<'_>) -> Result<KeyKind> {
             .ok_or_else(|| weak("EC key without curve parameters".into()))?;
         // Explicit curve parameters (a SEQUENCE) are refused before anything looks at them
         // (CVE-2022-0778 made parsers loop on them).
-        let curve = params
-            .as_oid()
-            .map_err(|_| weak("explicit EC curve parameters are not accepted; use a named curve".into()))?;
+        let curve = params.as_oid().map_err(|_| {
+            weak("explicit EC curve parameters are not accepted; use a named curve".into())
+        })?;
         let (kind, point_len) = if curve == oids::OID_EC_P256 {
             (KeyKind::EcdsaP256, 65)
         } else if curve == oids::OID_NIST_EC_P384 {
@@ -245,7 +245,9 @@ fn check_key(spki: &SubjectPublicKeyInfo<'_>) -> Result<KeyKind> {
         };
         let point = &spki.subject_public_key.data;
         if point.len() != point_len || point.first() != Some(&0x04) {
-            return Err(weak("EC public key is not an uncompressed point of the curve's size".into()));
+            return Err(weak(
+                "EC public key is not an uncompressed point of the curve's size".into(),
+            ));
         }
         return Ok(kind);
     }
@@ -256,27 +258,37 @@ fn check_key(spki: &SubjectPublicKeyInfo<'_>) -> Result<KeyKind> {
         let modulus = strip_leading_zeros(rsa.modulus);
         let bits = modulus_bits(modulus);
         if bits < 2048 {
-            return Err(weak(format!("RSA-{bits} is too small (2048 bits at least)")));
+            return Err(weak(format!(
+                "RSA-{bits} is too small (2048 bits at least)"
+            )));
         }
         if bits > MAX_RSA_BITS {
-            return Err(weak(format!("RSA-{bits} is larger than the {MAX_RSA_BITS}-bit limit")));
+            return Err(weak(format!(
+                "RSA-{bits} is larger than the {MAX_RSA_BITS}-bit limit"
+            )));
         }
         if bits % 8 != 0 {
-            return Err(weak(format!("RSA modulus of {bits} bits is not a multiple of 8")));
+            return Err(weak(format!(
+                "RSA modulus of {bits} bits is not a multiple of 8"
+            )));
         }
         check_rsa_exponent(strip_leading_zeros(rsa.exponent))?;
         if modulus.last().is_some_and(|b| b % 2 == 0) {
             return Err(weak("RSA modulus is even".into()));
         }
         if fermat_factorable(modulus) {
-            return Err(weak("RSA modulus factors easily: its primes are too close (Fermat)".into()));
+            return Err(weak(
+                "RSA modulus factors easily: its primes are too close (Fermat)".into(),
+            ));
         }
         let bits = u32::try_from(bits).map_err(|_| Error::Unreachable("bounded RSA size"))?;
         return Ok(KeyKind::Rsa { bits });
     }
     if *alg == oids::OID_SIG_ED25519 {
         if spki.algorithm.parameters.is_some() {
-            return Err(weak("Ed25519 key with parameters (RFC 8410 §3 forbids them)".into()));
+            return Err(weak(
+                "Ed25519 key with parameters (RFC 8410 §3 forbids them)".into(),
+            ));
         }
         if spki.subject_public_key.data.len() != 32 {
             return Err(weak("Ed25519 public key is not 32 bytes".into()));
@@ -298,7 +310,11 @@ fn curve_name(oid: &Oid<'_>) -> String {
         s if s.starts_with("1.3.36.3.3.2.8.1.1.") => "brainpool",
         _ => "",
     };
-    if name.is_empty() { s } else { format!("{name} ({s})") }
+    if name.is_empty() {
+        s
+    } else {
+        format!("{name} ({s})")
+    }
 }
 
 fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
@@ -319,7 +335,9 @@ fn check_rsa_exponent(e: &[u8]) -> Result<()> {
         return Err(weak("RSA public exponent is larger than 2^256".into()));
     }
     let value_small = e.len() <= 8;
-    let small = e.iter().fold(0u64, |acc, b| acc.wrapping_shl(8) | u64::from(*b));
+    let small = e
+        .iter()
+        .fold(0u64, |acc, b| acc.wrapping_shl(8) | u64::from(*b));
     if value_small && small < 3 {
         return Err(weak("RSA public exponent is smaller than 3".into()));
     }
@@ -359,7 +377,9 @@ fn check_signature_algorithm(alg: &Oid<'_>) -> Result<()> {
         "1.2.840.10040.4.3",    // dsa-with-sha1
     ];
     if WEAK.contains(&alg.to_id_string().as_str()) {
-        return Err(bad("the request is signed with MD5 or SHA-1; use SHA-256 or better"));
+        return Err(bad(
+            "the request is signed with MD5 or SHA-1; use SHA-256 or better",
+        ));
     }
     Ok(())
 }
@@ -406,7 +426,10 @@ fn check_extensions(
                 }
             }
             ParsedExtension::ParseError { .. } => {
-                return Err(bad(&format!("requested extension {} does not parse", ext.oid)));
+                return Err(bad(&format!(
+                    "requested extension {} does not parse",
+                    ext.oid
+                )));
             }
             _ if ext.critical => {
                 return Err(bad(&format!(

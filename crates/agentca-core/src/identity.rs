@@ -153,7 +153,11 @@ fn check_path(path: &str) -> std::result::Result<(), String> {
 
 /// Error messages echo input; keep them to one readable line.
 fn shorten(input: &str) -> String {
-    let mut s: String = input.chars().take(120).flat_map(char::escape_debug).collect();
+    let mut s: String = input
+        .chars()
+        .take(120)
+        .flat_map(char::escape_debug)
+        .collect();
     if input.chars().count() > 120 {
         s.push('…');
     }
@@ -169,7 +173,10 @@ mod tests {
         let id = SpiffeId::parse("spiffe://example.org/agent/alice/mailer").unwrap();
         assert_eq!(id.trust_domain(), "example.org");
         assert_eq!(id.path(), "/agent/alice/mailer");
-        assert_eq!(id.segments().collect::<Vec<_>>(), ["agent", "alice", "mailer"]);
+        assert_eq!(
+            id.segments().collect::<Vec<_>>(),
+            ["agent", "alice", "mailer"]
+        );
         SpiffeId::parse("spiffe://a-b_c.example/A.b-C_9").unwrap();
     }
 

@@ -226,7 +226,9 @@ pub struct Authority {
 
 impl std::fmt::Debug for Authority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Authority").field("ca", &self.ca).finish_non_exhaustive()
+        f.debug_struct("Authority")
+            .field("ca", &self.ca)
+            .finish_non_exhaustive()
     }
 }
 
@@ -307,7 +309,9 @@ impl Authority {
         };
         let (not_before, not_after) = profile::validity(now, auth.lifetime);
         let intent = self.reserve_serial(&auth, request.method, not_before, not_after, now)?;
-        let der = self.ca.sign_leaf(&auth, intent.serial, not_before, not_after)?;
+        let der = self
+            .ca
+            .sign_leaf(&auth, intent.serial, not_before, not_after)?;
         let record = CertificateRecord {
             intent,
             der,
@@ -405,7 +409,12 @@ impl Authority {
             policy.check_ip(*ip)?;
         }
         policy.check_key(csr.key_kind())?;
-        if self.ca.own_keys.iter().any(|k| k.as_slice() == csr.spki_der()) {
+        if self
+            .ca
+            .own_keys
+            .iter()
+            .any(|k| k.as_slice() == csr.spki_der())
+        {
             return Err(Error::UnsupportedKey(
                 "the request carries one of this CA's own public keys".into(),
             ));
@@ -476,10 +485,12 @@ impl Authority {
                     "reason": reason.name(),
                     "refusal": e.to_string(),
                 });
-                Err(match self.audit.append_durable("cert.revoke-refused", entry) {
-                    Ok(_) => e,
-                    Err(audit) => audit,
-                })
+                Err(
+                    match self.audit.append_durable("cert.revoke-refused", entry) {
+                        Ok(_) => e,
+                        Err(audit) => audit,
+                    },
+                )
             }
         }
     }

@@ -22,6 +22,7 @@ pub mod policy;
 pub mod profile;
 pub mod reconcile;
 pub mod signer;
+pub mod status;
 
 pub use agentca_store as store;
 pub use error::{Error, Result};

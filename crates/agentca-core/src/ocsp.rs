@@ -227,8 +227,8 @@ fn der_error(e: der::Error) -> Error {
     Error::Der(e.to_string())
 }
 
-/// Encodes `t` as a GeneralizedTime, dropping fractions of a second (RFC 5019 §2.2.4 forbids
-/// them, and DER allows no other form).
+/// Encodes `t` as a GeneralizedTime in whole seconds, dropping any fraction: RFC 5019 forbids
+/// fractional seconds in OCSP, as RFC 5280 §4.1.2.5.2 does in certificates.
 fn generalized_time(t: OffsetDateTime) -> Result<GeneralizedTime, Error> {
     let seconds = u64::try_from(t.unix_timestamp())
         .map_err(|_| Error::ProfileViolation("OCSP time before 1970".into()))?;

@@ -252,10 +252,7 @@ impl Policy {
         if self.methods.contains(&method) {
             return Ok(());
         }
-        Err(self.refuse(
-            "methods",
-            format!("enrollment by {method} is not allowed"),
-        ))
+        Err(self.refuse("methods", format!("enrollment by {method} is not allowed")))
     }
 
     /// The lifetime to issue: the requested one if within limits, else the default.
@@ -293,7 +290,10 @@ impl Policy {
         let allowed: Vec<String> = self.key_types.iter().map(ToString::to_string).collect();
         Err(self.refuse(
             "key_types",
-            format!("{key} keys are not allowed (allowed: {})", allowed.join(", ")),
+            format!(
+                "{key} keys are not allowed (allowed: {})",
+                allowed.join(", ")
+            ),
         ))
     }
 
@@ -366,14 +366,20 @@ impl PathPattern {
                 "*" => PatternSegment::One,
                 "**" if i + 1 == parts.len() => PatternSegment::Rest,
                 "**" => return Err(format!("pattern {s:?}: '**' must be the last segment")),
-                "" | "." | ".." => return Err(format!("pattern {s:?} has an empty, '.' or '..' segment")),
+                "" | "." | ".." => {
+                    return Err(format!("pattern {s:?} has an empty, '.' or '..' segment"));
+                }
                 lit if lit
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')) =>
                 {
                     PatternSegment::Literal(lit.to_owned())
                 }
-                _ => return Err(format!("pattern {s:?} has a character not allowed in a SPIFFE path")),
+                _ => {
+                    return Err(format!(
+                        "pattern {s:?} has a character not allowed in a SPIFFE path"
+                    ));
+                }
             });
         }
         Ok(Self { segments })
@@ -496,7 +502,8 @@ impl IpNet {
                     == masked(u32::from(ip).into(), self.prefix, 32)
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                masked(u128::from(net), self.prefix, 128) == masked(u128::from(ip), self.prefix, 128)
+                masked(u128::from(net), self.prefix, 128)
+                    == masked(u128::from(ip), self.prefix, 128)
             }
             _ => false,
         }
@@ -537,7 +544,9 @@ struct Lifetime(Duration);
 macro_rules! deserialize_from_str {
     ($ty:ty, $parse:expr) => {
         impl<'de> Deserialize<'de> for $ty {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            fn deserialize<D: serde::Deserializer<'de>>(
+                d: D,
+            ) -> std::result::Result<Self, D::Error> {
                 let s = String::deserialize(d)?;
                 $parse(&s).map_err(D::Error::custom)
             }
@@ -629,9 +638,19 @@ mod tests {
         assert!(strict.check_method(EnrollmentMethod::Cli).is_err());
         assert!(strict.check_key(KeyKind::Rsa { bits: 2048 }).is_err());
         strict.check_key(KeyKind::EcdsaP256).unwrap();
-        strict.check_dns("pay1.payments.internal.example.org", &[]).unwrap();
-        assert!(strict.check_dns("a.b.payments.internal.example.org", &[]).is_err());
-        assert!(strict.check_dns("payments.internal.example.org", &[]).is_err());
+        strict
+            .check_dns("pay1.payments.internal.example.org", &[])
+            .unwrap();
+        assert!(
+            strict
+                .check_dns("a.b.payments.internal.example.org", &[])
+                .is_err()
+        );
+        assert!(
+            strict
+                .check_dns("payments.internal.example.org", &[])
+                .is_err()
+        );
         strict.check_ip("10.20.3.4".parse().unwrap()).unwrap();
         assert!(strict.check_ip("10.21.0.1".parse().unwrap()).is_err());
     }
@@ -639,14 +658,22 @@ mod tests {
     #[test]
     fn most_specific_policy_wins() {
         let set = shipped();
-        let p = set.for_agent(&id("spiffe://example.org/agent/payments/p1"), None).unwrap();
+        let p = set
+            .for_agent(&id("spiffe://example.org/agent/payments/p1"), None)
+            .unwrap();
         assert_eq!(p.name(), "strict");
-        let p = set.for_agent(&id("spiffe://example.org/agent/mail/m1"), None).unwrap();
+        let p = set
+            .for_agent(&id("spiffe://example.org/agent/mail/m1"), None)
+            .unwrap();
         assert_eq!(p.name(), "default");
         // `/agent/**` needs at least one segment after /agent.
-        let err = set.for_agent(&id("spiffe://example.org/agent"), None).unwrap_err();
+        let err = set
+            .for_agent(&id("spiffe://example.org/agent"), None)
+            .unwrap_err();
         assert!(err.to_string().contains("no policy covers"), "{err}");
-        let err = set.for_agent(&id("spiffe://example.org/service/x"), None).unwrap_err();
+        let err = set
+            .for_agent(&id("spiffe://example.org/service/x"), None)
+            .unwrap_err();
         assert!(err.to_string().contains("rule agents"), "{err}");
     }
 
@@ -657,8 +684,14 @@ mod tests {
             .for_agent(&id("spiffe://example.org/agent/mail/m1"), Some("strict"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("\"strict\"") && err.contains("rule agents"), "{err}");
-        assert!(set.for_agent(&id("spiffe://example.org/agent/x"), Some("nope")).is_err());
+        assert!(
+            err.contains("\"strict\"") && err.contains("rule agents"),
+            "{err}"
+        );
+        assert!(
+            set.for_agent(&id("spiffe://example.org/agent/x"), Some("nope"))
+                .is_err()
+        );
     }
 
     #[test]
@@ -666,9 +699,18 @@ mod tests {
         let set = shipped();
         let p = set.get("strict").unwrap();
         assert_eq!(p.lifetime(None).unwrap(), Duration::hours(1));
-        assert_eq!(p.lifetime(Some(Duration::minutes(10))).unwrap(), Duration::minutes(10));
-        let err = p.lifetime(Some(Duration::hours(2))).unwrap_err().to_string();
-        assert!(err.contains("rule max_lifetime") && err.contains("2h"), "{err}");
+        assert_eq!(
+            p.lifetime(Some(Duration::minutes(10))).unwrap(),
+            Duration::minutes(10)
+        );
+        let err = p
+            .lifetime(Some(Duration::hours(2)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("rule max_lifetime") && err.contains("2h"),
+            "{err}"
+        );
         assert!(p.lifetime(Some(Duration::minutes(4))).is_err());
     }
 
@@ -682,7 +724,13 @@ mod tests {
         assert!(p.matches(&["agent", "a"]));
         assert!(!p.matches(&["agent", "ab"]), "prefix sibling");
         assert!(!p.matches(&["agent", "a", "x"]), "child path");
-        for bad in ["agent", "/agent/**/x", "/agent//x", "/agent/../x", "/agent/a b"] {
+        for bad in [
+            "agent",
+            "/agent/**/x",
+            "/agent//x",
+            "/agent/../x",
+            "/agent/a b",
+        ] {
             assert!(PathPattern::parse(bad).is_err(), "{bad}");
         }
     }
@@ -692,7 +740,10 @@ mod tests {
         let err = Policy::parse("p", "policies/p.toml", "agents = [\"/a/**\"]\nmethods = [\"acme\"]\ndefault_lifetime = \"1x\"\nmax_lifetime=\"1h\"\nkey_types=[\"ecdsa-p256\"]\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("policies/p.toml") && err.contains("line 3"), "{err}");
+        assert!(
+            err.contains("policies/p.toml") && err.contains("line 3"),
+            "{err}"
+        );
         let err = Policy::parse("p", "p.toml", "agents = [\"/a/**\"]\nmethods = [\"acme\"]\ndefault_lifetime = \"2h\"\nmax_lifetime=\"1h\"\nkey_types=[\"ecdsa-p256\"]\n")
             .unwrap_err()
             .to_string();
@@ -726,7 +777,11 @@ mod tests {
         assert!(!n.contains("::1".parse().unwrap()));
         let n = IpNet::parse("fd00::/8").unwrap();
         assert!(n.contains("fd12::1".parse().unwrap()));
-        assert!(IpNet::parse("0.0.0.0/0").unwrap().contains("1.2.3.4".parse().unwrap()));
+        assert!(
+            IpNet::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("1.2.3.4".parse().unwrap())
+        );
         assert!(IpNet::parse("10.0.0.0/33").is_err());
     }
 }

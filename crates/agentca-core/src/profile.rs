@@ -197,8 +197,7 @@ pub(crate) fn lint_leaf_tbs(tbs: &[u8], expect: &LeafExpectation<'_>) -> Result<
             ParsedExtension::BasicConstraints(bc) if bc.ca => return fail("cA=TRUE"),
             ParsedExtension::KeyUsage(ku) => {
                 seen_ku = true;
-                if !ext.critical || !ku.digital_signature() || ku.key_cert_sign() || ku.crl_sign()
-                {
+                if !ext.critical || !ku.digital_signature() || ku.key_cert_sign() || ku.crl_sign() {
                     return fail("keyUsage is not the leaf profile's");
                 }
             }

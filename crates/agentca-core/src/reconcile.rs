@@ -71,7 +71,9 @@ pub fn reconcile(store: &dyn Store, audit_log: &Path) -> Result<(VerifyReport, R
     }
     for serial in &revoked {
         let held_revoked = match serial.parse::<Serial>() {
-            Ok(s) => matches!(store.serial(&s)?, Some(SerialEntry::Issued(c)) if c.revocation.is_some()),
+            Ok(s) => {
+                matches!(store.serial(&s)?, Some(SerialEntry::Issued(c)) if c.revocation.is_some())
+            }
             Err(_) => false,
         };
         if !held_revoked {

@@ -58,7 +58,9 @@ impl SignatureAlgorithm {
         } else if alg == &rcgen::PKCS_RSA_SHA256 {
             Ok(Self::RsaPkcs1Sha256)
         } else {
-            Err(Error::UnsupportedKey("CA key algorithm is not supported".into()))
+            Err(Error::UnsupportedKey(
+                "CA key algorithm is not supported".into(),
+            ))
         }
     }
 }
@@ -160,7 +162,6 @@ impl<'a> RcgenSigner<'a> {
             algorithm,
         })
     }
-
 }
 
 impl PublicKeyData for RcgenSigner<'_> {

@@ -217,7 +217,10 @@ pub fn certificate_listing(store: &dyn Store) {
 
     let mut all = vec![r1.clone(), r2.clone(), r3.clone()];
     all.sort_by_key(|r| r.intent.serial);
-    assert_eq!(store.certificates(&CertificateFilter::default()).unwrap(), all);
+    assert_eq!(
+        store.certificates(&CertificateFilter::default()).unwrap(),
+        all
+    );
 
     // A prefix sibling's certificates are not the agent's.
     let mut of_a = vec![r1, r2];

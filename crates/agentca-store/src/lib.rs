@@ -20,9 +20,9 @@ mod sled_store;
 pub use error::StoreError;
 pub use group_commit::{FlushFailed, GroupCommit};
 pub use records::{
-    AgentRecord, CertificateFilter, CertificateRecord, CrlState, EnrollmentMethod,
-    InvalidReason, InvalidSerial, IssuanceIntent, Revocation, RevocationReason, RevokedEntry,
-    Serial, SerialEntry, TokenKind, TokenRecord,
+    AgentRecord, CertificateFilter, CertificateRecord, CrlState, EnrollmentMethod, InvalidReason,
+    InvalidSerial, IssuanceIntent, Revocation, RevocationReason, RevokedEntry, Serial, SerialEntry,
+    TokenKind, TokenRecord,
 };
 pub use sled_store::SledStore;
 

@@ -163,7 +163,9 @@ impl fmt::Display for RevocationReason {
 
 /// A name that is not an accepted RFC 5280 reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown revocation reason {0:?} (use an RFC 5280 name such as keyCompromise, superseded, cessationOfOperation)")]
+#[error(
+    "unknown revocation reason {0:?} (use an RFC 5280 name such as keyCompromise, superseded, cessationOfOperation)"
+)]
 pub struct InvalidReason(pub String);
 
 impl FromStr for RevocationReason {

@@ -44,7 +44,9 @@ pub struct SledStore {
 
 impl std::fmt::Debug for SledStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SledStore").field("path", &self.path).finish()
+        f.debug_struct("SledStore")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -457,7 +459,9 @@ fn decode_revoked(k: &[u8], v: &[u8]) -> Result<RevokedEntry> {
         reason: reason.into(),
     };
     let serial = serial_from_key(k)?;
-    let v: &[u8; 17] = v.try_into().map_err(|_| corrupt("bad revoked entry length"))?;
+    let v: &[u8; 17] = v
+        .try_into()
+        .map_err(|_| corrupt("bad revoked entry length"))?;
     let time = |b: &[u8]| -> Result<OffsetDateTime> {
         let secs = i64::from_be_bytes(b.try_into().map_err(|_| corrupt("bad time"))?);
         OffsetDateTime::from_unix_timestamp(secs).map_err(|_| corrupt("time out of range"))

@@ -80,7 +80,14 @@ pub fn assert_ocsp_responder_certificate(der: &[u8], issuer_der: &[u8]) {
     const INV: &str = "OCSP responder profile";
     let cert = parse::certificate("OCSP responder", der);
     let issuer = parse::certificate("OCSP responder's issuer", issuer_der);
-    check_common(INV, "responder certificate", &cert, der, &issuer, Aki::Required);
+    check_common(
+        INV,
+        "responder certificate",
+        &cert,
+        der,
+        &issuer,
+        Aki::Required,
+    );
     check_not_ca(INV, &cert);
 
     let ku = key_usage(INV, &cert);
@@ -342,9 +349,10 @@ mod tests {
         let mut params = responder_params();
         params.extended_key_usages.push(Eku::ClientAuth);
         let der = pki.issue(&params, &key);
-        assert_fails_with(&["OCSP responder profile", "exactly id-kp-OCSPSigning"], || {
-            assert_ocsp_responder_certificate(&der, &pki.ca_der)
-        });
+        assert_fails_with(
+            &["OCSP responder profile", "exactly id-kp-OCSPSigning"],
+            || assert_ocsp_responder_certificate(&der, &pki.ca_der),
+        );
     }
 
     #[test]

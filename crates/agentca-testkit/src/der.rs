@@ -136,7 +136,10 @@ mod tests {
     fn reads_short_and_long_lengths() {
         let short = [0x04, 0x02, 0xaa, 0xbb, 0xcc];
         let (tlv, rest) = read_tlv(&short).unwrap();
-        assert_eq!((tlv.tag, tlv.content, rest), (0x04, &[0xaa, 0xbb][..], &[0xcc][..]));
+        assert_eq!(
+            (tlv.tag, tlv.content, rest),
+            (0x04, &[0xaa, 0xbb][..], &[0xcc][..])
+        );
 
         let mut long = vec![0x04, 0x81, 0x80];
         long.extend(std::iter::repeat_n(7u8, 0x80));

@@ -82,7 +82,10 @@ pub(crate) fn parsed<'c, 'a>(inv: &str, ext: &'c X509Extension<'a>) -> &'c Parse
 pub(crate) fn subject_key_id<'a>(inv: &str, cert: &X509Certificate<'a>) -> Option<&'a [u8]> {
     let ext = find(cert, SUBJECT_KEY_ID)?;
     if ext.critical {
-        violated!(inv, "subjectKeyIdentifier is critical; RFC 5280 §4.2.1.2 forbids it");
+        violated!(
+            inv,
+            "subjectKeyIdentifier is critical; RFC 5280 §4.2.1.2 forbids it"
+        );
     }
     match parsed(inv, ext) {
         ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0),
@@ -98,7 +101,10 @@ pub(crate) fn authority_key_id<'a>(
 ) -> Option<Option<&'a [u8]>> {
     let ext = find(cert, AUTHORITY_KEY_ID)?;
     if ext.critical {
-        violated!(inv, "authorityKeyIdentifier is critical; RFC 5280 §4.2.1.1 forbids it");
+        violated!(
+            inv,
+            "authorityKeyIdentifier is critical; RFC 5280 §4.2.1.1 forbids it"
+        );
     }
     match parsed(inv, ext) {
         ParsedExtension::AuthorityKeyIdentifier(aki) => {

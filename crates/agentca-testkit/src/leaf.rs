@@ -75,15 +75,15 @@ pub fn assert_issued_invariants(leaf_der: &[u8], chain_der: &[Vec<u8>], expect: 
     check_usages(&leaf, names.has_dns_or_ip());
     check_status_pointers(&leaf, expect.base_url.as_deref());
 
-    if let Some(spki) = &expect.csr_public_key_spki {
-        if leaf.public_key().raw != spki.as_slice() {
-            violated!(
-                "public key",
-                "the leaf's SubjectPublicKeyInfo {} is not the CSR's {}",
-                hex(leaf.public_key().raw),
-                hex(spki)
-            );
-        }
+    if let Some(spki) = &expect.csr_public_key_spki
+        && leaf.public_key().raw != spki.as_slice()
+    {
+        violated!(
+            "public key",
+            "the leaf's SubjectPublicKeyInfo {} is not the CSR's {}",
+            hex(leaf.public_key().raw),
+            hex(spki)
+        );
     }
 }
 
@@ -188,10 +188,7 @@ fn check_names(leaf: &X509Certificate<'_>, expect: &Expectation) -> Names {
     let dns_set = distinct(INV, "DNS name", &dns);
     let expected_dns = expect.dns.iter().cloned().collect::<BTreeSet<_>>();
     if dns_set != expected_dns {
-        violated!(
-            INV,
-            "DNS SANs are {dns_set:?}, expected {expected_dns:?}"
-        );
+        violated!(INV, "DNS SANs are {dns_set:?}, expected {expected_dns:?}");
     }
     let ip_set = distinct(INV, "IP address", &ips);
     let expected_ips = expect.ips.iter().copied().collect::<BTreeSet<_>>();
@@ -370,10 +367,7 @@ fn check_status_pointers(leaf: &X509Certificate<'_>, base_url: Option<&str>) {
                 "the CRL distribution point's fullName is not one URI: {other:?}"
             ),
         },
-        other => violated!(
-            INV,
-            "the CRL distribution point has no fullName: {other:?}"
-        ),
+        other => violated!(INV, "the CRL distribution point has no fullName: {other:?}"),
     };
 
     if let Some(base) = base {
@@ -403,8 +397,8 @@ mod tests {
 
     use rcgen::{
         CrlDistributionPoint, CustomExtension, DnType, ExtendedKeyUsagePurpose as Eku, IsCa,
-        Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose as Ku, NameConstraints, PKCS_ECDSA_P256_SHA256,
-        PKCS_RSA_SHA256, PublicKeyData, SanType, SerialNumber,
+        Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose as Ku, NameConstraints,
+        PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256, PublicKeyData, SanType, SerialNumber,
     };
     use time::Duration;
 
@@ -448,7 +442,7 @@ mod tests {
         let der = pki.issue(&leaf.params, &leaf.key);
         assert_issued_invariants(&der, &pki.chain(), &leaf.expectation());
         // The issuing CA alone is a valid chain too.
-        assert_issued_invariants(&der, &[pki.ca_der.clone()], &leaf.expectation());
+        assert_issued_invariants(&der, std::slice::from_ref(&pki.ca_der), &leaf.expectation());
     }
 
     #[test]
@@ -488,7 +482,9 @@ mod tests {
     fn leaf_with_subject_and_without_explicit_basic_constraints_passes() {
         let pki = Pki::new();
         let mut leaf = Leaf::new();
-        leaf.params.distinguished_name.push(DnType::CommonName, "alice");
+        leaf.params
+            .distinguished_name
+            .push(DnType::CommonName, "alice");
         leaf.params.is_ca = IsCa::NoCa;
         let der = pki.issue(&leaf.params, &leaf.key);
         assert_issued_invariants(&der, &pki.chain(), &leaf.expectation());
@@ -516,7 +512,11 @@ mod tests {
         let pki = Pki::new();
         let leaf = Leaf::new();
         let der = pki.issue(&leaf.params, &leaf.key);
-        let v2 = patch(&der, &[0xa0, 0x03, 0x02, 0x01, 0x02], &[0xa0, 0x03, 0x02, 0x01, 0x01]);
+        let v2 = patch(
+            &der,
+            &[0xa0, 0x03, 0x02, 0x01, 0x02],
+            &[0xa0, 0x03, 0x02, 0x01, 0x01],
+        );
         assert_fails_with(&["version", "not v3"], || {
             assert_issued_invariants(&v2, &pki.chain(), &leaf.expectation())
         });
@@ -540,7 +540,11 @@ mod tests {
         serial[..2].copy_from_slice(&first);
         leaf.params.serial_number = Some(SerialNumber::from_slice(&serial));
         let der = pki.issue(&leaf.params, &leaf.key);
-        let patched = patch(&der, &[0x02, 0x10, first[0], first[1]], &[0x02, 0x10, to[0], to[1]]);
+        let patched = patch(
+            &der,
+            &[0x02, 0x10, first[0], first[1]],
+            &[0x02, 0x10, to[0], to[1]],
+        );
         assert_fails_with(needles, || {
             assert_issued_invariants(&patched, &pki.chain(), &leaf.expectation())
         });
@@ -641,7 +645,12 @@ mod tests {
         let mut leaf = Leaf::new();
         leaf.params.not_after = leaf.signed_at + Duration::days(400);
         let expect = leaf.expectation().max_lifetime(Duration::days(500));
-        fails(&pki, &leaf, &expect, &["INV-3", "after the issuing CA's notAfter"]);
+        fails(
+            &pki,
+            &leaf,
+            &expect,
+            &["INV-3", "after the issuing CA's notAfter"],
+        );
     }
 
     #[test]
@@ -667,12 +676,20 @@ mod tests {
         let leaf = Leaf::new();
         // Same key, different name: only the DN is wrong.
         let mut other = pki.ca_params.clone();
-        other.distinguished_name.push(DnType::CommonName, "someone else");
+        other
+            .distinguished_name
+            .push(DnType::CommonName, "someone else");
         let issuer = Issuer::from_params(&other, &pki.ca_key);
-        let der = leaf.params.signed_by(&leaf.key, &issuer).unwrap().der().to_vec();
-        assert_fails_with(&["INV-4", "not byte-identical to the issuer's subject"], || {
-            assert_issued_invariants(&der, &pki.chain(), &leaf.expectation())
-        });
+        let der = leaf
+            .params
+            .signed_by(&leaf.key, &issuer)
+            .unwrap()
+            .der()
+            .to_vec();
+        assert_fails_with(
+            &["INV-4", "not byte-identical to the issuer's subject"],
+            || assert_issued_invariants(&der, &pki.chain(), &leaf.expectation()),
+        );
     }
 
     #[test]
@@ -690,7 +707,12 @@ mod tests {
         let mut other = pki.ca_params.clone();
         other.key_identifier_method = KeyIdMethod::PreSpecified(vec![0xab; 20]);
         let issuer = Issuer::from_params(&other, &pki.ca_key);
-        let der = leaf.params.signed_by(&leaf.key, &issuer).unwrap().der().to_vec();
+        let der = leaf
+            .params
+            .signed_by(&leaf.key, &issuer)
+            .unwrap()
+            .der()
+            .to_vec();
         assert_fails_with(&["INV-4", "differs from the issuer's SKI"], || {
             assert_issued_invariants(&der, &pki.chain(), &leaf.expectation())
         });
@@ -705,9 +727,10 @@ mod tests {
         let sha256 = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
         let sha384 = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03];
         let patched = patch_last(&der, &sha256, &sha384);
-        assert_fails_with(&["INV-4", "not byte-identical to tbsCertificate.signature"], || {
-            assert_issued_invariants(&patched, &pki.chain(), &leaf.expectation())
-        });
+        assert_fails_with(
+            &["INV-4", "not byte-identical to tbsCertificate.signature"],
+            || assert_issued_invariants(&patched, &pki.chain(), &leaf.expectation()),
+        );
     }
 
     #[test]
@@ -765,10 +788,12 @@ mod tests {
             |l| {
                 l.params.key_usages.clear();
                 // BIT STRING, 7 unused bits, digitalSignature.
-                l.params.custom_extensions.push(CustomExtension::from_oid_content(
-                    &[2, 5, 29, 15],
-                    vec![0x03, 0x02, 0x07, 0x80],
-                ));
+                l.params
+                    .custom_extensions
+                    .push(CustomExtension::from_oid_content(
+                        &[2, 5, 29, 15],
+                        vec![0x03, 0x02, 0x07, 0x80],
+                    ));
             },
             &["INV-5", "keyUsage is not critical"],
         );
@@ -895,7 +920,11 @@ mod tests {
     #[test]
     fn two_uris_fail() {
         broken(
-            |l| l.params.subject_alt_names.push(uri("spiffe://example.org/agent/bob")),
+            |l| {
+                l.params
+                    .subject_alt_names
+                    .push(uri("spiffe://example.org/agent/bob"))
+            },
             &["INV-6", "2 URIs"],
         );
     }
@@ -933,7 +962,9 @@ mod tests {
     fn duplicate_dns_name_fails() {
         let pki = Pki::new();
         let mut leaf = Leaf::new();
-        leaf.params.subject_alt_names.extend([dns("a.example.org"), dns("a.example.org")]);
+        leaf.params
+            .subject_alt_names
+            .extend([dns("a.example.org"), dns("a.example.org")]);
         leaf.params.extended_key_usages = vec![Eku::ClientAuth, Eku::ServerAuth];
         let expect = leaf.expectation().dns(["a.example.org"]);
         fails(&pki, &leaf, &expect, &["INV-6", "appears twice"]);
@@ -947,7 +978,9 @@ mod tests {
             .subject_alt_names
             .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2))));
         leaf.params.extended_key_usages = vec![Eku::ClientAuth, Eku::ServerAuth];
-        let expect = leaf.expectation().ips([IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))]);
+        let expect = leaf
+            .expectation()
+            .ips([IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))]);
         fails(&pki, &leaf, &expect, &["INV-6", "IP SANs are"]);
     }
 
@@ -968,12 +1001,17 @@ mod tests {
         broken(
             |l| {
                 l.params.subject_alt_names.clear();
-                l.params.custom_extensions.push(CustomExtension::from_oid_content(
-                    &[2, 5, 29, 17],
-                    write::sequence(&[write::uri(AGENT)]),
-                ));
+                l.params
+                    .custom_extensions
+                    .push(CustomExtension::from_oid_content(
+                        &[2, 5, 29, 17],
+                        write::sequence(&[write::uri(AGENT)]),
+                    ));
             },
-            &["INV-6", "subject is empty but subjectAltName is not critical"],
+            &[
+                "INV-6",
+                "subject is empty but subjectAltName is not critical",
+            ],
         );
     }
 
@@ -985,10 +1023,12 @@ mod tests {
             |l| {
                 // certificatePolicies { anyPolicy }
                 let any_policy = vec![0x06, 0x04, 0x55, 0x1d, 0x20, 0x00];
-                l.params.custom_extensions.push(CustomExtension::from_oid_content(
-                    &[2, 5, 29, 32],
-                    write::sequence(&[write::sequence(&[any_policy])]),
-                ));
+                l.params
+                    .custom_extensions
+                    .push(CustomExtension::from_oid_content(
+                        &[2, 5, 29, 32],
+                        write::sequence(&[write::sequence(&[any_policy])]),
+                    ));
             },
             &["INV-7", "certificatePolicies", "not on the leaf allow-list"],
         );
@@ -999,9 +1039,7 @@ mod tests {
         broken(
             |l| {
                 l.params.name_constraints = Some(NameConstraints {
-                    permitted_subtrees: vec![rcgen::GeneralSubtree::DnsName(
-                        "example.org".into(),
-                    )],
+                    permitted_subtrees: vec![rcgen::GeneralSubtree::DnsName("example.org".into())],
                     excluded_subtrees: vec![],
                 })
             },
@@ -1044,8 +1082,10 @@ mod tests {
                     write::OID_AD_OCSP.to_vec(),
                     write::uri(&format!("{BASE_URL}/ocsp")),
                 ])]);
-                l.params.custom_extensions =
-                    vec![CustomExtension::from_oid_content(&[1, 3, 6, 1, 5, 5, 7, 1, 1], content)];
+                l.params.custom_extensions = vec![CustomExtension::from_oid_content(
+                    &[1, 3, 6, 1, 5, 5, 7, 1, 1],
+                    content,
+                )];
             },
             &["INV-7", "exactly one caIssuers URI"],
         );
@@ -1055,8 +1095,10 @@ mod tests {
     fn wrong_ca_issuers_url_fails() {
         broken(
             |l| {
-                l.params.custom_extensions =
-                    vec![aia(&format!("{BASE_URL}/ocsp"), &format!("{BASE_URL}/ca.pem"))]
+                l.params.custom_extensions = vec![aia(
+                    &format!("{BASE_URL}/ocsp"),
+                    &format!("{BASE_URL}/ca.pem"),
+                )]
             },
             &["INV-7", "caIssuers URI is"],
         );

@@ -30,9 +30,9 @@ impl Verdict {
     pub fn assert_rejected_with(&self, needle: &str) {
         match self {
             Self::Accepted => panic!("openssl accepted a certificate it should reject ({needle})"),
-            Self::Rejected(transcript) if !transcript.contains(needle) => panic!(
-                "openssl rejected the certificate, but not with {needle:?}:\n{transcript}"
-            ),
+            Self::Rejected(transcript) if !transcript.contains(needle) => {
+                panic!("openssl rejected the certificate, but not with {needle:?}:\n{transcript}")
+            }
             Self::Rejected(_) | Self::Skipped => {}
         }
     }
@@ -89,28 +89,29 @@ fn verify_der(
     crl_der: Option<&[u8]>,
 ) -> Verdict {
     let scratch = Scratch::new();
-    let leaf = scratch.write("leaf.pem", tools::pem("CERTIFICATE", &[leaf_der]).as_bytes());
-    let root = scratch.write("root.pem", tools::pem("CERTIFICATE", &[root_der]).as_bytes());
+    let leaf = scratch.write(
+        "leaf.pem",
+        tools::pem("CERTIFICATE", &[leaf_der]).as_bytes(),
+    );
+    let root = scratch.write(
+        "root.pem",
+        tools::pem("CERTIFICATE", &[root_der]).as_bytes(),
+    );
     let intermediates: Vec<&[u8]> = intermediates_der.iter().map(Vec::as_slice).collect();
     let chain = scratch.write(
         "chain.pem",
         tools::pem("CERTIFICATE", &intermediates).as_bytes(),
     );
-    let crl = crl_der.map(|der| scratch.write("crl.pem", tools::pem("X509 CRL", &[der]).as_bytes()));
+    let crl =
+        crl_der.map(|der| scratch.write("crl.pem", tools::pem("X509 CRL", &[der]).as_bytes()));
     verify(&leaf, &root, &chain, crl.as_deref())
 }
 
 fn verify(leaf: &Path, root: &Path, untrusted: &Path, crl: Option<&Path>) -> Verdict {
-    let mut args: Vec<&OsStr> = [
-        "verify",
-        "-x509_strict",
-        "-purpose",
-        "sslclient",
-        "-CAfile",
-    ]
-    .iter()
-    .map(OsStr::new)
-    .collect();
+    let mut args: Vec<&OsStr> = ["verify", "-x509_strict", "-purpose", "sslclient", "-CAfile"]
+        .iter()
+        .map(OsStr::new)
+        .collect();
     args.push(root.as_os_str());
     // An empty -untrusted file makes OpenSSL fail to load it; leave it out instead.
     let has_untrusted = std::fs::metadata(untrusted).is_ok_and(|m| m.len() > 0);
@@ -151,7 +152,7 @@ mod tests {
     fn accepts_a_correct_uri_only_leaf() {
         let pki = Pki::new();
         let (leaf, _) = leaf_and_serial(&pki);
-        openssl_verify_der(&leaf, &[pki.ca_der.clone()], &pki.root_der);
+        openssl_verify_der(&leaf, std::slice::from_ref(&pki.ca_der), &pki.root_der);
     }
 
     #[test]
@@ -160,8 +161,14 @@ mod tests {
         let (leaf, _) = leaf_and_serial(&pki);
         let scratch = Scratch::new();
         let leaf = scratch.write("l.pem", tools::pem("CERTIFICATE", &[&leaf]).as_bytes());
-        let root = scratch.write("r.pem", tools::pem("CERTIFICATE", &[&pki.root_der]).as_bytes());
-        let chain = scratch.write("c.pem", tools::pem("CERTIFICATE", &[&pki.ca_der]).as_bytes());
+        let root = scratch.write(
+            "r.pem",
+            tools::pem("CERTIFICATE", &[&pki.root_der]).as_bytes(),
+        );
+        let chain = scratch.write(
+            "c.pem",
+            tools::pem("CERTIFICATE", &[&pki.ca_der]).as_bytes(),
+        );
         openssl_verify(&leaf, &root, &chain);
     }
 
@@ -170,10 +177,15 @@ mod tests {
         let pki = Pki::new();
         let stranger = Pki::new();
         let (leaf, _) = leaf_and_serial(&stranger);
-        let verdict = verify_der(&leaf, &[pki.ca_der.clone()], &pki.root_der, None);
+        let verdict = verify_der(
+            &leaf,
+            std::slice::from_ref(&pki.ca_der),
+            &pki.root_der,
+            None,
+        );
         verdict.assert_rejected_with("unable to get local issuer certificate");
         let msg = crate::testpki::panic_message(|| {
-            openssl_verify_der(&leaf, &[pki.ca_der.clone()], &pki.root_der)
+            openssl_verify_der(&leaf, std::slice::from_ref(&pki.ca_der), &pki.root_der)
         });
         if verdict != Verdict::Skipped {
             assert!(msg.contains("INV-9"), "{msg}");
@@ -198,7 +210,12 @@ mod tests {
         let stranger = Pki::new();
         let (leaf, _) = leaf_and_serial(&pki);
         let crl = stranger.crl(&[]);
-        let verdict = openssl_verify_der_with_crl(&leaf, &[pki.ca_der.clone()], &pki.root_der, &crl);
+        let verdict = openssl_verify_der_with_crl(
+            &leaf,
+            std::slice::from_ref(&pki.ca_der),
+            &pki.root_der,
+            &crl,
+        );
         verdict.assert_rejected_with("unable to get certificate CRL");
     }
 

@@ -6,7 +6,7 @@ use x509_parser::prelude::FromDer;
 /// Parses one DER certificate that must fill `der` exactly; `what` names it in the message.
 pub(crate) fn certificate<'a>(what: &str, der: &'a [u8]) -> X509Certificate<'a> {
     match X509Certificate::from_der(der) {
-        Ok((rest, cert)) if rest.is_empty() => cert,
+        Ok(([], cert)) => cert,
         Ok((rest, _)) => panic!(
             "the {what} certificate has {} bytes after its DER encoding",
             rest.len()

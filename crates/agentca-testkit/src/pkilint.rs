@@ -282,7 +282,8 @@ mod lint_tests {
             return;
         };
         assert!(
-            all.iter().any(|f| f.code.contains("san") || f.code.contains("subject")),
+            all.iter()
+                .any(|f| f.code.contains("san") || f.code.contains("subject")),
             "{all:?}"
         );
         assert_fails_with(&["INV-8", "lint_pkix_cert"], || pkilint_cert(&der));
@@ -293,7 +294,13 @@ mod lint_tests {
 
     #[test]
     fn an_undecodable_document_fails() {
-        if findings("lint_pkix_cert", &["lint"], &[("ok.der", &Pki::new().root_der)]).is_none() {
+        if findings(
+            "lint_pkix_cert",
+            &["lint"],
+            &[("ok.der", &Pki::new().root_der)],
+        )
+        .is_none()
+        {
             return;
         }
         assert_fails_with(&["no JSON report"], || pkilint_cert(b"not a certificate"));

@@ -127,7 +127,10 @@ impl Pki {
         let root_der = root_params.self_signed(&root_key).unwrap().der().to_vec();
 
         let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut ca_params = ca_params(&format!("agentca test issuing CA {tag}"), Duration::days(365));
+        let mut ca_params = ca_params(
+            &format!("agentca test issuing CA {tag}"),
+            Duration::days(365),
+        );
         ca_params.use_authority_key_identifier_extension = true;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         let ca_params = with_key_id(&ca_params, &ca_key);
@@ -317,5 +320,9 @@ pub(crate) fn resign(der: &[u8], key: &KeyPair) -> Vec<u8> {
     let (alg, _) = crate::der::read_tlv(rest).unwrap();
     let signature = key.sign(tbs.whole).unwrap();
     let bits = [&[0u8][..], &signature].concat();
-    write::sequence(&[tbs.whole.to_vec(), alg.whole.to_vec(), write::tlv(0x03, &bits)])
+    write::sequence(&[
+        tbs.whole.to_vec(),
+        alg.whole.to_vec(),
+        write::tlv(0x03, &bits),
+    ])
 }

@@ -128,7 +128,11 @@ mod tests {
     #[test]
     fn missing_program_is_none_or_panics() {
         let result = std::panic::catch_unwind(|| {
-            run("agentca-testkit-no-such-program", &[], "a test of the tool rule")
+            run(
+                "agentca-testkit-no-such-program",
+                &[],
+                "a test of the tool rule",
+            )
         });
         match result {
             Ok(output) => {

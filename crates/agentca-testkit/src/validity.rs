@@ -85,15 +85,15 @@ pub(crate) fn check_leaf(
             expect.max_lifetime
         );
     }
-    if let Some(requested) = expect.requested_lifetime {
-        if (lifetime - requested).abs() > TRUNCATION {
-            violated!(
-                INV,
-                "lifetime from signing is {lifetime} but the request asked for {requested} \
-                 (notAfter {not_after}, expected about {})",
-                expect.signed_at + requested
-            );
-        }
+    if let Some(requested) = expect.requested_lifetime
+        && (lifetime - requested).abs() > TRUNCATION
+    {
+        violated!(
+            INV,
+            "lifetime from signing is {lifetime} but the request asked for {requested} \
+             (notAfter {not_after}, expected about {})",
+            expect.signed_at + requested
+        );
     }
 
     let issuer_not_after = issuer.validity().not_after.to_datetime();

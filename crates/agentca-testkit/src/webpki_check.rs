@@ -119,7 +119,7 @@ mod tests {
         let (leaf, _) = issue(&pki);
         let now = OffsetDateTime::now_utc();
         webpki_verify_client(&leaf, &pki.chain(), &pki.root_der, now);
-        webpki_verify_client(&leaf, &[pki.ca_der.clone()], &pki.root_der, now);
+        webpki_verify_client(&leaf, std::slice::from_ref(&pki.ca_der), &pki.root_der, now);
     }
 
     #[test]
@@ -160,7 +160,12 @@ mod tests {
         let stranger = Pki::new();
         let (leaf, _) = issue(&stranger);
         assert_fails_with(&["INV-9", "UnknownIssuer"], || {
-            webpki_verify_client(&leaf, &pki.chain(), &pki.root_der, OffsetDateTime::now_utc())
+            webpki_verify_client(
+                &leaf,
+                &pki.chain(),
+                &pki.root_der,
+                OffsetDateTime::now_utc(),
+            )
         });
     }
 

@@ -108,11 +108,7 @@ impl Requester {
         params.subject_alt_names = vec![SanType::URI(
             agent_id.as_str().try_into().expect("a SPIFFE ID is IA5"),
         )];
-        let csr_der = params
-            .serialize_request(&key)
-            .expect("CSR")
-            .der()
-            .to_vec();
+        let csr_der = params.serialize_request(&key).expect("CSR").der().to_vec();
         let csr = CertificateRequest::parse(&csr_der).expect("the CSR parses");
         Self {
             agent_id,
@@ -253,7 +249,9 @@ pub(crate) fn process_cpu() -> Option<Duration> {
     let fields: Vec<&str> = rest.split(' ').collect();
     // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second()))
+    Some(Duration::from_secs_f64(
+        ticks as f64 / clock_ticks_per_second(),
+    ))
 }
 
 fn clock_ticks_per_second() -> f64 {

@@ -83,8 +83,8 @@ pub(crate) struct RequestAsn1 {
 /// `TBSRequest` (RFC 6960 §4.1.1), as this module writes it: no requestorName, since it only
 /// means something in signed requests, which agentca's client never sends.
 ///
-/// Untrusted requests are not decoded through this derive but by `request::decode`, which
-/// bounds the list and reports each problem precisely.
+/// Untrusted requests are not decoded through this derive but by
+/// `request::decode_request`, which bounds the list and reports each problem precisely.
 #[derive(Clone, Debug, PartialEq, Eq, Sequence)]
 pub(crate) struct TbsRequestAsn1 {
     #[asn1(context_specific = "0", default = "Default::default")]

@@ -214,6 +214,13 @@ fn openssl_requests_parse_and_nonce_is_echoed() {
         assert!(hashes.matches(id), "{extra:?}");
         assert_eq!(id.serial, pki.leaf_serial);
         assert_eq!(request.nonce.is_some(), has_nonce, "{extra:?}");
+        // Our encoding of the CertID is OpenSSL's, byte for byte, so the echo is exact.
+        let id_der = id.to_der().unwrap();
+        let request_der = files.read("req.der");
+        assert!(
+            request_der.windows(id_der.len()).any(|w| w == id_der),
+            "{extra:?}"
+        );
 
         let status = SingleStatus {
             cert_id: id.clone(),

@@ -42,7 +42,8 @@ pub struct SingleStatus {
     pub status: CertStatus,
     /// When the status was known to be correct.
     pub this_update: OffsetDateTime,
-    /// When newer information will be available; always sent (RFC 5019 §2.2.4).
+    /// When newer information will be available; always sent, as RFC 5019 asks so
+    /// that responses can be cached.
     pub next_update: OffsetDateTime,
 }
 

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The project's test command: installs the external test tools, then runs the format check,
+# clippy, the whole workspace's tests (with every external verifier required), and the extra
+# test scripts. Ends with the test totals.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+section() {
+    printf '\n==== %s ====\n' "$*"
+}
+
+# Tools installed per user (rustup, pyenv, pip --user) must be found from a non-login shell.
+for dir in "$HOME/.cargo/bin" "$HOME/.local/bin" "${PYENV_ROOT:-$HOME/.pyenv}/shims"; do
+    case ":$PATH:" in
+    *":$dir:"*) ;;
+    *) [ -d "$dir" ] && PATH="$dir:$PATH" ;;
+    esac
+done
+export PATH
+
+section "test dependencies"
+scripts/install-test-deps.sh
+
+section "cargo fmt --check"
+cargo fmt --all --check
+
+section "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+section "cargo test"
+# A missing openssl or pkilint must fail the run, not skip a check.
+export AGENTCA_REQUIRE_TOOLS=1
+log_dir="${CARGO_TARGET_DIR:-target}/test-logs"
+mkdir -p "$log_dir"
+log="$log_dir/cargo-test.log"
+set +e
+cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
+cargo_status=${PIPESTATUS[0]}
+set -e
+
+summary() {
+    section "summary"
+    grep -E '^test result:' "$log" || true
+    awk '/^test result:/ {
+            for (i = 1; i <= NF; i++) {
+                if ($(i + 1) ~ /^passed/) p += $i
+                if ($(i + 1) ~ /^failed/) f += $i
+                if ($(i + 1) ~ /^ignored/) s += $i
+            }
+         }
+         END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+}
+
+if [ "$cargo_status" -ne 0 ]; then
+    summary
+    echo "cargo test failed (exit $cargo_status)"
+    exit "$cargo_status"
+fi
+
+section "extra test scripts"
+# ---- extra test scripts: each runs only if present, and fails the run if it fails ----
+# Crash tests (kill -9 during issuance/revocation, then reconcile).
+if [ -f scripts/crash-test.sh ]; then
+    bash scripts/crash-test.sh
+else
+    echo "scripts/crash-test.sh not present; skipped"
+fi
+# ---- end of extra test scripts ----
+
+summary
