@@ -166,7 +166,7 @@ fn bad_dns_names_are_rejected() {
     let env = Env::with_ca();
     let alice = agent_id("/agent/alice");
     for name in ["not a name", "*.example.org.", "-x.example.org", ""] {
-        let (kind, message) = env.json_error(&["agent", "add", &alice, "--dns", name]);
+        let (kind, message) = env.json_error(&["agent", "add", &alice, &format!("--dns={name}")]);
         assert_eq!(kind, "invalidArgument", "{name:?}: {message}");
         assert!(message.contains("--dns"), "{message}");
     }

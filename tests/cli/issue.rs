@@ -209,7 +209,7 @@ fn json_output_fields() {
     assert_eq!(doc["agent"], alice.as_str());
     assert_eq!(doc["status"], "valid");
     assert_eq!(doc["method"], "cli");
-    assert_eq!(doc["lifetime"], "90m");
+    assert_eq!(doc["lifetime"], "1h30m");
     assert!(doc["revoked_at"].is_null() && doc["revocation_reason"].is_null());
     assert_eq!(doc["key_sha256"], hex::encode(Sha256::digest(&csr.spki)));
 

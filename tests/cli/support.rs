@@ -314,13 +314,6 @@ impl Outcome {
         self
     }
 
-    /// Requires exit code 1, the code of every refusal.
-    #[track_caller]
-    pub(crate) fn failure(self) -> Self {
-        assert_eq!(self.status.code(), Some(1), "expected exit code 1:\n{self}");
-        self
-    }
-
     /// Requires a failure reported the text way: exit code 1, nothing on stdout, exactly one
     /// line on stderr starting with `error: `. Returns that line.
     #[track_caller]

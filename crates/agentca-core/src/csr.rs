@@ -267,7 +267,7 @@ fn check_key(spki: &SubjectPublicKeyInfo<'_>) -> Result<KeyKind> {
                 "RSA-{bits} is larger than the {MAX_RSA_BITS}-bit limit"
             )));
         }
-        if bits % 8 != 0 {
+        if !bits.is_multiple_of(8) {
             return Err(weak(format!(
                 "RSA modulus of {bits} bits is not a multiple of 8"
             )));
@@ -399,24 +399,23 @@ fn check_extensions(
                 return Err(bad("asks for a CA certificate (basicConstraints cA=TRUE)"));
             }
             ParsedExtension::BasicConstraints(_) => {}
-            ParsedExtension::KeyUsage(ku) => {
-                if ku.key_cert_sign() || ku.crl_sign() {
-                    return Err(bad("asks for keyCertSign or cRLSign key usage"));
-                }
+            ParsedExtension::KeyUsage(ku) if ku.key_cert_sign() || ku.crl_sign() => {
+                return Err(bad("asks for keyCertSign or cRLSign key usage"));
             }
-            ParsedExtension::ExtendedKeyUsage(eku) => {
+            ParsedExtension::KeyUsage(_) => {}
+            ParsedExtension::ExtendedKeyUsage(eku)
                 if eku.any
                     || eku.code_signing
                     || eku.email_protection
                     || eku.time_stamping
                     || eku.ocsp_signing
-                    || !eku.other.is_empty()
-                {
-                    return Err(bad(
-                        "asks for an extended key usage other than clientAuth or serverAuth",
-                    ));
-                }
+                    || !eku.other.is_empty() =>
+            {
+                return Err(bad(
+                    "asks for an extended key usage other than clientAuth or serverAuth",
+                ));
             }
+            ParsedExtension::ExtendedKeyUsage(_) => {}
             ParsedExtension::NameConstraints(_) => {
                 return Err(bad("asks for name constraints"));
             }

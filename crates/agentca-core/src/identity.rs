@@ -190,7 +190,7 @@ mod tests {
             ("https://example.org/agent/a", "spiffe://"),
             ("spiffe://Example.org/agent/a", "lowercase"),
             ("spiffe://example.org", "needs a path"),
-            ("spiffe://example.org/", "empty path segment"),
+            ("spiffe://example.org/", "trailing slash"),
             ("spiffe://example.org/agent/a/", "trailing slash"),
             ("spiffe://example.org/agent//a", "empty path segment"),
             ("spiffe://example.org/agent/a/../b", "'..'"),

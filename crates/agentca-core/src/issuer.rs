@@ -395,12 +395,12 @@ impl Authority {
                 names.uris.len()
             )));
         }
-        if let Some(uri) = names.uris.first() {
-            if uri != agent.as_str() {
-                return Err(Error::BadCsr(format!(
-                    "asks for URI {uri:?}, but the agent is {agent}"
-                )));
-            }
+        if let Some(uri) = names.uris.first()
+            && uri != agent.as_str()
+        {
+            return Err(Error::BadCsr(format!(
+                "asks for URI {uri:?}, but the agent is {agent}"
+            )));
         }
         for name in &names.dns {
             policy.check_dns(name, &record.dns)?;

@@ -70,9 +70,7 @@ impl GroupCommit {
                 Err(_) => state.failed_up_to = state.failed_up_to.max(covered),
             }
             self.flushed.notify_all();
-            if let Err(e) = result {
-                return Err(e);
-            }
+            result?;
         }
     }
 

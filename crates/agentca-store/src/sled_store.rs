@@ -507,7 +507,7 @@ fn flatten<T>(r: std::result::Result<T, TransactionError<StoreError>>) -> Result
 mod tests {
     use super::*;
 
-    crate::store_battery!(|dir: &std::path::Path| SledStore::open(dir).unwrap());
+    crate::store_battery!(|dir: &Path| SledStore::open(dir).unwrap());
 
     #[test]
     fn reopen_keeps_committed_writes() {

@@ -101,9 +101,48 @@ impl Expectation {
         self
     }
 
+    /// Takes the expected public key from a DER PKCS#10 CSR; panics if it does not parse.
+    pub fn csr(self, csr_der: &[u8]) -> Self {
+        use x509_parser::certification_request::X509CertificationRequest;
+        use x509_parser::prelude::FromDer;
+
+        let spki = match X509CertificationRequest::from_der(csr_der) {
+            Ok((_, csr)) => csr.certification_request_info.subject_pki.raw.to_vec(),
+            Err(e) => panic!("Expectation::csr: the CSR does not parse: {e}"),
+        };
+        self.csr_public_key_spki(spki)
+    }
+
     /// Sets the CA's base URL, to check AIA and CRL distribution point URLs exactly.
     pub fn base_url(mut self, url: impl Into<String>) -> Self {
         self.base_url = Some(url.into());
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256, PublicKeyData};
+
+    use super::*;
+
+    #[test]
+    fn csr_supplies_the_public_key() {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let csr = CertificateParams::default()
+            .serialize_request(&key)
+            .unwrap();
+        let expect =
+            Expectation::new("spiffe://example.org/a", OffsetDateTime::now_utc()).csr(csr.der());
+        assert_eq!(
+            expect.csr_public_key_spki,
+            Some(key.subject_public_key_info())
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "the CSR does not parse")]
+    fn garbage_csr_panics() {
+        let _ = Expectation::new("spiffe://example.org/a", OffsetDateTime::now_utc()).csr(b"nope");
     }
 }

@@ -49,8 +49,14 @@ mod testpki;
 pub use ca::{assert_ca_certificate, assert_ocsp_responder_certificate, assert_ra_certificate};
 pub use expectation::{BACKDATE, Expectation};
 pub use leaf::assert_issued_invariants;
-pub use openssl::{Verdict, openssl_verify, openssl_verify_der, openssl_verify_with_crl};
-pub use pkilint::{pkilint_cert, pkilint_crl, pkilint_ocsp};
+pub use openssl::{
+    Verdict, openssl_verify, openssl_verify_der, openssl_verify_der_with_crl,
+    openssl_verify_with_crl,
+};
+pub use pkilint::{
+    pkilint_cert, pkilint_cert_allowing, pkilint_crl, pkilint_crl_allowing, pkilint_issuer_subject,
+    pkilint_ocsp, pkilint_ocsp_allowing,
+};
 pub use serial::assert_serials_random;
 pub use webpki_check::{
     assert_webpki_revoked, webpki_verify_client, webpki_verify_client_with_crls,

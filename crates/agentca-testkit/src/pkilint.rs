@@ -162,8 +162,13 @@ fn lint(program: &str, args: &[&str], documents: &[(&str, &[u8])], allowed: &[&s
         let listing: String = all
             .iter()
             .map(|f| {
+                let mark = if failing.contains(&f) {
+                    ""
+                } else {
+                    "(ignored) "
+                };
                 format!(
-                    "  {} {} at {}{}\n",
+                    "  {mark}{} {} at {}{}\n",
                     f.severity,
                     f.code,
                     f.node_path,
@@ -175,7 +180,8 @@ fn lint(program: &str, args: &[&str], documents: &[(&str, &[u8])], allowed: &[&s
             })
             .collect();
         panic!(
-            "INV-8 violated: {program} reported {} finding(s) of NOTICE severity or above:\n{listing}",
+            "INV-8 violated: {program} reported {} finding(s) of NOTICE severity or above, \
+             not allowed:\n{listing}",
             failing.len()
         );
     }

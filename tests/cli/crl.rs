@@ -1,0 +1,201 @@
+//! `agentca crl`: the CRL it signs, as files and on standard output, checked by pkilint,
+//! OpenSSL and rustls-webpki.
+
+use std::collections::BTreeMap;
+use std::time::Duration as StdDuration;
+
+use rustls_pki_types::{CertificateDer, UnixTime};
+use time::OffsetDateTime;
+use x509_parser::prelude::FromDer;
+use x509_parser::revocation_list::CertificateRevocationList;
+
+use super::support::{Env, PKILINT_ALLOWED_ANY, pem_certs, serial_of};
+
+/// What a test reads from a CRL.
+struct Parsed {
+    number: u64,
+    /// Serial (hex) → reason code.
+    entries: BTreeMap<String, Option<u8>>,
+}
+
+/// Parses a CRL, checks its signature against the issuing CA and its issuing distribution
+/// point, and lints it.
+fn parse_and_check(env: &Env, der: &[u8]) -> Parsed {
+    let (rest, crl) = CertificateRevocationList::from_der(der).unwrap();
+    assert!(rest.is_empty(), "bytes after the CRL");
+    let issuing = env.ca_der("issuing.pem");
+    let (_, ca) = x509_parser::certificate::X509Certificate::from_der(&issuing).unwrap();
+    assert_eq!(crl.issuer().as_raw(), ca.subject().as_raw());
+    crl.verify_signature(ca.public_key())
+        .expect("the CRL is signed by the issuing CA");
+    let idp = x509_parser::oid_registry::OID_X509_EXT_ISSUER_DISTRIBUTION_POINT;
+    let idp = crl.extensions().iter().find(|e| e.oid == idp);
+    assert!(idp.is_some_and(|e| e.critical), "the CRL lacks a critical IDP extension");
+    let next = crl.next_update().expect("nextUpdate present");
+    assert!(next.timestamp() > crl.last_update().timestamp());
+
+    // The issuing CA's SKI method draws a NOTICE (see PKILINT_ALLOWED_ANY); the CRL's AKI
+    // repeats it.
+    agentca_testkit::pkilint::pkilint_crl_allowing(der, PKILINT_ALLOWED_ANY);
+
+    let number: u64 = crl
+        .crl_number()
+        .expect("a CRL number")
+        .to_string()
+        .parse()
+        .unwrap();
+    let entries = crl
+        .iter_revoked_certificates()
+        .map(|r| (hex::encode(r.raw_serial()), r.reason_code().map(|(_, c)| c.0)))
+        .collect();
+    Parsed { number, entries }
+}
+
+/// rustls-webpki's verdict on `leaf` with the CRL checked for the leaf only (the CLI does not
+/// publish the root's CRL, which webpki would need for the issuing CA).
+fn webpki_with_crl(env: &Env, leaf: &[u8], crl: &[u8]) -> Result<(), webpki::Error> {
+    let root = env.ca_der("root.pem");
+    let issuing = env.ca_der("issuing.pem");
+    let root = CertificateDer::from(root.as_slice());
+    let anchors = [webpki::anchor_from_trusted_cert(&root).unwrap()];
+    let intermediates = [CertificateDer::from(issuing.as_slice())];
+    let leaf = CertificateDer::from(leaf);
+    let ee = webpki::EndEntityCert::try_from(&leaf).unwrap();
+    let crl = webpki::CertRevocationList::from(webpki::OwnedCertRevocationList::from_der(crl)?);
+    let crls = [&crl];
+    let options = webpki::RevocationOptionsBuilder::new(&crls)
+        .unwrap()
+        .with_depth(webpki::RevocationCheckDepth::EndEntity)
+        .with_expiration_policy(webpki::ExpirationPolicy::Enforce)
+        .build();
+    let now = u64::try_from(OffsetDateTime::now_utc().unix_timestamp()).unwrap();
+    ee.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &anchors,
+        &intermediates,
+        UnixTime::since_unix_epoch(StdDuration::from_secs(now)),
+        webpki::KeyUsage::client_auth(),
+        Some(options),
+        None,
+    )
+    .map(|_| ())
+}
+
+#[test]
+fn crl_files_and_stdout_list_revocations_with_increasing_numbers() {
+    let env = Env::with_ca();
+    let alice = env.add_agent("/agent/alice", &[]);
+    let compromised = env.issue(&alice, &env.csr("c"), &[]);
+    let superseded = env.issue(&alice, &env.csr("s"), &[]);
+    let plain = env.issue(&alice, &env.csr("p"), &[]);
+    let valid = env.issue(&alice, &env.csr("v"), &[]);
+    env.json(&["revoke", &serial_of(&compromised), "--reason", "keyCompromise"]);
+    env.json(&["revoke", &serial_of(&superseded), "--reason", "superseded"]);
+    env.json(&["revoke", &serial_of(&plain)]);
+    let expected: BTreeMap<String, Option<u8>> = [
+        (serial_of(&compromised), Some(1)),
+        (serial_of(&superseded), Some(4)),
+        // unspecified (0) SHOULD be absent as a reason code (RFC 5280 §5.3.1); either is
+        // accepted here, see below.
+        (serial_of(&plain), None),
+    ]
+    .into_iter()
+    .collect();
+    let check_entries = |parsed: &Parsed| {
+        assert_eq!(parsed.entries.len(), 3, "{:?}", parsed.entries);
+        for (serial, reason) in &expected {
+            let got = parsed.entries.get(serial).unwrap_or_else(|| panic!("{serial} not listed"));
+            match reason {
+                Some(code) => assert_eq!(got, &Some(*code), "{serial}"),
+                None => assert!(matches!(got, None | Some(0)), "{serial}: {got:?}"),
+            }
+        }
+        assert!(!parsed.entries.contains_key(&serial_of(&valid)));
+    };
+
+    let mut numbers = Vec::new();
+
+    // DER file.
+    let der_path = env.path("crl.der");
+    let out = env.run(&["crl", "--out", der_path.to_str().unwrap()]).success();
+    assert!(out.stdout.contains("with 3 entries"), "{out}");
+    let der = std::fs::read(&der_path).unwrap();
+    let parsed = parse_and_check(&env, &der);
+    check_entries(&parsed);
+    numbers.push(parsed.number);
+
+    // PEM file.
+    let pem_path = env.path("crl.pem");
+    let doc = env.json(&["crl", "--out", pem_path.to_str().unwrap()]);
+    let pem_text = std::fs::read_to_string(&pem_path).unwrap();
+    let block = pem::parse(&pem_text).unwrap();
+    assert_eq!(block.tag(), "X509 CRL");
+    let parsed = parse_and_check(&env, block.contents());
+    check_entries(&parsed);
+    assert_eq!(doc["number"], parsed.number);
+    assert_eq!(doc["entries"], 3);
+    assert_eq!(doc["bytes"], block.contents().len());
+    numbers.push(parsed.number);
+
+    // Standard output, text: the PEM alone on stdout, the summary on stderr.
+    let out = env.run(&["crl"]).success();
+    let block = pem::parse(&out.stdout).unwrap();
+    assert_eq!(block.tag(), "X509 CRL");
+    assert!(out.stderr.starts_with("CRL number "), "{out}");
+    let parsed = parse_and_check(&env, block.contents());
+    check_entries(&parsed);
+    numbers.push(parsed.number);
+
+    // Standard output, JSON: the PEM inside the document.
+    let doc = env.json(&["crl"]);
+    let block = pem::parse(doc["pem"].as_str().unwrap()).unwrap();
+    let parsed = parse_and_check(&env, block.contents());
+    check_entries(&parsed);
+    assert_eq!(doc["number"], parsed.number);
+    numbers.push(parsed.number);
+
+    assert!(
+        numbers.windows(2).all(|w| w[0] < w[1]),
+        "CRL numbers do not strictly increase: {numbers:?}"
+    );
+
+    // OpenSSL: the revoked certificate is refused, the valid one accepted.
+    for (doc, revoked) in [(&compromised, true), (&superseded, true), (&plain, true), (&valid, false)] {
+        let leaf = pem_certs(doc["certificate_pem"].as_str().unwrap()).remove(0);
+        let leaf_pem = env.write("leaf.pem", doc["certificate_pem"].as_str().unwrap());
+        let verdict = agentca_testkit::openssl_verify_with_crl(
+            &leaf_pem,
+            &env.data_file("root.pem"),
+            &env.data_file("issuing.pem"),
+            &pem_path,
+        );
+        let webpki = webpki_with_crl(&env, &leaf, &der);
+        if revoked {
+            verdict.assert_rejected_with("certificate revoked");
+            assert_eq!(webpki, Err(webpki::Error::CertRevoked));
+        } else {
+            verdict.assert_accepted();
+            assert_eq!(webpki, Ok(()));
+        }
+    }
+}
+
+#[test]
+fn an_empty_crl_is_valid_too() {
+    let env = Env::with_ca();
+    let doc = env.json(&["crl"]);
+    assert_eq!(doc["entries"], 0);
+    let block = pem::parse(doc["pem"].as_str().unwrap()).unwrap();
+    let parsed = parse_and_check(&env, block.contents());
+    assert!(parsed.entries.is_empty());
+    assert!(parsed.number >= 1);
+}
+
+#[test]
+fn crl_needs_the_passphrase() {
+    let env = Env::with_ca();
+    let mut cmd = env.command();
+    cmd.env_remove("AGENTCA_PASSPHRASE").arg("crl");
+    let out = super::support::Outcome::of(&mut cmd);
+    assert!(out.error_line().contains("AGENTCA_PASSPHRASE"), "{out}");
+}

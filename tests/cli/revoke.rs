@@ -1,0 +1,255 @@
+//! `agentca revoke`, `agentca cert list` and `agentca cert show`.
+
+use super::support::{Env, agent_id, serial_of};
+
+#[test]
+fn revoke_one_certificate_with_a_reason() {
+    let env = Env::with_ca();
+    let alice = env.add_agent("/agent/alice", &[]);
+    let first = env.issue_fresh(&alice, "a1");
+    let second = env.issue_fresh(&alice, "a2");
+
+    let doc = env.json(&["revoke", &first, "--reason", "superseded"]);
+    assert_eq!(serial_of(&doc), first);
+    assert_eq!(doc["status"], "revoked");
+    assert_eq!(doc["revocation_reason"], "superseded");
+    assert!(doc["revoked_at"].is_string());
+    assert!(doc.get("certificate_pem").is_none());
+
+    let out = env.run(&["revoke", &second]).success();
+    assert_eq!(
+        out.stdout.trim_end(),
+        format!("revoked {second} ({alice}) reason unspecified")
+    );
+    let show = env.json(&["cert", "show", &second]);
+    assert_eq!(show["revocation_reason"], "unspecified", "the default reason");
+
+    let revoked = env.audit_events("cert.revoked");
+    assert_eq!(revoked.len(), 2);
+    assert_eq!(revoked[0]["fields"]["serial"], first.as_str());
+    assert_eq!(revoked[0]["fields"]["reason"], "superseded");
+    env.assert_audit_intact();
+}
+
+#[test]
+fn reason_names_are_rfc_5280_and_case_insensitive() {
+    let env = Env::with_ca();
+    let alice = env.add_agent("/agent/alice", &[]);
+    for (i, (given, stored)) in [
+        ("keyCompromise", "keyCompromise"),
+        ("affiliationChanged", "affiliationChanged"),
+        ("cessationOfOperation", "cessationOfOperation"),
+        ("privilegeWithdrawn", "privilegeWithdrawn"),
+        ("SUPERSEDED", "superseded"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let serial = env.issue_fresh(&alice, &format!("r{i}"));
+        let doc = env.json(&["revoke", &serial, "--reason", given]);
+        assert_eq!(doc["revocation_reason"], stored);
+    }
+}
+
+#[test]
+fn key_compromise_blocks_the_key() {
+    let env = Env::with_ca();
+    let alice = env.add_agent("/agent/alice", &[]);
+    let csr = env.csr("alice");
+    let serial = serial_of(&env.issue(&alice, &csr, &[]));
+    env.json(&["revoke", &serial, "--reason", "keyCompromise"]);
+    let (kind, message) = env.json_error(&["issue", "--agent", &alice, "--csr", csr.arg()]);
+    assert_eq!(kind, "badKey", "{message}");
+    assert!(message.contains("keyCompromise"), "{message}");
+}
+
+#[test]
+fn invalid_reasons_and_certificate_hold_are_refused() {
+    let env = Env::with_ca();
+    let alice = env.add_agent("/agent/alice", &[]);
+    let serial = env.issue_fresh(&alice, "alice");
+    for reason in ["certificateHold", "removeFromCRL", "compromised", "", "6"] {
+        let out = env.run(&["revoke", &serial, "--reason", reason]);
+        let line = out.error_line();
+        assert!(
+            reason.is_empty() || line.contains(reason),
+            "the reason is not named: {line}"
+        );
+        let (kind, _) = env.json_error(&["revoke", &serial, "--reason", reason]);
+        assert_eq!(kind, "invalidArgument", "{reason:?}");
+    }
+    let show = env.json(&["cert", "show", &serial]);
+    assert_eq!(show["status"], "valid", "a refused revocation revoked");
+    assert!(env.audit_events("cert.revoked").is_empty());
+}
+
+#[test]
+fn bad_serial_strings_are_refused() {
+    let env = Env::with_ca();
+    let alice = env.add_agent("/agent/alice", &[]);
+    let serial = env.issue_fresh(&alice, "alice");
+    let cases = [
+        serial.to_uppercase(),
+        serial[..30].to_owned(),
+        format!("{serial}0"),
+        format!("0x{}", &serial[2..]),
+        format!("{}zz", &serial[..30]),
+        format!("00{}", &serial[2..]),
+        format!("{}:{}", &serial[..2], &serial[3..]),
+        String::new(),
+    ];
+    for bad in &cases {
+        let line = env.run(&["revoke", bad]).error_line().to_owned();
+        assert!(line.contains("serial"), "{bad:?}: {line}");
+        let (kind, _) = env.json_error(&["revoke", bad]);
+        assert_eq!(kind, "invalidArgument", "{bad:?}");
+        let (kind, _) = env.json_error(&["cert", "show", bad]);
+        assert_eq!(kind, "invalidArgument", "cert show {bad:?}");
+    }
+    assert_eq!(env.json(&["cert", "show", &serial])["status"], "valid");
+}
+
+#[test]
+fn unknown_and_double_revocations_are_refused_and_audited() {
+    let env = Env::with_ca();
+    let alice = env.add_agent("/agent/alice", &[]);
+    let serial = env.issue_fresh(&alice, "alice");
+
+    let unknown = "7f00112233445566778899aabbccddee";
+    let line = env.run(&["revoke", unknown]).error_line().to_owned();
+    assert!(line.contains(unknown), "{line}");
+    let (kind, _) = env.json_error(&["revoke", unknown]);
+    assert_eq!(kind, "unknownSerial");
+    let (kind, _) = env.json_error(&["cert", "show", unknown]);
+    assert_eq!(kind, "unknownSerial");
+
+    env.json(&["revoke", &serial, "--reason", "superseded"]);
+    let line = env
+        .run(&["revoke", &serial, "--reason", "keyCompromise"])
+        .error_line()
+        .to_owned();
+    assert!(line.contains("already revoked"), "{line}");
+    let (kind, _) = env.json_error(&["revoke", &serial]);
+    assert_eq!(kind, "alreadyRevoked");
+    let show = env.json(&["cert", "show", &serial]);
+    assert_eq!(show["revocation_reason"], "superseded", "the first revocation stands");
+
+    let refused = env.audit_events("cert.revoke-refused");
+    assert_eq!(refused.len(), 4, "{refused:#?}");
+    assert_eq!(refused[0]["fields"]["serial"], unknown);
+    assert_eq!(env.audit_events("cert.revoked").len(), 1);
+    env.assert_audit_intact();
+}
+
+#[test]
+fn revoke_by_agent_takes_exactly_that_agents_certificates() {
+    let env = Env::with_ca();
+    let a = env.add_agent("/agent/a", &[]);
+    let sibling = env.add_agent("/agent/ab", &[]);
+    let child = env.add_agent("/agent/a/b", &[]);
+    let a1 = env.issue_fresh(&a, "a1");
+    let a2 = env.issue_fresh(&a, "a2");
+    let s1 = env.issue_fresh(&sibling, "s1");
+    let c1 = env.issue_fresh(&child, "c1");
+    env.json(&["revoke", &a2, "--reason", "superseded"]);
+
+    let doc = env.json(&["revoke", "--agent", &a, "--reason", "cessationOfOperation"]);
+    assert_eq!(doc["agent"], a.as_str());
+    let revoked: Vec<String> = doc["revoked"].as_array().unwrap().iter().map(serial_of).collect();
+    assert_eq!(revoked, vec![a1.clone()], "only a's unrevoked certificate: {doc:#}");
+    assert_eq!(doc["revoked"][0]["revocation_reason"], "cessationOfOperation");
+
+    for (serial, status) in [(&a1, "revoked"), (&a2, "revoked"), (&s1, "valid"), (&c1, "valid")] {
+        assert_eq!(env.json(&["cert", "show", serial])["status"], status, "{serial}");
+    }
+    // a2 keeps its first reason.
+    assert_eq!(env.json(&["cert", "show", &a2])["revocation_reason"], "superseded");
+
+    let out = env.run(&["revoke", "--agent", &a]).success();
+    assert!(out.stdout.starts_with("revoked 0 certificate(s)"), "{out}");
+
+    let (kind, _) = env.json_error(&["revoke", "--agent", &agent_id("/agent/nobody")]);
+    assert_eq!(kind, "unknownAgent");
+    // A serial and --agent together are a usage error.
+    let out = env.run(&["revoke", &s1, "--agent", &sibling]);
+    assert_eq!(out.status.code(), Some(2), "{out}");
+    assert_eq!(env.json(&["cert", "show", &s1])["status"], "valid");
+}
+
+#[test]
+fn cert_list_filters_by_status_and_agent() {
+    let env = Env::with_ca();
+    let a = env.add_agent("/agent/a", &[]);
+    let sibling = env.add_agent("/agent/ab", &[]);
+    let child = env.add_agent("/agent/a/b", &[]);
+    let a1 = env.issue_fresh(&a, "a1");
+    let a2 = env.issue_fresh(&a, "a2");
+    let s1 = env.issue_fresh(&sibling, "s1");
+    let c1 = env.issue_fresh(&child, "c1");
+    env.json(&["revoke", &a2]);
+    env.json(&["revoke", &s1]);
+
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert_eq!(env.listed_serials(&[]), sorted(vec![a1.clone(), a2.clone(), s1.clone(), c1.clone()]));
+    assert_eq!(env.listed_serials(&["--status", "valid"]), sorted(vec![a1.clone(), c1.clone()]));
+    assert_eq!(env.listed_serials(&["--status", "revoked"]), sorted(vec![a2.clone(), s1.clone()]));
+    assert!(env.listed_serials(&["--status", "expired"]).is_empty());
+    assert_eq!(env.listed_serials(&["--agent", &a]), sorted(vec![a1.clone(), a2.clone()]));
+    assert_eq!(env.listed_serials(&["--agent", &sibling]), vec![s1.clone()]);
+    assert_eq!(env.listed_serials(&["--agent", &child]), vec![c1.clone()]);
+    assert_eq!(env.listed_serials(&["--agent", &a, "--status", "valid"]), vec![a1.clone()]);
+    assert!(env.listed_serials(&["--agent", &agent_id("/agent/nobody")]).is_empty());
+    // A prefix of an agent ID is not an agent.
+    assert!(env.listed_serials(&["--agent", &agent_id("/agent")]).is_empty());
+
+    // Text: one line per certificate.
+    let text = env.run(&["cert", "list", "--agent", &a]).success().stdout;
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines.iter().any(|l| l.starts_with(&format!("{a1}\tvalid\t")) && l.ends_with(&a)), "{text}");
+    assert!(lines.iter().any(|l| l.starts_with(&format!("{a2}\trevoked\t"))), "{text}");
+    let empty = env.run(&["cert", "list", "--status", "expired"]).success().stdout;
+    assert_eq!(empty, "no certificates\n");
+    let bad = env.run(&["cert", "list", "--status", "suspended"]);
+    assert_eq!(bad.status.code(), Some(2), "{bad}");
+}
+
+#[test]
+fn cert_show_in_text_and_json() {
+    let env = Env::with_ca();
+    let alice = env.add_agent("/agent/alice", &[]);
+    let csr = env.csr("alice");
+    let issued = env.issue(&alice, &csr, &["--ttl", "1h"]);
+    let serial = serial_of(&issued);
+
+    let text = env.run(&["cert", "show", &serial]).success().stdout;
+    for line in [
+        format!("serial:     {serial}"),
+        format!("agent:      {alice}"),
+        "status:     valid".to_owned(),
+        "method:     cli".to_owned(),
+        format!("not before: {}", issued["not_before"].as_str().unwrap()),
+        format!("not after:  {}", issued["not_after"].as_str().unwrap()),
+        format!("key sha256: {}", issued["key_sha256"].as_str().unwrap()),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} missing:\n{text}");
+    }
+    assert!(!text.contains("revoked:"), "{text}");
+    let certs = super::support::pem_certs(&text[text.find("-----BEGIN").unwrap()..]);
+    assert_eq!(certs, super::support::pem_certs(issued["certificate_pem"].as_str().unwrap()));
+
+    env.json(&["revoke", &serial, "--reason", "keyCompromise"]);
+    let text = env.run(&["cert", "show", &serial]).success().stdout;
+    assert!(text.contains("status:     revoked"), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("revoked:    ") && l.ends_with("(keyCompromise)")),
+        "{text}"
+    );
+    let doc = env.json(&["cert", "show", &serial]);
+    assert_eq!(doc["status"], "revoked");
+    assert_eq!(doc["revocation_reason"], "keyCompromise");
+    assert_eq!(doc["certificate_pem"], issued["certificate_pem"]);
+}
