@@ -7,7 +7,15 @@ fn add_list_show_disable_in_text() {
     let env = Env::with_ca();
     let alice = agent_id("/agent/alice/mailer");
     let out = env
-        .run(&["agent", "add", &alice, "--owner", "team-mail", "--dns", "mail.example.org"])
+        .run(&[
+            "agent",
+            "add",
+            &alice,
+            "--owner",
+            "team-mail",
+            "--dns",
+            "mail.example.org",
+        ])
         .success();
     assert_eq!(
         out.stdout.trim_end(),
@@ -44,8 +52,14 @@ fn add_list_show_disable_in_text() {
     assert!(show.contains("certificates: 1 (1 valid)"), "{show}");
 
     let out = env.run(&["agent", "disable", &alice]).success();
-    assert!(out.stdout.starts_with(&format!("disabled agent {alice}")), "{out}");
-    assert!(out.stdout.contains("revoke --agent"), "the hint to revoke is missing:\n{out}");
+    assert!(
+        out.stdout.starts_with(&format!("disabled agent {alice}")),
+        "{out}"
+    );
+    assert!(
+        out.stdout.contains("revoke --agent"),
+        "the hint to revoke is missing:\n{out}"
+    );
     let out = env.run(&["agent", "disable", &alice]).success();
     assert!(out.stdout.starts_with("already disabled:"), "{out}");
     assert_eq!(env.audit_events("agent.disabled").len(), 1);
@@ -62,20 +76,35 @@ fn add_list_show_disable_in_text() {
 #[test]
 fn add_list_show_disable_in_json() {
     let env = Env::with_ca();
-    assert_eq!(env.json(&["agent", "list"])["agents"], serde_json::json!([]));
+    assert_eq!(
+        env.json(&["agent", "list"])["agents"],
+        serde_json::json!([])
+    );
     assert_eq!(env.run(&["agent", "list"]).success().stdout, "no agents\n");
 
     let alice = agent_id("/agent/alice");
-    let doc = env.json(&["agent", "add", &alice, "--owner", "ops", "--dns", "a.example.org", "--dns", "b.example.org"]);
+    let doc = env.json(&[
+        "agent",
+        "add",
+        &alice,
+        "--owner",
+        "ops",
+        "--dns",
+        "a.example.org",
+        "--dns",
+        "b.example.org",
+    ]);
     assert_eq!(doc["id"], alice.as_str());
     assert_eq!(doc["owner"], "ops");
     assert_eq!(doc["policy"], "default");
     assert!(doc["explicit_policy"].is_null());
-    assert_eq!(doc["dns"], serde_json::json!(["a.example.org", "b.example.org"]));
+    assert_eq!(
+        doc["dns"],
+        serde_json::json!(["a.example.org", "b.example.org"])
+    );
     assert_eq!(doc["disabled"], false);
     let created = doc["created_at"].as_str().unwrap();
-    time::OffsetDateTime::parse(created, &time::format_description::well_known::Rfc3339)
-        .unwrap();
+    time::OffsetDateTime::parse(created, &time::format_description::well_known::Rfc3339).unwrap();
 
     let list = env.json(&["agent", "list"]);
     assert_eq!(list["agents"].as_array().unwrap().len(), 1);
@@ -122,27 +151,43 @@ fn non_canonical_ids_are_rejected_with_the_reason() {
     for (id, reason) in cases {
         let out = env.run(&["agent", "add", id]);
         let line = out.error_line();
-        assert!(line.starts_with("error: invalid agent ID: "), "{id}: {line}");
+        assert!(
+            line.starts_with("error: invalid agent ID: "),
+            "{id}: {line}"
+        );
         assert!(line.contains(reason), "{id}: expected {reason:?} in {line}");
         let (kind, message) = env.json_error(&["agent", "add", id]);
         assert_eq!(kind, "invalidAgentId", "{id}");
         assert!(message.contains(reason), "{id}: {message}");
     }
     // Nothing was registered, not even a repaired spelling.
-    assert_eq!(env.json(&["agent", "list"])["agents"], serde_json::json!([]));
+    assert_eq!(
+        env.json(&["agent", "list"])["agents"],
+        serde_json::json!([])
+    );
     assert!(env.audit_events("agent.added").is_empty());
 }
 
 #[test]
 fn foreign_trust_domain_is_rejected() {
     let env = Env::with_ca();
-    for id in ["spiffe://other.org/agent/a", "spiffe://sub.example.org/agent/a", "spiffe://example.com/agent/a"] {
+    for id in [
+        "spiffe://other.org/agent/a",
+        "spiffe://sub.example.org/agent/a",
+        "spiffe://example.com/agent/a",
+    ] {
         let line = env.run(&["agent", "add", id]).error_line().to_owned();
-        assert!(line.contains("trust domain") && line.contains("example.org"), "{line}");
+        assert!(
+            line.contains("trust domain") && line.contains("example.org"),
+            "{line}"
+        );
         let (kind, _) = env.json_error(&["agent", "add", id]);
         assert_eq!(kind, "invalidAgentId");
     }
-    assert_eq!(env.json(&["agent", "list"])["agents"], serde_json::json!([]));
+    assert_eq!(
+        env.json(&["agent", "list"])["agents"],
+        serde_json::json!([])
+    );
 }
 
 #[test]
@@ -170,7 +215,10 @@ fn bad_dns_names_are_rejected() {
         assert_eq!(kind, "invalidArgument", "{name:?}: {message}");
         assert!(message.contains("--dns"), "{message}");
     }
-    assert_eq!(env.json(&["agent", "list"])["agents"], serde_json::json!([]));
+    assert_eq!(
+        env.json(&["agent", "list"])["agents"],
+        serde_json::json!([])
+    );
 }
 
 #[test]
@@ -184,8 +232,14 @@ fn strict_policy_refuses_an_agent_outside_its_paths() {
         .run(&["agent", "add", &alice, "--policy", "strict"])
         .error_line()
         .to_owned();
-    assert!(line.contains("\"strict\""), "the policy is not named: {line}");
-    assert!(line.contains("rule agents"), "the rule is not named: {line}");
+    assert!(
+        line.contains("\"strict\""),
+        "the policy is not named: {line}"
+    );
+    assert!(
+        line.contains("rule agents"),
+        "the rule is not named: {line}"
+    );
     assert!(line.contains("/agent/alice"), "{line}");
     let (kind, _) = env.json_error(&["agent", "add", &alice, "--policy", "strict"]);
     assert_eq!(kind, "policyRefused");
@@ -204,12 +258,17 @@ fn strict_policy_refuses_an_agent_outside_its_paths() {
     assert_eq!(env.json(&["agent", "add", &refund])["policy"], "strict");
     // ... and it allows ACME only, so the operator CLI cannot issue, naming the rule.
     let csr = env.csr("pay");
-    let (kind, message) =
-        env.json_error(&["issue", "--agent", &pay, "--csr", csr.arg()]);
+    let (kind, message) = env.json_error(&["issue", "--agent", &pay, "--csr", csr.arg()]);
     assert_eq!(kind, "policyRefused");
     assert!(message.contains("rule methods"), "{message}");
     assert!(env.cert_list(&[]).is_empty());
-    assert_eq!(env.json(&["agent", "list"])["agents"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        env.json(&["agent", "list"])["agents"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 #[test]
@@ -229,14 +288,21 @@ fn a_disabled_agent_cannot_be_issued_to_and_the_refusal_is_audited() {
     assert_eq!(kind, "agentDisabled");
 
     assert!(env.cert_list(&[]).is_empty());
-    assert_eq!(env.serial_count(), serials, "a refused issue consumed a serial");
+    assert_eq!(
+        env.serial_count(),
+        serials,
+        "a refused issue consumed a serial"
+    );
     let refused = env.audit_events("cert.refused");
     assert_eq!(refused.len(), 2, "{refused:#?}");
     for entry in &refused {
         assert_eq!(entry["fields"]["agent"], alice.as_str());
         assert_eq!(entry["fields"]["method"], "cli");
         assert!(
-            entry["fields"]["reason"].as_str().unwrap().contains("disabled"),
+            entry["fields"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("disabled"),
             "{entry}"
         );
     }

@@ -21,8 +21,8 @@ use x509_parser::prelude::FromDer;
 use super::support::{Env, serial_of};
 
 /// At least this many cycles, and at least [`MIN_KILLS`] of them killed mid-command.
-const MIN_CYCLES: usize = 40;
-const MIN_KILLS: usize = 20;
+const MIN_CYCLES: usize = 50;
+const MIN_KILLS: usize = 30;
 /// Bounds, so a slow machine cannot make the test run away.
 const MAX_CYCLES: usize = 150;
 const MAX_LOOP_TIME: Duration = Duration::from_secs(45);
@@ -98,8 +98,18 @@ fn run_until(mut child: Child, deadline: Instant) -> End {
     }
     let mut stdout = String::new();
     let mut stderr = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     End::Exited {
         code: status.code(),
         stdout,
@@ -155,7 +165,8 @@ fn acknowledged_work_survives_sigkill_at_random_moments() {
             }
         }
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let delay = Duration::from_millis(MIN_DELAY_MS + rng.below(MAX_DELAY_MS - MIN_DELAY_MS + 1));
+        let delay =
+            Duration::from_millis(MIN_DELAY_MS + rng.below(MAX_DELAY_MS - MIN_DELAY_MS + 1));
         let child = cmd.spawn().unwrap();
         let deadline = Instant::now() + delay;
 
@@ -168,14 +179,20 @@ fn acknowledged_work_survives_sigkill_at_random_moments() {
                 };
                 *killed_ops.entry(name).or_default() += 1;
             }
-            End::Exited { code, stdout, stderr } => {
+            End::Exited {
+                code,
+                stdout,
+                stderr,
+            } => {
                 finished += 1;
                 assert!(
                     !stdout.contains("panicked") && !stderr.contains("panicked"),
                     "{ctx}: {op:?} panicked after a crash:\n{stdout}\n{stderr}"
                 );
                 let doc: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-                    panic!("{ctx}: {op:?} printed no JSON ({e}), code {code:?}:\n{stdout}\n{stderr}")
+                    panic!(
+                        "{ctx}: {op:?} printed no JSON ({e}), code {code:?}:\n{stdout}\n{stderr}"
+                    )
                 });
                 match (code, &op) {
                     (Some(0), Op::Issue) => {
@@ -192,9 +209,7 @@ fn acknowledged_work_survives_sigkill_at_random_moments() {
                         assert_eq!(doc["status"], "revoked", "{ctx}");
                         revoked.insert(serial.clone());
                     }
-                    (Some(1), Op::Revoke(serial))
-                        if doc["error"]["kind"] == "alreadyRevoked" =>
-                    {
+                    (Some(1), Op::Revoke(serial)) if doc["error"]["kind"] == "alreadyRevoked" => {
                         found_revoked.insert(serial.clone());
                     }
                     _ => panic!(
@@ -211,13 +226,27 @@ fn acknowledged_work_survives_sigkill_at_random_moments() {
         issued.len(),
         revoked.len()
     );
-    assert!(kills >= MIN_KILLS, "{ctx}: only {kills} kills in {cycles} cycles ({elapsed:?})");
-    assert!(!issued.is_empty(), "{ctx}: no command finished; nothing was checked");
+    assert!(
+        kills >= MIN_KILLS,
+        "{ctx}: only {kills} kills in {cycles} cycles ({elapsed:?})"
+    );
+    assert!(
+        !issued.is_empty(),
+        "{ctx}: no command finished; nothing was checked"
+    );
 
     // The log verifies as it was left, torn last line or not.
     let doc = env.json(&["audit", "verify"]);
     assert_eq!(doc["intact"], true, "{ctx}: {doc:#}");
+    assert_eq!(
+        doc["consistent"], true,
+        "{ctx}: store and log disagree: {doc:#}"
+    );
     let torn = doc["torn_tail_bytes"].as_u64().unwrap();
+    eprintln!(
+        "{ctx}: reconciliation after the loop: {}",
+        doc["reconciliation"]
+    );
 
     // The store opens (and the log is repaired) for an ordinary read.
     let listed = env.cert_list(&[]);
@@ -225,28 +254,50 @@ fn acknowledged_work_survives_sigkill_at_random_moments() {
     let mut status = BTreeMap::new();
     for cert in &listed {
         let serial = serial_of(cert);
-        assert!(seen.insert(serial.clone()), "{ctx}: serial {serial} listed twice");
+        assert!(
+            seen.insert(serial.clone()),
+            "{ctx}: serial {serial} listed twice"
+        );
         assert_eq!(cert["agent"], alice.as_str(), "{ctx}");
         status.insert(serial, cert["status"].as_str().unwrap().to_owned());
     }
     for serial in issued.keys() {
-        assert!(status.contains_key(serial), "{ctx}: acknowledged {serial} is lost");
+        assert!(
+            status.contains_key(serial),
+            "{ctx}: acknowledged {serial} is lost"
+        );
     }
     for serial in revoked.iter().chain(&found_revoked) {
-        assert_eq!(status[serial], "revoked", "{ctx}: acknowledged revocation of {serial} is lost");
+        assert_eq!(
+            status[serial], "revoked",
+            "{ctx}: acknowledged revocation of {serial} is lost"
+        );
     }
     // The certificate the command returned is the one stored.
     for (serial, pem) in &issued {
         let show = env.json(&["cert", "show", serial]);
-        assert_eq!(show["certificate_pem"].as_str(), Some(pem.as_str()), "{ctx}: {serial}");
+        assert_eq!(
+            show["certificate_pem"].as_str(),
+            Some(pem.as_str()),
+            "{ctx}: {serial}"
+        );
     }
 
     let doc = env.assert_audit_intact();
-    assert_eq!(doc["torn_tail_bytes"], 0, "{ctx}: the torn tail was not cut off");
+    assert_eq!(
+        doc["torn_tail_bytes"], 0,
+        "{ctx}: the torn tail was not cut off"
+    );
     let entries = env.audit_entries();
-    let recovered = entries.iter().filter(|e| e["event"] == "audit.recovered").count();
+    let recovered = entries
+        .iter()
+        .filter(|e| e["event"] == "audit.recovered")
+        .count();
     if torn > 0 {
-        assert!(recovered > 0, "{ctx}: a torn tail was cut without an audit.recovered entry");
+        assert!(
+            recovered > 0,
+            "{ctx}: a torn tail was cut without an audit.recovered entry"
+        );
     }
     let logged = |event: &str| -> BTreeSet<String> {
         entries
@@ -258,16 +309,28 @@ fn acknowledged_work_survives_sigkill_at_random_moments() {
     let logged_issued = logged("cert.issued");
     let logged_revoked = logged("cert.revoked");
     for serial in issued.keys() {
-        assert!(logged_issued.contains(serial), "{ctx}: {serial} issued without an audit entry");
+        assert!(
+            logged_issued.contains(serial),
+            "{ctx}: {serial} issued without an audit entry"
+        );
     }
     for serial in &revoked {
-        assert!(logged_revoked.contains(serial), "{ctx}: {serial} revoked without an audit entry");
+        assert!(
+            logged_revoked.contains(serial),
+            "{ctx}: {serial} revoked without an audit entry"
+        );
     }
     // An audit entry says no more than the store: nothing logged as issued is missing.
     for serial in &logged_issued {
-        assert!(status.contains_key(serial), "{ctx}: {serial} is in the audit log but not the store");
+        assert!(
+            status.contains_key(serial),
+            "{ctx}: {serial} is in the audit log but not the store"
+        );
     }
-    eprintln!("{ctx}: audit log has {} entries, {recovered} recoveries", entries.len());
+    eprintln!(
+        "{ctx}: audit log has {} entries, {recovered} recoveries",
+        entries.len()
+    );
 
     // The final CRL lists every acknowledged revocation.
     let doc = env.json(&["crl"]);
@@ -280,14 +343,20 @@ fn acknowledged_work_survives_sigkill_at_random_moments() {
         .map(|r| hex::encode(r.raw_serial()))
         .collect();
     for serial in revoked.iter().chain(&found_revoked) {
-        assert!(on_crl.contains(serial), "{ctx}: {serial} missing from the CRL");
+        assert!(
+            on_crl.contains(serial),
+            "{ctx}: {serial} missing from the CRL"
+        );
     }
     let revoked_in_store: BTreeSet<String> = status
         .iter()
         .filter(|(_, s)| s.as_str() == "revoked")
         .map(|(serial, _)| serial.clone())
         .collect();
-    assert_eq!(on_crl, revoked_in_store, "{ctx}: the CRL and the store disagree");
+    assert_eq!(
+        on_crl, revoked_in_store,
+        "{ctx}: the CRL and the store disagree"
+    );
 
     // And the CA still works.
     let serial = env.issue_fresh(&alice, "after");
@@ -295,3 +364,69 @@ fn acknowledged_work_survives_sigkill_at_random_moments() {
     env.assert_audit_intact();
 }
 
+#[test]
+fn concurrent_commands_on_one_data_dir_serialize() {
+    let env = Env::with_ca();
+    let alice = env.add_agent("/agent/alice", &[]);
+    let first = env.issue_fresh(&alice, "first");
+    let second = env.issue_fresh(&alice, "second");
+    let csr = env.csr("shared");
+
+    let mut children = Vec::new();
+    for _ in 0..6 {
+        let mut cmd = env.command();
+        cmd.args([
+            "--output",
+            "json",
+            "issue",
+            "--agent",
+            &alice,
+            "--csr",
+            csr.arg(),
+        ]);
+        children.push((
+            "issue",
+            cmd.stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        ));
+    }
+    for serial in [&first, &second] {
+        let mut cmd = env.command();
+        cmd.args(["--output", "json", "revoke", serial]);
+        children.push((
+            "revoke",
+            cmd.stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        ));
+    }
+    let mut issued = BTreeSet::new();
+    for (what, child) in children {
+        let output = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{what} failed while others ran:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let doc: Value = serde_json::from_str(&stdout).unwrap();
+        if what == "issue" {
+            assert!(
+                issued.insert(serial_of(&doc)),
+                "a serial was handed out twice"
+            );
+        }
+    }
+    let listed: BTreeSet<String> = env.cert_list(&[]).iter().map(serial_of).collect();
+    assert_eq!(listed.len(), 8);
+    assert!(issued.is_subset(&listed));
+    assert_eq!(env.listed_serials(&["--status", "revoked"]), {
+        let mut v = vec![first, second];
+        v.sort();
+        v
+    });
+    env.assert_audit_intact();
+}

@@ -30,7 +30,10 @@ fn parse_and_check(env: &Env, der: &[u8]) -> Parsed {
         .expect("the CRL is signed by the issuing CA");
     let idp = x509_parser::oid_registry::OID_X509_EXT_ISSUER_DISTRIBUTION_POINT;
     let idp = crl.extensions().iter().find(|e| e.oid == idp);
-    assert!(idp.is_some_and(|e| e.critical), "the CRL lacks a critical IDP extension");
+    assert!(
+        idp.is_some_and(|e| e.critical),
+        "the CRL lacks a critical IDP extension"
+    );
     let next = crl.next_update().expect("nextUpdate present");
     assert!(next.timestamp() > crl.last_update().timestamp());
 
@@ -46,7 +49,12 @@ fn parse_and_check(env: &Env, der: &[u8]) -> Parsed {
         .unwrap();
     let entries = crl
         .iter_revoked_certificates()
-        .map(|r| (hex::encode(r.raw_serial()), r.reason_code().map(|(_, c)| c.0)))
+        .map(|r| {
+            (
+                hex::encode(r.raw_serial()),
+                r.reason_code().map(|(_, c)| c.0),
+            )
+        })
         .collect();
     Parsed { number, entries }
 }
@@ -89,7 +97,12 @@ fn crl_files_and_stdout_list_revocations_with_increasing_numbers() {
     let superseded = env.issue(&alice, &env.csr("s"), &[]);
     let plain = env.issue(&alice, &env.csr("p"), &[]);
     let valid = env.issue(&alice, &env.csr("v"), &[]);
-    env.json(&["revoke", &serial_of(&compromised), "--reason", "keyCompromise"]);
+    env.json(&[
+        "revoke",
+        &serial_of(&compromised),
+        "--reason",
+        "keyCompromise",
+    ]);
     env.json(&["revoke", &serial_of(&superseded), "--reason", "superseded"]);
     env.json(&["revoke", &serial_of(&plain)]);
     let expected: BTreeMap<String, Option<u8>> = [
@@ -104,7 +117,10 @@ fn crl_files_and_stdout_list_revocations_with_increasing_numbers() {
     let check_entries = |parsed: &Parsed| {
         assert_eq!(parsed.entries.len(), 3, "{:?}", parsed.entries);
         for (serial, reason) in &expected {
-            let got = parsed.entries.get(serial).unwrap_or_else(|| panic!("{serial} not listed"));
+            let got = parsed
+                .entries
+                .get(serial)
+                .unwrap_or_else(|| panic!("{serial} not listed"));
             match reason {
                 Some(code) => assert_eq!(got, &Some(*code), "{serial}"),
                 None => assert!(matches!(got, None | Some(0)), "{serial}: {got:?}"),
@@ -117,7 +133,9 @@ fn crl_files_and_stdout_list_revocations_with_increasing_numbers() {
 
     // DER file.
     let der_path = env.path("crl.der");
-    let out = env.run(&["crl", "--out", der_path.to_str().unwrap()]).success();
+    let out = env
+        .run(&["crl", "--out", der_path.to_str().unwrap()])
+        .success();
     assert!(out.stdout.contains("with 3 entries"), "{out}");
     let der = std::fs::read(&der_path).unwrap();
     let parsed = parse_and_check(&env, &der);
@@ -160,7 +178,12 @@ fn crl_files_and_stdout_list_revocations_with_increasing_numbers() {
     );
 
     // OpenSSL: the revoked certificate is refused, the valid one accepted.
-    for (doc, revoked) in [(&compromised, true), (&superseded, true), (&plain, true), (&valid, false)] {
+    for (doc, revoked) in [
+        (&compromised, true),
+        (&superseded, true),
+        (&plain, true),
+        (&valid, false),
+    ] {
         let leaf = pem_certs(doc["certificate_pem"].as_str().unwrap()).remove(0);
         let leaf_pem = env.write("leaf.pem", doc["certificate_pem"].as_str().unwrap());
         let verdict = agentca_testkit::openssl_verify_with_crl(

@@ -109,19 +109,39 @@ fn garbage_csr_files_are_refused_cleanly() {
         let refused_before = env.audit_events("cert.refused").len();
         let out = env.run(&["issue", "--agent", &alice, "--csr", &case.path]);
         let line = out.error_line();
-        assert!(line.contains(case.says), "{}: expected {:?} in {line}", case.name, case.says);
+        assert!(
+            line.contains(case.says),
+            "{}: expected {:?} in {line}",
+            case.name,
+            case.says
+        );
         assert!(!out.stdout.contains("BEGIN CERTIFICATE"), "{}", case.name);
 
         let refused = env.audit_events("cert.refused");
         let expected = refused_before + usize::from(case.parsed);
-        assert_eq!(refused.len(), expected, "{}: cert.refused entries", case.name);
+        assert_eq!(
+            refused.len(),
+            expected,
+            "{}: cert.refused entries",
+            case.name
+        );
         if case.parsed {
             let entry = &refused[refused.len() - 1]["fields"];
             assert_eq!(entry["agent"], alice.as_str(), "{}", case.name);
             assert_eq!(entry["method"], "cli");
         }
-        assert_eq!(env.listed_serials(&[]), listed, "{}: a certificate appeared", case.name);
-        assert_eq!(env.serial_count(), serials, "{}: a serial was consumed", case.name);
+        assert_eq!(
+            env.listed_serials(&[]),
+            listed,
+            "{}: a certificate appeared",
+            case.name
+        );
+        assert_eq!(
+            env.serial_count(),
+            serials,
+            "{}: a serial was consumed",
+            case.name
+        );
     }
     assert!(env.audit_events("cert.issued").is_empty());
 

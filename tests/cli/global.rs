@@ -52,7 +52,10 @@ fn the_data_dir_comes_from_the_environment() {
         .args(["agent", "list"]);
     let out = Outcome::of(&mut cmd);
     let line = out.error_line();
-    assert!(line.contains("elsewhere") && line.contains("agentca init"), "{line}");
+    assert!(
+        line.contains("elsewhere") && line.contains("agentca init"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -90,5 +93,8 @@ fn a_command_without_a_ca_says_how_to_make_one() {
     let (kind, message) = env.json_error(&["agent", "list"]);
     assert_eq!(kind, "dataDir");
     assert!(message.contains("agentca init"), "{message}");
-    assert!(!env.data().exists(), "a read command created the data directory");
+    assert!(
+        !env.data().exists(),
+        "a read command created the data directory"
+    );
 }

@@ -12,8 +12,7 @@ use sha2::{Digest, Sha256};
 use x509_parser::prelude::FromDer;
 
 use super::support::{
-    Env, KeyAlg, PASSPHRASE, PKILINT_ALLOWED_ANY, TRUST_DOMAIN, agent_id, expect, now,
-    pem_certs,
+    Env, KeyAlg, PASSPHRASE, PKILINT_ALLOWED_ANY, TRUST_DOMAIN, agent_id, expect, now, pem_certs,
 };
 
 const KEYS: [&str; 4] = ["root.key", "issuing.key", "ocsp.key", "scep-ra.key"];
@@ -64,8 +63,20 @@ fn snapshot(dir: &Path) -> BTreeMap<String, (Vec<u8>, u32)> {
     out
 }
 
+/// How much pkilint a test runs: each run costs most of a second.
+#[derive(Clone, Copy, PartialEq)]
+enum Lint {
+    /// Every certificate, and the issuer–subject pairs.
+    Full,
+    /// The root, issuing CA and responder certificates, whose keys follow `--key-type` (the
+    /// RA is always RSA-2048, linted in the `Full` test).
+    KeyTyped,
+    /// The testkit's profile checks only.
+    None,
+}
+
 /// The CA, responder and RA certificates pass the testkit's profile checks and pkilint.
-fn check_ca_certificates(env: &Env) {
+fn check_ca_certificates(env: &Env, lint: Lint) {
     let root = env.ca_der("root.pem");
     let issuing = env.ca_der("issuing.pem");
     let ocsp = env.ca_der("ocsp.pem");
@@ -74,12 +85,19 @@ fn check_ca_certificates(env: &Env) {
     assert_ca_certificate(&issuing, &root);
     assert_ocsp_responder_certificate(&ocsp, &issuing);
     assert_ra_certificate(&ra, &issuing);
-    for der in [&root, &issuing, &ocsp, &ra] {
+    let linted: &[&Vec<u8>] = match lint {
+        Lint::Full => &[&root, &issuing, &ocsp, &ra],
+        Lint::KeyTyped => &[&root, &issuing, &ocsp],
+        Lint::None => &[],
+    };
+    for der in linted {
         pkilint::pkilint_cert_allowing(der, PKILINT_ALLOWED_ANY);
     }
-    pkilint::pkilint_issuer_subject(&root, &issuing);
-    pkilint::pkilint_issuer_subject(&issuing, &ocsp);
-    pkilint::pkilint_issuer_subject(&issuing, &ra);
+    if lint == Lint::Full {
+        pkilint::pkilint_issuer_subject(&root, &issuing);
+        pkilint::pkilint_issuer_subject(&issuing, &ocsp);
+        pkilint::pkilint_issuer_subject(&issuing, &ra);
+    }
 
     // ca-chain.pem is the issuing CA then the root, what a client presents or trusts.
     let chain = pem_certs(&std::fs::read_to_string(env.data_file("ca-chain.pem")).unwrap());
@@ -104,14 +122,20 @@ fn init_writes_the_hierarchy_with_encrypted_private_keys() {
             "{name} is not encrypted PKCS#8:\n{text}"
         );
         assert!(!text.contains("BEGIN PRIVATE KEY"), "{name}");
-        assert!(openssl_opens(&path, Some(PASSPHRASE)), "openssl cannot open {name}");
+        assert!(
+            openssl_opens(&path, Some(PASSPHRASE)),
+            "openssl cannot open {name}"
+        );
         assert!(
             !openssl_opens(&path, Some("not the passphrase")),
             "openssl opened {name} with a wrong passphrase"
         );
-        assert!(!openssl_opens(&path, None), "{name} opens without a passphrase");
+        assert!(
+            !openssl_opens(&path, None),
+            "{name} opens without a passphrase"
+        );
     }
-    check_ca_certificates(&env);
+    check_ca_certificates(&env, Lint::Full);
 
     let entries = env.audit_entries();
     assert_eq!(entries.len(), 1);
@@ -126,11 +150,25 @@ fn init_text_output_names_the_files_and_the_next_steps() {
     let out = env.init(&[]).success();
     let root_sha256 = hex::encode(Sha256::digest(env.ca_der("root.pem")));
     let text = &out.stdout;
-    assert!(text.contains(&format!("trust domain {TRUST_DOMAIN}")), "{out}");
-    assert!(text.contains("root.pem") && text.contains("ca-chain.pem"), "{out}");
-    assert!(text.contains(&root_sha256), "root fingerprint missing:\n{out}");
+    assert!(
+        text.contains(&format!("trust domain {TRUST_DOMAIN}")),
+        "{out}"
+    );
+    assert!(
+        text.contains("root.pem") && text.contains("ca-chain.pem"),
+        "{out}"
+    );
+    assert!(
+        text.contains(&root_sha256),
+        "root fingerprint missing:\n{out}"
+    );
     assert!(text.contains("Next steps:"), "{out}");
-    for step in ["agent add spiffe://", "openssl req -new", "issue --agent", "cert list"] {
+    for step in [
+        "agent add spiffe://",
+        "openssl req -new",
+        "issue --agent",
+        "cert list",
+    ] {
         assert!(text.contains(step), "next step {step:?} missing:\n{out}");
     }
     assert!(!text.contains("WARNING"), "{out}");
@@ -168,7 +206,10 @@ fn init_twice_refuses_and_changes_nothing() {
     let mut other_domain = env.command();
     other_domain.args(["init", "--trust-domain", "other.example"]);
     super::support::Outcome::of(&mut other_domain).error_line();
-    assert!(before == snapshot(&env.data()), "a refused init changed the data directory");
+    assert!(
+        before == snapshot(&env.data()),
+        "a refused init changed the data directory"
+    );
     env.assert_audit_intact();
 }
 
@@ -183,7 +224,10 @@ fn init_without_a_passphrase_refuses_naming_the_variable() {
     assert!(line.contains("AGENTCA_PASSPHRASE"), "{line}");
     assert!(line.contains("--insecure-unencrypted-keys"), "{line}");
     for name in KEYS {
-        assert!(!env.data_file(name).exists(), "{name} written without a passphrase");
+        assert!(
+            !env.data_file(name).exists(),
+            "{name} written without a passphrase"
+        );
     }
 }
 
@@ -213,16 +257,25 @@ fn insecure_unencrypted_keys_are_plain_and_work_without_a_passphrase() {
         let path = env.data_file(name);
         assert_eq!(mode(&path), 0o600, "{name}");
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{name}:\n{text}");
+        assert!(
+            text.starts_with("-----BEGIN PRIVATE KEY-----\n"),
+            "{name}:\n{text}"
+        );
         assert!(openssl_opens(&path, None), "{name}");
     }
-    check_ca_certificates(&env);
-    assert_eq!(env.audit_entries()[0]["fields"]["insecure_plaintext_keys"], true);
+    check_ca_certificates(&env, Lint::None);
+    assert_eq!(
+        env.audit_entries()[0]["fields"]["insecure_plaintext_keys"],
+        true
+    );
 
     let alice = env.add_agent("/agent/alice", &[]);
     let csr = env.csr("alice");
     let mut issue = env.command();
-    issue.env_remove("AGENTCA_PASSPHRASE").args(["--output", "json", "issue", "--agent", &alice, "--csr"]).arg(&csr.path);
+    issue
+        .env_remove("AGENTCA_PASSPHRASE")
+        .args(["--output", "json", "issue", "--agent", &alice, "--csr"])
+        .arg(&csr.path);
     let signed_at = now();
     let doc = super::support::Outcome::of(&mut issue).success().json();
     let chain = pem_certs(doc["certificate_pem"].as_str().unwrap());
@@ -244,7 +297,10 @@ fn a_wrong_passphrase_on_issue_fails_clearly() {
     let line = out.error_line();
     assert!(line.contains("issuing.key"), "{line}");
     assert!(line.contains("wrong passphrase"), "{line}");
-    assert!(!line.contains("not the passphrase"), "the passphrase was echoed: {line}");
+    assert!(
+        !line.contains("not the passphrase"),
+        "the passphrase was echoed: {line}"
+    );
 
     let mut missing = env.command();
     missing
@@ -254,7 +310,11 @@ fn a_wrong_passphrase_on_issue_fails_clearly() {
     let out = super::support::Outcome::of(&mut missing);
     assert!(out.error_line().contains("AGENTCA_PASSPHRASE"), "{out}");
 
-    assert_eq!(env.serial_count(), serials, "a refused issue consumed a serial");
+    assert_eq!(
+        env.serial_count(),
+        serials,
+        "a refused issue consumed a serial"
+    );
     assert!(env.cert_list(&[]).is_empty());
     env.assert_audit_intact();
 }
@@ -308,7 +368,10 @@ fn init_accepts_a_passphrase_file() {
         .arg(&file)
         .args(["init", "--trust-domain", TRUST_DOMAIN]);
     super::support::Outcome::of(&mut cmd).success();
-    assert!(openssl_opens(&env.data_file("issuing.key"), Some("from a file")));
+    assert!(openssl_opens(
+        &env.data_file("issuing.key"),
+        Some("from a file")
+    ));
 }
 
 #[test]
@@ -320,7 +383,10 @@ fn a_key_readable_by_others_is_refused() {
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = env.run(&["issue", "--agent", &alice, "--csr", csr.arg()]);
     let line = out.error_line();
-    assert!(line.contains("issuing.key") && line.contains("0644"), "{line}");
+    assert!(
+        line.contains("issuing.key") && line.contains("0644"),
+        "{line}"
+    );
     assert!(env.cert_list(&[]).is_empty());
 
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -330,7 +396,7 @@ fn a_key_readable_by_others_is_refused() {
 /// A CA of `key_type` signs a certificate every verifier accepts.
 fn key_type_works(key_type: &str, root_key_oid: &str) {
     let env = Env::with_ca_of(key_type);
-    check_ca_certificates(&env);
+    check_ca_certificates(&env, Lint::KeyTyped);
     for name in ["root.pem", "issuing.pem"] {
         let der = env.ca_der(name);
         let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&der).unwrap();
@@ -384,4 +450,24 @@ fn unknown_key_type_and_bad_trust_domain_are_refused() {
     let out = super::support::Outcome::of(&mut cmd);
     assert!(out.error_line().contains("trust domain"), "{out}");
     assert!(!env.data_file("root.key").exists());
+}
+
+#[test]
+#[ignore = "BUG: init into an existing empty directory keeps the directory's mode (e.g. 0755), and the store files it creates are 0644, so every local user can read the store; a fresh directory gets 0700"]
+fn init_makes_an_existing_data_directory_private() {
+    let env = Env::empty();
+    std::fs::create_dir(env.data()).unwrap();
+    std::fs::set_permissions(env.data(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = env.init(&[]);
+    if out.status.success() {
+        assert_eq!(
+            mode(&env.data()),
+            0o700,
+            "the data directory is left open to other users"
+        );
+    } else {
+        // Refusing an open directory is as good as tightening it.
+        out.error_line();
+        assert!(!env.data_file("root.key").exists());
+    }
 }

@@ -36,7 +36,8 @@ fn p256_csr_to_stdout_and_to_a_file() {
     env.check_leaf(&chain[0], &expect(&alice, &csr, signed_at));
     let serial = cert_serial(&chain[0]);
     assert!(
-        out.stderr.starts_with(&format!("issued {serial} for {alice}, valid ")),
+        out.stderr
+            .starts_with(&format!("issued {serial} for {alice}, valid ")),
         "{out}"
     );
 
@@ -44,7 +45,15 @@ fn p256_csr_to_stdout_and_to_a_file() {
     let file = env.path("alice.pem");
     let signed_at = now();
     let out = env
-        .run(&["issue", "--agent", &alice, "--csr", csr.arg(), "--out", file.to_str().unwrap()])
+        .run(&[
+            "issue",
+            "--agent",
+            &alice,
+            "--csr",
+            csr.arg(),
+            "--out",
+            file.to_str().unwrap(),
+        ])
         .success();
     let chain = pem_certs(&std::fs::read_to_string(&file).unwrap());
     assert_eq!(chain.len(), 2);
@@ -52,8 +61,15 @@ fn p256_csr_to_stdout_and_to_a_file() {
     env.check_leaf(&chain[0], &expect(&alice, &csr, signed_at));
     let second = cert_serial(&chain[0]);
     assert_ne!(serial, second, "a serial was reused");
-    assert!(out.stdout.starts_with(&format!("issued {second} for {alice}")), "{out}");
-    assert!(out.stdout.contains(&format!("wrote {}", file.display())), "{out}");
+    assert!(
+        out.stdout
+            .starts_with(&format!("issued {second} for {alice}")),
+        "{out}"
+    );
+    assert!(
+        out.stdout.contains(&format!("wrote {}", file.display())),
+        "{out}"
+    );
     assert!(out.stderr.is_empty(), "{out}");
 
     // openssl verify accepts the chain file as written (leaf first, issuing CA after it).
@@ -98,7 +114,11 @@ fn dns_names_pre_authorized_with_agent_add() {
         "/agent/svc",
         &["--dns", "svc.example.org", "--dns", "api.svc.example.org"],
     );
-    let csr = env.csr_with("svc", KeyAlg::P256, &["svc.example.org", "api.svc.example.org"]);
+    let csr = env.csr_with(
+        "svc",
+        KeyAlg::P256,
+        &["svc.example.org", "api.svc.example.org"],
+    );
     let signed_at = now();
     let doc = env.issue(&svc, &csr, &[]);
     let chain = pem_certs(doc["certificate_pem"].as_str().unwrap());
@@ -109,9 +129,12 @@ fn dns_names_pre_authorized_with_agent_add() {
     );
 
     // A name the agent was not given is refused, naming the rule, and nothing is issued.
-    let other = env.csr_with("other", KeyAlg::P256, &["svc.example.org", "evil.example.org"]);
-    let (kind, message) =
-        env.json_error(&["issue", "--agent", &svc, "--csr", other.arg()]);
+    let other = env.csr_with(
+        "other",
+        KeyAlg::P256,
+        &["svc.example.org", "evil.example.org"],
+    );
+    let (kind, message) = env.json_error(&["issue", "--agent", &svc, "--csr", other.arg()]);
     assert_eq!(kind, "policyRefused", "{message}");
     assert!(message.contains("rule dns"), "{message}");
     assert!(message.contains("evil.example.org"), "{message}");
@@ -127,7 +150,11 @@ fn dns_names_pre_authorized_with_agent_add() {
 fn a_requested_ttl_is_honoured() {
     let env = Env::with_ca();
     let alice = env.add_agent("/agent/alice", &[]);
-    for (ttl, lifetime) in [("2h", Duration::hours(2)), ("30m", Duration::minutes(30)), ("5m", Duration::minutes(5))] {
+    for (ttl, lifetime) in [
+        ("2h", Duration::hours(2)),
+        ("30m", Duration::minutes(30)),
+        ("5m", Duration::minutes(5)),
+    ] {
         let csr = env.csr(&format!("alice-{ttl}"));
         let signed_at = now();
         let doc = env.issue(&alice, &csr, &["--ttl", ttl]);
@@ -148,19 +175,47 @@ fn a_ttl_beyond_the_policy_maximum_is_refused() {
     let serials = env.serial_count();
 
     let line = env
-        .run(&["issue", "--agent", &alice, "--csr", csr.arg(), "--ttl", "25h"])
+        .run(&[
+            "issue",
+            "--agent",
+            &alice,
+            "--csr",
+            csr.arg(),
+            "--ttl",
+            "25h",
+        ])
         .error_line()
         .to_owned();
-    assert!(line.contains("max_lifetime"), "the rule is not named: {line}");
-    assert!(line.contains("\"default\""), "the policy is not named: {line}");
-    let (kind, message) =
-        env.json_error(&["issue", "--agent", &alice, "--csr", csr.arg(), "--ttl", "7d"]);
+    assert!(
+        line.contains("max_lifetime"),
+        "the rule is not named: {line}"
+    );
+    assert!(
+        line.contains("\"default\""),
+        "the policy is not named: {line}"
+    );
+    let (kind, message) = env.json_error(&[
+        "issue",
+        "--agent",
+        &alice,
+        "--csr",
+        csr.arg(),
+        "--ttl",
+        "7d",
+    ]);
     assert_eq!(kind, "policyRefused");
     assert!(message.contains("max_lifetime"), "{message}");
 
     // Below the 5-minute minimum.
-    let (kind, message) =
-        env.json_error(&["issue", "--agent", &alice, "--csr", csr.arg(), "--ttl", "4m"]);
+    let (kind, message) = env.json_error(&[
+        "issue",
+        "--agent",
+        &alice,
+        "--csr",
+        csr.arg(),
+        "--ttl",
+        "4m",
+    ]);
     assert_eq!(kind, "policyRefused");
     assert!(message.contains("5m"), "{message}");
 
@@ -186,7 +241,12 @@ fn json_output_fields() {
     let doc = env.issue(&alice, &csr, &["--ttl", "90m"]);
     let after = now();
 
-    let members: Vec<&str> = doc.as_object().unwrap().keys().map(String::as_str).collect();
+    let members: Vec<&str> = doc
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     let mut expected = vec![
         "agent",
         "certificate_pem",
@@ -205,7 +265,12 @@ fn json_output_fields() {
 
     let serial = serial_of(&doc);
     assert_eq!(serial.len(), 32);
-    assert!(serial.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')), "{serial}");
+    assert!(
+        serial
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+        "{serial}"
+    );
     assert_eq!(doc["agent"], alice.as_str());
     assert_eq!(doc["status"], "valid");
     assert_eq!(doc["method"], "cli");
@@ -215,7 +280,11 @@ fn json_output_fields() {
 
     let not_before = rfc3339(&doc, "not_before");
     let not_after = rfc3339(&doc, "not_after");
-    assert_eq!(not_after - not_before, Duration::minutes(95), "90m plus the 5m backdate");
+    assert_eq!(
+        not_after - not_before,
+        Duration::minutes(95),
+        "90m plus the 5m backdate"
+    );
     assert!(not_before >= before - Duration::minutes(5) - Duration::seconds(1));
     assert!(not_before <= after - Duration::minutes(5));
 
@@ -224,8 +293,14 @@ fn json_output_fields() {
     assert_eq!(certs.len(), 1);
     assert_eq!(cert_serial(&certs[0]), serial);
     let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&certs[0]).unwrap();
-    assert_eq!(cert.validity().not_before.timestamp(), not_before.unix_timestamp());
-    assert_eq!(cert.validity().not_after.timestamp(), not_after.unix_timestamp());
+    assert_eq!(
+        cert.validity().not_before.timestamp(),
+        not_before.unix_timestamp()
+    );
+    assert_eq!(
+        cert.validity().not_after.timestamp(),
+        not_after.unix_timestamp()
+    );
 
     // cert show gives the same record.
     let show = env.json(&["cert", "show", &serial]);
@@ -233,7 +308,10 @@ fn json_output_fields() {
     let listed = env.cert_list(&[]);
     assert_eq!(listed.len(), 1);
     let mut without_pem = doc.clone();
-    without_pem.as_object_mut().unwrap().remove("certificate_pem");
+    without_pem
+        .as_object_mut()
+        .unwrap()
+        .remove("certificate_pem");
     assert_eq!(listed[0], without_pem);
 
     // The audit log has the issuance with the certificate's hash.
@@ -242,7 +320,10 @@ fn json_output_fields() {
     let fields = &issued[0]["fields"];
     assert_eq!(fields["serial"], serial.as_str());
     assert_eq!(fields["agent"], alice.as_str());
-    assert_eq!(fields["cert_sha256"], hex::encode(Sha256::digest(&certs[0])));
+    assert_eq!(
+        fields["cert_sha256"],
+        hex::encode(Sha256::digest(&certs[0]))
+    );
     assert_eq!(fields["key_sha256"], doc["key_sha256"]);
 }
 
@@ -266,7 +347,17 @@ fn a_csr_naming_another_agent_is_refused() {
     // A CSR whose URI SAN claims alice, presented for mallory.
     let path = env.path("claim.csr");
     let out = std::process::Command::new("openssl")
-        .args(["req", "-new", "-nodes", "-subj", "/", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
+        .args([
+            "req",
+            "-new",
+            "-nodes",
+            "-subj",
+            "/",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
         .arg("-addext")
         .arg(format!("subjectAltName=URI:{alice}"))
         .arg("-keyout")
@@ -277,12 +368,41 @@ fn a_csr_naming_another_agent_is_refused() {
         .unwrap();
     assert!(out.status.success());
     let mallory = agent_id("/agent/mallory");
-    let (kind, message) =
-        env.json_error(&["issue", "--agent", &mallory, "--csr", path.to_str().unwrap()]);
+    let (kind, message) = env.json_error(&[
+        "issue",
+        "--agent",
+        &mallory,
+        "--csr",
+        path.to_str().unwrap(),
+    ]);
     assert_eq!(kind, "badCsr", "{message}");
     assert!(message.contains("/agent/alice"), "{message}");
     assert!(env.cert_list(&[]).is_empty());
 
     // For alice herself the same CSR is fine.
     env.json(&["issue", "--agent", &alice, "--csr", path.to_str().unwrap()]);
+}
+
+#[test]
+#[ignore = "BUG: `issue --out` into a missing directory exits 1 after the certificate was already issued, stored and audited, so the operator sees a failure while a valid certificate exists (a retry makes a second one)"]
+fn a_failed_issue_leaves_no_certificate_behind() {
+    let env = Env::with_ca();
+    let alice = env.add_agent("/agent/alice", &[]);
+    let csr = env.csr("alice");
+    let out_path = env.path("no-such-dir/alice.pem");
+    let out = env.run(&[
+        "issue",
+        "--agent",
+        &alice,
+        "--csr",
+        csr.arg(),
+        "--out",
+        out_path.to_str().unwrap(),
+    ]);
+    out.error_line();
+    assert!(
+        env.cert_list(&[]).is_empty(),
+        "the command failed, yet a certificate was issued:\n{out}"
+    );
+    assert!(env.audit_events("cert.issued").is_empty());
 }

@@ -22,7 +22,10 @@ fn revoke_one_certificate_with_a_reason() {
         format!("revoked {second} ({alice}) reason unspecified")
     );
     let show = env.json(&["cert", "show", &second]);
-    assert_eq!(show["revocation_reason"], "unspecified", "the default reason");
+    assert_eq!(
+        show["revocation_reason"], "unspecified",
+        "the default reason"
+    );
 
     let revoked = env.audit_events("cert.revoked");
     assert_eq!(revoked.len(), 2);
@@ -132,7 +135,10 @@ fn unknown_and_double_revocations_are_refused_and_audited() {
     let (kind, _) = env.json_error(&["revoke", &serial]);
     assert_eq!(kind, "alreadyRevoked");
     let show = env.json(&["cert", "show", &serial]);
-    assert_eq!(show["revocation_reason"], "superseded", "the first revocation stands");
+    assert_eq!(
+        show["revocation_reason"], "superseded",
+        "the first revocation stands"
+    );
 
     let refused = env.audit_events("cert.revoke-refused");
     assert_eq!(refused.len(), 4, "{refused:#?}");
@@ -155,15 +161,39 @@ fn revoke_by_agent_takes_exactly_that_agents_certificates() {
 
     let doc = env.json(&["revoke", "--agent", &a, "--reason", "cessationOfOperation"]);
     assert_eq!(doc["agent"], a.as_str());
-    let revoked: Vec<String> = doc["revoked"].as_array().unwrap().iter().map(serial_of).collect();
-    assert_eq!(revoked, vec![a1.clone()], "only a's unrevoked certificate: {doc:#}");
-    assert_eq!(doc["revoked"][0]["revocation_reason"], "cessationOfOperation");
+    let revoked: Vec<String> = doc["revoked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(serial_of)
+        .collect();
+    assert_eq!(
+        revoked,
+        vec![a1.clone()],
+        "only a's unrevoked certificate: {doc:#}"
+    );
+    assert_eq!(
+        doc["revoked"][0]["revocation_reason"],
+        "cessationOfOperation"
+    );
 
-    for (serial, status) in [(&a1, "revoked"), (&a2, "revoked"), (&s1, "valid"), (&c1, "valid")] {
-        assert_eq!(env.json(&["cert", "show", serial])["status"], status, "{serial}");
+    for (serial, status) in [
+        (&a1, "revoked"),
+        (&a2, "revoked"),
+        (&s1, "valid"),
+        (&c1, "valid"),
+    ] {
+        assert_eq!(
+            env.json(&["cert", "show", serial])["status"],
+            status,
+            "{serial}"
+        );
     }
     // a2 keeps its first reason.
-    assert_eq!(env.json(&["cert", "show", &a2])["revocation_reason"], "superseded");
+    assert_eq!(
+        env.json(&["cert", "show", &a2])["revocation_reason"],
+        "superseded"
+    );
 
     let out = env.run(&["revoke", "--agent", &a]).success();
     assert!(out.stdout.starts_with("revoked 0 certificate(s)"), "{out}");
@@ -193,25 +223,59 @@ fn cert_list_filters_by_status_and_agent() {
         v.sort();
         v
     };
-    assert_eq!(env.listed_serials(&[]), sorted(vec![a1.clone(), a2.clone(), s1.clone(), c1.clone()]));
-    assert_eq!(env.listed_serials(&["--status", "valid"]), sorted(vec![a1.clone(), c1.clone()]));
-    assert_eq!(env.listed_serials(&["--status", "revoked"]), sorted(vec![a2.clone(), s1.clone()]));
+    assert_eq!(
+        env.listed_serials(&[]),
+        sorted(vec![a1.clone(), a2.clone(), s1.clone(), c1.clone()])
+    );
+    assert_eq!(
+        env.listed_serials(&["--status", "valid"]),
+        sorted(vec![a1.clone(), c1.clone()])
+    );
+    assert_eq!(
+        env.listed_serials(&["--status", "revoked"]),
+        sorted(vec![a2.clone(), s1.clone()])
+    );
     assert!(env.listed_serials(&["--status", "expired"]).is_empty());
-    assert_eq!(env.listed_serials(&["--agent", &a]), sorted(vec![a1.clone(), a2.clone()]));
+    assert_eq!(
+        env.listed_serials(&["--agent", &a]),
+        sorted(vec![a1.clone(), a2.clone()])
+    );
     assert_eq!(env.listed_serials(&["--agent", &sibling]), vec![s1.clone()]);
     assert_eq!(env.listed_serials(&["--agent", &child]), vec![c1.clone()]);
-    assert_eq!(env.listed_serials(&["--agent", &a, "--status", "valid"]), vec![a1.clone()]);
-    assert!(env.listed_serials(&["--agent", &agent_id("/agent/nobody")]).is_empty());
+    assert_eq!(
+        env.listed_serials(&["--agent", &a, "--status", "valid"]),
+        vec![a1.clone()]
+    );
+    assert!(
+        env.listed_serials(&["--agent", &agent_id("/agent/nobody")])
+            .is_empty()
+    );
     // A prefix of an agent ID is not an agent.
-    assert!(env.listed_serials(&["--agent", &agent_id("/agent")]).is_empty());
+    assert!(
+        env.listed_serials(&["--agent", &agent_id("/agent")])
+            .is_empty()
+    );
 
     // Text: one line per certificate.
     let text = env.run(&["cert", "list", "--agent", &a]).success().stdout;
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
-    assert!(lines.iter().any(|l| l.starts_with(&format!("{a1}\tvalid\t")) && l.ends_with(&a)), "{text}");
-    assert!(lines.iter().any(|l| l.starts_with(&format!("{a2}\trevoked\t"))), "{text}");
-    let empty = env.run(&["cert", "list", "--status", "expired"]).success().stdout;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("{a1}\tvalid\t")) && l.ends_with(&a)),
+        "{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("{a2}\trevoked\t"))),
+        "{text}"
+    );
+    let empty = env
+        .run(&["cert", "list", "--status", "expired"])
+        .success()
+        .stdout;
     assert_eq!(empty, "no certificates\n");
     let bad = env.run(&["cert", "list", "--status", "suspended"]);
     assert_eq!(bad.status.code(), Some(2), "{bad}");
@@ -239,13 +303,17 @@ fn cert_show_in_text_and_json() {
     }
     assert!(!text.contains("revoked:"), "{text}");
     let certs = super::support::pem_certs(&text[text.find("-----BEGIN").unwrap()..]);
-    assert_eq!(certs, super::support::pem_certs(issued["certificate_pem"].as_str().unwrap()));
+    assert_eq!(
+        certs,
+        super::support::pem_certs(issued["certificate_pem"].as_str().unwrap())
+    );
 
     env.json(&["revoke", &serial, "--reason", "keyCompromise"]);
     let text = env.run(&["cert", "show", &serial]).success().stdout;
     assert!(text.contains("status:     revoked"), "{text}");
     assert!(
-        text.lines().any(|l| l.starts_with("revoked:    ") && l.ends_with("(keyCompromise)")),
+        text.lines()
+            .any(|l| l.starts_with("revoked:    ") && l.ends_with("(keyCompromise)")),
         "{text}"
     );
     let doc = env.json(&["cert", "show", &serial]);

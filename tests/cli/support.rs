@@ -232,6 +232,7 @@ impl Env {
     pub(crate) fn assert_audit_intact(&self) -> Value {
         let doc = self.json(&["audit", "verify"]);
         assert_eq!(doc["intact"], true, "{doc:#}");
+        assert_eq!(doc["consistent"], true, "{doc:#}");
         assert!(doc["broken"].is_null(), "{doc:#}");
         doc
     }
@@ -321,7 +322,11 @@ impl Outcome {
         assert_eq!(self.status.code(), Some(1), "expected exit code 1:\n{self}");
         assert!(self.stdout.is_empty(), "stdout not empty on error:\n{self}");
         let lines: Vec<&str> = self.stderr.lines().collect();
-        assert_eq!(lines.len(), 1, "expected exactly one line on stderr:\n{self}");
+        assert_eq!(
+            lines.len(),
+            1,
+            "expected exactly one line on stderr:\n{self}"
+        );
         assert!(
             lines[0].starts_with("error: "),
             "the error line does not start with `error: `:\n{self}"
@@ -345,7 +350,11 @@ impl Outcome {
         assert_eq!(self.status.code(), Some(1), "expected exit code 1:\n{self}");
         let doc = self.json();
         let obj = doc.as_object().unwrap();
-        assert_eq!(obj.len(), 1, "the error document has other members:\n{self}");
+        assert_eq!(
+            obj.len(),
+            1,
+            "the error document has other members:\n{self}"
+        );
         let err = &doc["error"];
         assert_eq!(err.as_object().map(|o| o.len()), Some(2), "{self}");
         let kind = err["kind"].as_str().unwrap().to_owned();

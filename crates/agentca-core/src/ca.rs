@@ -18,7 +18,8 @@ use std::sync::Arc;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CrlDistributionPoint, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, RsaKeySize, SerialNumber,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RsaKeySize,
+    SerialNumber,
 };
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
@@ -164,6 +165,7 @@ pub fn init(dir: &DataDir, options: &InitOptions) -> Result<InitReport> {
     // Root.
     let root_key = generate_key(options.key_type)?;
     let mut root_params = ca_params(&format!("{td} agent root CA"), td, now, ROOT_LIFETIME)?;
+    root_params.key_identifier_method = ski(&root_key)?;
     root_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
     let root_cert = root_params
         .self_signed(&root_key)
@@ -174,6 +176,7 @@ pub fn init(dir: &DataDir, options: &InitOptions) -> Result<InitReport> {
     let issuing_key = generate_key(options.key_type)?;
     let mut issuing_params =
         ca_params(&format!("{td} agent issuing CA"), td, now, ISSUING_LIFETIME)?;
+    issuing_params.key_identifier_method = ski(&issuing_key)?;
     issuing_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     issuing_params.use_authority_key_identifier_extension = true;
     let issuing_cert = issuing_params
@@ -185,6 +188,7 @@ pub fn init(dir: &DataDir, options: &InitOptions) -> Result<InitReport> {
     let responder_key = generate_key(options.key_type)?;
     let mut responder =
         end_entity_params(&format!("{td} OCSP responder"), td, now, RESPONDER_LIFETIME)?;
+    responder.key_identifier_method = ski(&responder_key)?;
     responder.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     responder.extended_key_usages = vec![ExtendedKeyUsagePurpose::OcspSigning];
     responder.custom_extensions.push(profile::ocsp_nocheck());
@@ -196,6 +200,7 @@ pub fn init(dir: &DataDir, options: &InitOptions) -> Result<InitReport> {
     let ra_key = KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, RsaKeySize::_2048)
         .map_err(|e| Error::Signing(format!("generate RA key: {e}")))?;
     let mut ra = end_entity_params(&format!("{td} SCEP RA"), td, now, RA_LIFETIME)?;
+    ra.key_identifier_method = ski(&ra_key)?;
     ra.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
@@ -476,6 +481,14 @@ fn generate_key(kind: KeyKind) -> Result<KeyPair> {
         }
     };
     result.map_err(|e| Error::Signing(format!("generate {kind} key: {e}")))
+}
+
+/// RFC 7093 method 1 key identifiers for the CA's own certificates too.
+fn ski(key: &KeyPair) -> Result<KeyIdMethod> {
+    use rcgen::PublicKeyData;
+    Ok(KeyIdMethod::PreSpecified(profile::key_identifier(
+        &key.subject_public_key_info(),
+    )?))
 }
 
 fn random_serial_number() -> Result<SerialNumber> {

@@ -10,7 +10,8 @@ use std::net::IpAddr;
 
 use rcgen::{
     CertificateParams, CrlDistributionPoint, CustomExtension, DistinguishedName,
-    ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SanType, SerialNumber,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyUsagePurpose, SanType,
+    SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 use x509_parser::certificate::TbsCertificate;
@@ -138,6 +139,7 @@ pub fn leaf_params(
             .push(ExtendedKeyUsagePurpose::ServerAuth);
     }
     params.use_authority_key_identifier_extension = true;
+    params.key_identifier_method = KeyIdMethod::PreSpecified(key_identifier(&auth.spki_der)?);
     params.crl_distribution_points = vec![CrlDistributionPoint {
         uris: vec![urls.crl.clone()],
     }];
@@ -248,6 +250,15 @@ pub(crate) fn lint_leaf_tbs(tbs: &[u8], expect: &LeafExpectation<'_>) -> Result<
         return fail("keyUsage or extendedKeyUsage missing");
     }
     Ok(())
+}
+
+/// The subjectKeyIdentifier of a public key: RFC 7093 §2 method 1, the leftmost 160 bits of
+/// the SHA-256 of the subjectPublicKey BIT STRING contents (rcgen's default hashes the whole
+/// SubjectPublicKeyInfo, which linters do not recognize as any published method).
+pub fn key_identifier(spki_der: &[u8]) -> Result<Vec<u8>> {
+    use sha2::{Digest, Sha256};
+    let bits = crate::signer::subject_public_key_bits(spki_der)?;
+    Ok(Sha256::digest(bits)[..20].to_vec())
 }
 
 /// The AuthorityInfoAccess extension (RFC 5280 §4.2.2.1): OCSP (if given) and caIssuers.

@@ -201,7 +201,6 @@ fn element_len(der: &[u8]) -> usize {
     header + content
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // Checking outcomes
 // ---------------------------------------------------------------------------------------------
@@ -210,6 +209,7 @@ fn element_len(der: &[u8]) -> usize {
 fn assert_bad_csr(result: Result<CertificateRequest>, needles: &[&str]) -> String {
     match result {
         Err(Error::BadCsr(msg)) => {
+            if needles.len() > 1 { eprintln!("PROBE2 {needles:?}: {msg}"); }
             assert!(
                 needles.iter().any(|n| msg.contains(n)),
                 "BadCsr({msg:?}) names none of {needles:?}"
@@ -303,12 +303,20 @@ fn openssl_csr(keygen: &[&str], digest: &str) -> Option<Vec<u8>> {
 }
 
 fn openssl_ec(curve: &str) -> Vec<&str> {
-    vec!["ecparam", "-name", curve, "-genkey", "-noout", "-out", "key.pem"]
+    vec![
+        "ecparam", "-name", curve, "-genkey", "-noout", "-out", "key.pem",
+    ]
 }
 
 fn openssl_rsa(bits: &'static str) -> Vec<&'static str> {
     vec![
-        "genpkey", "-algorithm", "RSA", "-pkeyopt", bits, "-out", "key.pem",
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        bits,
+        "-out",
+        "key.pem",
     ]
 }
 
@@ -348,7 +356,11 @@ fn every_supported_key_type_parses_with_its_kind() {
         let der = request(&params(), &key);
         let csr = CertificateRequest::from_der(&der).unwrap();
         assert_eq!(csr.key_kind(), kind);
-        assert_eq!(csr.spki_der(), key.subject_public_key_info().as_slice(), "{kind}");
+        assert_eq!(
+            csr.spki_der(),
+            key.subject_public_key_info().as_slice(),
+            "{kind}"
+        );
         let hash: [u8; 32] = Sha256::digest(key.subject_public_key_info()).into();
         assert_eq!(csr.key_sha256(), &hash, "{kind}");
         assert_eq!(csr.names(), &RequestedNames::default(), "{kind}");
@@ -406,10 +418,7 @@ fn requested_names_are_collected() {
             uris: vec!["spiffe://example.org/agent/alice".into()],
             // Lowercased, and a name asked for twice is collected once.
             dns: vec!["alice.example.org".into(), "api.example.org".into()],
-            ips: vec![
-                "10.1.2.3".parse().unwrap(),
-                "fd00::1".parse().unwrap()
-            ],
+            ips: vec!["10.1.2.3".parse().unwrap(), "fd00::1".parse().unwrap()],
         }
     );
 
@@ -425,7 +434,10 @@ fn requested_names_are_collected() {
     let csr = CertificateRequest::from_der(&der).unwrap();
     assert_eq!(
         csr.names().uris,
-        ["SPIFFE://Example.org/agent/a/", "spiffe://example.org/agent/b"]
+        [
+            "SPIFFE://Example.org/agent/a/",
+            "spiffe://example.org/agent/b"
+        ]
     );
 }
 
@@ -506,8 +518,10 @@ fn harmless_requests_are_parsed_and_ignored() {
         ExtendedKeyUsagePurpose::ClientAuth,
         ExtendedKeyUsagePurpose::ServerAuth,
     ];
-    p.custom_extensions
-        .push(CustomExtension::from_oid_content(&PRIVATE_OID, tlv(0x05, &[])));
+    p.custom_extensions.push(CustomExtension::from_oid_content(
+        &PRIVATE_OID,
+        tlv(0x05, &[]),
+    ));
     p.custom_extensions.push(CustomExtension::from_oid_content(
         &[1, 3, 6, 1, 5, 5, 7, 1, 1],
         foreign_aia(),
@@ -523,7 +537,10 @@ fn harmless_requests_are_parsed_and_ignored() {
 /// An AuthorityInfoAccess value pointing at someone else's OCSP responder.
 fn foreign_aia() -> Vec<u8> {
     let ocsp = [0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01];
-    seq(&[&seq(&[&oid(&ocsp), &tlv(0x86, b"http://evil.example/ocsp")])])
+    seq(&[&seq(&[
+        &oid(&ocsp),
+        &tlv(0x86, b"http://evil.example/ocsp"),
+    ])])
 }
 
 /// A CRLDistributionPoints value pointing at someone else's CRL.
@@ -547,7 +564,11 @@ fn csr1_every_flipped_signature_byte_is_refused() {
         let der = request(&with_sans(vec![dns("a.example.org")]), &key);
         CertificateRequest::from_der(&der).unwrap();
         let (info, algorithm, signature) = split(&der);
-        assert_eq!(assemble(&info, &algorithm, &signature), der, "split is exact");
+        assert_eq!(
+            assemble(&info, &algorithm, &signature),
+            der,
+            "split is exact"
+        );
         for i in 0..signature.len() {
             for mask in [0x01, 0x80, 0xff] {
                 let mut sig = signature.clone();
@@ -572,7 +593,10 @@ fn csr1_every_flipped_signature_byte_is_refused() {
 fn csr1_no_change_to_a_signed_byte_yields_an_accepted_request() {
     let key = p256();
     let der = request(
-        &with_sans(vec![uri("spiffe://example.org/agent/a"), dns("a.example.org")]),
+        &with_sans(vec![
+            uri("spiffe://example.org/agent/a"),
+            dns("a.example.org"),
+        ]),
         &key,
     );
     let (info, algorithm, signature) = split(&der);
@@ -580,8 +604,12 @@ fn csr1_no_change_to_a_signed_byte_yields_an_accepted_request() {
         for mask in [0x01u8, 0x20, 0x80] {
             let mut mutated = info.clone();
             mutated[i] ^= mask;
-            if let Ok(csr) = CertificateRequest::from_der(&assemble(&mutated, &algorithm, &signature)) {
-                panic!("changing signed byte {i} with {mask:#04x} still gives an accepted request: {csr:?}");
+            if let Ok(csr) =
+                CertificateRequest::from_der(&assemble(&mutated, &algorithm, &signature))
+            {
+                panic!(
+                    "changing signed byte {i} with {mask:#04x} still gives an accepted request: {csr:?}"
+                );
             }
         }
     }
@@ -658,43 +686,93 @@ fn csr1_signature_algorithm_must_match_the_key() {
 
 #[test]
 fn csr2_weak_keys_made_by_openssl_are_refused_quickly() {
-    let explicit = vec![
-        "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-param_enc", "explicit", "-out",
-        "key.pem",
-    ];
-    let dsa = vec!["genpkey", "-paramfile", "dsa-params.pem", "-out", "key.pem"];
-    let cases: Vec<(&str, Vec<&str>, Option<Vec<&str>>, &str)> = vec![
-        ("RSA-1024", openssl_rsa("rsa_keygen_bits:1024"), None, "RSA-1024 is too small"),
-        ("RSA-2047", openssl_rsa("rsa_keygen_bits:2047"), None, "RSA-2047 is too small"),
-        ("RSA-2052", openssl_rsa("rsa_keygen_bits:2052"), None, "not a multiple of 8"),
-        ("P-192", openssl_ec("prime192v1"), None, "P-192"),
-        ("P-224", openssl_ec("secp224r1"), None, "P-224"),
-        ("secp256k1", openssl_ec("secp256k1"), None, "secp256k1"),
-        ("brainpoolP256r1", openssl_ec("brainpoolP256r1"), None, "brainpool"),
-        ("brainpoolP384r1", openssl_ec("brainpoolP384r1"), None, "brainpool"),
-        ("P-521", openssl_ec("secp521r1"), None, "P-521"),
+    /// openssl commands that leave the key in `key.pem`, and what the refusal must say.
+    struct Case {
+        what: &'static str,
+        keygen: Vec<Vec<&'static str>>,
+        needle: &'static str,
+    }
+    let case = |what, keygen: Vec<&'static str>, needle| Case {
+        what,
+        keygen: vec![keygen],
+        needle,
+    };
+    let mut cases = vec![
+        case(
+            "RSA-1024",
+            openssl_rsa("rsa_keygen_bits:1024"),
+            "RSA-1024 is too small",
+        ),
+        case(
+            "RSA-2047",
+            openssl_rsa("rsa_keygen_bits:2047"),
+            "RSA-2047 is too small",
+        ),
+        case(
+            "RSA-2052",
+            openssl_rsa("rsa_keygen_bits:2052"),
+            "not a multiple of 8",
+        ),
+        case("P-192", openssl_ec("prime192v1"), "P-192"),
+        case("P-224", openssl_ec("secp224r1"), "P-224"),
+        case("secp256k1", openssl_ec("secp256k1"), "secp256k1"),
+        case(
+            "brainpoolP256r1",
+            openssl_ec("brainpoolP256r1"),
+            "brainpool",
+        ),
+        case(
+            "brainpoolP384r1",
+            openssl_ec("brainpoolP384r1"),
+            "brainpool",
+        ),
+        case("P-521", openssl_ec("secp521r1"), "P-521"),
         // Refused either way; that the refusal says why is pinned by
         // `csr2_explicit_parameters_are_recognised_as_such`.
-        ("explicit P-256 parameters", explicit, None, "explicit EC curve parameters|is not supported"),
-        (
-            "DSA-2048",
-            dsa,
-            Some(vec![
-                "genpkey", "-genparam", "-algorithm", "DSA", "-pkeyopt",
-                "dsa_paramgen_bits:2048", "-out", "dsa-params.pem",
-            ]),
-            "not supported",
+        case(
+            "explicit P-256 parameters",
+            vec![
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-param_enc",
+                "explicit",
+                "-out",
+                "key.pem",
+            ],
+            "explicit EC curve parameters|is not supported",
         ),
     ];
-    for (what, keygen, setup, needle) in cases {
+    cases.push(Case {
+        what: "DSA-2048",
+        keygen: vec![
+            vec![
+                "genpkey",
+                "-genparam",
+                "-algorithm",
+                "DSA",
+                "-pkeyopt",
+                "dsa_paramgen_bits:2048",
+                "-out",
+                "dsa-params.pem",
+            ],
+            vec!["genpkey", "-paramfile", "dsa-params.pem", "-out", "key.pem"],
+        ],
+        needle: "not supported",
+    });
+    for Case {
+        what,
+        keygen,
+        needle,
+    } in cases
+    {
         let dir = tempfile::tempdir().unwrap();
-        if let Some(setup) = setup {
-            if openssl(dir.path(), &setup).is_none() {
+        for command in keygen {
+            if openssl(dir.path(), &command).is_none() {
                 return;
             }
-        }
-        if openssl(dir.path(), &keygen).is_none() {
-            return;
         }
         openssl(
             dir.path(),
@@ -713,8 +791,15 @@ fn csr2_rsa_exponent_3_is_accepted() {
     // BR §6.1.6: the exponent MUST be odd and at least 3; 65537 and above is only a SHOULD.
     let Some(der) = openssl_csr(
         &[
-            "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-pkeyopt",
-            "rsa_keygen_pubexp:3", "-out", "key.pem",
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-pkeyopt",
+            "rsa_keygen_pubexp:3",
+            "-out",
+            "key.pem",
         ],
         "-sha256",
     ) else {
@@ -784,19 +869,47 @@ fn csr2_crafted_rsa_keys_are_refused_quickly() {
         ("e = 2", rsa_spki(&n, &[2]), "smaller than 3"),
         ("e = 4", rsa_spki(&n, &[4]), "even"),
         ("e = 65536", rsa_spki(&n, &[1, 0, 0]), "even"),
-        ("e = 2^256", rsa_spki(&n, &[&[1u8][..], &[0u8; 32]].concat()), "larger than 2^256"),
+        (
+            "e = 2^256",
+            rsa_spki(&n, &[&[1u8][..], &[0u8; 32]].concat()),
+            "larger than 2^256",
+        ),
         ("e = 2^264 + 1", rsa_spki(&n, &big_e), "larger than 2^256"),
         ("even modulus", rsa_spki(&even, &[1, 0, 1]), "even"),
-        ("8200-bit modulus", rsa_spki(&huge_modulus, &[1, 0, 1]), "larger than the 8192-bit"),
+        (
+            "8200-bit modulus",
+            rsa_spki(&huge_modulus, &[1, 0, 1]),
+            "larger than the 8192-bit",
+        ),
         ("1-bit modulus", rsa_spki(&[1], &[1, 0, 1]), "too small"),
-        ("garbage RSA key", seq(&[
-            &seq(&[&oid(OID_RSA_ENCRYPTION), &[0x05, 0x00]]),
-            &tlv(0x03, &[0, 0x30, 0x03, 0x02, 0x01]),
-        ]), "unparseable RSA"),
+        (
+            "garbage RSA key",
+            seq(&[
+                &seq(&[&oid(OID_RSA_ENCRYPTION), &[0x05, 0x00]]),
+                &tlv(0x03, &[0, 0x30, 0x03, 0x02, 0x01]),
+            ]),
+            "unparseable RSA",
+        ),
     ];
     for (what, spki, needle) in cases {
         assert_weak_key(parse_timed(&request_with_spki(spki), what), needle);
     }
+}
+
+#[test]
+fn csr2_the_largest_rsa_key_is_answered_quickly() {
+    // 8192 bits is the largest modulus looked at: its Fermat check and signature check are
+    // the most a request can make the CA compute. A random odd modulus with e = 2^256 − 1.
+    let mut rng = XorShift(0x5eed_0003);
+    let mut modulus = rng.bytes(8192 / 8);
+    modulus[0] |= 0x80;
+    *modulus.last_mut().unwrap() |= 1;
+    let exponent = [0xffu8; 32];
+    let result = parse_timed(
+        &request_with_spki(rsa_spki(&modulus, &exponent)),
+        "RSA-8192",
+    );
+    assert_bad_csr(result, &["signature does not verify"]);
 }
 
 #[test]
@@ -820,25 +933,70 @@ fn csr2_crafted_ec_and_other_keys_are_refused_quickly() {
         &tlv(0x02, &[0x01, 0x01]),
     ]);
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("no curve", ec_spki(None, &point), "without curve parameters"),
-        ("NULL curve", ec_spki(Some(&[0x05, 0x00]), &point), "explicit EC curve parameters|is not supported"),
-        ("explicit parameters", ec_spki(Some(&looping_parameters), &point), "explicit EC curve parameters|is not supported"),
-        ("compressed point", ec_spki(Some(&oid(OID_P256)), &compressed), "uncompressed point"),
-        ("short point", ec_spki(Some(&oid(OID_P256)), &point[..64]), "uncompressed point"),
-        ("P-384 curve, P-256 point", ec_spki(Some(&oid(&[0x2b, 0x81, 0x04, 0x00, 0x22])), &point), "uncompressed point"),
-        ("unknown curve", ec_spki(Some(&oid(&[0x2b, 0x06, 0x01, 0x04, 0x01, 0x83, 0xb2, 0x03, 0x02])), &point), "not supported"),
-        ("Ed25519 with parameters", seq(&[
-            &seq(&[&oid(OID_ED25519), &[0x05, 0x00]]),
-            &tlv(0x03, &[&[0u8][..], &[7u8; 32]].concat()),
-        ]), "parameters"),
-        ("Ed25519 of 31 bytes", seq(&[
-            &seq(&[&oid(OID_ED25519)]),
-            &tlv(0x03, &[&[0u8][..], &[7u8; 31]].concat()),
-        ]), "not 32 bytes"),
-        ("X25519", seq(&[
-            &seq(&[&oid(OID_X25519)]),
-            &tlv(0x03, &[&[0u8][..], &[7u8; 32]].concat()),
-        ]), "not supported"),
+        (
+            "no curve",
+            ec_spki(None, &point),
+            "without curve parameters",
+        ),
+        (
+            "NULL curve",
+            ec_spki(Some(&[0x05, 0x00]), &point),
+            "explicit EC curve parameters|is not supported",
+        ),
+        (
+            "explicit parameters",
+            ec_spki(Some(&looping_parameters), &point),
+            "explicit EC curve parameters|is not supported",
+        ),
+        (
+            "compressed point",
+            ec_spki(Some(&oid(OID_P256)), &compressed),
+            "uncompressed point",
+        ),
+        (
+            "short point",
+            ec_spki(Some(&oid(OID_P256)), &point[..64]),
+            "uncompressed point",
+        ),
+        (
+            "P-384 curve, P-256 point",
+            ec_spki(Some(&oid(&[0x2b, 0x81, 0x04, 0x00, 0x22])), &point),
+            "uncompressed point",
+        ),
+        (
+            "unknown curve",
+            ec_spki(
+                Some(&oid(&[
+                    0x2b, 0x06, 0x01, 0x04, 0x01, 0x83, 0xb2, 0x03, 0x02,
+                ])),
+                &point,
+            ),
+            "not supported",
+        ),
+        (
+            "Ed25519 with parameters",
+            seq(&[
+                &seq(&[&oid(OID_ED25519), &[0x05, 0x00]]),
+                &tlv(0x03, &[&[0u8][..], &[7u8; 32]].concat()),
+            ]),
+            "parameters",
+        ),
+        (
+            "Ed25519 of 31 bytes",
+            seq(&[
+                &seq(&[&oid(OID_ED25519)]),
+                &tlv(0x03, &[&[0u8][..], &[7u8; 31]].concat()),
+            ]),
+            "not 32 bytes",
+        ),
+        (
+            "X25519",
+            seq(&[
+                &seq(&[&oid(OID_X25519)]),
+                &tlv(0x03, &[&[0u8][..], &[7u8; 32]].concat()),
+            ]),
+            "not supported",
+        ),
     ];
     for (what, spki, needle) in cases {
         assert_weak_key(parse_timed(&request_with_spki(spki), what), needle);
@@ -853,14 +1011,24 @@ fn csr2_explicit_parameters_are_recognised_as_such() {
     // happen to name no supported curve, with an "EC curve 02 01 01 30 2c ..." message.
     let Some(der) = openssl_csr(
         &[
-            "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-param_enc", "explicit",
-            "-out", "key.pem",
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-param_enc",
+            "explicit",
+            "-out",
+            "key.pem",
         ],
         "-sha256",
     ) else {
         return;
     };
-    assert_weak_key(parse_timed(&der, "explicit parameters"), "explicit EC curve parameters");
+    assert_weak_key(
+        parse_timed(&der, "explicit parameters"),
+        "explicit EC curve parameters",
+    );
     let point = p256().subject_public_key_info()[26..].to_vec();
     assert_weak_key(
         CertificateRequest::from_der(&request_with_spki(ec_spki(Some(&[0x05, 0x00]), &point))),
@@ -892,8 +1060,8 @@ fn csr2_ec_curve_parameters_must_be_an_object_identifier() {
 // CSR-3: keys that factor
 // ---------------------------------------------------------------------------------------------
 
-/// Two consecutive 1024-bit primes (found by a seeded search with 40 Miller–Rabin rounds each;
-/// see testdata/csr/README.md). Their product is a 2048-bit modulus Fermat's method factors in
+/// Two consecutive 1024-bit primes, as printed by `testdata/csr/close_primes.py` (a seeded
+/// search with 40 Miller–Rabin rounds each). Their product is a 2048-bit modulus Fermat's method factors in
 /// its first step, as with the broken generators of CVE-2022-26320.
 const CLOSE_P: &str = "d5cd114c0b0cee3f5f002671eadb60d6c471b965c912af8df384dd99b12e2590d8e766cdf0fa82f39c526962f6ab2b3dc7b7e3c1ef1d9361e3beafbabc1dea508d8a3d6c17a0daa407c8b2b237b8c14c5b60059d4a093cc6b063656384e0af56a9db1d9f15b683b1e3f701added8beef5d506a7b0314522624c737a65c072953";
 const CLOSE_Q: &str = "d5cd114c0b0cee3f5f002671eadb60d6c471b965c912af8df384dd99b12e2590d8e766cdf0fa82f39c526962f6ab2b3dc7b7e3c1ef1d9361e3beafbabc1dea508d8a3d6c17a0daa407c8b2b237b8c14c5b60059d4a093cc6b063656384e0af56a9db1d9f15b683b1e3f701added8beef5d506a7b0314522624c737a65c07298b";
@@ -1008,11 +1176,18 @@ fn csr4_extension_smuggling_is_refused() {
         ("emailProtection", ExtendedKeyUsagePurpose::EmailProtection),
         ("timeStamping", ExtendedKeyUsagePurpose::TimeStamping),
         ("OCSPSigning", ExtendedKeyUsagePurpose::OcspSigning),
-        ("private EKU", ExtendedKeyUsagePurpose::Other(PRIVATE_OID.to_vec())),
+        (
+            "private EKU",
+            ExtendedKeyUsagePurpose::Other(PRIVATE_OID.to_vec()),
+        ),
     ] {
         let mut p = params();
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth, eku];
-        cases.push((what, p, &["extended key usage other than clientAuth or serverAuth"]));
+        cases.push((
+            what,
+            p,
+            &["extended key usage other than clientAuth or serverAuth"],
+        ));
     }
 
     cases.push((
@@ -1032,7 +1207,9 @@ fn csr4_extension_smuggling_is_refused() {
     ));
     cases.push((
         "email SAN",
-        with_sans(vec![SanType::Rfc822Name("a@example.org".try_into().unwrap())]),
+        with_sans(vec![SanType::Rfc822Name(
+            "a@example.org".try_into().unwrap(),
+        )]),
         &["unsupported type (email)"],
     ));
     cases.push((
@@ -1045,8 +1222,14 @@ fn csr4_extension_smuggling_is_refused() {
     ));
 
     let mut p = params();
-    p.custom_extensions.push(CustomExtension::from_oid_content(&PRIVATE_OID, tlv(0x05, &[])));
-    p.custom_extensions.push(CustomExtension::from_oid_content(&PRIVATE_OID, tlv(0x05, &[])));
+    p.custom_extensions.push(CustomExtension::from_oid_content(
+        &PRIVATE_OID,
+        tlv(0x05, &[]),
+    ));
+    p.custom_extensions.push(CustomExtension::from_oid_content(
+        &PRIVATE_OID,
+        tlv(0x05, &[]),
+    ));
     cases.push(("duplicate unknown extension", p, &["requested twice"]));
     let mut p = with_sans(vec![dns("a.example.org")]);
     p.custom_extensions.push(CustomExtension::from_oid_content(
@@ -1080,7 +1263,7 @@ fn csr4_extension_smuggling_is_refused() {
     for (what, p, needles) in cases {
         let der = request(&p, &key);
         let msg = assert_bad_csr(CertificateRequest::from_der(&der), needles);
-        assert!(!msg.is_empty(), "{what}");
+        eprintln!("PROBE {what}: {msg}");
     }
 }
 
@@ -1088,18 +1271,45 @@ fn csr4_extension_smuggling_is_refused() {
 fn csr4_odd_general_names_are_refused() {
     // GeneralName CHOICEs a certificate never carries, including the two OpenSSL mishandled
     // (x400Address: CVE-2023-0286; ediPartyName).
-    let directory_name = tlv(0xa4, &seq(&[&tlv(0x31, &seq(&[
-        &oid(&[0x55, 0x04, 0x03]),
-        &tlv(0x0c, b"admin"),
-    ]))]));
+    let directory_name = tlv(
+        0xa4,
+        &seq(&[&tlv(
+            0x31,
+            &seq(&[&oid(&[0x55, 0x04, 0x03]), &tlv(0x0c, b"admin")]),
+        )]),
+    );
     let cases: Vec<(&str, Vec<u8>, &[&str])> = vec![
-        ("directoryName", directory_name, &["unsupported type (directoryName)"]),
-        ("registeredID", tlv(0x88, &[0x2b, 0x06, 0x01]), &["unsupported type (registeredID)"]),
-        ("x400Address", tlv(0xa3, &seq(&[])), &["unsupported type (x400Address)", "does not parse"]),
-        ("ediPartyName", tlv(0xa5, &tlv(0xa1, &tlv(0x0c, b"x"))), &["unsupported type (ediPartyName)", "does not parse"]),
-        ("5-byte IP address", tlv(0x87, &[10, 0, 0, 1, 0]), &["neither 4 nor 16"]),
+        (
+            "directoryName",
+            directory_name,
+            &["unsupported type (directoryName)"],
+        ),
+        (
+            "registeredID",
+            tlv(0x88, &[0x2b, 0x06, 0x01]),
+            &["unsupported type (registeredID)"],
+        ),
+        (
+            "x400Address",
+            tlv(0xa3, &seq(&[])),
+            &["unsupported type (x400Address)", "does not parse"],
+        ),
+        (
+            "ediPartyName",
+            tlv(0xa5, &tlv(0xa1, &tlv(0x0c, b"x"))),
+            &["unsupported type (ediPartyName)", "does not parse"],
+        ),
+        (
+            "5-byte IP address",
+            tlv(0x87, &[10, 0, 0, 1, 0]),
+            &["neither 4 nor 16"],
+        ),
         ("empty IP address", tlv(0x87, &[]), &["neither 4 nor 16"]),
-        ("IA5 DNS name with high bytes", tlv(0x82, "bücher.example".as_bytes()), &["DNS name", "does not parse"]),
+        (
+            "IA5 DNS name with high bytes",
+            tlv(0x82, "bücher.example".as_bytes()),
+            &["DNS name", "does not parse"],
+        ),
     ];
     let key = p256();
     for (what, name, needles) in cases {
@@ -1107,7 +1317,7 @@ fn csr4_odd_general_names_are_refused() {
             .attribute(extension_request(&[&san_extension(&[&name])]))
             .signed_by(&key);
         let msg = assert_bad_csr(CertificateRequest::from_der(&der), needles);
-        assert!(!msg.is_empty(), "{what}");
+        eprintln!("PROBE {what}: {msg}");
     }
 }
 
@@ -1115,8 +1325,14 @@ fn csr4_odd_general_names_are_refused() {
 fn csr4_two_extension_requests_are_refused() {
     let key = p256();
     let der = Raw::new(&key)
-        .attribute(extension_request(&[&san_extension(&[&tlv(0x82, b"a.example.org")])]))
-        .attribute(extension_request(&[&san_extension(&[&tlv(0x82, b"b.example.org")])]))
+        .attribute(extension_request(&[&san_extension(&[&tlv(
+            0x82,
+            b"a.example.org",
+        )])]))
+        .attribute(extension_request(&[&san_extension(&[&tlv(
+            0x82,
+            b"b.example.org",
+        )])]))
         .signed_by(&key);
     assert_bad_csr(
         CertificateRequest::from_der(&der),
@@ -1125,9 +1341,15 @@ fn csr4_two_extension_requests_are_refused() {
     // One extension request, whose single extension is fine, is accepted: the refusal above
     // was for the repetition.
     let der = Raw::new(&key)
-        .attribute(extension_request(&[&san_extension(&[&tlv(0x82, b"a.example.org")])]))
+        .attribute(extension_request(&[&san_extension(&[&tlv(
+            0x82,
+            b"a.example.org",
+        )])]))
         .signed_by(&key);
-    assert_eq!(CertificateRequest::from_der(&der).unwrap().names().dns, ["a.example.org"]);
+    assert_eq!(
+        CertificateRequest::from_der(&der).unwrap().names().dns,
+        ["a.example.org"]
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1158,7 +1380,8 @@ fn csr5_injected_subjects_parse_and_are_not_kept() {
     }
     // A 20 kB common name fits the size limit and is equally inert.
     let mut p = params();
-    p.distinguished_name.push(DnType::CommonName, "A".repeat(20_000));
+    p.distinguished_name
+        .push(DnType::CommonName, "A".repeat(20_000));
     CertificateRequest::parse(&request(&p, &key)).unwrap();
 }
 
@@ -1188,7 +1411,10 @@ fn empty_input_is_refused() {
 fn every_truncation_of_a_valid_request_is_refused() {
     let key = p256();
     let der = request(
-        &with_sans(vec![uri("spiffe://example.org/agent/a"), dns("a.example.org")]),
+        &with_sans(vec![
+            uri("spiffe://example.org/agent/a"),
+            dns("a.example.org"),
+        ]),
         &key,
     );
     for len in 0..der.len() {
@@ -1210,12 +1436,19 @@ fn oversized_input_is_refused_before_parsing() {
     let start = Instant::now();
     let msg = assert_bad_csr(CertificateRequest::parse(&big), &["32768-byte limit"]);
     assert!(msg.contains("10485760 bytes"), "{msg}");
-    assert!(start.elapsed() < StdDuration::from_millis(200), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < StdDuration::from_millis(200),
+        "{:?}",
+        start.elapsed()
+    );
 
     // The limit is inclusive: MAX_CSR_LEN bytes are parsed (and refused as garbage), one more
     // is refused by size.
     let at_limit = rng.bytes(MAX_CSR_LEN);
-    assert_bad_csr(CertificateRequest::parse(&at_limit), &["not a DER", "invalid PEM"]);
+    assert_bad_csr(
+        CertificateRequest::parse(&at_limit),
+        &["not a DER", "invalid PEM"],
+    );
     let over = rng.bytes(MAX_CSR_LEN + 1);
     assert_bad_csr(CertificateRequest::parse(&over), &["limit"]);
     // A valid request padded past the limit with PEM whitespace is refused by size too.
@@ -1247,14 +1480,20 @@ fn wrong_pem_types_are_refused() {
     // The right label around the wrong contents.
     let cert_der = params().self_signed(&key).unwrap().der().to_vec();
     let relabelled = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", cert_der));
-    assert_bad_csr(CertificateRequest::parse(relabelled.as_bytes()), &["not a DER"]);
+    assert_bad_csr(
+        CertificateRequest::parse(relabelled.as_bytes()),
+        &["not a DER"],
+    );
     // Broken PEM.
     for broken in [
         "-----BEGIN CERTIFICATE REQUEST-----\n!!!!\n-----END CERTIFICATE REQUEST-----\n",
         "-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n",
         "-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE-----\n",
     ] {
-        assert_bad_csr(CertificateRequest::parse(broken.as_bytes()), &["invalid PEM"]);
+        assert_bad_csr(
+            CertificateRequest::parse(broken.as_bytes()),
+            &["invalid PEM"],
+        );
     }
 }
 
@@ -1271,7 +1510,10 @@ fn random_bytes_never_parse_or_panic() {
             let mut framed = tlv(0x30, &bytes);
             framed.truncate(MAX_CSR_LEN);
             assert_refused(&framed, &format!("framed random bytes ({len})"));
-            let inner = tlv(0x30, &tlv(0x30, &[&[0x02, 0x01, 0x00][..], &bytes].concat()));
+            let inner = tlv(
+                0x30,
+                &tlv(0x30, &[&[0x02, 0x01, 0x00][..], &bytes].concat()),
+            );
             if inner.len() <= MAX_CSR_LEN {
                 assert_refused(&inner, &format!("random request info ({len})"));
             }
@@ -1296,7 +1538,10 @@ fn trailing_bytes_are_refused() {
         assert_bad_csr(CertificateRequest::from_der(&input), &["trailing bytes"]);
         assert_bad_csr(CertificateRequest::parse(&input), &["trailing bytes"]);
         let pem = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", input));
-        assert_bad_csr(CertificateRequest::parse(pem.as_bytes()), &["trailing bytes"]);
+        assert_bad_csr(
+            CertificateRequest::parse(pem.as_bytes()),
+            &["trailing bytes"],
+        );
     }
 }
 
@@ -1333,7 +1578,10 @@ fn deeply_nested_input_does_not_exhaust_the_stack() {
     let key = p256();
     let deep_value = nested(5_000, &[0x05, 0x00]);
     let der = Raw::new(&key)
-        .attribute(attribute(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x02], &[&deep_value]))
+        .attribute(attribute(
+            &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x02],
+            &[&deep_value],
+        ))
         .signed_by(&key);
     assert_outcome_without_panic(&der, "nested unknown attribute");
     let der = Raw::new(&key)
@@ -1358,7 +1606,11 @@ fn assert_outcome_without_panic(der: &[u8], what: &str) {
         Err(Error::BadCsr(_)) => {}
         Err(other) => panic!("{what}: unexpected {other:?}"),
     }
-    assert!(start.elapsed() < StdDuration::from_secs(1), "{what}: {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < StdDuration::from_secs(1),
+        "{what}: {:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
@@ -1416,12 +1668,24 @@ fn re_encoded_public_keys_are_refused_or_canonical() {
         v
     };
     let variants = [
-        ("long SPKI length", long(0x30, &[&algorithm[..], &tlv(0x03, &bits)].concat())),
-        ("long BIT STRING length", seq(&[&algorithm, &long(0x03, &bits)])),
-        ("long algorithm length", seq(&[
-            &long(0x30, &[&oid(OID_EC_PUBLIC_KEY)[..], &oid(OID_P256)].concat()),
-            &tlv(0x03, &bits),
-        ])),
+        (
+            "long SPKI length",
+            long(0x30, &[&algorithm[..], &tlv(0x03, &bits)].concat()),
+        ),
+        (
+            "long BIT STRING length",
+            seq(&[&algorithm, &long(0x03, &bits)]),
+        ),
+        (
+            "long algorithm length",
+            seq(&[
+                &long(
+                    0x30,
+                    &[&oid(OID_EC_PUBLIC_KEY)[..], &oid(OID_P256)].concat(),
+                ),
+                &tlv(0x03, &bits),
+            ]),
+        ),
     ];
     for (what, spki) in variants {
         let mut raw = Raw::new(&key);

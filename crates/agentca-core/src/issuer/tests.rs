@@ -11,13 +11,14 @@
 use std::net::IpAddr;
 use std::path::Path;
 
+use agentca_testkit::pkilint::pkilint_cert_allowing;
 use agentca_testkit::{
-    Expectation, assert_serials_random, assert_webpki_revoked, openssl_verify_der,
-    pkilint_cert, pkilint_crl, webpki_verify_client, webpki_verify_client_with_crls,
+    Expectation, assert_serials_random, assert_webpki_revoked, openssl_verify_der, pkilint_crl,
+    webpki_verify_client, webpki_verify_client_with_crls,
 };
 use rcgen::{
-    CertificateParams, CustomExtension, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SigningKey as _,
+    CertificateParams, CustomExtension, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SigningKey as _,
 };
 use time::{Duration, OffsetDateTime};
 use x509_parser::certificate::X509Certificate;
@@ -34,6 +35,12 @@ use crate::store::{AgentRecord, RevocationReason, SerialEntry};
 const ALICE: &str = "spiffe://example.org/agent/alice";
 const BOB: &str = "spiffe://example.org/agent/bob";
 const PAYER: &str = "spiffe://example.org/agent/payments/p1";
+
+/// pkilint findings tolerated on leaves. rcgen derives the subjectKeyIdentifier as the leftmost
+/// 160 bits of SHA-256 over the whole SubjectPublicKeyInfo; RFC 5280 §4.2.1.2 allows any
+/// method that yields unique values, but pkilint knows only those of RFC 5280 and RFC 7093
+/// methods 1–3, and says so with a NOTICE.
+const PKILINT_ALLOWED: &[&str] = &["pkix.unknown_subject_key_identifier_calculation_method"];
 
 // ---------------------------------------------------------------------------------------------
 // A CA in a temporary directory
@@ -157,13 +164,18 @@ impl TestCa {
             .base_url(self.base_url())
     }
 
-    /// INV-1 to INV-10 on one issued certificate: the shared invariants, pkilint, three
-    /// verifiers' worth of chain validation, and the store and audit records.
+    /// INV-1 to INV-10 on one issued certificate: the shared invariants, pkilint, chain
+    /// validation by OpenSSL and rustls-webpki, and the store and audit records.
     fn check(&self, record: &CertificateRecord, expect: Expectation) {
+        pkilint_cert_allowing(&record.der, PKILINT_ALLOWED);
+        openssl_verify_der(&record.der, std::slice::from_ref(&self.issuing), &self.root);
+        self.check_in_process(record, expect);
+    }
+
+    /// [`Self::check`] without the external tools (which cost a process each).
+    fn check_in_process(&self, record: &CertificateRecord, expect: Expectation) {
         let der = &record.der;
         agentca_testkit::assert_issued_invariants(der, &self.chain(), &expect);
-        pkilint_cert(der);
-        openssl_verify_der(der, &[self.issuing.clone()], &self.root);
         webpki_verify_client(der, &self.chain(), &self.root, OffsetDateTime::now_utc());
 
         // The record describes the certificate it holds (INV-10).
@@ -184,7 +196,10 @@ impl TestCa {
         );
         match self.ca.store().serial(&record.intent.serial).unwrap() {
             Some(SerialEntry::Issued(stored)) => assert_eq!(stored.der, *der),
-            other => panic!("serial {} is not stored as issued: {other:?}", record.intent.serial),
+            other => panic!(
+                "serial {} is not stored as issued: {other:?}",
+                record.intent.serial
+            ),
         }
         let serial = record.intent.serial.to_hex();
         let issued = self.audit_events("cert.issued");
@@ -218,9 +233,17 @@ impl TestCa {
             signatures,
             "a refused request reached the CA key: {err}"
         );
-        assert_eq!(self.serials(), serials, "a refused request reserved a serial: {err}");
+        assert_eq!(
+            self.serials(),
+            serials,
+            "a refused request reserved a serial: {err}"
+        );
         let after = self.audit_events("cert.refused");
-        assert_eq!(after.len(), refusals + 1, "no cert.refused audit entry for: {err}");
+        assert_eq!(
+            after.len(),
+            refusals + 1,
+            "no cert.refused audit entry for: {err}"
+        );
         let entry = after.last().unwrap();
         assert_eq!(entry.fields["reason"], err.to_string().as_str());
         err
@@ -367,7 +390,10 @@ fn every_ca_key_type_issues_verifiable_certificates() {
             let base = t.base_url().trim_end_matches('/');
             assert!(text.contains(&format!("{base}/ocsp")), "{kind}: OCSP URL");
             assert!(text.contains(&format!("{base}/crl")), "{kind}: CRL URL");
-            assert!(!text.contains("//ocsp") && !text.contains("//crl"), "{kind}");
+            assert!(
+                !text.contains("//ocsp") && !text.contains("//crl"),
+                "{kind}"
+            );
         }
     }
 }
@@ -388,7 +414,8 @@ fn default_and_requested_lifetimes() {
             .unwrap();
         t.check(
             &record,
-            t.expect(ALICE, signed_at, &request).requested_lifetime(expected),
+            t.expect(ALICE, signed_at, &request)
+                .requested_lifetime(expected),
         );
         assert_eq!(
             record.intent.not_after - record.intent.not_before,
@@ -401,15 +428,22 @@ fn default_and_requested_lifetimes() {
 fn csr8_lifetimes_outside_the_policy_are_refused() {
     let t = TestCa::new();
     for (lifetime, words) in [
-        (Duration::hours(24) + Duration::seconds(1), "exceeds the maximum 1d"),
+        (
+            Duration::hours(24) + Duration::seconds(1),
+            "exceeds the maximum 1d",
+        ),
         (Duration::days(3650), "exceeds the maximum"),
-        (Duration::minutes(5) - Duration::seconds(1), "below the 5m minimum"),
+        (
+            Duration::minutes(5) - Duration::seconds(1),
+            "below the 5m minimum",
+        ),
         (Duration::ZERO, "below the 5m minimum"),
         (Duration::hours(-1), "below the 5m minimum"),
         (Duration::MIN, "below the 5m minimum"),
     ] {
         let request = plain_csr();
-        let err = t.refused(|a| a.issue_csr(ALICE, &request, EnrollmentMethod::Cli, Some(lifetime)));
+        let err =
+            t.refused(|a| a.issue_csr(ALICE, &request, EnrollmentMethod::Cli, Some(lifetime)));
         assert_policy(&err, "default", "max_lifetime");
         assert!(err.to_string().contains(words), "{lifetime}: {err}");
     }
@@ -441,10 +475,14 @@ fn csr9_no_certificate_outlives_the_issuing_ca() {
         .authorize(&req, ca_not_after - Duration::hours(24))
         .unwrap();
     assert_eq!(auth.lifetime(), Duration::hours(24));
-    assert!(t
-        .authority
-        .authorize(&req, ca_not_after - Duration::hours(24) + Duration::seconds(1))
-        .is_err());
+    assert!(
+        t.authority
+            .authorize(
+                &req,
+                ca_not_after - Duration::hours(24) + Duration::seconds(1)
+            )
+            .is_err()
+    );
     // A shorter requested lifetime fits where the default does not.
     req.lifetime = Some(Duration::minutes(30));
     t.authority
@@ -516,7 +554,12 @@ fn csr4_csr5_nothing_from_the_request_reaches_the_certificate() {
         let (_, cert) = X509Certificate::from_der(&record.der).unwrap();
         // The subject is empty: nothing of it was copied.
         assert_eq!(cert.tbs_certificate.subject.as_raw(), &[0x30, 0x00]);
-        for needle in [cn.as_bytes(), b"smuggled", b"evil.example", &[0x83, 0xb2, 0x03, 0x01]] {
+        for needle in [
+            cn.as_bytes(),
+            b"smuggled",
+            b"evil.example",
+            &[0x83, 0xb2, 0x03, 0x01],
+        ] {
             assert!(
                 !record.der.windows(needle.len()).any(|w| w == needle),
                 "{cn:?}: the certificate contains {:?} from the request",
@@ -590,7 +633,10 @@ fn csr6_non_canonical_uri_names_in_the_request_are_refused() {
         );
     }
     // A non-ASCII URI is not even an IA5String: refused when the request is parsed.
-    let raw_san = seq(&[&profile::tlv(0x86, "spiffe://example.org/agent/alïce".as_bytes())]);
+    let raw_san = seq(&[&profile::tlv(
+        0x86,
+        "spiffe://example.org/agent/alïce".as_bytes(),
+    )]);
     let mut p = params(vec![]);
     p.custom_extensions
         .push(CustomExtension::from_oid_content(&[2, 5, 29, 17], raw_san));
@@ -632,10 +678,22 @@ fn csr7_an_agent_cannot_ask_for_another_identity() {
     let key = p256();
     for (agent, name) in [
         (ALICE, BOB),
-        ("spiffe://example.org/agent/a", "spiffe://example.org/agent/ab"),
-        ("spiffe://example.org/agent/ab", "spiffe://example.org/agent/a"),
-        ("spiffe://example.org/agent/a", "spiffe://example.org/agent/a/x"),
-        ("spiffe://example.org/agent/a/x", "spiffe://example.org/agent/a"),
+        (
+            "spiffe://example.org/agent/a",
+            "spiffe://example.org/agent/ab",
+        ),
+        (
+            "spiffe://example.org/agent/ab",
+            "spiffe://example.org/agent/a",
+        ),
+        (
+            "spiffe://example.org/agent/a",
+            "spiffe://example.org/agent/a/x",
+        ),
+        (
+            "spiffe://example.org/agent/a/x",
+            "spiffe://example.org/agent/a",
+        ),
         (ALICE, "spiffe://other.org/agent/alice"),
         (ALICE, "spiffe://example.org.evil/agent/alice"),
         (ALICE, "spiffe://example.org/agent/alicex"),
@@ -664,12 +722,14 @@ fn csr7_unknown_foreign_and_disabled_agents_are_refused() {
         ("spiffe://example.org/agent/alice/x", |e| {
             matches!(e, Error::UnknownAgent(_))
         }),
-        ("spiffe://other.org/agent/alice", |e| {
-            matches!(e, Error::InvalidAgentId(m) if m.contains("trust domain other.org"))
-        }),
-        ("spiffe://example.org.evil/agent/alice", |e| {
-            matches!(e, Error::InvalidAgentId(m) if m.contains("trust domain"))
-        }),
+        (
+            "spiffe://other.org/agent/alice",
+            |e| matches!(e, Error::InvalidAgentId(m) if m.contains("trust domain other.org")),
+        ),
+        (
+            "spiffe://example.org.evil/agent/alice",
+            |e| matches!(e, Error::InvalidAgentId(m) if m.contains("trust domain")),
+        ),
         ("spiffe://example.org/agent/gone", |e| {
             matches!(e, Error::AgentDisabled(_))
         }),
@@ -680,9 +740,17 @@ fn csr7_unknown_foreign_and_disabled_agents_are_refused() {
     // A path no policy covers.
     t.add_agent("spiffe://example.org/service/x");
     let err = t.refused(|a| {
-        a.issue_csr("spiffe://example.org/service/x", &request, EnrollmentMethod::Cli, None)
+        a.issue_csr(
+            "spiffe://example.org/service/x",
+            &request,
+            EnrollmentMethod::Cli,
+            None,
+        )
     });
-    assert!(matches!(&err, Error::PolicyRefused { rule, .. } if rule == "agents"), "{err:?}");
+    assert!(
+        matches!(&err, Error::PolicyRefused { rule, .. } if rule == "agents"),
+        "{err:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -711,7 +779,10 @@ fn strict_policy_refusals_name_the_rule() {
         "a.b.payments.internal.example.org",
         "pay1.payments.internal.example.org.evil.com",
     ] {
-        let request = csr(&ec, vec![dns("pay1.payments.internal.example.org"), dns(name)]);
+        let request = csr(
+            &ec,
+            vec![dns("pay1.payments.internal.example.org"), dns(name)],
+        );
         let err = t.refused(|a| a.issue_csr(PAYER, &request, EnrollmentMethod::Acme, None));
         assert_policy(&err, "strict", "dns");
         assert!(err.to_string().contains(name), "{err}");
@@ -722,7 +793,12 @@ fn strict_policy_refusals_name_the_rule() {
         assert_policy(&err, "strict", "ips");
     }
     let err = t.refused(|a| {
-        a.issue_csr(PAYER, &plain, EnrollmentMethod::Acme, Some(Duration::minutes(61)))
+        a.issue_csr(
+            PAYER,
+            &plain,
+            EnrollmentMethod::Acme,
+            Some(Duration::minutes(61)),
+        )
     });
     assert_policy(&err, "strict", "max_lifetime");
 
@@ -731,7 +807,12 @@ fn strict_policy_refusals_name_the_rule() {
     record.policy = Some("strict".into());
     t.add(record);
     let err = t.refused(|a| {
-        a.issue_csr("spiffe://example.org/agent/mail/m1", &plain, EnrollmentMethod::Acme, None)
+        a.issue_csr(
+            "spiffe://example.org/agent/mail/m1",
+            &plain,
+            EnrollmentMethod::Acme,
+            None,
+        )
     });
     assert_policy(&err, "strict", "agents");
 }
@@ -752,7 +833,9 @@ fn strict_policy_grants_pre_authorized_names_with_server_auth() {
         ],
     );
     let signed_at = OffsetDateTime::now_utc();
-    let record = t.issue(PAYER, &request, EnrollmentMethod::Acme, None).unwrap();
+    let record = t
+        .issue(PAYER, &request, EnrollmentMethod::Acme, None)
+        .unwrap();
     t.check(
         &record,
         t.expect(PAYER, signed_at, &request)
@@ -778,7 +861,12 @@ fn default_policy_grants_only_the_agents_own_names() {
     let request = csr(&key, vec![dns("Carol.Example.org")]);
     let signed_at = OffsetDateTime::now_utc();
     let record = t
-        .issue("spiffe://example.org/agent/carol", &request, EnrollmentMethod::Cli, None)
+        .issue(
+            "spiffe://example.org/agent/carol",
+            &request,
+            EnrollmentMethod::Cli,
+            None,
+        )
         .unwrap();
     t.check(
         &record,
@@ -786,7 +874,13 @@ fn default_policy_grants_only_the_agents_own_names() {
             .dns(["carol.example.org"]),
     );
     let (_, cert) = X509Certificate::from_der(&record.der).unwrap();
-    assert!(cert.extended_key_usage().unwrap().unwrap().value.server_auth);
+    assert!(
+        cert.extended_key_usage()
+            .unwrap()
+            .unwrap()
+            .value
+            .server_auth
+    );
 
     // Without names, clientAuth only.
     let record = t.issue_checked(ALICE, &plain_csr());
@@ -812,7 +906,10 @@ fn csr3_a_key_revoked_for_key_compromise_is_blocked() {
     let t = TestCa::new();
     let key = p256();
     let request = csr(&key, vec![]);
-    let spki = CertificateRequest::parse(&request).unwrap().key_sha256().to_owned();
+    let spki = CertificateRequest::parse(&request)
+        .unwrap()
+        .key_sha256()
+        .to_owned();
 
     // Other reasons do not block the key.
     let first = t.issue_checked(ALICE, &request);
@@ -837,47 +934,83 @@ fn csr3_a_key_revoked_for_key_compromise_is_blocked() {
     // The block survives a restart.
     let t = t.reopen();
     let err = t.refused(|a| a.issue_csr(ALICE, &csr(&key, vec![]), EnrollmentMethod::Cli, None));
-    assert!(matches!(&err, Error::UnsupportedKey(m) if m.contains("blocked")), "{err:?}");
+    assert!(
+        matches!(&err, Error::UnsupportedKey(m) if m.contains("blocked")),
+        "{err:?}"
+    );
     // Other keys are unaffected.
     t.issue_checked(ALICE, &plain_csr());
 }
 
-/// The same P-256 key with its SubjectPublicKeyInfo SEQUENCE in a long-form length (BER):
-/// the same key, different bytes, signed by the key's holder.
-fn reencoded_key_csr(key: &KeyPair) -> Vec<u8> {
+/// Requests for `key` whose SubjectPublicKeyInfo names the same P-256 key in other bytes,
+/// signed by the key's holder: the SPKI SEQUENCE with a long-form length (BER), and the curve
+/// OID's content octets under a SEQUENCE tag (which x509-parser reads as the OID).
+fn re_encoded_key_csrs(key: &KeyPair) -> Vec<(&'static str, Vec<u8>)> {
     let spki = key.subject_public_key_info();
     let mut long = vec![0x30, 0x82, 0x00, spki[1]];
     long.extend(&spki[2..]);
-    let info = seq(&[&profile::tlv(0x02, &[0]), &seq(&[]), &long, &profile::tlv(0xa0, &[])]);
-    let signature = key.sign(&info).unwrap();
-    let ecdsa_sha256 = [
-        0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02,
-    ];
-    seq(&[
-        &info,
-        &ecdsa_sha256,
-        &profile::tlv(0x03, &[&[0u8][..], &signature].concat()),
-    ])
+    let mut disguised = spki.clone();
+    // 30 59 30 13 06 07 <ecPublicKey> 06 08 <P-256>: retag the curve OID as a SEQUENCE.
+    assert_eq!(disguised[13], 0x06);
+    disguised[13] = 0x30;
+    [
+        ("long-form SPKI length", long),
+        ("curve OID tagged as SEQUENCE", disguised),
+    ]
+    .into_iter()
+    .map(|(what, spki)| {
+        let info = seq(&[
+            &profile::tlv(0x02, &[0]),
+            &seq(&[]),
+            &spki,
+            &profile::tlv(0xa0, &[]),
+        ]);
+        let signature = key.sign(&info).unwrap();
+        let ecdsa_sha256 = [
+            0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02,
+        ];
+        let der = seq(&[
+            &info,
+            &ecdsa_sha256,
+            &profile::tlv(0x03, &[&[0u8][..], &signature].concat()),
+        ]);
+        (what, der)
+    })
+    .collect()
 }
 
 #[test]
-#[ignore = "BUG: the key blocklist compares hashes of the request's raw (possibly BER) key bytes"]
+#[ignore = "BUG: authorize checks the key blocklist against the hash of the request's raw, possibly BER, key bytes"]
 fn csr3_key_block_cannot_be_evaded_by_re_encoding_the_key() {
+    // Today such a request passes `authorize` (blocklist and own-key checks compare raw
+    // bytes), reserves a serial, and is stopped only by the pre-signing lint, as a
+    // ProfileViolation, with no cert.refused audit entry and an orphaned serial reservation.
     let t = TestCa::new();
     let key = p256();
     let record = t.issue_checked(ALICE, &csr(&key, vec![]));
     t.authority
         .revoke(&record.intent.serial, RevocationReason::KeyCompromise)
         .unwrap();
-    let request = reencoded_key_csr(&key);
-    let signatures = t.signatures();
-    let result = t.issue(ALICE, &request, EnrollmentMethod::Acme, None);
-    assert!(
-        result.is_err(),
-        "a certificate was issued for a key blocked after keyCompromise; the CA key signed \
-         {} time(s)",
-        t.signatures() - signatures
-    );
+    for (what, request) in re_encoded_key_csrs(&key) {
+        let err = t.refused(|a| a.issue_csr(ALICE, &request, EnrollmentMethod::Acme, None));
+        assert!(
+            matches!(&err, Error::UnsupportedKey(_) | Error::BadCsr(_)),
+            "{what}: {err:?}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "BUG: a request whose key is not in DER reserves a serial and fails in the pre-signing lint"]
+fn non_der_public_keys_are_refused_before_a_serial_is_reserved() {
+    let t = TestCa::new();
+    for (what, request) in re_encoded_key_csrs(&p256()) {
+        let err = t.refused(|a| a.issue_csr(ALICE, &request, EnrollmentMethod::Acme, None));
+        assert!(
+            matches!(&err, Error::UnsupportedKey(_) | Error::BadCsr(_)),
+            "{what}: {err:?}"
+        );
+    }
 }
 
 #[test]
@@ -974,9 +1107,15 @@ fn revocation_is_recorded_once() {
     assert_eq!(entry.fields["agent"], ALICE);
 
     // Twice: refused, and the first revocation stands.
-    for reason in [RevocationReason::CessationOfOperation, RevocationReason::KeyCompromise] {
+    for reason in [
+        RevocationReason::CessationOfOperation,
+        RevocationReason::KeyCompromise,
+    ] {
         let err = t.authority.revoke(&serial, reason).unwrap_err();
-        assert!(matches!(&err, Error::AlreadyRevoked(s) if *s == serial.to_hex()), "{err:?}");
+        assert!(
+            matches!(&err, Error::AlreadyRevoked(s) if *s == serial.to_hex()),
+            "{err:?}"
+        );
     }
     match t.ca.store().serial(&serial).unwrap() {
         Some(SerialEntry::Issued(stored)) => assert_eq!(stored.revocation, Some(revocation)),
@@ -984,12 +1123,23 @@ fn revocation_is_recorded_once() {
     }
     // The failed keyCompromise did not block the key either.
     let key = hex::decode(&record.intent.key_sha256).unwrap();
-    assert!(!t.ca.store().is_key_blocked(&key.try_into().unwrap()).unwrap());
+    assert!(
+        !t.ca
+            .store()
+            .is_key_blocked(&key.try_into().unwrap())
+            .unwrap()
+    );
 
     // Unknown serials.
     let unknown = Serial::from_bytes([0x42; 16]).unwrap();
-    let err = t.authority.revoke(&unknown, RevocationReason::Superseded).unwrap_err();
-    assert!(matches!(&err, Error::UnknownSerial(s) if *s == unknown.to_hex()), "{err:?}");
+    let err = t
+        .authority
+        .revoke(&unknown, RevocationReason::Superseded)
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::UnknownSerial(s) if *s == unknown.to_hex()),
+        "{err:?}"
+    );
 
     // removeFromCRL undoes a hold, which agentca never places: refused, nothing changes.
     let other = t.issue_checked(ALICE, &plain_csr());
@@ -1003,15 +1153,20 @@ fn revocation_is_recorded_once() {
         other => panic!("{other:?}"),
     }
     // Revocation signs nothing by itself (the CRL does, below).
-    assert_eq!(t.signatures(), signatures + 1, "only the second issuance signed");
+    assert_eq!(
+        t.signatures(),
+        signatures + 1,
+        "only the second issuance signed"
+    );
 }
 
 /// The root's CRL (empty), signed with the root key, so rustls-webpki can check the issuing
 /// CA's status too.
 fn root_crl(t: &TestCa) -> Vec<u8> {
-    let root_key = t.ca.signer("root.key", &Protection::InsecurePlaintext).unwrap();
-    let issuer =
-        Issuer::from_ca_cert_der(&t.root.as_slice().into(), root_key.key_pair()).unwrap();
+    let root_key =
+        t.ca.signer("root.key", &Protection::InsecurePlaintext)
+            .unwrap();
+    let issuer = Issuer::from_ca_cert_der(&t.root.as_slice().into(), root_key.key_pair()).unwrap();
     let now = profile::whole_seconds(OffsetDateTime::now_utc());
     rcgen::CertificateRevocationListParams {
         this_update: now - Duration::minutes(1),
@@ -1065,10 +1220,20 @@ fn revoked_certificates_appear_on_a_crl_verifiers_honour() {
     );
 
     let chain = [t.issuing.clone()];
-    agentca_testkit::openssl::openssl_verify_der_with_crl(&revoked.der, &chain, &t.root, &published.der)
-        .assert_rejected_with("certificate revoked");
-    agentca_testkit::openssl::openssl_verify_der_with_crl(&valid.der, &chain, &t.root, &published.der)
-        .assert_accepted();
+    agentca_testkit::openssl::openssl_verify_der_with_crl(
+        &revoked.der,
+        &chain,
+        &t.root,
+        &published.der,
+    )
+    .assert_rejected_with("certificate revoked");
+    agentca_testkit::openssl::openssl_verify_der_with_crl(
+        &valid.der,
+        &chain,
+        &t.root,
+        &published.der,
+    )
+    .assert_accepted();
     let crls = vec![published.der.clone(), root_crl(&t)];
     assert_webpki_revoked(&revoked.der, &t.chain(), &t.root, &crls, now);
     webpki_verify_client_with_crls(&valid.der, &t.chain(), &t.root, &crls, now).unwrap();
@@ -1077,7 +1242,12 @@ fn revoked_certificates_appear_on_a_crl_verifiers_honour() {
     t.authority
         .revoke(&valid.intent.serial, RevocationReason::Superseded)
         .unwrap();
-    let next = crl::publish(&t.authority, OffsetDateTime::now_utc(), crl::DEFAULT_VALIDITY).unwrap();
+    let next = crl::publish(
+        &t.authority,
+        OffsetDateTime::now_utc(),
+        crl::DEFAULT_VALIDITY,
+    )
+    .unwrap();
     assert!(next.number > published.number);
     assert_eq!(next.entries, 2);
     pkilint_crl(&next.der);
@@ -1099,7 +1269,11 @@ fn crl_numbers_strictly_increase_across_publishes_and_restarts() {
                 Some(vec![published.number])
             );
             if let Some((number, this_update)) = last {
-                assert!(published.number > number, "round {round}: {} after {number}", published.number);
+                assert!(
+                    published.number > number,
+                    "round {round}: {} after {number}",
+                    published.number
+                );
                 assert!(published.this_update >= this_update);
             }
             last = Some((published.number, published.this_update));
@@ -1168,13 +1342,17 @@ fn concurrent_issuance_gives_distinct_durable_serials() {
     assert_eq!(serials.len(), 32);
     assert_eq!(t.serials(), 32);
     assert_eq!(t.signatures(), 32);
-    for (record, request) in records.iter().zip(&requests) {
+    for (i, (record, request)) in records.iter().zip(&requests).enumerate() {
         let agent = record.intent.agent_id.clone();
-        t.check(
-            record,
-            t.expect(&agent, signed_at, request)
-                .signing_window(Duration::minutes(5)),
-        );
+        let expect = t
+            .expect(&agent, signed_at, request)
+            .signing_window(Duration::minutes(5));
+        // The external linters and verifiers on a sample; the in-process checks on all.
+        if i % 8 == 0 {
+            t.check(record, expect);
+        } else {
+            t.check_in_process(record, expect);
+        }
     }
     let report = audit::verify(&t.dir.audit_log()).unwrap();
     assert!(report.is_intact(), "{report}");
