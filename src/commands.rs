@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use agentca_core::ca::{self, Ca, DataDir, InitOptions};
 use agentca_core::csr::KeyKind;
 use agentca_core::identity::SpiffeId;
-use agentca_core::keyfile::Protection;
+use agentca_core::keyfile::{Passphrase, Protection};
 use agentca_core::policy::{check_dns_name, format_duration, parse_duration};
 use agentca_core::store::{
     AgentRecord, CertificateFilter, CertificateRecord, EnrollmentMethod, RevocationReason, Serial,
@@ -28,7 +28,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
     let dir = DataDir::new(&g.data_dir);
     let out = g.output;
     match cli.command {
-        Command::Init(args) => init(&dir, out, args),
+        Command::Init(args) => init(&dir, out, g.passphrase_file.as_deref(), args),
         Command::Agent(cmd) => agent(&dir, out, cmd),
         Command::Issue(args) => issue(&dir, out, g.passphrase_file.as_deref(), args),
         Command::Revoke(args) => revoke(&dir, out, g.passphrase_file.as_deref(), args),
@@ -38,18 +38,28 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn init(dir: &DataDir, out: OutputFormat, args: InitArgs) -> Result<ExitCode> {
+fn init(
+    dir: &DataDir,
+    out: OutputFormat,
+    passphrase_file: Option<&Path>,
+    args: InitArgs,
+) -> Result<ExitCode> {
     let key_type: KeyKind = args.key_type.parse().map_err(Error::InvalidArgument)?;
     let protection = if args.insecure_unencrypted_keys {
         Protection::InsecurePlaintext
+    } else if let Some(file) = passphrase_file {
+        Protection::Passphrase(Passphrase::from_file(file)?)
     } else {
-        Protection::Passphrase(ca::passphrase(None).map_err(|_| {
-            Error::InvalidArgument(
-                "set AGENTCA_PASSPHRASE (or --passphrase-file) to encrypt the CA keys, or pass \
-                 --insecure-unencrypted-keys for a development CA"
-                    .into(),
-            )
-        })?)
+        match Passphrase::from_env()? {
+            Some(p) => Protection::Passphrase(p),
+            None => {
+                return Err(Error::InvalidArgument(
+                    "set AGENTCA_PASSPHRASE (or --passphrase-file) to encrypt the CA keys, or \
+                     pass --insecure-unencrypted-keys for a development CA"
+                        .into(),
+                ));
+            }
+        }
     };
     let report = ca::init(
         dir,
@@ -152,6 +162,7 @@ fn agent(dir: &DataDir, out: OutputFormat, cmd: AgentCommand) -> Result<ExitCode
             print(out, &text, &json!({ "agents": docs }));
         }
         AgentCommand::Show { id } => {
+            SpiffeId::parse(&id)?;
             let a = store
                 .agent(&id)?
                 .ok_or_else(|| Error::UnknownAgent(id.clone()))?;
@@ -181,6 +192,7 @@ fn agent(dir: &DataDir, out: OutputFormat, cmd: AgentCommand) -> Result<ExitCode
             print(out, &text, &doc);
         }
         AgentCommand::Disable { id } => {
+            SpiffeId::parse(&id)?;
             let mut a = store
                 .agent(&id)?
                 .ok_or_else(|| Error::UnknownAgent(id.clone()))?;
@@ -220,6 +232,9 @@ fn issue(
         .transpose()
         .map_err(|e| Error::InvalidArgument(format!("--ttl: {e}")))?;
     let csr = read_limited(&args.csr, agentca_core::csr::MAX_CSR_LEN)?;
+    // Where the certificate goes is settled before anything is signed: a certificate that
+    // cannot be written would be issued and recorded for nothing, and a retry would issue twice.
+    let output = args.out.as_deref().map(AtomicFile::create).transpose()?;
     let ca = Ca::open(dir)?;
     let protection = ca.protection(passphrase_file)?;
     let authority = ca.authority(&protection)?;
@@ -237,9 +252,10 @@ fn issue(
         rfc3339(record.intent.not_before),
         rfc3339(record.intent.not_after)
     );
-    match &args.out {
-        Some(path) => {
-            write_atomic(path, chain_pem.as_bytes())?;
+    match output {
+        Some(file) => {
+            let path = file.path().to_owned();
+            file.commit(chain_pem.as_bytes())?;
             print(out, &format!("{summary}\nwrote {}", path.display()), &doc);
         }
         None => {
@@ -395,7 +411,7 @@ fn crl(
     let protection = ca.protection(passphrase_file)?;
     let authority = ca.authority(&protection)?;
     let crl = agentca_core::crl::publish(&authority, now(), agentca_core::crl::DEFAULT_VALIDITY)?;
-    let pem = pem::encode(&pem::Pem::new("X509 CRL", crl.der.clone()));
+    let pem = pem_encode("X509 CRL", &crl.der);
     let doc = json!({
         "number": crl.number,
         "this_update": rfc3339(crl.this_update),
@@ -412,7 +428,7 @@ fn crl(
     match &args.out {
         Some(path) => {
             let is_pem = path.extension().is_some_and(|e| e == "pem");
-            write_atomic(path, if is_pem { pem.as_bytes() } else { &crl.der })?;
+            AtomicFile::create(path)?.commit(if is_pem { pem.as_bytes() } else { &crl.der })?;
             print(out, &format!("{summary}\nwrote {}", path.display()), &doc);
         }
         None => {
@@ -553,7 +569,15 @@ fn parse_serial(s: &str) -> Result<Serial> {
 }
 
 fn pem_cert(der: &[u8]) -> String {
-    pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))
+    pem_encode("CERTIFICATE", der)
+}
+
+/// PEM with LF line endings (the `pem` crate's default is CRLF).
+fn pem_encode(label: &str, der: &[u8]) -> String {
+    pem::encode_config(
+        &pem::Pem::new(label, der.to_vec()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
 }
 
 fn now() -> OffsetDateTime {
@@ -565,7 +589,8 @@ fn rfc3339(t: OffsetDateTime) -> String {
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
-/// Reads at most `limit` bytes; a larger file is refused without reading it all.
+/// Reads at most `limit + 1` bytes: enough for the core to see (and audit) that a file is too
+/// large, without reading all of it.
 fn read_limited(path: &Path, limit: usize) -> Result<Vec<u8>> {
     let file =
         std::fs::File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
@@ -573,30 +598,48 @@ fn read_limited(path: &Path, limit: usize) -> Result<Vec<u8>> {
     file.take(limit as u64 + 1)
         .read_to_end(&mut buf)
         .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
-    if buf.len() > limit {
-        return Err(Error::BadCsr(format!(
-            "{} is larger than the {limit}-byte limit for a CSR",
-            path.display()
-        )));
-    }
     Ok(buf)
 }
 
-/// Writes a file atomically: temporary file, fsync, rename, directory fsync.
-fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir)
-        .map_err(|e| Error::io(format!("create a temporary file in {}", dir.display()), e))?;
-    tmp.write_all(contents)
-        .and_then(|()| tmp.as_file().sync_all())
-        .map_err(|e| Error::io(format!("write {}", path.display()), e))?;
-    tmp.persist(path)
-        .map_err(|e| Error::io(format!("rename into {}", path.display()), e.error))?;
-    std::fs::File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(format!("sync {}", dir.display()), e))
+/// A file written atomically: a temporary file in the target's directory (created up front,
+/// so an unwritable destination fails early), then fsync, rename and directory fsync.
+struct AtomicFile {
+    path: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    tmp: tempfile::NamedTempFile,
+}
+
+impl AtomicFile {
+    fn create(path: &Path) -> Result<Self> {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => std::path::PathBuf::from("."),
+        };
+        let tmp = tempfile::NamedTempFile::new_in(&dir)
+            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+        Ok(Self {
+            path: path.to_owned(),
+            dir,
+            tmp,
+        })
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn commit(mut self, contents: &[u8]) -> Result<()> {
+        use std::io::Write;
+        let path = self.path;
+        self.tmp
+            .write_all(contents)
+            .and_then(|()| self.tmp.as_file().sync_all())
+            .map_err(|e| Error::io(format!("write {}", path.display()), e))?;
+        self.tmp
+            .persist(&path)
+            .map_err(|e| Error::io(format!("write {}", path.display()), e.error))?;
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(format!("sync {}", self.dir.display()), e))
+    }
 }

@@ -31,7 +31,9 @@ pub(crate) fn error(format: OutputFormat, e: &agentca_core::Error) {
         OutputFormat::Text => eprintln!("error: {e}"),
         OutputFormat::Json => {
             let doc = serde_json::json!({ "error": { "kind": kind(e), "message": e.to_string() } });
-            println!("{doc:#}");
+            let mut out = std::io::stdout().lock();
+            // A closed pipe must not turn an error into a panic.
+            let _ = writeln!(out, "{doc:#}").and_then(|()| out.flush());
         }
     }
 }

@@ -4,9 +4,11 @@
 //! audit log must stay a valid chain; the store must open; the CRL must list every
 //! acknowledged revocation.
 //!
-//! The kill lands 5–400 ms after the spawn. A command takes roughly 100–200 ms in a debug
-//! build, so most kills land mid-command (key loading, signing, the store flush, the audit
-//! fsync, printing) and the rest let the command finish and be acknowledged. Set
+//! The kill lands 5–400 ms after the spawn: for half the commands anywhere in that range, for
+//! the other half in the last half of a typical run of that command (measured as the test
+//! goes), where the store flush, the audit fsync and the output happen. A command takes
+//! roughly 100–200 ms in a debug build, so most kills land mid-command and the rest let the
+//! command finish and be acknowledged. Set
 //! `AGENTCA_CRASH_SEED` to replay a run; the seed is printed with every failure.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -133,7 +135,10 @@ fn acknowledged_work_survives_sigkill_at_random_moments() {
     // Found revoked by a later `revoke` (an earlier, killed one got through).
     let mut found_revoked: BTreeSet<String> = BTreeSet::new();
     let (mut cycles, mut kills, mut finished) = (0usize, 0usize, 0usize);
+    let mut kills_in_a_row = 0usize;
     let mut killed_ops = BTreeMap::<&str, usize>::new();
+    // Running average run time of a finished issue and revoke, in ms.
+    let mut typical_ms: [Option<u64>; 2] = [None, None];
 
     let started = Instant::now();
     while cycles < MAX_CYCLES
@@ -165,14 +170,30 @@ fn acknowledged_work_survives_sigkill_at_random_moments() {
             }
         }
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let delay =
-            Duration::from_millis(MIN_DELAY_MS + rng.below(MAX_DELAY_MS - MIN_DELAY_MS + 1));
+        let kind = match op {
+            Op::Issue => 0,
+            Op::Revoke(_) => 1,
+        };
+        // Half the kills anywhere in 5–400 ms; the other half in the last half of a typical
+        // run of this command, where the store flush, the audit fsync and the output happen.
+        let delay_ms = match typical_ms[kind] {
+            Some(t) if rng.below(2) == 0 => t / 2 + rng.below(t / 2 + t / 10 + 1),
+            _ => MIN_DELAY_MS + rng.below(MAX_DELAY_MS - MIN_DELAY_MS + 1),
+        };
+        let mut delay = Duration::from_millis(delay_ms.clamp(MIN_DELAY_MS, MAX_DELAY_MS));
+        // On a slow machine most commands outlive 400 ms; let one finish now and then so
+        // there is acknowledged work to check.
+        if kills_in_a_row >= 4 {
+            delay = Duration::from_secs(60);
+        }
+        let spawned = Instant::now();
         let child = cmd.spawn().unwrap();
-        let deadline = Instant::now() + delay;
+        let deadline = spawned + delay;
 
         match run_until(child, deadline) {
             End::Killed => {
                 kills += 1;
+                kills_in_a_row += 1;
                 let name = match op {
                     Op::Issue => "issue",
                     Op::Revoke(_) => "revoke",
@@ -185,6 +206,9 @@ fn acknowledged_work_survives_sigkill_at_random_moments() {
                 stderr,
             } => {
                 finished += 1;
+                kills_in_a_row = 0;
+                let took = spawned.elapsed().as_millis() as u64;
+                typical_ms[kind] = Some(typical_ms[kind].map_or(took, |t| (3 * t + took) / 4));
                 assert!(
                     !stdout.contains("panicked") && !stderr.contains("panicked"),
                     "{ctx}: {op:?} panicked after a crash:\n{stdout}\n{stderr}"
@@ -222,7 +246,7 @@ fn acknowledged_work_survives_sigkill_at_random_moments() {
     let elapsed = started.elapsed();
     eprintln!(
         "{ctx}: {cycles} cycles in {elapsed:?}, {kills} killed ({killed_ops:?}), {finished} finished; \
-         {} issued, {} revoked acknowledged",
+         {} issued, {} revoked acknowledged; typical run (issue, revoke) {typical_ms:?} ms",
         issued.len(),
         revoked.len()
     );

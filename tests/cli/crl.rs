@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use x509_parser::prelude::FromDer;
 use x509_parser::revocation_list::CertificateRevocationList;
 
-use super::support::{Env, PKILINT_ALLOWED_ANY, pem_certs, serial_of};
+use super::support::{Env, Outcome, PKILINT_ALLOWED_ANY, pem_certs, serial_of};
 
 /// What a test reads from a CRL.
 struct Parsed {
@@ -219,6 +219,6 @@ fn crl_needs_the_passphrase() {
     let env = Env::with_ca();
     let mut cmd = env.command();
     cmd.env_remove("AGENTCA_PASSPHRASE").arg("crl");
-    let out = super::support::Outcome::of(&mut cmd);
+    let out = Outcome::of(&mut cmd);
     assert!(out.error_line().contains("AGENTCA_PASSPHRASE"), "{out}");
 }

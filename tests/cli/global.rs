@@ -98,3 +98,52 @@ fn a_command_without_a_ca_says_how_to_make_one() {
         "a read command created the data directory"
     );
 }
+
+/// Runs `args` with standard output a pipe whose reading end is closed at once, as with
+/// `agentca ... | head -0`; returns the outcome with stderr.
+fn with_closed_stdout(env: &Env, args: &[&str]) -> (Option<i32>, String) {
+    let mut cmd = env.command();
+    cmd.args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    // The binary needs far longer to start than this takes, so it writes into a closed pipe.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let env = Env::with_ca();
+    env.add_agent("/agent/alice", &[]);
+    for args in [
+        &["agent", "list"][..],
+        &["--output", "json", "agent", "list"][..],
+        &["agent", "show", "spiffe://example.org/agent/nobody"][..],
+    ] {
+        let (code, stderr) = with_closed_stdout(&env, args);
+        assert!(!stderr.contains("panicked"), "{args:?} panicked:\n{stderr}");
+        assert!(matches!(code, Some(0 | 1)), "{args:?}: {code:?}\n{stderr}");
+    }
+}
+
+#[test]
+fn a_json_error_into_a_closed_stdout_is_not_a_panic() {
+    let env = Env::with_ca();
+    let (code, stderr) = with_closed_stdout(
+        &env,
+        &[
+            "--output",
+            "json",
+            "agent",
+            "show",
+            "spiffe://example.org/agent/nobody",
+        ],
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(code, Some(1), "{stderr}");
+}

@@ -50,6 +50,8 @@ struct Settings {
     growth_issues: usize,
     growth_rounds: usize,
     fill_budget: Duration,
+    piece_writes: usize,
+    piece_syncs: usize,
 }
 
 impl Settings {
@@ -64,6 +66,8 @@ impl Settings {
                 growth_issues: 200,
                 growth_rounds: 1,
                 fill_budget: Duration::from_secs(60),
+                piece_writes: 100,
+                piece_syncs: 10,
             };
         }
         let growth = std::env::var("AGENTCA_BENCH_GROWTH")
@@ -247,6 +251,79 @@ fn fill(
     })
 }
 
+/// Each durable step alone, one thread, on a fresh store: what one issue pays besides the
+/// signature, and what a group commit costs when nobody shares it.
+fn pieces(count: usize, syncs: usize) -> Vec<(&'static str, Duration)> {
+    let fx = Fixture::new();
+    let requester = Requester::register(&fx.ca, "pieces");
+    let template = template_der(&fx.authority, &requester);
+    let serial_at = serial_offset(&template);
+    let store = fx.ca.store();
+    let audit = fx.ca.audit();
+    let mut rng = Seeded::new(0x0d0e);
+    let now = OffsetDateTime::now_utc();
+    let entry = || {
+        serde_json::json!({
+            "serial": "0123456789abcdef0123456789abcdef",
+            "agent": requester.agent_id,
+            "method": "acme",
+            "not_before": "2026-01-01T00:00:00Z",
+            "not_after": "2026-01-02T00:00:00Z",
+            "key_sha256": "00".repeat(32),
+            "dns": [],
+            "ips": [],
+            "cert_sha256": "11".repeat(32),
+        })
+    };
+
+    let per = |started: Instant, n: usize| started.elapsed() / n.max(1) as u32;
+    let mut out = Vec::new();
+
+    let t = Instant::now();
+    for _ in 0..count {
+        record_certificate(
+            store.as_ref(),
+            &template,
+            serial_at,
+            rng.serial(),
+            &requester.agent_id,
+            now,
+        );
+    }
+    out.push(("store: reserve_serial + record_certificate (no commit)", per(t, count)));
+    store.commit().expect("commit");
+
+    let t = Instant::now();
+    for _ in 0..count {
+        audit.append("cert.issued", entry()).expect("append");
+    }
+    out.push(("audit: append of a cert.issued entry (no sync)", per(t, count)));
+    audit.sync().expect("sync");
+
+    let t = Instant::now();
+    for _ in 0..syncs {
+        record_certificate(
+            store.as_ref(),
+            &template,
+            serial_at,
+            rng.serial(),
+            &requester.agent_id,
+            now,
+        );
+        store.commit().expect("commit");
+    }
+    let with_commit = per(t, syncs);
+    out.push(("store: one record + commit (sled flush, fsync file and directory)", with_commit));
+
+    let t = Instant::now();
+    for _ in 0..syncs {
+        audit.append("cert.issued", entry()).expect("append");
+        audit.sync().expect("sync");
+    }
+    out.push(("audit: one append + sync (fdatasync)", per(t, syncs)));
+    out
+}
+
 fn main() {
     let settings = Settings::from_env();
     println!(
@@ -284,6 +361,12 @@ fn main() {
     let fresh_disk = disk_usage(&fx.store_path());
     drop(requesters);
     drop(fx);
+
+    println!("\n[2b] each durable step alone, one thread, fresh store");
+    let steps = pieces(settings.piece_writes, settings.piece_syncs);
+    for (what, took) in &steps {
+        println!("    {what}: {:.1} µs", us(*took));
+    }
 
     // 3: the growth series on its own CA.
     println!(
@@ -381,7 +464,7 @@ fn main() {
         );
     }
     println!(
-        "fill time in total: {:.0} s",
+        "growth series took {:.0} s (filling and measuring)",
         fill_started.elapsed().as_secs_f64()
     );
 }

@@ -542,16 +542,17 @@ fn sha256(data: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(data).into()
 }
 
+/// Creates a directory only its owner can enter, or makes an existing one so: the store and
+/// the audit log inside it are not meant for other local users.
 fn create_private_dir(path: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    match std::fs::DirBuilder::new()
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(path)
-    {
-        Ok(()) => Ok(()),
-        Err(e) => Err(Error::io(format!("create {}", path.display()), e)),
-    }
+        .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::io(format!("restrict {} to its owner", path.display()), e))
 }
 
 /// Writes a new file (never replacing one), mode 0644 for certificates and config, durably.

@@ -141,6 +141,16 @@ impl CertificateRequest {
 
     /// Parses and checks a DER CSR.
     pub fn from_der(der: &[u8]) -> Result<Self> {
+        // x509-parser accepts BER framing (long-form and indefinite lengths); the `der` crate
+        // does not. Requiring strict DER first means one key has one encoding, so blocklists
+        // and own-key checks that compare bytes cannot be evaded by re-encoding.
+        {
+            use der::Decode;
+            x509_cert::request::CertReq::from_der(der).map_err(|e| match e.kind() {
+                der::ErrorKind::TrailingData { .. } => bad("trailing bytes after the request"),
+                _ => bad("not a DER PKCS#10 certification request (BER or malformed)"),
+            })?;
+        }
         let (rest, csr) = X509CertificationRequest::from_der(der)
             .map_err(|_| bad("not a DER PKCS#10 certification request"))?;
         if !rest.is_empty() {
@@ -176,6 +186,14 @@ impl CertificateRequest {
             }
         }
         let spki_der = spki.raw.to_vec();
+        // One key, one encoding: certificates carry the canonical form, and byte comparisons
+        // (blocklist, the CA's own keys) must not be evaded by an equivalent re-encoding.
+        if spki_der != canonical_spki(key, &spki.subject_public_key.data) {
+            return Err(weak(
+                "the public key is not in its canonical DER form (RFC 3279, RFC 5480, RFC 8410)"
+                    .into(),
+            ));
+        }
         let key_sha256 = Sha256::digest(&spki_der).into();
         Ok(Self {
             spki_der,
@@ -229,7 +247,13 @@ fn check_key(spki: &SubjectPublicKeyInfo<'_>) -> Result<KeyKind> {
             .as_ref()
             .ok_or_else(|| weak("EC key without curve parameters".into()))?;
         // Explicit curve parameters (a SEQUENCE) are refused before anything looks at them
-        // (CVE-2022-0778 made parsers loop on them).
+        // (CVE-2022-0778 made parsers loop on them). The tag must be checked: `as_oid` reads
+        // the content of any element as an OID.
+        if params.header.tag() != x509_parser::der_parser::asn1_rs::Tag::Oid {
+            return Err(weak(
+                "explicit EC curve parameters are not accepted; use a named curve".into(),
+            ));
+        }
         let curve = params.as_oid().map_err(|_| {
             weak("explicit EC curve parameters are not accepted; use a named curve".into())
         })?;
@@ -273,6 +297,19 @@ fn check_key(spki: &SubjectPublicKeyInfo<'_>) -> Result<KeyKind> {
             )));
         }
         check_rsa_exponent(strip_leading_zeros(rsa.exponent))?;
+        let canonical = crate::profile::tlv(
+            0x30,
+            &[
+                der_integer(modulus),
+                der_integer(strip_leading_zeros(rsa.exponent)),
+            ]
+            .concat(),
+        );
+        if spki.subject_public_key.data.as_ref() != canonical.as_slice() {
+            return Err(weak(
+                "the RSA public key is not in DER (RFC 3279 §2.3.1)".into(),
+            ));
+        }
         if modulus.last().is_some_and(|b| b % 2 == 0) {
             return Err(weak("RSA modulus is even".into()));
         }
@@ -300,6 +337,25 @@ fn check_key(spki: &SubjectPublicKeyInfo<'_>) -> Result<KeyKind> {
     )))
 }
 
+/// The DER SubjectPublicKeyInfo every certificate of this key carries.
+fn canonical_spki(kind: KeyKind, key_bits: &[u8]) -> Vec<u8> {
+    use crate::profile::tlv;
+    // id-ecPublicKey, secp256r1, secp384r1, id-Ed25519, rsaEncryption
+    const EC: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+    const P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    const P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
+    const ED25519: &[u8] = &[0x2b, 0x65, 0x70];
+    const RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+    let algorithm = match kind {
+        KeyKind::EcdsaP256 => [tlv(0x06, EC), tlv(0x06, P256)].concat(),
+        KeyKind::EcdsaP384 => [tlv(0x06, EC), tlv(0x06, P384)].concat(),
+        KeyKind::Ed25519 => tlv(0x06, ED25519),
+        KeyKind::Rsa { .. } => [tlv(0x06, RSA), vec![0x05, 0x00]].concat(),
+    };
+    let bits = [&[0u8][..], key_bits].concat();
+    tlv(0x30, &[tlv(0x30, &algorithm), tlv(0x03, &bits)].concat())
+}
+
 fn curve_name(oid: &Oid<'_>) -> String {
     let s = oid.to_id_string();
     let name = match s.as_str() {
@@ -320,6 +376,16 @@ fn curve_name(oid: &Oid<'_>) -> String {
 fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
     let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
     &bytes[start..]
+}
+
+/// A DER INTEGER from unsigned big-endian magnitude bytes without leading zeros.
+fn der_integer(magnitude: &[u8]) -> Vec<u8> {
+    let mut content = Vec::with_capacity(magnitude.len() + 1);
+    if magnitude.first().is_none_or(|b| b & 0x80 != 0) {
+        content.push(0);
+    }
+    content.extend_from_slice(magnitude);
+    crate::profile::tlv(0x02, &content)
 }
 
 fn modulus_bits(m: &[u8]) -> usize {

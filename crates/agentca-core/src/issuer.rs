@@ -510,13 +510,41 @@ impl Authority {
             StoreError::Conflict { .. } => Error::AlreadyRevoked(serial.to_hex()),
             other => other.into(),
         })?;
+        // A compromised key compromises every certificate for it (BR §4.9.1.1): block the key
+        // and revoke its other certificates in the same durable step.
+        let mut also_revoked = Vec::new();
         if reason == RevocationReason::KeyCompromise {
             let mut key = [0u8; 32];
             if hex::decode_to_slice(&record.intent.key_sha256, &mut key).is_ok() {
                 self.store.block_key(&key)?;
             }
+            for other in self
+                .store
+                .certificates_with_key(&record.intent.key_sha256)?
+            {
+                if other.revocation.is_some() || other.intent.serial == *serial {
+                    continue;
+                }
+                match self.store.revoke(&other.intent.serial, revocation) {
+                    Ok(r) => also_revoked.push(r),
+                    Err(StoreError::Conflict { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
         }
         self.store.commit()?;
+        for other in &also_revoked {
+            self.audit.append(
+                "cert.revoked",
+                serde_json::json!({
+                    "serial": other.intent.serial.to_hex(),
+                    "agent": other.intent.agent_id,
+                    "reason": reason.name(),
+                    "revoked_at": rfc3339(revocation.revoked_at),
+                    "because_key_of": serial.to_hex(),
+                }),
+            )?;
+        }
         self.audit.append(
             "cert.revoked",
             serde_json::json!({

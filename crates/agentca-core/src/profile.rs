@@ -10,8 +10,7 @@ use std::net::IpAddr;
 
 use rcgen::{
     CertificateParams, CrlDistributionPoint, CustomExtension, DistinguishedName,
-    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyUsagePurpose, SanType,
-    SerialNumber,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyUsagePurpose, SanType, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 use x509_parser::certificate::TbsCertificate;

@@ -51,6 +51,10 @@ macro_rules! store_battery {
                 with_store($crate::battery::certificate_listing)
             }
             #[test]
+            fn certificates_by_key() {
+                with_store($crate::battery::certificates_by_key)
+            }
+            #[test]
             fn revocation_is_once() {
                 with_store($crate::battery::revocation_is_once)
             }
@@ -233,6 +237,26 @@ pub fn certificate_listing(store: &dyn Store) {
         agent_id: Some(ab.into()),
     };
     assert_eq!(store.certificates(&filter).unwrap(), vec![r3]);
+}
+
+pub fn certificates_by_key(store: &dyn Store) {
+    let mut a = intent(21);
+    a.key_sha256 = "aa".repeat(32);
+    let mut b = intent_for(22, "spiffe://example.org/agent/other");
+    b.key_sha256 = "aa".repeat(32);
+    let mut c = intent(23);
+    c.key_sha256 = "bb".repeat(32);
+    let ra = issue(store, a);
+    let rb = issue(store, b);
+    issue(store, c);
+    let found = store.certificates_with_key(&"aa".repeat(32)).unwrap();
+    assert_eq!(found, vec![ra, rb]);
+    assert!(
+        store
+            .certificates_with_key(&"cc".repeat(32))
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub fn revocation_is_once(store: &dyn Store) {

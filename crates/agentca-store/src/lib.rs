@@ -56,6 +56,9 @@ pub trait Store: Send + Sync {
     fn serial(&self, serial: &Serial) -> Result<Option<SerialEntry>>;
     /// Issued certificates (with DER), ordered by serial.
     fn certificates(&self, filter: &CertificateFilter) -> Result<Vec<CertificateRecord>>;
+    /// Issued certificates (with DER) for a public key, by the key's SHA-256 (hex, as in
+    /// [`IssuanceIntent::key_sha256`]), ordered by serial.
+    fn certificates_with_key(&self, key_sha256: &str) -> Result<Vec<CertificateRecord>>;
     /// Reserved serials that never got a certificate (for reconciliation).
     fn orphaned_intents(&self) -> Result<Vec<IssuanceIntent>>;
     /// Number of serials ever reserved.

@@ -35,6 +35,7 @@ pub struct SledStore {
     serials: Tree,
     der: Tree,
     by_agent: Tree,
+    by_key: Tree,
     revoked: Tree,
     blocked_keys: Tree,
     tokens: Tree,
@@ -82,6 +83,7 @@ impl SledStore {
             serials: tree("serials")?,
             der: tree("der")?,
             by_agent: tree("by_agent")?,
+            by_key: tree("by_key")?,
             revoked: tree("revoked")?,
             blocked_keys: tree("blocked_keys")?,
             tokens: tree("tokens")?,
@@ -172,29 +174,45 @@ impl Store for SledStore {
         let serial = record.intent.serial;
         let value = encode(&SerialEntry::Issued(record.clone()))?;
         let index_key = agent_index_key(&record.intent.agent_id, &serial);
-        let result = (&self.serials, &self.der, &self.by_agent).transaction(|(s, d, a)| {
-            match s.get(serial.as_bytes())? {
-                None => {
-                    return abort(StoreError::NotFound {
-                        what: format!("reservation for serial {serial}"),
-                    });
-                }
-                Some(v) => match decode::<SerialEntry>(&serial.to_hex(), &v) {
-                    Ok(SerialEntry::Reserved(_)) => {}
-                    Ok(SerialEntry::Issued(_)) => {
-                        return abort(StoreError::Conflict {
-                            what: format!("serial {serial} already has a certificate"),
+        let key_index_key = key_index_key(&record.intent.key_sha256, &serial);
+        let result =
+            (&self.serials, &self.der, &self.by_agent, &self.by_key).transaction(|(s, d, a, k)| {
+                match s.get(serial.as_bytes())? {
+                    None => {
+                        return abort(StoreError::NotFound {
+                            what: format!("reservation for serial {serial}"),
                         });
                     }
-                    Err(e) => return abort(e),
-                },
-            }
-            s.insert(serial.as_bytes(), value.as_slice())?;
-            d.insert(serial.as_bytes(), record.der.as_slice())?;
-            a.insert(index_key.as_slice(), &[][..])?;
-            Ok(())
-        });
+                    Some(v) => match decode::<SerialEntry>(&serial.to_hex(), &v) {
+                        Ok(SerialEntry::Reserved(_)) => {}
+                        Ok(SerialEntry::Issued(_)) => {
+                            return abort(StoreError::Conflict {
+                                what: format!("serial {serial} already has a certificate"),
+                            });
+                        }
+                        Err(e) => return abort(e),
+                    },
+                }
+                s.insert(serial.as_bytes(), value.as_slice())?;
+                d.insert(serial.as_bytes(), record.der.as_slice())?;
+                a.insert(index_key.as_slice(), &[][..])?;
+                k.insert(key_index_key.as_slice(), &[][..])?;
+                Ok(())
+            });
         flatten(result)
+    }
+
+    fn certificates_with_key(&self, key_sha256: &str) -> Result<Vec<CertificateRecord>> {
+        let prefix = agent_index_prefix(key_sha256);
+        let mut out = Vec::new();
+        for kv in self.by_key.scan_prefix(&prefix) {
+            let (k, _) = kv.map_err(backend)?;
+            let serial = serial_from_key(&k[prefix.len()..])?;
+            if let Some(SerialEntry::Issued(record)) = self.serial(&serial)? {
+                out.push(record);
+            }
+        }
+        Ok(out)
     }
 
     fn serial(&self, serial: &Serial) -> Result<Option<SerialEntry>> {
@@ -431,6 +449,10 @@ fn agent_index_key(agent: &str, serial: &Serial) -> Vec<u8> {
     let mut key = agent_index_prefix(agent);
     key.extend_from_slice(serial.as_bytes());
     key
+}
+
+fn key_index_key(key_sha256: &str, serial: &Serial) -> Vec<u8> {
+    agent_index_key(key_sha256, serial)
 }
 
 fn serial_from_key(k: &[u8]) -> Result<Serial> {

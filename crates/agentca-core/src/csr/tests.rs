@@ -205,32 +205,49 @@ fn element_len(der: &[u8]) -> usize {
 // Checking outcomes
 // ---------------------------------------------------------------------------------------------
 
+/// Asserts a `BadCsr` whose message contains one of `needles`, and returns the message.
 #[track_caller]
 fn assert_bad_csr(result: Result<CertificateRequest>, needles: &[&str]) -> String {
+    assert_bad_csr_in("", result, needles)
+}
+
+/// [`assert_bad_csr`] for one case of a table, named in the failure.
+#[track_caller]
+fn assert_bad_csr_in(case: &str, result: Result<CertificateRequest>, needles: &[&str]) -> String {
     match result {
         Err(Error::BadCsr(msg)) => {
-            if needles.len() > 1 { eprintln!("PROBE2 {needles:?}: {msg}"); }
             assert!(
                 needles.iter().any(|n| msg.contains(n)),
-                "BadCsr({msg:?}) names none of {needles:?}"
+                "{case}: BadCsr({msg:?}) names none of {needles:?}"
             );
             msg
         }
-        Err(other) => panic!("expected BadCsr naming one of {needles:?}, got {other:?}"),
-        Ok(csr) => panic!("expected BadCsr naming one of {needles:?}, but it parsed: {csr:?}"),
+        Err(other) => panic!("{case}: expected BadCsr naming one of {needles:?}, got {other:?}"),
+        Ok(csr) => {
+            panic!("{case}: expected BadCsr naming one of {needles:?}, but it parsed: {csr:?}")
+        }
     }
 }
 
-/// `needle` may list alternatives separated by `|`.
+/// Asserts an `UnsupportedKey` whose message contains `needle`, which may list alternatives
+/// separated by `|`.
 #[track_caller]
 fn assert_weak_key(result: Result<CertificateRequest>, needle: &str) {
+    assert_weak_key_in("", result, needle);
+}
+
+/// [`assert_weak_key`] for one case of a table, named in the failure.
+#[track_caller]
+fn assert_weak_key_in(case: &str, result: Result<CertificateRequest>, needle: &str) {
     match result {
         Err(Error::UnsupportedKey(msg)) => assert!(
             needle.split('|').any(|n| msg.contains(n)),
-            "UnsupportedKey({msg:?}) does not name {needle:?}"
+            "{case}: UnsupportedKey({msg:?}) does not name {needle:?}"
         ),
-        Err(other) => panic!("expected UnsupportedKey naming {needle:?}, got {other:?}"),
-        Ok(csr) => panic!("expected UnsupportedKey naming {needle:?}, but it parsed: {csr:?}"),
+        Err(other) => panic!("{case}: expected UnsupportedKey naming {needle:?}, got {other:?}"),
+        Ok(csr) => {
+            panic!("{case}: expected UnsupportedKey naming {needle:?}, but it parsed: {csr:?}")
+        }
     }
 }
 
@@ -481,7 +498,7 @@ fn challenge_password_is_extracted() {
         .signed_by(&key);
     assert_bad_csr(
         CertificateRequest::from_der(&der),
-        &["more than one challengePassword", "not a DER"],
+        &["more than one challengePassword"],
     );
 }
 
@@ -782,7 +799,7 @@ fn csr2_weak_keys_made_by_openssl_are_refused_quickly() {
             ],
         );
         let der = std::fs::read(dir.path().join("csr.der")).unwrap();
-        assert_weak_key(parse_timed(&der, what), needle);
+        assert_weak_key_in(what, parse_timed(&der, what), needle);
     }
 }
 
@@ -892,7 +909,7 @@ fn csr2_crafted_rsa_keys_are_refused_quickly() {
         ),
     ];
     for (what, spki, needle) in cases {
-        assert_weak_key(parse_timed(&request_with_spki(spki), what), needle);
+        assert_weak_key_in(what, parse_timed(&request_with_spki(spki), what), needle);
     }
 }
 
@@ -999,12 +1016,12 @@ fn csr2_crafted_ec_and_other_keys_are_refused_quickly() {
         ),
     ];
     for (what, spki, needle) in cases {
-        assert_weak_key(parse_timed(&request_with_spki(spki), what), needle);
+        assert_weak_key_in(what, parse_timed(&request_with_spki(spki), what), needle);
     }
 }
 
 #[test]
-#[ignore = "BUG: csr.rs check_key takes the EC parameters as an OID without checking their tag"]
+
 fn csr2_explicit_parameters_are_recognised_as_such() {
     // `Any::as_oid` reads the content octets of *any* element as an OID, so explicit
     // parameters (a SEQUENCE) are not recognised: they are refused only because their bytes
@@ -1037,7 +1054,7 @@ fn csr2_explicit_parameters_are_recognised_as_such() {
 }
 
 #[test]
-#[ignore = "BUG: csr.rs check_key accepts curve parameters of any tag whose content is the P-256 OID"]
+
 fn csr2_ec_curve_parameters_must_be_an_object_identifier() {
     // The same content octets as the P-256 OID under another tag (SEQUENCE, [0], OCTET
     // STRING): x509-parser's signature check reads them the same lenient way, so such a
@@ -1240,12 +1257,12 @@ fn csr4_extension_smuggling_is_refused() {
     cases.push((
         "unparseable subjectAltName",
         with_extension(&[2, 5, 29, 17], false, vec![0x30, 0x05, 0x86, 0x09]),
-        &["does not parse", "not a DER"],
+        &["does not parse"],
     ));
     cases.push((
         "unparseable basicConstraints",
         with_extension(&[2, 5, 29, 19], false, vec![0x04, 0x00]),
-        &["does not parse", "not a DER"],
+        &["does not parse"],
     ));
 
     for (what, name) in [
@@ -1262,8 +1279,7 @@ fn csr4_extension_smuggling_is_refused() {
     let key = p256();
     for (what, p, needles) in cases {
         let der = request(&p, &key);
-        let msg = assert_bad_csr(CertificateRequest::from_der(&der), needles);
-        eprintln!("PROBE {what}: {msg}");
+        assert_bad_csr_in(what, CertificateRequest::from_der(&der), needles);
     }
 }
 
@@ -1292,12 +1308,12 @@ fn csr4_odd_general_names_are_refused() {
         (
             "x400Address",
             tlv(0xa3, &seq(&[])),
-            &["unsupported type (x400Address)", "does not parse"],
+            &["unsupported type (x400Address)"],
         ),
         (
             "ediPartyName",
             tlv(0xa5, &tlv(0xa1, &tlv(0x0c, b"x"))),
-            &["unsupported type (ediPartyName)", "does not parse"],
+            &["unsupported type (ediPartyName)"],
         ),
         (
             "5-byte IP address",
@@ -1308,7 +1324,7 @@ fn csr4_odd_general_names_are_refused() {
         (
             "IA5 DNS name with high bytes",
             tlv(0x82, "bücher.example".as_bytes()),
-            &["DNS name", "does not parse"],
+            &["DNS name"],
         ),
     ];
     let key = p256();
@@ -1316,8 +1332,7 @@ fn csr4_odd_general_names_are_refused() {
         let der = Raw::new(&key)
             .attribute(extension_request(&[&san_extension(&[&name])]))
             .signed_by(&key);
-        let msg = assert_bad_csr(CertificateRequest::from_der(&der), needles);
-        eprintln!("PROBE {what}: {msg}");
+        assert_bad_csr_in(what, CertificateRequest::from_der(&der), needles);
     }
 }
 
@@ -1336,7 +1351,7 @@ fn csr4_two_extension_requests_are_refused() {
         .signed_by(&key);
     assert_bad_csr(
         CertificateRequest::from_der(&der),
-        &["more than one extensionRequest", "not a DER"],
+        &["more than one extensionRequest"],
     );
     // One extension request, whose single extension is fine, is accepted: the refusal above
     // was for the repetition.
@@ -1614,7 +1629,7 @@ fn assert_outcome_without_panic(der: &[u8], what: &str) {
 }
 
 #[test]
-#[ignore = "BUG: csr.rs from_der accepts BER framing (x509-parser is lenient), not only DER"]
+
 fn non_der_framing_is_refused() {
     let key = p256();
     let der = request(&with_sans(vec![dns("a.example.org")]), &key);
@@ -1652,7 +1667,7 @@ fn non_der_framing_is_refused() {
 /// The key identity used for blocklists and the CA's own-key check is the DER
 /// SubjectPublicKeyInfo; a BER re-encoding of the same key must not pass as a different key.
 #[test]
-#[ignore = "BUG: csr.rs from_der keeps a BER-encoded SubjectPublicKeyInfo as the key's identity"]
+
 fn re_encoded_public_keys_are_refused_or_canonical() {
     let key = p256();
     let canonical = key.subject_public_key_info();
