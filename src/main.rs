@@ -2,7 +2,9 @@
 
 #![forbid(unsafe_code)]
 
+mod admin;
 mod commands;
+mod operations;
 mod output;
 
 use std::path::PathBuf;

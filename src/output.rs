@@ -38,9 +38,11 @@ pub(crate) fn error(format: OutputFormat, e: &agentca_core::Error) {
     }
 }
 
-fn kind(e: &agentca_core::Error) -> &'static str {
+/// The error kind as JSON output and the admin protocol name it.
+pub(crate) fn kind(e: &agentca_core::Error) -> &str {
     use agentca_core::Error as E;
     match e {
+        E::Remote { kind, .. } => kind,
         E::InvalidAgentId(_) => "invalidAgentId",
         E::BadCsr(_) => "badCsr",
         E::UnsupportedKey(_) => "badKey",

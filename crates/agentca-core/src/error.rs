@@ -123,6 +123,16 @@ pub enum Error {
     #[error("{0}")]
     InvalidArgument(String),
 
+    /// An error reported by a running server over the admin socket: its kind (as the CLI's JSON
+    /// output names it) and its message.
+    #[error("{message}")]
+    Remote {
+        /// The error kind, e.g. `badCsr`.
+        kind: String,
+        /// The server's message.
+        message: String,
+    },
+
     /// A state that should be impossible; reported instead of panicking.
     #[error("internal error (please report): {0}")]
     Unreachable(&'static str),

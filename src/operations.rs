@@ -1,0 +1,630 @@
+//! Operator operations, executed the same way whether the CLI opened the data directory itself
+//! or a running `agentca serve` executes them for it over the admin socket.
+//!
+//! A [`Request`] carries everything the operation needs (a CSR's bytes, not its path), and a
+//! [`Reply`] everything the CLI prints or writes, so the two sides share no files.
+
+use std::cell::OnceCell;
+use std::path::{Path, PathBuf};
+
+use agentca_core::ca::Ca;
+use agentca_core::crl::Crl;
+use agentca_core::identity::SpiffeId;
+use agentca_core::issuer::Authority;
+use agentca_core::policy::{check_dns_name, format_duration, parse_duration};
+use agentca_core::store::{
+    AgentRecord, CertificateFilter, CertificateRecord, EnrollmentMethod, RevocationReason, Serial,
+    SerialEntry, Store, StoreError,
+};
+use agentca_core::{Error, Result, reconcile};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+/// One operator operation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub(crate) enum Request {
+    AgentAdd {
+        id: String,
+        owner: Option<String>,
+        policy: Option<String>,
+        dns: Vec<String>,
+    },
+    AgentList,
+    AgentShow {
+        id: String,
+    },
+    AgentDisable {
+        id: String,
+    },
+    Issue {
+        agent: String,
+        #[serde(with = "base64_bytes")]
+        csr: Vec<u8>,
+        ttl: Option<String>,
+    },
+    Revoke {
+        serial: Option<String>,
+        agent: Option<String>,
+        reason: String,
+    },
+    CertList {
+        agent: Option<String>,
+        status: Option<String>,
+    },
+    CertShow {
+        serial: String,
+    },
+    Crl,
+    AuditVerify,
+}
+
+/// What an operation produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Reply {
+    /// Standard output in text mode.
+    pub(crate) text: String,
+    /// A one-line summary for standard error when the artifact goes to standard output.
+    pub(crate) note: Option<String>,
+    /// The JSON document for `--output json`.
+    pub(crate) json: Value,
+    /// Exit status 0 (true) or 1.
+    pub(crate) success: bool,
+    /// A certificate chain or CRL the CLI writes to `--out`.
+    pub(crate) artifact: Option<Artifact>,
+}
+
+/// Bytes the CLI may write to a file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Artifact {
+    pub(crate) pem: String,
+    #[serde(with = "base64_bytes")]
+    pub(crate) der: Vec<u8>,
+}
+
+/// What operations need from whoever runs them.
+pub(crate) trait Backend {
+    /// The opened CA.
+    fn ca(&self) -> &Ca;
+    /// The issuing authority (loads keys on first use when run locally).
+    fn authority(&self) -> Result<&Authority>;
+    /// Called after a certificate was issued and made durable.
+    fn issued(&self, _record: &CertificateRecord) {}
+    /// Called after certificates were revoked and made durable, before the reply is sent.
+    fn revoked(&self, _records: &[CertificateRecord]) {}
+    /// Publishes a fresh CRL.
+    fn publish_crl(&self) -> Result<Crl> {
+        agentca_core::crl::publish(
+            self.authority()?,
+            OffsetDateTime::now_utc(),
+            agentca_core::crl::DEFAULT_VALIDITY,
+        )
+    }
+}
+
+/// Runs operations on a data directory this process opened itself.
+pub(crate) struct LocalBackend {
+    ca: Ca,
+    passphrase_file: Option<PathBuf>,
+    authority: OnceCell<Authority>,
+}
+
+impl LocalBackend {
+    pub(crate) fn new(ca: Ca, passphrase_file: Option<&Path>) -> Self {
+        Self {
+            ca,
+            passphrase_file: passphrase_file.map(Path::to_owned),
+            authority: OnceCell::new(),
+        }
+    }
+}
+
+impl Backend for LocalBackend {
+    fn ca(&self) -> &Ca {
+        &self.ca
+    }
+
+    fn authority(&self) -> Result<&Authority> {
+        if let Some(a) = self.authority.get() {
+            return Ok(a);
+        }
+        let protection = self.ca.protection(self.passphrase_file.as_deref())?;
+        let authority = self.ca.authority(&protection)?;
+        Ok(self.authority.get_or_init(|| authority))
+    }
+}
+
+/// Executes one request.
+pub(crate) fn execute(backend: &dyn Backend, request: Request) -> Result<Reply> {
+    match request {
+        Request::AgentAdd {
+            id,
+            owner,
+            policy,
+            dns,
+        } => agent_add(backend.ca(), id, owner, policy, dns),
+        Request::AgentList => agent_list(backend.ca()),
+        Request::AgentShow { id } => agent_show(backend.ca(), &id),
+        Request::AgentDisable { id } => agent_disable(backend.ca(), &id),
+        Request::Issue { agent, csr, ttl } => issue(backend, &agent, &csr, ttl.as_deref()),
+        Request::Revoke {
+            serial,
+            agent,
+            reason,
+        } => revoke(backend, serial.as_deref(), agent, &reason),
+        Request::CertList { agent, status } => cert_list(backend.ca(), agent, status.as_deref()),
+        Request::CertShow { serial } => cert_show(backend.ca(), &serial),
+        Request::Crl => crl(backend),
+        Request::AuditVerify => {
+            let ca = backend.ca();
+            audit_verify(ca.store().as_ref(), &ca.dir().audit_log())
+        }
+    }
+}
+
+fn reply(text: impl Into<String>, json: Value) -> Reply {
+    Reply {
+        text: text.into(),
+        note: None,
+        json,
+        success: true,
+        artifact: None,
+    }
+}
+
+fn agent_add(
+    ca: &Ca,
+    id: String,
+    owner: Option<String>,
+    policy: Option<String>,
+    dns: Vec<String>,
+) -> Result<Reply> {
+    let id = SpiffeId::parse(&id)?;
+    if id.trust_domain() != ca.config().trust_domain {
+        return Err(Error::InvalidAgentId(format!(
+            "{id} is in trust domain {}, this CA serves {}",
+            id.trust_domain(),
+            ca.config().trust_domain
+        )));
+    }
+    for name in &dns {
+        check_dns_name(name)
+            .map_err(|e| Error::InvalidArgument(format!("--dns {name:?}: {e}")))?;
+    }
+    let chosen = ca.policies().for_agent(&id, policy.as_deref())?;
+    let record = AgentRecord {
+        id: id.to_string(),
+        owner,
+        policy,
+        dns,
+        disabled: false,
+        created_at: OffsetDateTime::now_utc(),
+    };
+    let store = ca.store();
+    store.insert_agent(&record).map_err(|e| match e {
+        StoreError::AlreadyExists { .. } => Error::AgentExists(id.to_string()),
+        other => other.into(),
+    })?;
+    ca.audit()
+        .append("agent.added", agent_json(&record, chosen.name()))?;
+    store.commit()?;
+    ca.audit().sync()?;
+    Ok(reply(
+        format!("added agent {id} (policy {})", chosen.name()),
+        agent_json(&record, chosen.name()),
+    ))
+}
+
+fn agent_list(ca: &Ca) -> Result<Reply> {
+    let agents = ca.store().agents()?;
+    let mut text = String::new();
+    let mut docs = Vec::new();
+    for a in &agents {
+        let policy = policy_name(ca, a);
+        text.push_str(&format!(
+            "{}\t{}\tpolicy={}\towner={}\n",
+            a.id,
+            if a.disabled { "disabled" } else { "enabled" },
+            policy,
+            a.owner.as_deref().unwrap_or("-")
+        ));
+        docs.push(agent_json(a, &policy));
+    }
+    if agents.is_empty() {
+        text.push_str("no agents\n");
+    }
+    Ok(reply(text, json!({ "agents": docs })))
+}
+
+fn agent_show(ca: &Ca, id: &str) -> Result<Reply> {
+    SpiffeId::parse(id)?;
+    let store = ca.store();
+    let a = store
+        .agent(id)?
+        .ok_or_else(|| Error::UnknownAgent(id.to_owned()))?;
+    let policy = policy_name(ca, &a);
+    let certs = store.certificates(&CertificateFilter {
+        agent_id: Some(a.id.clone()),
+    })?;
+    let valid = certs.iter().filter(|c| status(c) == "valid").count();
+    let text = format!(
+        "agent:        {}\nstatus:       {}\npolicy:       {}\nowner:        {}\ndns:          {}\ncreated:      {}\ncertificates: {} ({} valid)",
+        a.id,
+        if a.disabled { "disabled" } else { "enabled" },
+        policy,
+        a.owner.as_deref().unwrap_or("-"),
+        if a.dns.is_empty() {
+            "-".into()
+        } else {
+            a.dns.join(", ")
+        },
+        rfc3339(a.created_at),
+        certs.len(),
+        valid
+    );
+    let mut doc = agent_json(&a, &policy);
+    doc["certificates"] = json!(certs.len());
+    doc["valid_certificates"] = json!(valid);
+    Ok(reply(text, doc))
+}
+
+fn agent_disable(ca: &Ca, id: &str) -> Result<Reply> {
+    SpiffeId::parse(id)?;
+    let store = ca.store();
+    let mut a = store
+        .agent(id)?
+        .ok_or_else(|| Error::UnknownAgent(id.to_owned()))?;
+    let was = a.disabled;
+    a.disabled = true;
+    store.update_agent(&a)?;
+    if !was {
+        ca.audit()
+            .append("agent.disabled", json!({ "agent": a.id }))?;
+    }
+    store.commit()?;
+    ca.audit().sync()?;
+    let policy = policy_name(ca, &a);
+    Ok(reply(
+        format!(
+            "{} agent {id}; its certificates stay valid until revoked (agentca revoke --agent {id})",
+            if was { "already disabled:" } else { "disabled" }
+        ),
+        agent_json(&a, &policy),
+    ))
+}
+
+fn issue(backend: &dyn Backend, agent: &str, csr: &[u8], ttl: Option<&str>) -> Result<Reply> {
+    let ttl = ttl
+        .map(parse_duration)
+        .transpose()
+        .map_err(|e| Error::InvalidArgument(format!("--ttl: {e}")))?;
+    let authority = backend.authority()?;
+    let record = authority.issue_csr(agent, csr, EnrollmentMethod::Cli, ttl)?;
+    backend.issued(&record);
+    let chain_pem = format!(
+        "{}{}",
+        pem_cert(&record.der),
+        pem_cert(authority.ca().cert_der())
+    );
+    let summary = format!(
+        "issued {} for {}, valid {} to {}",
+        record.intent.serial,
+        record.intent.agent_id,
+        rfc3339(record.intent.not_before),
+        rfc3339(record.intent.not_after)
+    );
+    Ok(Reply {
+        text: chain_pem.clone(),
+        note: Some(summary),
+        json: cert_json(&record, true),
+        success: true,
+        artifact: Some(Artifact {
+            der: chain_pem.as_bytes().to_vec(),
+            pem: chain_pem,
+        }),
+    })
+}
+
+fn revoke(
+    backend: &dyn Backend,
+    serial: Option<&str>,
+    agent: Option<String>,
+    reason: &str,
+) -> Result<Reply> {
+    let reason: RevocationReason = reason
+        .parse()
+        .map_err(|e: agentca_core::store::InvalidReason| Error::InvalidArgument(e.to_string()))?;
+    let serial = serial.map(parse_serial).transpose()?;
+    let authority = backend.authority()?;
+    if let Some(serial) = serial {
+        let record = authority.revoke(&serial, reason)?;
+        backend.revoked(std::slice::from_ref(&record));
+        return Ok(reply(
+            format!(
+                "revoked {serial} ({}) reason {reason}",
+                record.intent.agent_id
+            ),
+            cert_json(&record, false),
+        ));
+    }
+    let agent = agent.unwrap_or_default();
+    let store = backend.ca().store();
+    if store.agent(&agent)?.is_none() {
+        return Err(Error::UnknownAgent(agent));
+    }
+    let now = OffsetDateTime::now_utc();
+    let targets: Vec<CertificateRecord> = store
+        .certificates(&CertificateFilter {
+            agent_id: Some(agent.clone()),
+        })?
+        .into_iter()
+        .filter(|c| c.revocation.is_none() && c.intent.not_after > now)
+        .collect();
+    let mut revoked = Vec::new();
+    for c in &targets {
+        match authority.revoke(&c.intent.serial, reason) {
+            Ok(r) => revoked.push(r),
+            // Revoked concurrently by someone else: the goal is reached.
+            Err(Error::AlreadyRevoked(_)) => {}
+            Err(e) => {
+                backend.revoked(&revoked);
+                return Err(e);
+            }
+        }
+    }
+    backend.revoked(&revoked);
+    let text = format!(
+        "revoked {} certificate(s) of {agent}, reason {reason}{}",
+        revoked.len(),
+        revoked
+            .iter()
+            .map(|r| format!("\n  {}", r.intent.serial))
+            .collect::<String>()
+    );
+    let docs: Vec<Value> = revoked.iter().map(|r| cert_json(r, false)).collect();
+    Ok(reply(text, json!({ "agent": agent, "revoked": docs })))
+}
+
+fn cert_list(ca: &Ca, agent: Option<String>, want: Option<&str>) -> Result<Reply> {
+    if let Some(w) = want
+        && !matches!(w, "valid" | "revoked" | "expired")
+    {
+        return Err(Error::InvalidArgument(format!(
+            "--status {w:?}: one of valid, revoked, expired"
+        )));
+    }
+    let certs = ca
+        .store()
+        .certificates(&CertificateFilter { agent_id: agent })?;
+    let selected: Vec<&CertificateRecord> = certs
+        .iter()
+        .filter(|c| want.is_none_or(|w| status(c) == w))
+        .collect();
+    let mut text = String::new();
+    for c in &selected {
+        text.push_str(&format!(
+            "{}\t{}\t{}\t{}\n",
+            c.intent.serial,
+            status(c),
+            rfc3339(c.intent.not_after),
+            c.intent.agent_id
+        ));
+    }
+    if selected.is_empty() {
+        text.push_str("no certificates\n");
+    }
+    let docs: Vec<Value> = selected.iter().map(|c| cert_json(c, false)).collect();
+    Ok(reply(text, json!({ "certificates": docs })))
+}
+
+fn cert_show(ca: &Ca, serial: &str) -> Result<Reply> {
+    let serial = parse_serial(serial)?;
+    match ca.store().serial(&serial)? {
+        Some(SerialEntry::Issued(c)) => {
+            let mut text = format!(
+                "serial:     {}\nagent:      {}\nstatus:     {}\nmethod:     {}\nnot before: {}\nnot after:  {}\nkey sha256: {}\n",
+                c.intent.serial,
+                c.intent.agent_id,
+                status(&c),
+                c.intent.method,
+                rfc3339(c.intent.not_before),
+                rfc3339(c.intent.not_after),
+                c.intent.key_sha256
+            );
+            if let Some(r) = c.revocation {
+                text.push_str(&format!(
+                    "revoked:    {} ({})\n",
+                    rfc3339(r.revoked_at),
+                    r.reason
+                ));
+            }
+            text.push_str(&pem_cert(&c.der));
+            Ok(reply(text, cert_json(&c, true)))
+        }
+        Some(SerialEntry::Reserved(intent)) => Err(Error::UnknownSerial(format!(
+            "{} (reserved for {} but no certificate was stored)",
+            intent.serial, intent.agent_id
+        ))),
+        None => Err(Error::UnknownSerial(serial.to_hex())),
+    }
+}
+
+fn crl(backend: &dyn Backend) -> Result<Reply> {
+    let crl = backend.publish_crl()?;
+    let pem = pem_encode("X509 CRL", &crl.der);
+    let summary = format!(
+        "CRL number {} with {} entries, valid until {}",
+        crl.number,
+        crl.entries,
+        rfc3339(crl.next_update)
+    );
+    Ok(Reply {
+        text: pem.clone(),
+        note: Some(summary),
+        json: json!({
+            "number": crl.number,
+            "this_update": rfc3339(crl.this_update),
+            "next_update": rfc3339(crl.next_update),
+            "entries": crl.entries,
+            "bytes": crl.der.len(),
+        }),
+        success: true,
+        artifact: Some(Artifact { pem, der: crl.der }),
+    })
+}
+
+/// Verifies the audit chain and reconciles it with the store.
+pub(crate) fn audit_verify(store: &dyn Store, audit_log: &Path) -> Result<Reply> {
+    let (report, rec) = reconcile::reconcile(store, audit_log)?;
+    let doc = json!({
+        "intact": report.is_intact(),
+        "entries": report.entries,
+        "head": report.head,
+        "broken": report.broken.as_ref().map(|b| json!({
+            "line": b.line,
+            "seq": b.seq,
+            "reason": b.reason.to_string(),
+        })),
+        "clock_steps_back": report.clock_steps_back_total,
+        "torn_tail_bytes": report.torn_tail_bytes,
+        "reconciliation": rec,
+        "consistent": rec.is_consistent(),
+    });
+    let mut text = report.to_string();
+    if report.is_intact() {
+        let lines = [
+            (
+                "issued per the audit log but missing from the store",
+                &rec.issued_missing_from_store,
+            ),
+            (
+                "revoked per the audit log but not in the store",
+                &rec.revoked_missing_from_store,
+            ),
+            (
+                "stored without an audit entry (in flight at a crash)",
+                &rec.stored_without_audit,
+            ),
+            (
+                "revoked without an audit entry (in flight at a crash)",
+                &rec.revoked_without_audit,
+            ),
+            (
+                "reserved serials without a certificate",
+                &rec.orphaned_intents,
+            ),
+        ];
+        for (what, serials) in lines {
+            if !serials.is_empty() {
+                text.push_str(&format!(
+                    "\n{}: {what}: {}",
+                    serials.len(),
+                    serials.join(" ")
+                ));
+            }
+        }
+        if rec.is_consistent() {
+            text.push_str(
+                "\nstore and audit log agree on every acknowledged issuance and revocation",
+            );
+        }
+    }
+    Ok(Reply {
+        text,
+        note: None,
+        json: doc,
+        success: report.is_intact() && rec.is_consistent(),
+        artifact: None,
+    })
+}
+
+fn policy_name(ca: &Ca, a: &AgentRecord) -> String {
+    SpiffeId::parse(&a.id)
+        .ok()
+        .and_then(|id| ca.policies().for_agent(&id, a.policy.as_deref()).ok())
+        .map_or_else(|| "(none)".to_owned(), |p| p.name().to_owned())
+}
+
+fn agent_json(a: &AgentRecord, policy: &str) -> Value {
+    json!({
+        "id": a.id,
+        "owner": a.owner,
+        "policy": policy,
+        "explicit_policy": a.policy,
+        "dns": a.dns,
+        "disabled": a.disabled,
+        "created_at": rfc3339(a.created_at),
+    })
+}
+
+fn status(c: &CertificateRecord) -> &'static str {
+    if c.revocation.is_some() {
+        "revoked"
+    } else if c.intent.not_after <= now() {
+        "expired"
+    } else {
+        "valid"
+    }
+}
+
+fn cert_json(c: &CertificateRecord, with_pem: bool) -> Value {
+    let mut doc = json!({
+        "serial": c.intent.serial.to_hex(),
+        "agent": c.intent.agent_id,
+        "status": status(c),
+        "method": c.intent.method.to_string(),
+        "not_before": rfc3339(c.intent.not_before),
+        "not_after": rfc3339(c.intent.not_after),
+        "lifetime": format_duration(c.intent.not_after - c.intent.not_before - agentca_core::profile::BACKDATE),
+        "key_sha256": c.intent.key_sha256,
+        "revoked_at": c.revocation.map(|r| rfc3339(r.revoked_at)),
+        "revocation_reason": c.revocation.map(|r| r.reason.name()),
+    });
+    if with_pem {
+        doc["certificate_pem"] = json!(pem_cert(&c.der));
+    }
+    doc
+}
+
+fn parse_serial(s: &str) -> Result<Serial> {
+    s.parse()
+        .map_err(|e| Error::InvalidArgument(format!("serial {s:?}: {e}")))
+}
+
+fn pem_cert(der: &[u8]) -> String {
+    pem_encode("CERTIFICATE", der)
+}
+
+/// PEM with LF line endings (the `pem` crate's default is CRLF).
+fn pem_encode(label: &str, der: &[u8]) -> String {
+    pem::encode_config(
+        &pem::Pem::new(label, der.to_vec()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+
+mod base64_bytes {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        STANDARD.decode(s).map_err(serde::de::Error::custom)
+    }
+}
