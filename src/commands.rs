@@ -25,6 +25,10 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
     let passphrase_file = g.passphrase_file.as_deref();
     let (request, out_path) = match cli.command {
         Command::Init(args) => return init(&dir, out, passphrase_file, args),
+        Command::Serve(args) => {
+            crate::serve::serve(&dir, passphrase_file, args)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Agent(AgentCommand::Add {
             id,
             owner,

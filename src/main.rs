@@ -6,6 +6,7 @@ mod admin;
 mod commands;
 mod operations;
 mod output;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +67,40 @@ enum Command {
     /// Check the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Run the CA service: OCSP, CRL and CA certificates over HTTP, the HTTPS listener, and
+    /// the admin socket the other commands use while it runs. Creates a development CA on the
+    /// first run if the data directory holds none.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// HTTPS listener address (default 127.0.0.1:8443; port 0 picks a free port).
+    #[arg(long, env = "AGENTCA_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// HTTP listener address for OCSP, CRL and CA certificates (default 127.0.0.1:8080).
+    #[arg(long, env = "AGENTCA_HTTP_LISTEN")]
+    http_listen: Option<std::net::SocketAddr>,
+    /// TOML file with the same settings (flags and environment take precedence).
+    #[arg(long, env = "AGENTCA_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format on standard error.
+    #[arg(long, value_enum, env = "AGENTCA_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
+    /// Name for the HTTPS certificate (repeatable; default localhost and 127.0.0.1 plus the
+    /// base URL's host).
+    #[arg(long = "tls-name", env = "AGENTCA_TLS_NAMES", value_delimiter = ',')]
+    tls_name: Vec<String>,
+    /// Trust domain of the development CA created on first run (default agents.localhost).
+    #[arg(long)]
+    trust_domain: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]

@@ -1,0 +1,344 @@
+//! `agentca serve`: configuration, the development CA on first run, logging, the admin socket,
+//! and signals. The service itself is `agentca_server::Server`.
+//!
+//! Configuration precedence, highest first: command-line flags, environment variables
+//! (`AGENTCA_LISTEN`, `AGENTCA_HTTP_LISTEN`, `AGENTCA_LOG_FORMAT`, `AGENTCA_TLS_NAMES`), the
+//! TOML file given with `--config` (or `AGENTCA_CONFIG`), then built-in defaults.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentca_core::ca::{self, Ca, DataDir, InitOptions};
+use agentca_core::crl::Crl;
+use agentca_core::csr::KeyKind;
+use agentca_core::issuer::Authority;
+use agentca_core::keyfile::{Passphrase, Protection};
+use agentca_core::store::CertificateRecord;
+use agentca_core::{Error, Result};
+use agentca_server::{Hooks, Server, ServerConfig};
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::operations::Backend;
+use crate::{LogFormat, ServeArgs};
+
+/// The trust domain of the development CA `serve` creates when the data directory is empty.
+const DEV_TRUST_DOMAIN: &str = "agents.localhost";
+
+/// `--config FILE`: the same settings as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    http_listen: Option<SocketAddr>,
+    log_format: Option<LogFormat>,
+    tls_names: Option<Vec<String>>,
+    crl_interval: Option<String>,
+}
+
+pub(crate) fn serve(dir: &DataDir, passphrase_file: Option<&Path>, args: ServeArgs) -> Result<()> {
+    let file: FileConfig = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+            toml::from_str(&text).map_err(|e| Error::InvalidArgument(format!(
+                "{}: {}",
+                path.display(),
+                e.to_string().lines().collect::<Vec<_>>().join(" ")
+            )))?
+        }
+        None => FileConfig::default(),
+    };
+    let log_format = args.log_format.or(file.log_format).unwrap_or(LogFormat::Text);
+    init_logging(log_format);
+
+    let created = ensure_ca(dir, passphrase_file, args.trust_domain.as_deref())?;
+    let ca = Arc::new(Ca::open(dir)?);
+    let protection = ca.protection(passphrase_file)?;
+    let authority = Arc::new(ca.authority(&protection)?);
+
+    let mut config = ServerConfig::default();
+    if let Some(listen) = args.listen.or(file.listen) {
+        config.listen = listen;
+    }
+    if let Some(listen) = args.http_listen.or(file.http_listen) {
+        config.http_listen = listen;
+    }
+    let tls_names = if args.tls_name.is_empty() {
+        file.tls_names
+    } else {
+        Some(args.tls_name.clone())
+    };
+    if let Some(names) = tls_names {
+        config.tls_names = names;
+    }
+    if let Some(host) = base_url_host(&ca.config().base_url)
+        && !config.tls_names.contains(&host)
+    {
+        config.tls_names.push(host);
+    }
+    if let Some(interval) = file.crl_interval {
+        let d = agentca_core::policy::parse_duration(&interval)
+            .map_err(|e| Error::InvalidArgument(format!("crl_interval: {e}")))?;
+        config.crl_interval = Duration::from_secs(d.whole_seconds().unsigned_abs());
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("start the async runtime", e))?;
+    runtime.block_on(async move {
+        // Loading signs the HTTPS certificate, pre-signs OCSP responses and publishes a CRL.
+        let mut server = tokio::task::block_in_place(|| {
+            Server::new(ca.clone(), authority.clone(), protection, config)
+        })
+        .map_err(server_error)?;
+        let bound = server.bind().await.map_err(server_error)?;
+        let backend = Arc::new(ServerBackend {
+            ca: ca.clone(),
+            authority,
+            hooks: server.hooks(),
+        });
+        let socket = crate::admin::socket_path(dir);
+        let admin = bind_admin(&socket, dir.path())?;
+        tokio::spawn(admin_loop(admin, backend, owner_uid(dir.path())?));
+
+        announce(dir, &ca, &bound, &socket, created);
+        let result = server.run(shutdown_signal()).await.map_err(server_error);
+        let _ = std::fs::remove_file(&socket);
+        tracing::info!("stopped");
+        result
+    })
+}
+
+/// Creates a development CA if the directory holds none, and says so.
+fn ensure_ca(
+    dir: &DataDir,
+    passphrase_file: Option<&Path>,
+    trust_domain: Option<&str>,
+) -> Result<Option<String>> {
+    if dir.config().exists() {
+        return Ok(None);
+    }
+    let passphrase = match passphrase_file {
+        Some(f) => Some(Passphrase::from_file(f)?),
+        None => Passphrase::from_env()?,
+    };
+    let encrypted = passphrase.is_some();
+    let protection = passphrase.map_or(Protection::InsecurePlaintext, Protection::Passphrase);
+    let trust_domain = trust_domain.unwrap_or(DEV_TRUST_DOMAIN).to_owned();
+    ca::init(
+        dir,
+        &InitOptions {
+            trust_domain: trust_domain.clone(),
+            key_type: KeyKind::EcdsaP256,
+            base_url: None,
+            protection,
+        },
+    )?;
+    Ok(Some(if encrypted {
+        format!(
+            "No CA was found in {}: created one for trust domain {trust_domain} (keys encrypted with your passphrase).",
+            dir.path().display()
+        )
+    } else {
+        format!(
+            "No CA was found in {}: created a DEVELOPMENT CA for trust domain {trust_domain} with UNENCRYPTED keys.\n\
+             For a real CA, stop this, remove the directory, and start again with AGENTCA_PASSPHRASE set\n\
+             (or run `agentca init --trust-domain YOUR.DOMAIN` first).",
+            dir.path().display()
+        )
+    }))
+}
+
+/// Prints where the service listens and what to do next. Tests read the `listening` line.
+fn announce(
+    dir: &DataDir,
+    ca: &Ca,
+    bound: &agentca_server::BoundAddresses,
+    socket: &Path,
+    created: Option<String>,
+) {
+    if let Some(created) = created {
+        println!("{created}\n");
+    }
+    let d = dir.path().display();
+    let td = &ca.config().trust_domain;
+    println!(
+        "agentca listening: https={} http={} admin={}",
+        bound.https,
+        bound.http,
+        socket.display()
+    );
+    println!(
+        "\nTrust anchor: {d}/root.pem   (curl http://{http}/ca.pem for the issuing chain)\n\
+         OCSP: http://{http}/ocsp   CRL: http://{http}/crl   health: http://{http}/healthz   metrics: http://{http}/metrics\n\
+         \nNext steps (in another terminal; commands go through the admin socket while this runs):\n\
+         \x20 agentca --data-dir {d} agent add spiffe://{td}/agent/demo\n\
+         \x20 openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout demo.key -out demo.csr -subj /\n\
+         \x20 agentca --data-dir {d} issue --agent spiffe://{td}/agent/demo --csr demo.csr --out demo.pem\n\
+         \x20 openssl ocsp -issuer {d}/issuing.pem -cert demo.pem -url http://{http}/ocsp -CAfile {d}/ca-chain.pem\n",
+        http = bound.http
+    );
+    // Flush now: a supervisor or test may be waiting for the listening line.
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    tracing::info!(https = %bound.https, http = %bound.http, admin = %socket.display(), "listening");
+}
+
+fn base_url_host(base: &str) -> Option<String> {
+    let rest = base.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next()?
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    (!host.is_empty()).then(|| host.to_owned())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AGENTCA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // Logging may already be set up (a second call in one process); that is fine.
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            }
+        }
+        _ => {
+            tracing::error!("cannot listen for signals; stop with SIGKILL");
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+fn server_error(e: agentca_server::ServerError) -> Error {
+    Error::Remote {
+        kind: "server".into(),
+        message: e.to_string(),
+    }
+}
+
+/// Runs operations inside the server, keeping its OCSP cache and CRL in step.
+struct ServerBackend {
+    ca: Arc<Ca>,
+    authority: Arc<Authority>,
+    hooks: Arc<Hooks>,
+}
+
+impl Backend for ServerBackend {
+    fn ca(&self) -> &Ca {
+        &self.ca
+    }
+
+    fn authority(&self) -> Result<&Authority> {
+        Ok(&self.authority)
+    }
+
+    fn issued(&self, record: &CertificateRecord) {
+        self.hooks.issued(record);
+    }
+
+    fn revoked(&self, records: &[CertificateRecord]) {
+        self.hooks.revoked(records);
+    }
+
+    fn publish_crl(&self) -> Result<Crl> {
+        self.hooks.publish_crl().map_err(server_error)
+    }
+}
+
+fn owner_uid(path: &Path) -> Result<u32> {
+    std::fs::metadata(path)
+        .map(|m| m.uid())
+        .map_err(|e| Error::io(format!("stat {}", path.display()), e))
+}
+
+fn bind_admin(socket: &Path, data_dir: &Path) -> Result<tokio::net::UnixListener> {
+    // Only one server can hold the store, so a socket file left here is stale.
+    match std::fs::remove_file(socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(format!("remove stale {}", socket.display()), e)),
+    }
+    let listener = tokio::net::UnixListener::bind(socket)
+        .map_err(|e| Error::io(format!("bind {}", socket.display()), e))?;
+    // The data directory is 0700, so there is no window in which others could connect.
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io(format!("chmod {}", socket.display()), e))?;
+    let _ = data_dir;
+    Ok(listener)
+}
+
+async fn admin_loop(listener: tokio::net::UnixListener, backend: Arc<ServerBackend>, owner: u32) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin socket accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let backend = backend.clone();
+        tokio::spawn(async move {
+            if let Err(e) = admin_connection(stream, backend, owner).await {
+                tracing::warn!(error = %e, "admin connection failed");
+            }
+        });
+    }
+}
+
+async fn admin_connection(
+    stream: tokio::net::UnixStream,
+    backend: Arc<ServerBackend>,
+    owner: u32,
+) -> std::io::Result<()> {
+    let uid = stream.peer_cred()?.uid();
+    let (read, mut write) = stream.into_split();
+    if uid != owner && uid != 0 {
+        tracing::warn!(uid, "admin connection refused: not the data directory's owner");
+        write
+            .write_all(br#"{"error":{"kind":"unauthorized","message":"only the owner of the data directory may operate this CA"}}"#)
+            .await?;
+        return write.write_all(b"\n").await;
+    }
+    let mut line = Vec::new();
+    let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(read, crate::admin::MAX_REQUEST));
+    match tokio::time::timeout(Duration::from_secs(30), reader.read_until(b'\n', &mut line)).await {
+        Ok(result) => {
+            result?;
+        }
+        Err(_) => return Ok(()),
+    }
+    let answer = tokio::task::spawn_blocking(move || {
+        crate::admin::handle_line(backend.as_ref(), &line)
+    })
+    .await
+    .unwrap_or_else(|_| {
+        br#"{"error":{"kind":"internal","message":"the operation failed unexpectedly"}}
+"#
+        .to_vec()
+    });
+    write.write_all(&answer).await?;
+    write.shutdown().await
+}
+
