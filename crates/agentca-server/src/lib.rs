@@ -1,0 +1,344 @@
+//! agentca's network service (design §5, §6): the HTTP listener relying parties use (OCSP,
+//! CRLs, CA certificates), the HTTPS listener enrollment protocols mount on, `/healthz`,
+//! `/metrics`, and the scheduler that keeps status information fresh.
+//!
+//! ```text
+//! let server = Server::new(ca, authority, protection, ServerConfig::default())?;
+//! let hooks = server.hooks();            // for the admin socket: issued / revoked / publish_crl
+//! let addrs = server.bind().await?;      // port 0 resolves here
+//! server.run(shutdown_signal).await?;    // until the signal; drains, stops jobs, commits
+//! ```
+//!
+//! Roles stay apart as in the core: [`http`] parses and maps answers to HTTP, [`ocsp`]
+//! decides when a request may cost a signature and otherwise serves pre-signed bytes, the
+//! core's `StatusResponder` and `crl::publish` sign, and the store records.
+//!
+//! Start-up cost: every unexpired certificate gets two OCSP responses (SHA-1 and SHA-256
+//! CertIDs) signed in the background, on about half of the cores, while requests are served;
+//! the list is read from the store once, with each certificate's DER.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod budget;
+mod cache;
+mod certs;
+mod config;
+mod crl;
+mod error;
+mod headers;
+mod health;
+mod hooks;
+mod http;
+mod listener;
+mod metrics;
+mod ocsp;
+mod rotation;
+mod scheduler;
+mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use agentca_core::ca::Ca;
+use agentca_core::issuer::Authority;
+use agentca_core::keyfile::Protection;
+use axum::Router;
+use axum::body::Bytes;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+pub use config::ServerConfig;
+pub use error::ServerError;
+pub use hooks::Hooks;
+pub use rotation::finish_interrupted_rotation;
+
+use crate::certs::TlsName;
+use crate::crl::CrlPublisher;
+use crate::health::Health;
+use crate::listener::{ConnLimits, Endpoint};
+use crate::metrics::{Listener, Metrics};
+use crate::ocsp::OcspService;
+use crate::scheduler::{Jobs, Maintenance, Scheduler};
+use crate::tls::TlsIdentity;
+
+/// The addresses the listeners are bound to (port 0 resolved).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BoundAddresses {
+    /// The HTTPS listener.
+    pub https: SocketAddr,
+    /// The plain HTTP listener.
+    pub http: SocketAddr,
+}
+
+/// The service: built by [`Server::new`], bound by [`Server::bind`], run by [`Server::run`].
+pub struct Server {
+    config: ServerConfig,
+    authority: Arc<Authority>,
+    metrics: Arc<Metrics>,
+    ocsp: Arc<OcspService>,
+    crl: Arc<CrlPublisher>,
+    tls: Arc<TlsIdentity>,
+    maintenance: Arc<Maintenance>,
+    hooks: Arc<Hooks>,
+    shared: Arc<http::Shared>,
+    extra_http: Router,
+    extra_https: Router,
+    bound: Option<(TcpListener, TcpListener)>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Loads everything the service needs and prepares it; blocks for a few signatures and
+    /// store flushes, so call it before serving (or from a blocking thread).
+    ///
+    /// - `ca`: the opened CA (store, audit log, policies, data directory);
+    /// - `authority`: its issuing authority (issuing key loaded);
+    /// - `protection`: how the CA's key files are protected. The OCSP responder key is loaded
+    ///   with it (after completing an interrupted rotation, see
+    ///   [`finish_interrupted_rotation`]), and rotated responder keys are written with it.
+    ///
+    /// At the end of `new`, the HTTPS certificate has been issued (recorded and audited like
+    /// every certificate), its OCSP responses pre-signed, and a first CRL published.
+    pub fn new(
+        ca: Arc<Ca>,
+        authority: Arc<Authority>,
+        protection: Protection,
+        config: ServerConfig,
+    ) -> Result<Self, ServerError> {
+        config.validate()?;
+        if config.ocsp_validity < time::Duration::hours(8) {
+            tracing::warn!(
+                validity = %config.ocsp_validity,
+                "OCSP responses valid for less than 8 hours (BR §4.9.10 asks for 8 hours to 10 days)"
+            );
+        }
+        let metrics = Arc::new(Metrics::new());
+
+        let responder = rotation::load(&ca, &authority, &protection, config.ocsp_validity)?;
+        let ocsp = Arc::new(OcspService::new(
+            authority.clone(),
+            responder,
+            config.ocsp_validity,
+            config.ocsp_signing_rate,
+            metrics.clone(),
+        )?);
+
+        let names = tls_names(&config, &ca.config().base_url)?;
+        let (tls, tls_record) = TlsIdentity::issue(&authority, names)?;
+        let tls = Arc::new(tls);
+        metrics.tls_not_after.set(tls.not_after().unix_timestamp());
+        ocsp.presign(&tls_record);
+
+        let crl = Arc::new(CrlPublisher::new(
+            authority.clone(),
+            config.crl_validity,
+            metrics.clone(),
+        ));
+        crl.publish()?;
+
+        let issuing = authority.ca().cert_der().to_vec();
+        let root = ca.cert_der("root.pem")?;
+        let ca_pem = format!(
+            "{}{}",
+            headers::pem_lf("CERTIFICATE", &issuing),
+            headers::pem_lf("CERTIFICATE", &root)
+        );
+        let shared = Arc::new(http::Shared {
+            ocsp: ocsp.clone(),
+            crl: crl.clone(),
+            health: Health::new(ca.clone(), metrics.clone()),
+            metrics: metrics.clone(),
+            ca_pem: Bytes::from(ca_pem),
+            ca_der: Bytes::from(issuing),
+        });
+        let maintenance = Arc::new(Maintenance::new(
+            ca,
+            authority.clone(),
+            protection,
+            ocsp.clone(),
+            tls.clone(),
+            metrics.clone(),
+        ));
+        let hooks = Arc::new(Hooks {
+            ocsp: ocsp.clone(),
+            crl: crl.clone(),
+            metrics: metrics.clone(),
+            maintenance: maintenance.clone(),
+        });
+        Ok(Self {
+            config,
+            authority,
+            metrics,
+            ocsp,
+            crl,
+            tls,
+            maintenance,
+            hooks,
+            shared,
+            extra_http: Router::new(),
+            extra_https: Router::new(),
+            bound: None,
+        })
+    }
+
+    /// Adds routes to the HTTPS listener (ACME). They get the same limits, metrics and
+    /// timeouts as the built-in routes. The router must have its state applied and no
+    /// fallback, and its paths must not clash with `/healthz` (axum refuses either when the
+    /// listeners are built in [`Server::run`]).
+    pub fn with_https_routes(mut self, routes: Router) -> Self {
+        self.extra_https = self.extra_https.merge(routes);
+        self
+    }
+
+    /// Adds routes to the plain HTTP listener (SCEP); same rules as
+    /// [`Server::with_https_routes`], and no clash with `/ocsp`, `/crl`, `/crl.pem`, `/ca.pem`,
+    /// `/ca.crt` or `/metrics`.
+    pub fn with_http_routes(mut self, routes: Router) -> Self {
+        self.extra_http = self.extra_http.merge(routes);
+        self
+    }
+
+    /// The hooks operator commands call while the server runs.
+    pub fn hooks(&self) -> Arc<Hooks> {
+        self.hooks.clone()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Binds both listeners and returns their addresses (with port 0 resolved). Nothing is
+    /// accepted before [`Server::run`].
+    pub async fn bind(&mut self) -> Result<BoundAddresses, ServerError> {
+        let https = TcpListener::bind(self.config.listen)
+            .await
+            .map_err(|e| ServerError::io(format!("listen on {}", self.config.listen), e))?;
+        let http = TcpListener::bind(self.config.http_listen)
+            .await
+            .map_err(|e| ServerError::io(format!("listen on {}", self.config.http_listen), e))?;
+        let addresses = BoundAddresses {
+            https: local_addr(&https)?,
+            http: local_addr(&http)?,
+        };
+        self.bound = Some((https, http));
+        Ok(addresses)
+    }
+
+    /// Serves until `shutdown` resolves. Then: stops accepting, gives in-flight requests
+    /// [`ServerConfig::shutdown_grace`] to finish, stops the scheduler, and commits the store
+    /// and the audit log. Binds first if [`Server::bind`] was not called.
+    pub async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        if self.bound.is_none() {
+            self.bind().await?;
+        }
+        let Some((https, http)) = self.bound.take() else {
+            return Err(ServerError::Task("listeners not bound".into()));
+        };
+        let limits = ConnLimits {
+            header_timeout: self.config.header_timeout,
+            max_connections: self.config.max_connections,
+            grace: self.config.shutdown_grace,
+        };
+        let acceptor = TlsAcceptor::from(self.tls.server_config()?);
+        let endpoints = [
+            Endpoint {
+                listener: http,
+                router: http::http_router(self.shared.clone(), &self.config, self.extra_http),
+                tls: None,
+                label: Listener::Http,
+            },
+            Endpoint {
+                listener: https,
+                router: http::https_router(self.shared.clone(), &self.config, self.extra_https),
+                tls: Some(acceptor),
+                label: Listener::Https,
+            },
+        ];
+
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let halt = Arc::new(AtomicBool::new(false));
+        let scheduler = Scheduler::start(
+            Jobs {
+                ocsp: self.ocsp.clone(),
+                crl: self.crl.clone(),
+                maintenance: self.maintenance.clone(),
+                crl_interval: self.config.crl_interval,
+                crl_debounce: self.config.crl_debounce,
+            },
+            stop_rx.clone(),
+            halt.clone(),
+        );
+        let listeners: Vec<_> = endpoints
+            .into_iter()
+            .map(|endpoint| {
+                tokio::spawn(listener::serve(
+                    endpoint,
+                    limits,
+                    self.metrics.clone(),
+                    stop_rx.clone(),
+                ))
+            })
+            .collect();
+        tracing::info!("serving");
+
+        shutdown.await;
+        tracing::info!("shutting down: draining requests");
+        halt.store(true, Ordering::Relaxed);
+        let _ = stop_tx.send(true);
+        for task in listeners {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "a listener failed");
+            }
+        }
+        scheduler.join(self.config.shutdown_grace).await;
+
+        let authority = self.authority.clone();
+        tokio::task::spawn_blocking(move || {
+            authority.store().commit()?;
+            authority.audit().sync()?;
+            Ok::<(), ServerError>(())
+        })
+        .await
+        .map_err(|e| ServerError::Task(e.to_string()))??;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+fn local_addr(listener: &TcpListener) -> Result<SocketAddr, ServerError> {
+    listener
+        .local_addr()
+        .map_err(|e| ServerError::io("read the bound address", e))
+}
+
+/// The configured names plus the base URL's host, parsed and without repeats.
+fn tls_names(config: &ServerConfig, base_url: &str) -> Result<Vec<TlsName>, ServerError> {
+    let mut names = Vec::new();
+    let base_host = config::base_url_host(base_url);
+    for name in config
+        .tls_names
+        .iter()
+        .map(String::as_str)
+        .chain(base_host.as_deref())
+    {
+        let name = TlsName::parse(name)?;
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
