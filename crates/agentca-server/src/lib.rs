@@ -9,13 +9,36 @@
 //! server.run(shutdown_signal).await?;    // until the signal; drains, stops jobs, commits
 //! ```
 //!
-//! Roles stay apart as in the core: [`http`] parses and maps answers to HTTP, [`ocsp`]
-//! decides when a request may cost a signature and otherwise serves pre-signed bytes, the
-//! core's `StatusResponder` and `crl::publish` sign, and the store records.
+//! Roles stay apart as in the core: the `http` module parses and maps answers to HTTP, the
+//! `ocsp` module decides when a request may cost a signature and otherwise serves pre-signed
+//! bytes, the core's `StatusResponder` and `crl::publish` sign, and the store records.
 //!
-//! Start-up cost: every unexpired certificate gets two OCSP responses (SHA-1 and SHA-256
-//! CertIDs) signed in the background, on about half of the cores, while requests are served;
-//! the list is read from the store once, with each certificate's DER.
+//! # How `/ocsp` answers
+//!
+//! - One CertID without a nonce (the RFC 5019 profile, the fast path): a pre-signed response,
+//!   no signature and no store access. Responses are signed at start for every unexpired
+//!   certificate (in the background, while serving), at issuance and revocation through
+//!   [`Hooks`], and re-signed before half of their validity.
+//! - A nonce (RFC 8954): echoed in a freshly signed response — a signature per request, the
+//!   price of replay protection. Fresh signatures (nonces, several CertIDs, responses not yet
+//!   pre-signed) come from a budget of [`ServerConfig::ocsp_signing_rate`] per second; beyond
+//!   it a one-CertID request gets its pre-signed response without the nonce (RFC 5019 §4 and
+//!   RFC 8954 §2.1 let clients accept that) and others get `tryLater`.
+//! - A serial of our issuer without a stored certificate: `unauthorized`, unsigned (RFC 5019
+//!   §2.2.3 allows it for responders working from pre-produced responses). A signed `unknown`
+//!   would let anyone make the responder sign for every random serial sent (REV-1). A serial is
+//!   `good` only if the store holds its certificate.
+//! - Another issuer: `unauthorized`; anything malformed (including more than 64 CertIDs, a
+//!   nonce outside 1–32 bytes, a hash other than SHA-1/SHA-256): `malformedRequest`. Every
+//!   OCSP answer is HTTP 200; bodies over [`ServerConfig::max_body`] get 413.
+//!
+//! # Start-up cost
+//!
+//! Every unexpired certificate gets two OCSP responses (SHA-1 and SHA-256 CertIDs) signed in
+//! the background, on about half of the cores, while requests are served (until its response
+//! is ready, a certificate is signed for on demand). The list is read from the store once,
+//! with each certificate's DER. Priming 100,000 certificates takes about 10 s of one core
+//! in a release build (`tests/server/priming.rs`, ignored test).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

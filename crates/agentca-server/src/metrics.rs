@@ -89,6 +89,7 @@ pub(crate) struct RouteLabels {
 
 /// What an OCSP request was answered with.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+#[repr(usize)]
 pub(crate) enum OcspAnswer {
     Good,
     Revoked,
@@ -97,6 +98,18 @@ pub(crate) enum OcspAnswer {
     Unauthorized,
     TryLater,
     InternalError,
+}
+
+impl OcspAnswer {
+    const ALL: [Self; 7] = [
+        Self::Good,
+        Self::Revoked,
+        Self::Several,
+        Self::MalformedRequest,
+        Self::Unauthorized,
+        Self::TryLater,
+        Self::InternalError,
+    ];
 }
 
 label_value!(OcspAnswer {
@@ -127,6 +140,9 @@ pub(crate) struct Metrics {
     pub(crate) request_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub(crate) connections_open: Family<ListenerLabels, Gauge>,
     pub(crate) ocsp_answers: Family<OcspLabels, Counter>,
+    /// The series of `ocsp_answers`, by [`OcspAnswer`] discriminant: the request path
+    /// increments an atomic without a label lookup.
+    answer_counters: Vec<Counter>,
     pub(crate) ocsp_cache_hits: Counter,
     pub(crate) ocsp_cache_misses: Counter,
     pub(crate) ocsp_cache_entries: Gauge,
@@ -165,6 +181,7 @@ impl Metrics {
             request_seconds,
             connections_open: Family::default(),
             ocsp_answers: Family::default(),
+            answer_counters: Vec::new(),
             ocsp_cache_hits: Counter::default(),
             ocsp_cache_misses: Counter::default(),
             ocsp_cache_entries: Gauge::default(),
@@ -295,19 +312,18 @@ impl Metrics {
                 .connections_open
                 .get_or_create(&ListenerLabels { listener });
         }
-        for answer in [
-            OcspAnswer::Good,
-            OcspAnswer::Revoked,
-            OcspAnswer::Several,
-            OcspAnswer::MalformedRequest,
-            OcspAnswer::Unauthorized,
-            OcspAnswer::TryLater,
-            OcspAnswer::InternalError,
-        ] {
-            let _ = metrics.ocsp_answers.get_or_create(&OcspLabels { answer });
-        }
+        let answer_counters = OcspAnswer::ALL
+            .iter()
+            .map(|&answer| {
+                metrics
+                    .ocsp_answers
+                    .get_or_create(&OcspLabels { answer })
+                    .clone()
+            })
+            .collect();
         Self {
             registry,
+            answer_counters,
             ..metrics
         }
     }
@@ -326,9 +342,10 @@ impl Metrics {
     }
 
     pub(crate) fn answered(&self, answer: OcspAnswer) {
-        self.ocsp_answers
-            .get_or_create(&OcspLabels { answer })
-            .inc();
+        // `ALL` is in discriminant order, so the discriminant indexes the counters.
+        if let Some(counter) = self.answer_counters.get(answer as usize) {
+            counter.inc();
+        }
     }
 }
 
@@ -351,6 +368,20 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");
         }
+    }
+
+    #[test]
+    fn answer_counters_follow_the_discriminants() {
+        for (i, answer) in OcspAnswer::ALL.iter().enumerate() {
+            assert_eq!(*answer as usize, i);
+        }
+        let metrics = Metrics::new();
+        metrics.answered(OcspAnswer::TryLater);
+        let text = metrics.encode(OffsetDateTime::now_utc());
+        assert!(
+            text.contains("agentca_ocsp_answers_total{answer=\"try_later\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]

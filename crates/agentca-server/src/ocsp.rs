@@ -449,10 +449,16 @@ impl OcspService {
     /// A keyCompromise revocation also revokes every other certificate for the same key in
     /// the store; those are looked up here so that their responses change too.
     pub(crate) fn revoked(&self, records: &[CertificateRecord]) -> usize {
-        let mut all: Vec<(Serial, OffsetDateTime)> = records
-            .iter()
-            .map(|r| (r.intent.serial, r.intent.not_after))
-            .collect();
+        // Only records that say revoked: marking a certificate the store still holds as good
+        // would leave it answerable by nothing but `tryLater`.
+        let mut all: Vec<(Serial, OffsetDateTime)> = Vec::with_capacity(records.len());
+        for record in records {
+            if record.revocation.is_some() {
+                all.push((record.intent.serial, record.intent.not_after));
+            } else {
+                tracing::warn!(serial = %record.intent.serial, "revocation hook called for a certificate that is not revoked; ignored");
+            }
+        }
         let store = self.authority.store();
         for record in records {
             let compromised = record

@@ -655,3 +655,100 @@ fn status_of_any(der: &[u8]) -> Option<OcspResponseStatus> {
         ocsp::ParsedResponse::Successful(_) => None,
     }
 }
+
+/// keyCompromise revokes every certificate of the key; the hook, given only the one the
+/// operator named, makes OCSP say `revoked` for all of them before it returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_compromise_changes_every_certificate_of_the_key() {
+    let ca = TestCa::new();
+    let server = Running::start(&ca, test_config()).await;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap();
+    let records: Vec<_> = (0..3)
+        .map(|_| {
+            ca.authority
+                .issue_csr(
+                    AGENT,
+                    csr.der(),
+                    agentca_core::store::EnrollmentMethod::Cli,
+                    None,
+                )
+                .unwrap()
+        })
+        .collect();
+    server
+        .blocking({
+            let records = records.clone();
+            move |h| records.iter().for_each(|r| h.issued(r))
+        })
+        .await;
+    let issuer = ca.issuer();
+    for record in &records {
+        let der = ocsp_request(
+            &issuer,
+            HashAlgorithm::Sha1,
+            record.intent.serial.as_bytes(),
+            None,
+        );
+        assert_eq!(
+            status_of(&post_ocsp(server.addrs.http, der).await.body),
+            Ok(CertStatus::Good)
+        );
+    }
+    let authority = ca.authority.clone();
+    let serial = records[0].intent.serial;
+    let named = tokio::task::spawn_blocking(move || {
+        authority
+            .revoke(&serial, RevocationReason::KeyCompromise)
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    // A hook call for a certificate that is not revoked is ignored, not harmful.
+    let unrevoked = ca.issue();
+    server
+        .blocking({
+            let unrevoked = unrevoked.clone();
+            move |h| {
+                h.issued(&unrevoked);
+                h.revoked(&[named, unrevoked]);
+            }
+        })
+        .await;
+    for record in &records {
+        for hash in HashAlgorithm::ALL {
+            let der = ocsp_request(&issuer, hash, record.intent.serial.as_bytes(), None);
+            let status = status_of(&post_ocsp(server.addrs.http, der).await.body);
+            assert!(
+                matches!(
+                    status,
+                    Ok(CertStatus::Revoked {
+                        reason: Some(RevocationReason::KeyCompromise),
+                        ..
+                    })
+                ),
+                "{:?}: {status:?}",
+                record.intent.serial
+            );
+        }
+    }
+    let der = ocsp_request(
+        &issuer,
+        HashAlgorithm::Sha1,
+        unrevoked.intent.serial.as_bytes(),
+        None,
+    );
+    assert_eq!(
+        status_of(&post_ocsp(server.addrs.http, der).await.body),
+        Ok(CertStatus::Good)
+    );
+    let text = metrics_text(server.addrs.http).await;
+    assert_eq!(metric(&text, "agentca_certificates_revoked_total"), 3.0);
+    assert_eq!(
+        metric(&text, "agentca_ocsp_request_path_signatures_total"),
+        0.0
+    );
+    server.stop().await;
+}
