@@ -57,8 +57,8 @@ pub(crate) fn try_remote(dir: &DataDir, request: &Request) -> Result<Option<Resu
     let io = |e| Error::io(format!("talk to the server at {}", path.display()), e);
     stream.set_read_timeout(Some(CLIENT_TIMEOUT)).map_err(io)?;
     stream.set_write_timeout(Some(CLIENT_TIMEOUT)).map_err(io)?;
-    let mut line = serde_json::to_vec(request)
-        .map_err(|_| Error::Unreachable("requests encode as JSON"))?;
+    let mut line =
+        serde_json::to_vec(request).map_err(|_| Error::Unreachable("requests encode as JSON"))?;
     line.push(b'\n');
     (&stream).write_all(&line).map_err(io)?;
     let mut answer = String::new();

@@ -14,8 +14,7 @@ use serde_json::Value;
 use crate::operations::{self, LocalBackend, Reply, Request};
 use crate::output::print;
 use crate::{
-    AgentCommand, AuditCommand, CertCommand, CertStatusFilter, Cli, Command, InitArgs,
-    OutputFormat,
+    AgentCommand, AuditCommand, CertCommand, CertStatusFilter, Cli, Command, InitArgs, OutputFormat,
 };
 
 pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
@@ -125,8 +124,8 @@ fn render(out: OutputFormat, reply: Reply, output: Option<AtomicFile>) -> Result
     match (output, reply.artifact) {
         (Some(file), Some(artifact)) => {
             let path = file.path().to_owned();
-            let is_der = reply.json.get("number").is_some()
-                && path.extension().is_none_or(|e| e != "pem");
+            let is_der =
+                reply.json.get("number").is_some() && path.extension().is_none_or(|e| e != "pem");
             let bytes = if is_der {
                 artifact.der
             } else {
@@ -134,7 +133,11 @@ fn render(out: OutputFormat, reply: Reply, output: Option<AtomicFile>) -> Result
             };
             file.commit(&bytes)?;
             let note = reply.note.unwrap_or_default();
-            print(out, &format!("{note}\nwrote {}", path.display()), &reply.json);
+            print(
+                out,
+                &format!("{note}\nwrote {}", path.display()),
+                &reply.json,
+            );
         }
         (_, artifact) => {
             if out == OutputFormat::Text
@@ -214,8 +217,8 @@ fn init(
 /// Reads at most `limit + 1` bytes: enough for the core to see (and audit) that a file is too
 /// large, without reading all of it.
 fn read_limited(path: &Path, limit: usize) -> Result<Vec<u8>> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    let file =
+        std::fs::File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
     let mut buf = Vec::new();
     file.take(limit as u64 + 1)
         .read_to_end(&mut buf)

@@ -189,8 +189,7 @@ fn agent_add(
         )));
     }
     for name in &dns {
-        check_dns_name(name)
-            .map_err(|e| Error::InvalidArgument(format!("--dns {name:?}: {e}")))?;
+        check_dns_name(name).map_err(|e| Error::InvalidArgument(format!("--dns {name:?}: {e}")))?;
     }
     let chosen = ca.policies().for_agent(&id, policy.as_deref())?;
     let record = AgentRecord {
@@ -612,7 +611,6 @@ fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
-
 
 mod base64_bytes {
     use base64::Engine;

@@ -44,15 +44,20 @@ pub(crate) fn serve(dir: &DataDir, passphrase_file: Option<&Path>, args: ServeAr
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
-            toml::from_str(&text).map_err(|e| Error::InvalidArgument(format!(
-                "{}: {}",
-                path.display(),
-                e.to_string().lines().collect::<Vec<_>>().join(" ")
-            )))?
+            toml::from_str(&text).map_err(|e| {
+                Error::InvalidArgument(format!(
+                    "{}: {}",
+                    path.display(),
+                    e.to_string().lines().collect::<Vec<_>>().join(" ")
+                ))
+            })?
         }
         None => FileConfig::default(),
     };
-    let log_format = args.log_format.or(file.log_format).unwrap_or(LogFormat::Text);
+    let log_format = args
+        .log_format
+        .or(file.log_format)
+        .unwrap_or(LogFormat::Text);
     init_logging(log_format);
 
     let created = ensure_ca(dir, passphrase_file, args.trust_domain.as_deref())?;
@@ -315,30 +320,34 @@ async fn admin_connection(
     let uid = stream.peer_cred()?.uid();
     let (read, mut write) = stream.into_split();
     if uid != owner && uid != 0 {
-        tracing::warn!(uid, "admin connection refused: not the data directory's owner");
+        tracing::warn!(
+            uid,
+            "admin connection refused: not the data directory's owner"
+        );
         write
             .write_all(br#"{"error":{"kind":"unauthorized","message":"only the owner of the data directory may operate this CA"}}"#)
             .await?;
         return write.write_all(b"\n").await;
     }
     let mut line = Vec::new();
-    let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(read, crate::admin::MAX_REQUEST));
+    let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(
+        read,
+        crate::admin::MAX_REQUEST,
+    ));
     match tokio::time::timeout(Duration::from_secs(30), reader.read_until(b'\n', &mut line)).await {
         Ok(result) => {
             result?;
         }
         Err(_) => return Ok(()),
     }
-    let answer = tokio::task::spawn_blocking(move || {
-        crate::admin::handle_line(backend.as_ref(), &line)
-    })
-    .await
-    .unwrap_or_else(|_| {
-        br#"{"error":{"kind":"internal","message":"the operation failed unexpectedly"}}
+    let answer =
+        tokio::task::spawn_blocking(move || crate::admin::handle_line(backend.as_ref(), &line))
+            .await
+            .unwrap_or_else(|_| {
+                br#"{"error":{"kind":"internal","message":"the operation failed unexpectedly"}}
 "#
-        .to_vec()
-    });
+                .to_vec()
+            });
     write.write_all(&answer).await?;
     write.shutdown().await
 }
-
