@@ -207,8 +207,10 @@ fn base_url_host(base: &str) -> Option<String> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AGENTCA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     // Logging may already be set up (a second call in one process); that is fine.
     let _ = match format {
@@ -319,16 +321,8 @@ async fn admin_connection(
 ) -> std::io::Result<()> {
     let uid = stream.peer_cred()?.uid();
     let (read, mut write) = stream.into_split();
-    if uid != owner && uid != 0 {
-        tracing::warn!(
-            uid,
-            "admin connection refused: not the data directory's owner"
-        );
-        write
-            .write_all(br#"{"error":{"kind":"unauthorized","message":"only the owner of the data directory may operate this CA"}}"#)
-            .await?;
-        return write.write_all(b"\n").await;
-    }
+    // The request is read even from a peer about to be refused: closing first would make the
+    // peer's write fail, and it would see a broken pipe instead of the refusal.
     let mut line = Vec::new();
     let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(
         read,
@@ -339,6 +333,17 @@ async fn admin_connection(
             result?;
         }
         Err(_) => return Ok(()),
+    }
+    if uid != owner && uid != 0 {
+        tracing::warn!(
+            uid,
+            "admin connection refused: not the data directory's owner"
+        );
+        write
+            .write_all(br#"{"error":{"kind":"unauthorized","message":"only the owner of the data directory may operate this CA"}}"#)
+            .await?;
+        write.write_all(b"\n").await?;
+        return write.shutdown().await;
     }
     let answer =
         tokio::task::spawn_blocking(move || crate::admin::handle_line(backend.as_ref(), &line))

@@ -17,4 +17,5 @@ mod cli {
     mod init;
     mod issue;
     mod revoke;
+    mod serve;
 }
