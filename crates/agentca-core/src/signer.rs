@@ -138,7 +138,7 @@ impl Signer for KeyPairSigner {
 
 /// Adapts any [`Signer`] to rcgen's signing trait, so rcgen can build certificates and CRLs
 /// with keys it does not own.
-pub(crate) struct RcgenSigner<'a> {
+pub struct RcgenSigner<'a> {
     inner: &'a dyn Signer,
     spki: Vec<u8>,
     public_key: Vec<u8>,
@@ -146,7 +146,8 @@ pub(crate) struct RcgenSigner<'a> {
 }
 
 impl<'a> RcgenSigner<'a> {
-    pub(crate) fn new(inner: &'a dyn Signer) -> Result<Self, Error> {
+    /// Wraps `inner`; fails if its public key does not parse.
+    pub fn new(inner: &'a dyn Signer) -> Result<Self, Error> {
         let spki = inner.subject_public_key_info();
         let public_key = subject_public_key_bits(&spki)?;
         let algorithm = match inner.algorithm() {

@@ -11,14 +11,12 @@ use std::net::IpAddr;
 
 use agentca_core::issuer::Authority;
 use agentca_core::profile::{self, BACKDATE};
-use agentca_core::signer::{SignatureAlgorithm, Signer};
 use agentca_core::store::{
     CertificateRecord, EnrollmentMethod, IssuanceIntent, Serial, StoreError,
 };
 use rcgen::{
     CertificateParams, CrlDistributionPoint, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
     IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber,
-    SigningKey,
 };
 use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
@@ -84,67 +82,6 @@ impl TlsName {
         }
         Ok(Self::Dns(name))
     }
-}
-
-/// The issuing CA key as rcgen wants it.
-struct CaKey<'a> {
-    signer: &'a dyn Signer,
-    spki: Vec<u8>,
-    key_bits: Vec<u8>,
-    algorithm: &'static rcgen::SignatureAlgorithm,
-}
-
-impl<'a> CaKey<'a> {
-    fn new(signer: &'a dyn Signer) -> Result<Self, ServerError> {
-        let spki = signer.subject_public_key_info();
-        let key_bits = public_key_bits(&spki)?;
-        let algorithm = match signer.algorithm() {
-            SignatureAlgorithm::EcdsaP256Sha256 => &rcgen::PKCS_ECDSA_P256_SHA256,
-            SignatureAlgorithm::EcdsaP384Sha384 => &rcgen::PKCS_ECDSA_P384_SHA384,
-            SignatureAlgorithm::Ed25519 => &rcgen::PKCS_ED25519,
-            SignatureAlgorithm::RsaPkcs1Sha256 => &rcgen::PKCS_RSA_SHA256,
-            _ => {
-                return Err(
-                    agentca_core::Error::UnsupportedKey("issuing CA key algorithm".into()).into(),
-                );
-            }
-        };
-        Ok(Self {
-            signer,
-            spki,
-            key_bits,
-            algorithm,
-        })
-    }
-}
-
-impl PublicKeyData for CaKey<'_> {
-    fn subject_public_key_info(&self) -> Vec<u8> {
-        self.spki.clone()
-    }
-
-    fn der_bytes(&self) -> &[u8] {
-        &self.key_bits
-    }
-
-    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
-        self.algorithm
-    }
-}
-
-impl SigningKey for CaKey<'_> {
-    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        self.signer
-            .sign(msg)
-            .map_err(|_| rcgen::Error::RemoteKeyError)
-    }
-}
-
-fn public_key_bits(spki: &[u8]) -> Result<Vec<u8>, ServerError> {
-    use x509_parser::prelude::FromDer;
-    let (_, info) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki)
-        .map_err(|_| agentca_core::Error::UnsupportedKey("unparseable public key".into()))?;
-    Ok(info.subject_public_key.data.to_vec())
 }
 
 /// Issues the HTTPS listener's certificate for `key` and `names`.
@@ -243,7 +180,7 @@ fn issue(
         }
     }
 
-    let ca_key = CaKey::new(ca.signer())?;
+    let ca_key = agentca_core::signer::RcgenSigner::new(ca.signer())?;
     let issuer = Issuer::from_ca_cert_der(&ca.cert_der().into(), &ca_key)
         .map_err(|e| agentca_core::Error::Der(format!("issuing CA certificate: {e}")))?;
     let cert = params

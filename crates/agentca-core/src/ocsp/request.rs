@@ -252,21 +252,7 @@ mod tests {
     use super::super::{HashAlgorithm, IssuerHashes};
     use super::*;
 
-    /// A DER TLV with a definite length in the shortest form.
-    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-        let mut out = vec![tag];
-        let len = content.len();
-        if len < 0x80 {
-            out.push(len as u8);
-        } else {
-            let bytes = len.to_be_bytes();
-            let skip = bytes.iter().take_while(|b| **b == 0).count();
-            out.push(0x80 | (bytes.len() - skip) as u8);
-            out.extend_from_slice(&bytes[skip..]);
-        }
-        out.extend_from_slice(content);
-        out
-    }
+    use crate::profile::tlv;
 
     fn sample_id(hash: HashAlgorithm, serial: &[u8]) -> CertId {
         CertId {

@@ -1,0 +1,35 @@
+//! Load generators that measure agentca, or any server speaking the same protocol, from the
+//! outside.
+//!
+//! The OCSP generator ([`run_ocsp`]) is closed-loop: each of `concurrency` workers holds one
+//! keep-alive HTTP/1.1 connection and sends its next request when the previous answer has
+//! arrived, so the figures are those of a fixed population of clients, and the latency of one
+//! request is not hidden behind the queue of another. Every answer is checked to be a successful
+//! OCSP response naming the certificate asked about; signatures are not verified, which would
+//! make the generator rather than the server the bottleneck.
+//!
+//! When given the server's process id, the generator also reads the server's CPU time and
+//! resident memory from `/proc` at the edges of the measured window, so that the server's cost
+//! per request is measured on its own even when the generator shares the machine.
+
+#![warn(missing_docs)]
+
+mod error;
+mod histogram;
+mod proc_stat;
+mod report;
+mod requests;
+mod run;
+mod target;
+
+#[cfg(test)]
+mod peer_tests;
+#[cfg(test)]
+mod test_pki;
+#[cfg(test)]
+mod test_server;
+
+pub use error::BenchError;
+pub use report::{ErrorCounts, OcspBenchReport, StatusCounts};
+pub use requests::{load_certificates, requests_for, requests_for_hash};
+pub use run::{Method, OcspBenchOptions, run_ocsp};
