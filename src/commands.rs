@@ -24,6 +24,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
     let passphrase_file = g.passphrase_file.as_deref();
     let (request, out_path) = match cli.command {
         Command::Init(args) => return init(&dir, out, passphrase_file, args),
+        Command::Bench(command) => return crate::bench::run(out, command),
         Command::Serve(args) => {
             crate::serve::serve(&dir, passphrase_file, args)?;
             return Ok(ExitCode::SUCCESS);

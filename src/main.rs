@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod bench;
 mod commands;
 mod operations;
 mod output;
@@ -71,6 +72,9 @@ enum Command {
     /// the admin socket the other commands use while it runs. Creates a development CA on the
     /// first run if the data directory holds none.
     Serve(ServeArgs),
+    /// Load generators that measure agentca or any other compliant server.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 #[derive(Debug, Args)]
