@@ -189,6 +189,8 @@ crl() {
 
 install_missing
 target_dir=$(cargo metadata --no-deps --format-version 1 | jq -r .target_directory)
+# Where criterion keeps its estimates; fixed here so the summaries below read this run's.
+export CRITERION_HOME="$target_dir/criterion"
 agentca_bin=""
 machine
 build

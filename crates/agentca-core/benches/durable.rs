@@ -86,6 +86,8 @@ impl Settings {
             fill_budget: Duration::from_secs(
                 env_usize("AGENTCA_BENCH_FILL_BUDGET_SECS", 600) as u64
             ),
+            piece_writes: 5_000,
+            piece_syncs: 300,
         }
     }
 }
@@ -290,14 +292,20 @@ fn pieces(count: usize, syncs: usize) -> Vec<(&'static str, Duration)> {
             now,
         );
     }
-    out.push(("store: reserve_serial + record_certificate (no commit)", per(t, count)));
+    out.push((
+        "store: reserve_serial + record_certificate (no commit)",
+        per(t, count),
+    ));
     store.commit().expect("commit");
 
     let t = Instant::now();
     for _ in 0..count {
         audit.append("cert.issued", entry()).expect("append");
     }
-    out.push(("audit: append of a cert.issued entry (no sync)", per(t, count)));
+    out.push((
+        "audit: append of a cert.issued entry (no sync)",
+        per(t, count),
+    ));
     audit.sync().expect("sync");
 
     let t = Instant::now();
@@ -313,7 +321,10 @@ fn pieces(count: usize, syncs: usize) -> Vec<(&'static str, Duration)> {
         store.commit().expect("commit");
     }
     let with_commit = per(t, syncs);
-    out.push(("store: one record + commit (sled flush, fsync file and directory)", with_commit));
+    out.push((
+        "store: one record + commit (sled flush, fsync file and directory)",
+        with_commit,
+    ));
 
     let t = Instant::now();
     for _ in 0..syncs {
@@ -322,6 +333,47 @@ fn pieces(count: usize, syncs: usize) -> Vec<(&'static str, Duration)> {
     }
     out.push(("audit: one append + sync (fdatasync)", per(t, syncs)));
     out
+}
+
+/// One thread's cost at the store's current size: a write without commit (mean of
+/// `writes`), and a write followed by its own commit (mean of `commits`).
+fn store_costs(
+    fx: &Fixture,
+    template: &[u8],
+    serial_at: usize,
+    writes: usize,
+    commits: usize,
+) -> (Duration, Duration) {
+    let store = fx.ca.store();
+    let mut rng = Seeded::new(0x5173 ^ writes as u64 ^ store.serial_count().unwrap_or(0));
+    let now = OffsetDateTime::now_utc();
+    let agent = format!("spiffe://{}/agent/costs", common::TRUST_DOMAIN);
+    let t = Instant::now();
+    for _ in 0..writes {
+        record_certificate(
+            store.as_ref(),
+            template,
+            serial_at,
+            rng.serial(),
+            &agent,
+            now,
+        );
+    }
+    let write = t.elapsed() / writes.max(1) as u32;
+    store.commit().expect("commit");
+    let t = Instant::now();
+    for _ in 0..commits {
+        record_certificate(
+            store.as_ref(),
+            template,
+            serial_at,
+            rng.serial(),
+            &agent,
+            now,
+        );
+        store.commit().expect("commit");
+    }
+    (write, t.elapsed() / commits.max(1) as u32)
 }
 
 fn main() {
@@ -405,7 +457,13 @@ fn main() {
             settings.growth_issues,
             settings.growth_rounds,
         );
-        rows.push((have, s, disk_usage(&fx.store_path())));
+        let (write, commit) = store_costs(&fx, &template, serial_at, 2_000, 100);
+        println!(
+            "    one thread: write {:.1} µs, write + commit {:.0} µs",
+            us(write),
+            us(commit)
+        );
+        rows.push((have, s, disk_usage(&fx.store_path()), write, commit));
         if budget_hit.is_some() {
             break;
         }
@@ -433,14 +491,18 @@ fn main() {
         human_bytes(fresh_disk),
         settings.issues * settings.rounds,
     );
+    println!("one thread, each durable step alone:");
+    for (what, took) in &steps {
+        println!("    {what}: {:.1} µs", us(*took));
+    }
     println!(
-        "\n| records in store | certificates/s (median of {}) | wall µs/cert | CPU µs/cert | p50 ms | p99 ms | store on disk |",
+        "\n| records in store | certificates/s (median of {}) | wall µs/cert | CPU µs/cert | p50 ms | p99 ms | store on disk | 1 thread: write µs | 1 thread: write + commit µs |",
         settings.growth_rounds
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
-    for (have, s, disk) in &rows {
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (have, s, disk, write, commit) in &rows {
         println!(
-            "| {} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {} |",
+            "| {} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {} | {:.1} | {:.0} |",
             have,
             s.rate_median,
             1e6 / s.rate_median,
@@ -448,10 +510,12 @@ fn main() {
                 .map_or("n/a".into(), |c| format!("{:.0}", us(c))),
             ms(s.p50),
             ms(s.p99),
-            human_bytes(*disk)
+            human_bytes(*disk),
+            us(*write),
+            us(*commit)
         );
     }
-    if let (Some((_, first, _)), Some((_, last, _))) = (rows.first(), rows.last()) {
+    if let (Some((_, first, ..)), Some((_, last, ..))) = (rows.first(), rows.last()) {
         println!(
             "rate at largest size / rate at smallest: {:.2}",
             last.rate_median / first.rate_median
