@@ -41,6 +41,10 @@ pub struct SledStore {
     tokens: Tree,
     meta: Tree,
     group: GroupCommit,
+    /// sled's data file, kept open for fsync.
+    data_file: File,
+    /// The directory mtime at its last fsync.
+    dir_synced: std::sync::Mutex<Option<std::time::SystemTime>>,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -78,7 +82,11 @@ impl SledStore {
             }
         };
         let tree = |name: &str| db.open_tree(name).map_err(backend);
+        let data_file = File::open(path.join("db"))
+            .map_err(|e| StoreError::Backend(format!("open data file for fsync: {e}")))?;
         Ok(Self {
+            data_file,
+            dir_synced: std::sync::Mutex::new(None),
             agents: tree("agents")?,
             serials: tree("serials")?,
             der: tree("der")?,
@@ -96,15 +104,25 @@ impl SledStore {
 
     fn flush(&self) -> Result<()> {
         self.db.flush().map_err(backend)?;
-        // sled's flush ends with sync_file_range; make the data and the directory durable.
-        let data = File::open(self.path.join("db"))
-            .map_err(|e| StoreError::Backend(format!("open data file for fsync: {e}")))?;
-        data.sync_all()
+        // sled's flush ends with sync_file_range; make the data (and its size) durable.
+        self.data_file
+            .sync_all()
             .map_err(|e| StoreError::Backend(format!("fsync data file: {e}")))?;
-        let dir = File::open(&self.path)
-            .map_err(|e| StoreError::Backend(format!("open store directory for fsync: {e}")))?;
-        dir.sync_all()
-            .map_err(|e| StoreError::Backend(format!("fsync store directory: {e}")))?;
+        // The directory needs an fsync only when its entries changed (sled wrote or removed a
+        // snapshot file); its mtime says so, for the price of a stat.
+        let mtime = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .map_err(|e| StoreError::Backend(format!("stat store directory: {e}")))?;
+        let mut synced = self
+            .dir_synced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *synced != Some(mtime) {
+            File::open(&self.path)
+                .and_then(|dir| dir.sync_all())
+                .map_err(|e| StoreError::Backend(format!("fsync store directory: {e}")))?;
+            *synced = Some(mtime);
+        }
         Ok(())
     }
 }
