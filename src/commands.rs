@@ -14,7 +14,8 @@ use serde_json::Value;
 use crate::operations::{self, LocalBackend, Reply, Request};
 use crate::output::print;
 use crate::{
-    AgentCommand, AuditCommand, CertCommand, CertStatusFilter, Cli, Command, InitArgs, OutputFormat,
+    AgentCommand, AuditCommand, CertCommand, CertStatusFilter, Cli, Command, InitArgs,
+    OutputFormat, TokenCommand,
 };
 
 pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
@@ -82,6 +83,9 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Cert(CertCommand::Show { serial }) => (Request::CertShow { serial }, None),
         Command::Crl(args) => (Request::Crl, args.out),
         Command::Audit(AuditCommand::Verify) => (Request::AuditVerify, None),
+        Command::Token(TokenCommand::Create { agent, kind, ttl }) => {
+            (Request::TokenCreate { agent, kind, ttl }, None)
+        }
     };
     // Where an artifact goes is settled before the operation runs: a certificate that cannot be
     // written would be issued and recorded for nothing, and a retry would issue twice.

@@ -68,6 +68,9 @@ enum Command {
     /// Check the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// One-time enrollment credentials bound to one agent.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Run the CA service: OCSP, CRL and CA certificates over HTTP, the HTTPS listener, and
     /// the admin socket the other commands use while it runs. Creates a development CA on the
     /// first run if the data directory holds none.
@@ -213,6 +216,22 @@ pub(crate) struct CrlArgs {
     /// Write the CRL here (DER, or PEM if the name ends in .pem) instead of PEM on standard output.
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Create an ACME EAB credential (key id + HMAC key) or a SCEP challenge for an agent.
+    Create {
+        /// The agent the credential enrolls.
+        #[arg(long)]
+        agent: String,
+        /// acme or scep.
+        #[arg(long = "for", value_parser = ["acme", "scep"])]
+        kind: String,
+        /// Validity, e.g. 1h (default 24h, at most 30d).
+        #[arg(long)]
+        ttl: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -14,8 +14,9 @@ use agentca_core::issuer::Authority;
 use agentca_core::policy::{check_dns_name, format_duration, parse_duration};
 use agentca_core::store::{
     AgentRecord, CertificateFilter, CertificateRecord, EnrollmentMethod, RevocationReason, Serial,
-    SerialEntry, Store, StoreError,
+    SerialEntry, Store, StoreError, TokenKind,
 };
+use agentca_core::token::{self, TokenSealer};
 use agentca_core::{Error, Result, reconcile};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -58,6 +59,11 @@ pub(crate) enum Request {
     },
     Crl,
     AuditVerify,
+    TokenCreate {
+        agent: String,
+        kind: String,
+        ttl: Option<String>,
+    },
 }
 
 /// What an operation produced.
@@ -89,6 +95,8 @@ pub(crate) trait Backend {
     fn ca(&self) -> &Ca;
     /// The issuing authority (loads keys on first use when run locally).
     fn authority(&self) -> Result<&Authority>;
+    /// The sealer for ACME EAB keys (loads the sealing secret on first use when run locally).
+    fn token_sealer(&self) -> Result<&TokenSealer>;
     /// Called after a certificate was issued and made durable.
     fn issued(&self, _record: &CertificateRecord) {}
     /// Called after certificates were revoked and made durable, before the reply is sent.
@@ -108,6 +116,7 @@ pub(crate) struct LocalBackend {
     ca: Ca,
     passphrase_file: Option<PathBuf>,
     authority: OnceCell<Authority>,
+    sealer: OnceCell<TokenSealer>,
 }
 
 impl LocalBackend {
@@ -116,6 +125,7 @@ impl LocalBackend {
             ca,
             passphrase_file: passphrase_file.map(Path::to_owned),
             authority: OnceCell::new(),
+            sealer: OnceCell::new(),
         }
     }
 }
@@ -132,6 +142,15 @@ impl Backend for LocalBackend {
         let protection = self.ca.protection(self.passphrase_file.as_deref())?;
         let authority = self.ca.authority(&protection)?;
         Ok(self.authority.get_or_init(|| authority))
+    }
+
+    fn token_sealer(&self) -> Result<&TokenSealer> {
+        if let Some(s) = self.sealer.get() {
+            return Ok(s);
+        }
+        let protection = self.ca.protection(self.passphrase_file.as_deref())?;
+        let sealer = self.ca.token_sealer(&protection)?;
+        Ok(self.sealer.get_or_init(|| sealer))
     }
 }
 
@@ -160,6 +179,96 @@ pub(crate) fn execute(backend: &dyn Backend, request: Request) -> Result<Reply> 
             let ca = backend.ca();
             audit_verify(ca.store().as_ref(), &ca.dir().audit_log())
         }
+        Request::TokenCreate { agent, kind, ttl } => {
+            token_create(backend, &agent, &kind, ttl.as_deref())
+        }
+    }
+}
+
+fn token_create(
+    backend: &dyn Backend,
+    agent: &str,
+    kind: &str,
+    ttl: Option<&str>,
+) -> Result<Reply> {
+    let (kind, method) = match kind {
+        "acme" => (TokenKind::Acme, EnrollmentMethod::Acme),
+        "scep" => (TokenKind::Scep, EnrollmentMethod::Scep),
+        other => {
+            return Err(Error::InvalidArgument(format!(
+                "--for {other:?}: acme or scep"
+            )));
+        }
+    };
+    let ttl = ttl
+        .map(parse_duration)
+        .transpose()
+        .map_err(|e| Error::InvalidArgument(format!("--ttl: {e}")))?;
+    let ca = backend.ca();
+    let id = SpiffeId::parse(agent)?;
+    let record = ca
+        .store()
+        .agent(id.as_str())?
+        .ok_or_else(|| Error::UnknownAgent(id.to_string()))?;
+    if record.disabled {
+        return Err(Error::AgentDisabled(id.to_string()));
+    }
+    // Refuse now what the enrollment would refuse later: a token its policy never honours.
+    ca.policies()
+        .for_agent(&id, record.policy.as_deref())?
+        .check_method(method)?;
+    let sealer = match kind {
+        TokenKind::Acme => Some(backend.token_sealer()?),
+        _ => None,
+    };
+    let created = token::new_token(kind, id.as_str(), ttl, sealer, OffsetDateTime::now_utc())?;
+    let store = ca.store();
+    store.insert_token(&created.record)?;
+    ca.audit().append(
+        "token.created",
+        json!({
+            "id": created.record.id,
+            "kind": kind_name(kind),
+            "agent": created.record.agent_id,
+            "expires_at": rfc3339(created.record.expires_at),
+        }),
+    )?;
+    store.commit()?;
+    ca.audit().sync()?;
+    let expires = rfc3339(created.record.expires_at);
+    let secret = created.secret.as_str();
+    Ok(match kind {
+        TokenKind::Acme => reply(
+            format!(
+                "kid:  {}\nhmac: {secret}\nEAB credential for {id}, single use, valid until {expires}",
+                created.record.id
+            ),
+            json!({
+                "kind": "acme",
+                "agent": id.as_str(),
+                "kid": created.record.id,
+                "hmac": secret,
+                "expires_at": expires,
+            }),
+        ),
+        _ => reply(
+            format!(
+                "challenge: {secret}\nSCEP challenge for {id}, single use, valid until {expires}"
+            ),
+            json!({
+                "kind": "scep",
+                "agent": id.as_str(),
+                "challenge": secret,
+                "expires_at": expires,
+            }),
+        ),
+    })
+}
+
+fn kind_name(kind: TokenKind) -> &'static str {
+    match kind {
+        TokenKind::Acme => "acme",
+        _ => "scep",
     }
 }
 

@@ -64,6 +64,7 @@ pub(crate) fn serve(dir: &DataDir, passphrase_file: Option<&Path>, args: ServeAr
     let ca = Arc::new(Ca::open(dir)?);
     let protection = ca.protection(passphrase_file)?;
     let authority = Arc::new(ca.authority(&protection)?);
+    let sealer = Arc::new(ca.token_sealer(&protection)?);
 
     let mut config = ServerConfig::default();
     if let Some(listen) = args.listen.or(file.listen) {
@@ -105,6 +106,7 @@ pub(crate) fn serve(dir: &DataDir, passphrase_file: Option<&Path>, args: ServeAr
         let backend = Arc::new(ServerBackend {
             ca: ca.clone(),
             authority,
+            sealer,
             hooks: server.hooks(),
         });
         let socket = crate::admin::socket_path(dir);
@@ -248,6 +250,7 @@ fn server_error(e: agentca_server::ServerError) -> Error {
 struct ServerBackend {
     ca: Arc<Ca>,
     authority: Arc<Authority>,
+    sealer: Arc<agentca_core::token::TokenSealer>,
     hooks: Arc<Hooks>,
 }
 
@@ -258,6 +261,10 @@ impl Backend for ServerBackend {
 
     fn authority(&self) -> Result<&Authority> {
         Ok(&self.authority)
+    }
+
+    fn token_sealer(&self) -> Result<&agentca_core::token::TokenSealer> {
+        Ok(&self.sealer)
     }
 
     fn issued(&self, record: &CertificateRecord) {

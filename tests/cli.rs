@@ -18,4 +18,5 @@ mod cli {
     mod issue;
     mod revoke;
     mod serve;
+    mod token;
 }

@@ -35,6 +35,7 @@ use crate::profile::{self, Urls};
 use crate::signer::KeyPairSigner;
 use crate::status::StatusResponder;
 use crate::store::{SledStore, Store};
+use crate::token::TokenSealer;
 
 /// The default policy written by `init` (the same file as `policies/default.toml`).
 pub const DEFAULT_POLICY: &str = include_str!("../../../policies/default.toml");
@@ -226,6 +227,7 @@ pub fn init(dir: &DataDir, options: &InitOptions) -> Result<InitReport> {
     ] {
         keyfile::write_key(&dir.file(name), &key.serialize_der(), &options.protection)?;
     }
+    write_token_seal_key(dir, &options.protection)?;
     write_new(&dir.file("root.pem"), root_cert.pem().as_bytes())?;
     write_new(&dir.file("issuing.pem"), issuing_cert.pem().as_bytes())?;
     write_new(
@@ -407,6 +409,16 @@ impl Ca {
         )
     }
 
+    /// The token sealer (EAB keys), from `token-seal.key`, created on first use.
+    pub fn token_sealer(&self, protection: &Protection) -> Result<TokenSealer> {
+        let path = self.dir.file(TOKEN_SEAL_KEY);
+        if !path.exists() {
+            write_token_seal_key(&self.dir, protection)?;
+        }
+        let secret = keyfile::read_key(&path, protection)?;
+        TokenSealer::from_secret(&secret)
+    }
+
     /// The full issuance and revocation authority (loads the issuing key).
     pub fn authority(&self, protection: &Protection) -> Result<Authority> {
         let store: Arc<dyn Store> = self.store.clone();
@@ -429,6 +441,20 @@ pub fn passphrase(file: Option<&Path>) -> Result<Passphrase> {
         reason: "the CA keys are encrypted: set AGENTCA_PASSPHRASE or pass --passphrase-file"
             .into(),
     })
+}
+
+/// The token-sealing secret. It is kept in an Ed25519 PKCS#8 key file so it gets the CA keys'
+/// encryption and permission handling; only its bytes are used, as HKDF input.
+const TOKEN_SEAL_KEY: &str = "token-seal.key";
+
+fn write_token_seal_key(dir: &DataDir, protection: &Protection) -> Result<()> {
+    let secret = KeyPair::generate_for(&rcgen::PKCS_ED25519)
+        .map_err(|e| Error::Signing(format!("generate the token-sealing secret: {e}")))?;
+    keyfile::write_key(
+        &dir.file(TOKEN_SEAL_KEY),
+        &secret.serialize_der(),
+        protection,
+    )
 }
 
 fn spki_of(cert_der: &[u8]) -> Result<Vec<u8>> {

@@ -23,6 +23,7 @@ pub mod profile;
 pub mod reconcile;
 pub mod signer;
 pub mod status;
+pub mod token;
 
 pub use agentca_store as store;
 pub use error::{Error, Result};
