@@ -150,6 +150,13 @@ impl Policy {
         if raw.methods.is_empty() {
             return Err(invalid("methods", "lists no enrollment method".into()));
         }
+        if raw.methods.contains(&EnrollmentMethod::Internal) {
+            return Err(invalid(
+                "methods",
+                "\"internal\" is reserved for the CA's own certificates; use acme, scep or cli"
+                    .into(),
+            ));
+        }
         if raw.key_types.is_empty() {
             return Err(invalid("key_types", "lists no key type".into()));
         }
@@ -752,6 +759,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 5"), "{err}");
+        let err = Policy::parse(
+            "p",
+            "p.toml",
+            "agents = [\"/a/**\"]\nmethods = [\"internal\"]\ndefault_lifetime = \"1h\"\nmax_lifetime=\"1h\"\nkey_types=[\"ecdsa-p256\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("rule methods") && err.contains("reserved"),
+            "{err}"
+        );
         let err = Policy::parse("p", "p.toml", "agents = [\"/a/**\"]\nmethod = [\"acme\"]\n")
             .unwrap_err()
             .to_string();

@@ -248,7 +248,7 @@ fn reserve(
             agent_id: agent.to_owned(),
             // The store knows no "internal" method yet; these are the operator's doing (they
             // follow from starting the service), so they are recorded as CLI issuance.
-            method: EnrollmentMethod::Cli,
+            method: EnrollmentMethod::Internal,
             not_before,
             not_after,
             key_sha256: key_sha256.to_owned(),

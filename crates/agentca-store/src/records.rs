@@ -190,6 +190,9 @@ pub enum EnrollmentMethod {
     Scep,
     /// `agentca issue` by an operator.
     Cli,
+    /// The CA's own service certificates (HTTPS listener, rotated OCSP responder); never a
+    /// policy choice.
+    Internal,
 }
 
 impl fmt::Display for EnrollmentMethod {
@@ -198,6 +201,7 @@ impl fmt::Display for EnrollmentMethod {
             Self::Acme => "acme",
             Self::Scep => "scep",
             Self::Cli => "cli",
+            Self::Internal => "internal",
         })
     }
 }
