@@ -518,11 +518,8 @@ fn ski(key: &KeyPair) -> Result<KeyIdMethod> {
 }
 
 fn random_serial_number() -> Result<SerialNumber> {
-    let mut bytes = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut bytes)
-        .map_err(|_| Error::Signing("the system random number generator failed".into()))?;
-    bytes[0] = (bytes[0] & 0x7f) | 0x01;
-    Ok(SerialNumber::from_slice(&bytes))
+    let serial = crate::issuer::random_serial()?;
+    Ok(SerialNumber::from_slice(serial.as_bytes()))
 }
 
 fn name(common_name: &str, trust_domain: &str) -> DistinguishedName {

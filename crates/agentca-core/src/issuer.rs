@@ -453,14 +453,35 @@ impl Authority {
         now: OffsetDateTime,
     ) -> Result<IssuanceIntent> {
         let key_sha256 = hex::encode(Sha256::digest(&auth.spki_der));
+        self.reserve(
+            auth.agent.as_str(),
+            method,
+            &key_sha256,
+            not_before,
+            not_after,
+            now,
+        )
+    }
+
+    /// Reserves a fresh random serial with its intent record (insert-if-absent), before any
+    /// signature; for every certificate the CA makes, including its own service certificates.
+    pub fn reserve(
+        &self,
+        agent_id: &str,
+        method: EnrollmentMethod,
+        key_sha256: &str,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<IssuanceIntent> {
         for _ in 0..SERIAL_ATTEMPTS {
             let intent = IssuanceIntent {
                 serial: random_serial()?,
-                agent_id: auth.agent.to_string(),
+                agent_id: agent_id.to_owned(),
                 method,
                 not_before,
                 not_after,
-                key_sha256: key_sha256.clone(),
+                key_sha256: key_sha256.to_owned(),
                 reserved_at: now,
             };
             match self.store.reserve_serial(&intent) {
@@ -559,7 +580,8 @@ impl Authority {
     }
 }
 
-fn random_serial() -> Result<Serial> {
+/// A fresh serial: 16 bytes from the OS CSPRNG, sign bit clear, first byte non-zero.
+pub fn random_serial() -> Result<Serial> {
     loop {
         let mut bytes = [0u8; Serial::LEN];
         aws_lc_rs::rand::fill(&mut bytes)

@@ -11,9 +11,7 @@ use std::net::IpAddr;
 
 use agentca_core::issuer::Authority;
 use agentca_core::profile::{self, BACKDATE};
-use agentca_core::store::{
-    CertificateRecord, EnrollmentMethod, IssuanceIntent, Serial, StoreError,
-};
+use agentca_core::store::{CertificateRecord, EnrollmentMethod};
 use rcgen::{
     CertificateParams, CrlDistributionPoint, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
     IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber,
@@ -122,7 +120,14 @@ fn issue(
     let spki = key.subject_public_key_info();
     let key_sha256 = hex::encode(Sha256::digest(&spki));
 
-    let intent = reserve(authority, &agent, not_before, not_after, &key_sha256, now)?;
+    let intent = authority.reserve(
+        &agent,
+        EnrollmentMethod::Internal,
+        &key_sha256,
+        not_before,
+        not_after,
+        now,
+    )?;
 
     let mut params = CertificateParams::default();
     params.serial_number = Some(SerialNumber::from_slice(intent.serial.as_bytes()));
@@ -229,54 +234,6 @@ fn issue(
     )?;
     authority.audit().sync()?;
     Ok(record)
-}
-
-/// How many fresh serials to try (a repeat of 127 random bits means a broken RNG).
-const SERIAL_ATTEMPTS: usize = 4;
-
-fn reserve(
-    authority: &Authority,
-    agent: &str,
-    not_before: OffsetDateTime,
-    not_after: OffsetDateTime,
-    key_sha256: &str,
-    now: OffsetDateTime,
-) -> Result<IssuanceIntent, ServerError> {
-    for _ in 0..SERIAL_ATTEMPTS {
-        let intent = IssuanceIntent {
-            serial: random_serial()?,
-            agent_id: agent.to_owned(),
-            // The store knows no "internal" method yet; these are the operator's doing (they
-            // follow from starting the service), so they are recorded as CLI issuance.
-            method: EnrollmentMethod::Internal,
-            not_before,
-            not_after,
-            key_sha256: key_sha256.to_owned(),
-            reserved_at: now,
-        };
-        match authority.store().reserve_serial(&intent) {
-            Ok(()) => return Ok(intent),
-            Err(StoreError::AlreadyExists { .. }) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(agentca_core::Error::Signing(
-        "could not reserve a fresh serial: the random number generator repeats".into(),
-    )
-    .into())
-}
-
-fn random_serial() -> Result<Serial, ServerError> {
-    loop {
-        let mut bytes = [0u8; Serial::LEN];
-        aws_lc_rs::rand::fill(&mut bytes).map_err(|_| {
-            agentca_core::Error::Signing("the system random number generator failed".into())
-        })?;
-        bytes[0] &= 0x7f;
-        if let Some(serial) = Serial::from_bytes(bytes) {
-            return Ok(serial);
-        }
-    }
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
