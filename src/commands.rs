@@ -9,7 +9,6 @@ use agentca_core::ca::{self, Ca, DataDir, InitOptions};
 use agentca_core::csr::KeyKind;
 use agentca_core::keyfile::{Passphrase, Protection};
 use agentca_core::{Error, Result};
-use serde_json::Value;
 
 use crate::operations::{self, LocalBackend, Reply, Request};
 use crate::output::print;
@@ -129,12 +128,9 @@ fn render(out: OutputFormat, reply: Reply, output: Option<AtomicFile>) -> Result
     match (output, reply.artifact) {
         (Some(file), Some(artifact)) => {
             let path = file.path().to_owned();
-            let is_der =
-                reply.json.get("number").is_some() && path.extension().is_none_or(|e| e != "pem");
-            let bytes = if is_der {
-                artifact.der
-            } else {
-                artifact.pem.into_bytes()
+            let bytes = match artifact.der {
+                Some(der) if path.extension().is_none_or(|e| e != "pem") => der,
+                _ => artifact.pem.into_bytes(),
             };
             file.commit(&bytes)?;
             let note = reply.note.unwrap_or_default();
@@ -144,18 +140,13 @@ fn render(out: OutputFormat, reply: Reply, output: Option<AtomicFile>) -> Result
                 &reply.json,
             );
         }
-        (_, artifact) => {
+        _ => {
             if out == OutputFormat::Text
                 && let Some(note) = &reply.note
             {
                 eprintln!("{note}");
             }
-            let mut json = reply.json;
-            // A CRL printed to standard output carries its PEM in the JSON document too.
-            if let (Some(a), Some(_)) = (&artifact, json.get("number")) {
-                json["pem"] = Value::String(a.pem.clone());
-            }
-            print(out, &reply.text, &json);
+            print(out, &reply.text, &reply.json);
         }
     }
     Ok(code)
@@ -214,7 +205,7 @@ fn init(
     print(
         out,
         &text,
-        &serde_json::to_value(&report).unwrap_or(Value::Null),
+        &serde_json::to_value(&report).unwrap_or(serde_json::Value::Null),
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -81,12 +81,13 @@ pub(crate) struct Reply {
     pub(crate) artifact: Option<Artifact>,
 }
 
-/// Bytes the CLI may write to a file.
+/// What the CLI may write to `--out`: always PEM; a CRL also has a DER form, written unless
+/// the file name ends in `.pem`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Artifact {
     pub(crate) pem: String,
-    #[serde(with = "base64_bytes")]
-    pub(crate) der: Vec<u8>,
+    #[serde(with = "base64_bytes_opt")]
+    pub(crate) der: Option<Vec<u8>>,
 }
 
 /// What operations need from whoever runs them.
@@ -428,8 +429,8 @@ fn issue(backend: &dyn Backend, agent: &str, csr: &[u8], ttl: Option<&str>) -> R
         json: cert_json(&record, true),
         success: true,
         artifact: Some(Artifact {
-            der: chain_pem.as_bytes().to_vec(),
             pem: chain_pem,
+            der: None,
         }),
     })
 }
@@ -576,9 +577,13 @@ fn crl(backend: &dyn Backend) -> Result<Reply> {
             "next_update": rfc3339(crl.next_update),
             "entries": crl.entries,
             "bytes": crl.der.len(),
+            "pem": pem,
         }),
         success: true,
-        artifact: Some(Artifact { pem, der: crl.der }),
+        artifact: Some(Artifact {
+            pem,
+            der: Some(crl.der),
+        }),
     })
 }
 
@@ -719,6 +724,30 @@ fn now() -> OffsetDateTime {
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+mod base64_bytes_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        bytes: &Option<Vec<u8>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(b) => super::base64_bytes::serialize(b, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Vec<u8>>, D::Error> {
+        use base64::Engine;
+        Option::<String>::deserialize(d)?
+            .map(|s| base64::engine::general_purpose::STANDARD.decode(s))
+            .transpose()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 mod base64_bytes {
