@@ -447,14 +447,15 @@ fn revoke(
     let serial = serial.map(parse_serial).transpose()?;
     let authority = backend.authority()?;
     if let Some(serial) = serial {
-        let record = authority.revoke(&serial, reason)?;
-        backend.revoked(std::slice::from_ref(&record));
+        let all = authority.revoke_all(&serial, reason)?;
+        backend.revoked(&all);
+        let record = &all[0];
         return Ok(reply(
             format!(
                 "revoked {serial} ({}) reason {reason}",
                 record.intent.agent_id
             ),
-            cert_json(&record, false),
+            cert_json(record, false),
         ));
     }
     let agent = agent.unwrap_or_default();
@@ -472,8 +473,8 @@ fn revoke(
         .collect();
     let mut revoked = Vec::new();
     for c in &targets {
-        match authority.revoke(&c.intent.serial, reason) {
-            Ok(r) => revoked.push(r),
+        match authority.revoke_all(&c.intent.serial, reason) {
+            Ok(all) => revoked.extend(all),
             // Revoked concurrently by someone else: the goal is reached.
             Err(Error::AlreadyRevoked(_)) => {}
             Err(e) => {

@@ -498,8 +498,20 @@ impl Authority {
     /// Revokes one certificate; durable before it returns. keyCompromise also blocks the key.
     /// A refused revocation (unknown serial, already revoked, bad reason) is audited too.
     pub fn revoke(&self, serial: &Serial, reason: RevocationReason) -> Result<CertificateRecord> {
+        let mut revoked = self.revoke_all(serial, reason)?;
+        Ok(revoked.swap_remove(0))
+    }
+
+    /// [`Authority::revoke`], returning every certificate it revoked: the one named first, then,
+    /// for keyCompromise, the other certificates of the same key. Whoever keeps status
+    /// elsewhere (the OCSP cache) updates all of them.
+    pub fn revoke_all(
+        &self,
+        serial: &Serial,
+        reason: RevocationReason,
+    ) -> Result<Vec<CertificateRecord>> {
         match self.revoke_inner(serial, reason) {
-            Ok(record) => Ok(record),
+            Ok(records) => Ok(records),
             Err(e) => {
                 let entry = serde_json::json!({
                     "serial": serial.to_hex(),
@@ -516,7 +528,11 @@ impl Authority {
         }
     }
 
-    fn revoke_inner(&self, serial: &Serial, reason: RevocationReason) -> Result<CertificateRecord> {
+    fn revoke_inner(
+        &self,
+        serial: &Serial,
+        reason: RevocationReason,
+    ) -> Result<Vec<CertificateRecord>> {
         if reason == RevocationReason::RemoveFromCrl {
             return Err(Error::InvalidArgument(
                 "removeFromCRL only undoes a certificateHold, which agentca never uses".into(),
@@ -576,7 +592,9 @@ impl Authority {
             }),
         )?;
         self.audit.sync()?;
-        Ok(record)
+        let mut all = vec![record];
+        all.extend(also_revoked);
+        Ok(all)
     }
 }
 

@@ -38,8 +38,8 @@ impl Hooks {
     }
 
     /// After revocations: before it returns, OCSP answers `revoked` for each of `records`
-    /// (and for the other certificates of a key revoked for keyCompromise), and a CRL listing
-    /// them is scheduled after the debounce delay.
+    /// (pass everything `Authority::revoke_all` returned), and a CRL listing them is scheduled
+    /// after the debounce delay.
     ///
     /// The revoke command should return only after this: that is what makes "when `revoke`
     /// returns, OCSP already says revoked" true.

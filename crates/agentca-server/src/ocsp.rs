@@ -35,9 +35,7 @@ use agentca_core::ocsp::{
 };
 use agentca_core::signer::Signer;
 use agentca_core::status::StatusResponder;
-use agentca_core::store::{
-    CertificateFilter, CertificateRecord, RevocationReason, Serial, SerialEntry,
-};
+use agentca_core::store::{CertificateFilter, CertificateRecord, Serial, SerialEntry};
 use axum::body::Bytes;
 use time::{Duration, OffsetDateTime};
 
@@ -444,10 +442,9 @@ impl OcspService {
         self.metrics.ocsp_cache_entries.set(gauge(self.cache.len()));
     }
 
-    /// Makes every response for `records` say `revoked` before returning.
-    ///
-    /// A keyCompromise revocation also revokes every other certificate for the same key in
-    /// the store; those are looked up here so that their responses change too.
+    /// Makes every response for `records` say `revoked` before returning. `records` must be
+    /// everything the revocation changed (`Authority::revoke_all` returns the other
+    /// certificates of a compromised key too).
     pub(crate) fn revoked(&self, records: &[CertificateRecord]) -> usize {
         // Only records that say revoked: marking a certificate the store still holds as good
         // would leave it answerable by nothing but `tryLater`.
@@ -457,26 +454,6 @@ impl OcspService {
                 all.push((record.intent.serial, record.intent.not_after));
             } else {
                 tracing::warn!(serial = %record.intent.serial, "revocation hook called for a certificate that is not revoked; ignored");
-            }
-        }
-        let store = self.authority.store();
-        for record in records {
-            let compromised = record
-                .revocation
-                .is_some_and(|r| r.reason == RevocationReason::KeyCompromise);
-            if !compromised {
-                continue;
-            }
-            match store.certificates_with_key(&record.intent.key_sha256) {
-                Ok(others) => all.extend(
-                    others
-                        .iter()
-                        .filter(|o| o.revocation.is_some())
-                        .map(|o| (o.intent.serial, o.intent.not_after)),
-                ),
-                Err(e) => {
-                    tracing::warn!(error = %e, "OCSP: listing certificates of a compromised key failed")
-                }
             }
         }
         all.sort();

@@ -1007,15 +1007,18 @@ fn non_der_public_keys_are_refused_before_a_serial_is_reserved() {
 }
 
 #[test]
-
 fn csr3_key_compromise_revokes_every_certificate_with_the_key() {
     let t = TestCa::new();
     let key = p256();
     let one = t.issue_checked(ALICE, &csr(&key, vec![]));
     let two = t.issue_checked(ALICE, &csr(&key, vec![]));
-    t.authority
-        .revoke(&one.intent.serial, RevocationReason::KeyCompromise)
+    let revoked = t
+        .authority
+        .revoke_all(&one.intent.serial, RevocationReason::KeyCompromise)
         .unwrap();
+    // Everything revoked is reported, the named certificate first, so status caches can follow.
+    let serials: Vec<_> = revoked.iter().map(|r| r.intent.serial).collect();
+    assert_eq!(serials, vec![one.intent.serial, two.intent.serial]);
     match t.ca.store().serial(&two.intent.serial).unwrap() {
         Some(SerialEntry::Issued(record)) => assert!(
             record.revocation.is_some(),
