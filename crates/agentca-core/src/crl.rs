@@ -11,7 +11,6 @@ use rcgen::{
     Issuer, KeyIdMethod, RevokedCertParams, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
-use x509_parser::prelude::FromDer;
 
 use crate::error::{Error, Result};
 use crate::issuer::{Authority, IssuingCa};
@@ -70,16 +69,6 @@ pub fn build(
     next_update: OffsetDateTime,
     entries: &[RevokedEntry],
 ) -> Result<Vec<u8>> {
-    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(ca.cert_der())
-        .map_err(|_| Error::Der("issuing CA certificate does not parse".into()))?;
-    let ski = cert
-        .extensions()
-        .iter()
-        .find_map(|e| match e.parsed_extension() {
-            x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
-            _ => None,
-        })
-        .ok_or_else(|| Error::Der("issuing CA certificate has no subjectKeyIdentifier".into()))?;
     let params = CertificateRevocationListParams {
         this_update,
         next_update,
@@ -99,7 +88,7 @@ pub fn build(
                 invalidity_date: None,
             })
             .collect(),
-        key_identifier_method: KeyIdMethod::PreSpecified(ski),
+        key_identifier_method: KeyIdMethod::PreSpecified(ca.key_identifier().to_vec()),
     };
     let signer = RcgenSigner::new(ca.signer())?;
     let issuer = Issuer::from_ca_cert_der(&ca.cert_der().into(), &signer)

@@ -35,6 +35,7 @@ pub struct IssuingCa {
     signer: Arc<dyn Signer>,
     cert_der: Vec<u8>,
     subject_der: Vec<u8>,
+    key_identifier: Vec<u8>,
     not_after: OffsetDateTime,
     urls: Urls,
     trust_domain: String,
@@ -70,10 +71,23 @@ impl IssuingCa {
             });
         }
         let subject_der = cert.tbs_certificate.subject.as_raw().to_vec();
+        let key_identifier = cert
+            .extensions()
+            .iter()
+            .find_map(|e| match e.parsed_extension() {
+                x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => {
+                    Some(k.0.to_vec())
+                }
+                _ => None,
+            })
+            .ok_or_else(|| {
+                Error::Der("issuing CA certificate has no subjectKeyIdentifier".into())
+            })?;
         let not_after = cert.validity().not_after.to_datetime();
         Ok(Self {
             signer,
             subject_der,
+            key_identifier,
             not_after,
             cert_der,
             urls,
@@ -95,6 +109,11 @@ impl IssuingCa {
     /// The status and issuer URLs written into certificates.
     pub fn urls(&self) -> &Urls {
         &self.urls
+    }
+
+    /// The CA's subjectKeyIdentifier: the authorityKeyIdentifier of everything it signs.
+    pub fn key_identifier(&self) -> &[u8] {
+        &self.key_identifier
     }
 
     /// When the CA certificate expires; no leaf outlives it.
