@@ -187,12 +187,13 @@ pub fn init(dir: &DataDir, options: &InitOptions) -> Result<InitReport> {
 
     // Delegated OCSP responder (RFC 6960 §4.2.2.2), same key type as the CA.
     let responder_key = generate_key(options.key_type)?;
-    let mut responder =
-        end_entity_params(&format!("{td} OCSP responder"), td, now, RESPONDER_LIFETIME)?;
-    responder.key_identifier_method = ski(&responder_key)?;
-    responder.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    responder.extended_key_usages = vec![ExtendedKeyUsagePurpose::OcspSigning];
-    responder.custom_extensions.push(profile::ocsp_nocheck());
+    let responder = ocsp_responder_params(
+        td,
+        random_serial_number()?,
+        now - profile::BACKDATE,
+        now + RESPONDER_LIFETIME,
+        &responder_key,
+    )?;
     let responder_cert = responder
         .signed_by(&responder_key, &issuing_issuer)
         .map_err(|e| Error::Signing(format!("OCSP responder certificate: {e}")))?;
@@ -541,6 +542,31 @@ fn ca_params(
     params.not_before = now - profile::BACKDATE;
     params.not_after = now + lifetime;
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    Ok(params)
+}
+
+/// The delegated OCSP responder's certificate profile (RFC 6960 §4.2.2.2): issued by the
+/// issuing CA, id-kp-OCSPSigning only, id-pkix-ocsp-nocheck (§4.2.2.2.1, so no AIA or CRL
+/// distribution point), named like the CA's other certificates. Used by `init` and by the
+/// server when it rotates the responder.
+pub fn ocsp_responder_params(
+    trust_domain: &str,
+    serial: SerialNumber,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+    key: &KeyPair,
+) -> Result<CertificateParams> {
+    let mut params = CertificateParams::default();
+    params.serial_number = Some(serial);
+    params.distinguished_name = name(&format!("{trust_domain} OCSP responder"), trust_domain);
+    params.not_before = not_before;
+    params.not_after = not_after;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.use_authority_key_identifier_extension = true;
+    params.key_identifier_method = ski(key)?;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::OcspSigning];
+    params.custom_extensions.push(profile::ocsp_nocheck());
     Ok(params)
 }
 

@@ -13,8 +13,8 @@ use agentca_core::issuer::Authority;
 use agentca_core::profile::{self, BACKDATE};
 use agentca_core::store::{CertificateRecord, EnrollmentMethod};
 use rcgen::{
-    CertificateParams, CrlDistributionPoint, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber,
+    CertificateParams, CrlDistributionPoint, DistinguishedName, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber,
 };
 use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
@@ -129,16 +129,18 @@ fn issue(
         now,
     )?;
 
-    let mut params = CertificateParams::default();
-    params.serial_number = Some(SerialNumber::from_slice(intent.serial.as_bytes()));
-    params.not_before = not_before;
-    params.not_after = not_after;
-    params.is_ca = IsCa::ExplicitNoCa;
-    params.use_authority_key_identifier_extension = true;
-    params.key_identifier_method = KeyIdMethod::PreSpecified(profile::key_identifier(&spki)?);
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    match role {
+    let serial = SerialNumber::from_slice(intent.serial.as_bytes());
+    let params = match role {
         Role::TlsServer => {
+            let mut params = CertificateParams::default();
+            params.serial_number = Some(serial);
+            params.not_before = not_before;
+            params.not_after = not_after;
+            params.is_ca = IsCa::ExplicitNoCa;
+            params.use_authority_key_identifier_extension = true;
+            params.key_identifier_method =
+                KeyIdMethod::PreSpecified(profile::key_identifier(&spki)?);
+            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
             // The leaf profile: empty subject (rcgen then marks the SAN critical), the
             // service's own SPIFFE ID as the one URI SAN, then the names clients connect to.
             params.distinguished_name = DistinguishedName::new();
@@ -172,18 +174,17 @@ fn issue(
                     Some(&urls.ocsp),
                     &urls.ca_issuers,
                 ));
+            params
         }
-        Role::OcspResponder => {
-            // As `init` makes it: named like the CA's other certificates, id-kp-OCSPSigning,
-            // and ocsp-nocheck (RFC 6960 §4.2.2.2.1), so no AIA or CRL DP.
-            let mut dn = DistinguishedName::new();
-            dn.push(DnType::OrganizationName, format!("agentca {trust_domain}"));
-            dn.push(DnType::CommonName, format!("{trust_domain} OCSP responder"));
-            params.distinguished_name = dn;
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::OcspSigning];
-            params.custom_extensions.push(profile::ocsp_nocheck());
-        }
-    }
+        // The same profile `init` gives it.
+        Role::OcspResponder => agentca_core::ca::ocsp_responder_params(
+            trust_domain,
+            serial,
+            not_before,
+            not_after,
+            key,
+        )?,
+    };
 
     let ca_key = agentca_core::signer::RcgenSigner::new(ca.signer())?;
     let issuer = Issuer::from_ca_cert_der(&ca.cert_der().into(), &ca_key)
