@@ -11,12 +11,18 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod acme;
 pub mod battery;
 mod error;
 mod group_commit;
 mod records;
+mod sled_acme;
 mod sled_store;
 
+pub use acme::{
+    AcmeAccount, AcmeAccountStatus, AcmeAuthorization, AcmeAuthorizationStatus, AcmeChallenge,
+    AcmeChallengeStatus, AcmeIdentifier, AcmeOrder, AcmeOrderStatus, RateDecision,
+};
 pub use error::StoreError;
 pub use group_commit::{FlushFailed, GroupCommit};
 pub use records::{
@@ -88,6 +94,78 @@ pub trait Store: Send + Sync {
     fn next_crl_number(&self, now: OffsetDateTime) -> Result<CrlState>;
     /// The last allocated CRL number, if any.
     fn crl_state(&self) -> Result<Option<CrlState>>;
+
+    /// Creates an ACME account and consumes the EAB token that authorized it, in one atomic
+    /// step, so a credential makes at most one account even under concurrent use.
+    /// [`StoreError::NotFound`] if the token is unknown, [`StoreError::Conflict`] if it was
+    /// used, [`StoreError::AlreadyExists`] if an account already has this key (thumbprint) or
+    /// id; in every error case nothing changes.
+    fn create_acme_account(
+        &self,
+        account: &AcmeAccount,
+        token_id: &str,
+        at: OffsetDateTime,
+    ) -> Result<()>;
+    /// One account.
+    fn acme_account(&self, id: &str) -> Result<Option<AcmeAccount>>;
+    /// The account with this key, by RFC 7638 thumbprint.
+    fn acme_account_by_thumbprint(&self, thumbprint: &str) -> Result<Option<AcmeAccount>>;
+    /// Replaces an account's contact and status; the key cannot change here.
+    /// [`StoreError::NotFound`] if absent, [`StoreError::Conflict`] if the stored key differs.
+    fn update_acme_account(&self, account: &AcmeAccount) -> Result<()>;
+    /// Key rollover (RFC 8555 §7.3.5), atomic with the key index: [`StoreError::Conflict`] if
+    /// the account's key is no longer `old_thumbprint` (a concurrent or replayed rollover) or
+    /// the account is not valid, [`StoreError::AlreadyExists`] if another account holds the new
+    /// key. Returns the updated account.
+    fn change_acme_account_key(
+        &self,
+        id: &str,
+        old_thumbprint: &str,
+        new_jwk: &str,
+        new_thumbprint: &str,
+    ) -> Result<AcmeAccount>;
+
+    /// Stores a new order and its new authorizations together. When the order names a
+    /// certificate it `replaces`, it claims that certificate: [`StoreError::Conflict`] if an
+    /// order that is neither invalid nor expired at `now` already claims it (RFC 9773
+    /// `alreadyReplaced`); an abandoned claim stops blocking once its order expires.
+    fn insert_acme_order(
+        &self,
+        order: &AcmeOrder,
+        authorizations: &[AcmeAuthorization],
+        now: OffsetDateTime,
+    ) -> Result<()>;
+    /// One order.
+    fn acme_order(&self, id: &str) -> Result<Option<AcmeOrder>>;
+    /// The ids of an account's orders, oldest first.
+    fn acme_orders_of_account(&self, account_id: &str) -> Result<Vec<String>>;
+    /// Replaces an order only if its stored status is still `expected` (compare-and-set:
+    /// exactly one of several concurrent finalizes moves `ready` to `processing`);
+    /// [`StoreError::Conflict`] otherwise. An order that gains a certificate is indexed by it.
+    fn update_acme_order(&self, order: &AcmeOrder, expected: AcmeOrderStatus) -> Result<()>;
+    /// The order that produced a certificate.
+    fn acme_order_of_certificate(&self, serial: &Serial) -> Result<Option<AcmeOrder>>;
+    /// The order claiming to replace an ARI certificate identifier, if any.
+    fn acme_replacement(&self, cert_id: &str) -> Result<Option<AcmeOrder>>;
+    /// One authorization.
+    fn acme_authorization(&self, id: &str) -> Result<Option<AcmeAuthorization>>;
+    /// Replaces an authorization only if its stored status is still `expected`;
+    /// [`StoreError::Conflict`] otherwise.
+    fn update_acme_authorization(
+        &self,
+        authorization: &AcmeAuthorization,
+        expected: AcmeAuthorizationStatus,
+    ) -> Result<()>;
+
+    /// Takes one unit from the limit `key` allows (`limit` per `window`, with bursts up to
+    /// `limit`), atomically (GCRA: one timestamp per key). `limit == 0` always allows.
+    fn take_rate_limit(
+        &self,
+        key: &str,
+        limit: u32,
+        window: time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<RateDecision>;
 
     /// Makes every write that this thread (or any thread) completed before the call durable.
     /// Concurrent callers share flushes.

@@ -18,10 +18,12 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Db, Transactional, Tree};
 use time::OffsetDateTime;
 
+use crate::sled_acme::AcmeTrees;
 use crate::{
+    AcmeAccount, AcmeAuthorization, AcmeAuthorizationStatus, AcmeOrder, AcmeOrderStatus,
     AgentRecord, CertificateFilter, CertificateRecord, CrlState, GroupCommit, IssuanceIntent,
-    Result, Revocation, RevocationReason, RevokedEntry, Serial, SerialEntry, Store, StoreError,
-    TokenRecord,
+    RateDecision, Result, Revocation, RevocationReason, RevokedEntry, Serial, SerialEntry, Store,
+    StoreError, TokenRecord,
 };
 
 /// How long `open` waits for another process to release the database.
@@ -40,6 +42,7 @@ pub struct SledStore {
     blocked_keys: Tree,
     tokens: Tree,
     meta: Tree,
+    acme: AcmeTrees,
     group: GroupCommit,
     /// sled's data file, kept open for fsync.
     data_file: File,
@@ -96,6 +99,7 @@ impl SledStore {
             blocked_keys: tree("blocked_keys")?,
             tokens: tree("tokens")?,
             meta: tree("meta")?,
+            acme: AcmeTrees::open(&db)?,
             path: path.to_owned(),
             db,
             group: GroupCommit::new(),
@@ -436,6 +440,90 @@ impl Store for SledStore {
             .transpose()
     }
 
+    fn create_acme_account(
+        &self,
+        account: &AcmeAccount,
+        token_id: &str,
+        at: OffsetDateTime,
+    ) -> Result<()> {
+        self.acme
+            .create_account(&self.tokens, account, token_id, at)
+    }
+
+    fn acme_account(&self, id: &str) -> Result<Option<AcmeAccount>> {
+        self.acme.account(id)
+    }
+
+    fn acme_account_by_thumbprint(&self, thumbprint: &str) -> Result<Option<AcmeAccount>> {
+        self.acme.account_by_thumbprint(thumbprint)
+    }
+
+    fn update_acme_account(&self, account: &AcmeAccount) -> Result<()> {
+        self.acme.update_account(account)
+    }
+
+    fn change_acme_account_key(
+        &self,
+        id: &str,
+        old_thumbprint: &str,
+        new_jwk: &str,
+        new_thumbprint: &str,
+    ) -> Result<AcmeAccount> {
+        self.acme
+            .change_account_key(id, old_thumbprint, new_jwk, new_thumbprint)
+    }
+
+    fn insert_acme_order(
+        &self,
+        order: &AcmeOrder,
+        authorizations: &[AcmeAuthorization],
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        self.acme.insert_order(order, authorizations, now)
+    }
+
+    fn acme_order(&self, id: &str) -> Result<Option<AcmeOrder>> {
+        self.acme.order(id)
+    }
+
+    fn acme_orders_of_account(&self, account_id: &str) -> Result<Vec<String>> {
+        self.acme.orders_of_account(account_id)
+    }
+
+    fn update_acme_order(&self, order: &AcmeOrder, expected: AcmeOrderStatus) -> Result<()> {
+        self.acme.update_order(order, expected)
+    }
+
+    fn acme_order_of_certificate(&self, serial: &Serial) -> Result<Option<AcmeOrder>> {
+        self.acme.order_of_certificate(serial)
+    }
+
+    fn acme_replacement(&self, cert_id: &str) -> Result<Option<AcmeOrder>> {
+        self.acme.replacement(cert_id)
+    }
+
+    fn acme_authorization(&self, id: &str) -> Result<Option<AcmeAuthorization>> {
+        self.acme.authorization(id)
+    }
+
+    fn update_acme_authorization(
+        &self,
+        authorization: &AcmeAuthorization,
+        expected: AcmeAuthorizationStatus,
+    ) -> Result<()> {
+        self.acme.update_authorization(authorization, expected)
+    }
+
+    fn take_rate_limit(
+        &self,
+        key: &str,
+        limit: u32,
+        window: time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<RateDecision> {
+        self.acme.take_rate_limit(key, limit, window, now)
+    }
+
     fn commit(&self) -> Result<()> {
         self.group.commit(|| self.flush())
     }
@@ -516,26 +604,28 @@ fn decode_revoked(k: &[u8], v: &[u8]) -> Result<RevokedEntry> {
     })
 }
 
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(value).map_err(|e| StoreError::Backend(format!("encode record: {e}")))
 }
 
-fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
+pub(crate) fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
         key: key.to_owned(),
         reason: e.to_string(),
     })
 }
 
-fn backend(e: sled::Error) -> StoreError {
+pub(crate) fn backend(e: sled::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-fn abort<T>(e: StoreError) -> std::result::Result<T, ConflictableTransactionError<StoreError>> {
+pub(crate) fn abort<T>(
+    e: StoreError,
+) -> std::result::Result<T, ConflictableTransactionError<StoreError>> {
     Err(ConflictableTransactionError::Abort(e))
 }
 
-fn flatten<T>(r: std::result::Result<T, TransactionError<StoreError>>) -> Result<T> {
+pub(crate) fn flatten<T>(r: std::result::Result<T, TransactionError<StoreError>>) -> Result<T> {
     match r {
         Ok(v) => Ok(v),
         Err(TransactionError::Abort(e)) => Err(e),

@@ -12,6 +12,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+pub mod acme;
+
 use time::{Duration, OffsetDateTime};
 
 use crate::{
@@ -86,11 +88,39 @@ macro_rules! store_battery {
             fn concurrent_commits() {
                 with_store($crate::battery::concurrent_commits)
             }
+            #[test]
+            fn acme_account_consumes_its_token() {
+                with_store($crate::battery::acme::acme_account_consumes_its_token)
+            }
+            #[test]
+            fn acme_account_keys_are_unique() {
+                with_store($crate::battery::acme::acme_account_keys_are_unique)
+            }
+            #[test]
+            fn concurrent_acme_accounts_from_one_token() {
+                with_store($crate::battery::acme::concurrent_acme_accounts_from_one_token)
+            }
+            #[test]
+            fn acme_key_rollover_is_atomic() {
+                with_store($crate::battery::acme::acme_key_rollover_is_atomic)
+            }
+            #[test]
+            fn acme_orders_and_authorizations() {
+                with_store($crate::battery::acme::acme_orders_and_authorizations)
+            }
+            #[test]
+            fn acme_replacement_claims() {
+                with_store($crate::battery::acme::acme_replacement_claims)
+            }
+            #[test]
+            fn rate_limits() {
+                with_store($crate::battery::acme::rate_limits)
+            }
         }
     };
 }
 
-fn now() -> OffsetDateTime {
+pub(crate) fn now() -> OffsetDateTime {
     // Whole seconds: some backends store times at second precision.
     OffsetDateTime::from_unix_timestamp(OffsetDateTime::now_utc().unix_timestamp()).unwrap()
 }
@@ -321,7 +351,7 @@ pub fn revoked_entries_stay_until_expiry(store: &dyn Store) {
     assert_eq!(store.revoked(t - Duration::days(1)).unwrap().len(), 2);
 }
 
-fn token(id: &str) -> TokenRecord {
+pub(crate) fn token(id: &str) -> TokenRecord {
     TokenRecord {
         id: id.into(),
         kind: TokenKind::Scep,

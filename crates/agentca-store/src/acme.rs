@@ -1,0 +1,182 @@
+//! What the store keeps for the ACME front end (RFC 8555): accounts, orders, authorizations
+//! with their challenges, and ARI replacement claims. Plain data, as for the CA's own records:
+//! the ACME crate owns the state machine and only asks the store for atomic transitions.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::Serial;
+
+/// An ACME account (RFC 8555 §7.1.2), bound to the agent its EAB credential named.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcmeAccount {
+    /// Random URL-safe identifier; the account URL ends with it.
+    pub id: String,
+    /// The account's public key as a JWK in RFC 7638 canonical form.
+    pub jwk: String,
+    /// RFC 7638 thumbprint of `jwk` (base64url), unique across accounts.
+    pub thumbprint: String,
+    /// The agent every certificate of this account is issued to.
+    pub agent_id: String,
+    /// The EAB key id that created it (consumed with the account, atomically).
+    pub eab_kid: String,
+    /// `mailto:` contacts, as given.
+    pub contact: Vec<String>,
+    /// valid or deactivated.
+    pub status: AcmeAccountStatus,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// RFC 8555 §7.1.6 account states (`revoked` is server-initiated; agentca deactivates instead).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum AcmeAccountStatus {
+    /// Usable.
+    Valid,
+    /// Deactivated by its holder; final.
+    Deactivated,
+}
+
+/// An identifier in an order or authorization (RFC 8555 §9.7.7, RFC 8738).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AcmeIdentifier {
+    /// `dns`, `ip` or `uri` (the agent's own SPIFFE ID).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The name, address or URI, in canonical form.
+    pub value: String,
+}
+
+/// RFC 8555 §7.1.6 order states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum AcmeOrderStatus {
+    /// Some authorization is not valid yet.
+    Pending,
+    /// Every authorization is valid; the order may be finalized.
+    Ready,
+    /// Finalize won the race and the certificate is being issued.
+    Processing,
+    /// Issued.
+    Valid,
+    /// Failed, expired, or one of its authorizations failed.
+    Invalid,
+}
+
+/// An order (RFC 8555 §7.1.3).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcmeOrder {
+    /// Random identifier.
+    pub id: String,
+    /// The account that placed it.
+    pub account_id: String,
+    /// The account's agent at the time of the order.
+    pub agent_id: String,
+    /// State.
+    pub status: AcmeOrderStatus,
+    /// Distinct identifiers, sorted.
+    pub identifiers: Vec<AcmeIdentifier>,
+    /// Authorization ids, one per identifier, in the same order.
+    pub authorizations: Vec<String>,
+    /// When the order stops being usable.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires: OffsetDateTime,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// The issued certificate, once valid.
+    pub certificate: Option<Serial>,
+    /// The ARI certificate identifier this order replaces (RFC 9773 §5).
+    pub replaces: Option<String>,
+    /// Why the order is invalid: a problem document as JSON.
+    pub error: Option<String>,
+}
+
+/// RFC 8555 §7.1.6 authorization states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum AcmeAuthorizationStatus {
+    /// Waiting for a challenge.
+    Pending,
+    /// Proven (or pre-authorized).
+    Valid,
+    /// A challenge failed.
+    Invalid,
+    /// Deactivated by the client.
+    Deactivated,
+    /// Past `expires`.
+    Expired,
+    /// Revoked by the server.
+    Revoked,
+}
+
+/// RFC 8555 §7.1.6 challenge states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum AcmeChallengeStatus {
+    /// Not attempted.
+    Pending,
+    /// Being validated.
+    Processing,
+    /// Succeeded.
+    Valid,
+    /// Failed.
+    Invalid,
+}
+
+/// One challenge of an authorization (RFC 8555 §8).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcmeChallenge {
+    /// `http-01`, `dns-01` or `tls-alpn-01`; unique within its authorization.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// 128 random bits, base64url (§8.1 asks for at least 128).
+    pub token: String,
+    /// State.
+    pub status: AcmeChallengeStatus,
+    /// When it became valid.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub validated: Option<OffsetDateTime>,
+    /// Why it failed: a problem document as JSON.
+    pub error: Option<String>,
+    /// The validation record (§8.3) as JSON.
+    pub validation_record: Option<String>,
+}
+
+/// An authorization (RFC 8555 §7.1.4).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcmeAuthorization {
+    /// Random identifier.
+    pub id: String,
+    /// The account it belongs to; no other account may use it.
+    pub account_id: String,
+    /// What it authorizes.
+    pub identifier: AcmeIdentifier,
+    /// State.
+    pub status: AcmeAuthorizationStatus,
+    /// When it stops being usable.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires: OffsetDateTime,
+    /// Challenges offered; empty when pre-authorized.
+    pub challenges: Vec<AcmeChallenge>,
+    /// Valid at creation because the agent's registration or policy lists the identifier.
+    pub preauthorized: bool,
+}
+
+/// The outcome of taking one unit from a rate limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateDecision {
+    /// Taken.
+    Allowed,
+    /// Over the limit; try again after this long.
+    Limited {
+        /// How long until one unit is available again.
+        retry_after: time::Duration,
+    },
+}

@@ -1,0 +1,336 @@
+//! The ACME part of the battery: single-use EAB under races, unique account keys, atomic key
+//! rollover, compare-and-set order and authorization transitions, ARI replacement claims and
+//! rate limits.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use time::Duration;
+
+use super::{now, serial, token};
+use crate::{
+    AcmeAccount, AcmeAccountStatus, AcmeAuthorization, AcmeAuthorizationStatus, AcmeIdentifier,
+    AcmeOrder, AcmeOrderStatus, RateDecision, Store, StoreError,
+};
+
+fn account(id: &str, thumbprint: &str) -> AcmeAccount {
+    AcmeAccount {
+        id: id.into(),
+        jwk: format!("{{\"k\":\"{thumbprint}\"}}"),
+        thumbprint: thumbprint.into(),
+        agent_id: "spiffe://example.org/agent/a".into(),
+        eab_kid: format!("kid-{id}"),
+        contact: vec![],
+        status: AcmeAccountStatus::Valid,
+        created_at: now(),
+    }
+}
+
+fn identifier(name: &str) -> AcmeIdentifier {
+    AcmeIdentifier {
+        kind: "dns".into(),
+        value: name.into(),
+    }
+}
+
+fn authorization(id: &str, account_id: &str) -> AcmeAuthorization {
+    AcmeAuthorization {
+        id: id.into(),
+        account_id: account_id.into(),
+        identifier: identifier("a.example.org"),
+        status: AcmeAuthorizationStatus::Pending,
+        expires: now() + Duration::hours(8),
+        challenges: vec![],
+        preauthorized: false,
+    }
+}
+
+fn order(id: &str, account_id: &str, replaces: Option<&str>) -> AcmeOrder {
+    AcmeOrder {
+        id: id.into(),
+        account_id: account_id.into(),
+        agent_id: "spiffe://example.org/agent/a".into(),
+        status: AcmeOrderStatus::Ready,
+        identifiers: vec![identifier("a.example.org")],
+        authorizations: vec![format!("authz-{id}")],
+        expires: now() + Duration::hours(8),
+        created_at: now(),
+        certificate: None,
+        replaces: replaces.map(str::to_owned),
+        error: None,
+    }
+}
+
+pub fn acme_account_consumes_its_token(store: &dyn Store) {
+    store.insert_token(&token("eab1")).unwrap();
+    let a = account("acct1", "tp1");
+    assert!(matches!(
+        store.create_acme_account(&a, "unknown", now()),
+        Err(StoreError::NotFound { .. })
+    ));
+    store.create_acme_account(&a, "eab1", now()).unwrap();
+    assert!(store.token("eab1").unwrap().unwrap().consumed_at.is_some());
+    assert_eq!(store.acme_account("acct1").unwrap(), Some(a.clone()));
+    assert_eq!(store.acme_account_by_thumbprint("tp1").unwrap(), Some(a));
+    // A used token makes no second account, and the failure changes nothing.
+    assert!(matches!(
+        store.create_acme_account(&account("acct2", "tp2"), "eab1", now()),
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(store.acme_account("acct2").unwrap(), None);
+    assert_eq!(store.acme_account_by_thumbprint("tp2").unwrap(), None);
+}
+
+pub fn acme_account_keys_are_unique(store: &dyn Store) {
+    store.insert_token(&token("eab1")).unwrap();
+    store.insert_token(&token("eab2")).unwrap();
+    store
+        .create_acme_account(&account("acct1", "tp1"), "eab1", now())
+        .unwrap();
+    assert!(matches!(
+        store.create_acme_account(&account("acct2", "tp1"), "eab2", now()),
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    // The refused creation did not consume the second token.
+    assert!(store.token("eab2").unwrap().unwrap().consumed_at.is_none());
+}
+
+pub fn concurrent_acme_accounts_from_one_token(store: &dyn Store) {
+    store.insert_token(&token("race")).unwrap();
+    let wins = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for i in 0..16 {
+            let wins = &wins;
+            s.spawn(move || {
+                let a = account(&format!("acct{i}"), &format!("tp{i}"));
+                if store.create_acme_account(&a, "race", now()).is_ok() {
+                    wins.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    assert_eq!(wins.into_inner(), 1);
+}
+
+pub fn acme_key_rollover_is_atomic(store: &dyn Store) {
+    store.insert_token(&token("eab1")).unwrap();
+    store.insert_token(&token("eab2")).unwrap();
+    store
+        .create_acme_account(&account("a", "tpA"), "eab1", now())
+        .unwrap();
+    store
+        .create_acme_account(&account("b", "tpB"), "eab2", now())
+        .unwrap();
+    // To another account's key: refused, nothing changes.
+    assert!(matches!(
+        store.change_acme_account_key("a", "tpA", "{}", "tpB"),
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    assert_eq!(store.acme_account("a").unwrap().unwrap().thumbprint, "tpA");
+    let rolled = store
+        .change_acme_account_key("a", "tpA", "{\"k\":\"new\"}", "tpC")
+        .unwrap();
+    assert_eq!(rolled.thumbprint, "tpC");
+    assert_eq!(store.acme_account_by_thumbprint("tpA").unwrap(), None);
+    assert_eq!(
+        store.acme_account_by_thumbprint("tpC").unwrap().unwrap().id,
+        "a"
+    );
+    // A replayed rollover names a key the account no longer has.
+    assert!(matches!(
+        store.change_acme_account_key("a", "tpA", "{}", "tpD"),
+        Err(StoreError::Conflict { .. })
+    ));
+    // Concurrent rollovers from the same old key: one wins, the index stays consistent.
+    let wins = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for i in 0..8 {
+            let wins = &wins;
+            s.spawn(move || {
+                if store
+                    .change_acme_account_key("a", "tpC", "{}", &format!("tpR{i}"))
+                    .is_ok()
+                {
+                    wins.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    assert_eq!(wins.into_inner(), 1);
+    let now_key = store.acme_account("a").unwrap().unwrap().thumbprint;
+    assert_eq!(
+        store
+            .acme_account_by_thumbprint(&now_key)
+            .unwrap()
+            .unwrap()
+            .id,
+        "a"
+    );
+    let indexed = (0..8)
+        .filter(|i| {
+            store
+                .acme_account_by_thumbprint(&format!("tpR{i}"))
+                .unwrap()
+                .is_some()
+        })
+        .count();
+    assert_eq!(indexed, 1);
+    // Contact updates keep the key; a stale record (old key) is refused.
+    let mut a = store.acme_account("a").unwrap().unwrap();
+    a.contact = vec!["mailto:ops@example.org".into()];
+    store.update_acme_account(&a).unwrap();
+    let mut stale = a.clone();
+    stale.thumbprint = "tpA".into();
+    assert!(matches!(
+        store.update_acme_account(&stale),
+        Err(StoreError::Conflict { .. })
+    ));
+}
+
+pub fn acme_orders_and_authorizations(store: &dyn Store) {
+    let o = order("o1", "acct", None);
+    let z = authorization("authz-o1", "acct");
+    store
+        .insert_acme_order(&o, std::slice::from_ref(&z), now())
+        .unwrap();
+    assert!(matches!(
+        store.insert_acme_order(&o, &[], now()),
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    assert_eq!(store.acme_order("o1").unwrap(), Some(o.clone()));
+    assert_eq!(
+        store.acme_authorization("authz-o1").unwrap(),
+        Some(z.clone())
+    );
+    let mut later = order("o2", "acct", None);
+    later.created_at = o.created_at + Duration::seconds(1);
+    later.authorizations = vec![];
+    store.insert_acme_order(&later, &[], now()).unwrap();
+    store
+        .insert_acme_order(&order("o3", "other", None), &[], now())
+        .unwrap();
+    assert_eq!(store.acme_orders_of_account("acct").unwrap(), ["o1", "o2"]);
+
+    let mut valid_z = z.clone();
+    valid_z.status = AcmeAuthorizationStatus::Valid;
+    store
+        .update_acme_authorization(&valid_z, AcmeAuthorizationStatus::Pending)
+        .unwrap();
+    assert!(matches!(
+        store.update_acme_authorization(&valid_z, AcmeAuthorizationStatus::Pending),
+        Err(StoreError::Conflict { .. })
+    ));
+
+    // One of several concurrent finalizes moves ready to processing.
+    let wins = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..16 {
+            let wins = &wins;
+            let o = &o;
+            s.spawn(move || {
+                let mut processing = o.clone();
+                processing.status = AcmeOrderStatus::Processing;
+                if store
+                    .update_acme_order(&processing, AcmeOrderStatus::Ready)
+                    .is_ok()
+                {
+                    wins.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    assert_eq!(wins.into_inner(), 1);
+    let mut valid = o.clone();
+    valid.status = AcmeOrderStatus::Valid;
+    valid.certificate = Some(serial(7));
+    store
+        .update_acme_order(&valid, AcmeOrderStatus::Processing)
+        .unwrap();
+    assert_eq!(
+        store.acme_order_of_certificate(&serial(7)).unwrap(),
+        Some(valid)
+    );
+    assert_eq!(store.acme_order_of_certificate(&serial(8)).unwrap(), None);
+}
+
+pub fn acme_replacement_claims(store: &dyn Store) {
+    let first = order("r1", "acct", Some("cert.A"));
+    store.insert_acme_order(&first, &[], now()).unwrap();
+    assert!(matches!(
+        store.insert_acme_order(&order("r2", "acct", Some("cert.A")), &[], now()),
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(store.acme_order("r2").unwrap(), None);
+    assert_eq!(store.acme_replacement("cert.A").unwrap().unwrap().id, "r1");
+    // Once the claiming order expires unfinished, it stops blocking.
+    let after_expiry = first.expires + Duration::seconds(1);
+    store
+        .insert_acme_order(&order("r3", "acct", Some("cert.A")), &[], after_expiry)
+        .unwrap();
+    assert_eq!(store.acme_replacement("cert.A").unwrap().unwrap().id, "r3");
+    // An invalid claimant never blocks.
+    let mut invalid = store.acme_order("r3").unwrap().unwrap();
+    invalid.status = AcmeOrderStatus::Invalid;
+    store
+        .update_acme_order(&invalid, AcmeOrderStatus::Ready)
+        .unwrap();
+    store
+        .insert_acme_order(&order("r4", "acct", Some("cert.A")), &[], now())
+        .unwrap();
+    // Concurrent claims on a fresh certificate: one winner.
+    let wins = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for i in 0..8 {
+            let wins = &wins;
+            s.spawn(move || {
+                let o = order(&format!("c{i}"), "acct", Some("cert.B"));
+                if store.insert_acme_order(&o, &[], now()).is_ok() {
+                    wins.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    assert_eq!(wins.into_inner(), 1);
+}
+
+pub fn rate_limits(store: &dyn Store) {
+    let t = now();
+    let hour = Duration::hours(1);
+    for _ in 0..3 {
+        assert_eq!(
+            store.take_rate_limit("k", 3, hour, t).unwrap(),
+            RateDecision::Allowed
+        );
+    }
+    let RateDecision::Limited { retry_after } = store.take_rate_limit("k", 3, hour, t).unwrap()
+    else {
+        panic!("the fourth unit within the window must be refused");
+    };
+    assert!(retry_after > Duration::ZERO && retry_after <= Duration::minutes(20));
+    assert_eq!(
+        store
+            .take_rate_limit("k", 3, hour, t + retry_after)
+            .unwrap(),
+        RateDecision::Allowed
+    );
+    assert_eq!(
+        store.take_rate_limit("other", 3, hour, t).unwrap(),
+        RateDecision::Allowed
+    );
+    assert_eq!(
+        store.take_rate_limit("unlimited", 0, hour, t).unwrap(),
+        RateDecision::Allowed
+    );
+    // Concurrent takers never get more than the limit.
+    let allowed = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..16 {
+            let allowed = &allowed;
+            s.spawn(move || {
+                if store.take_rate_limit("race", 5, hour, t).unwrap() == RateDecision::Allowed {
+                    allowed.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    assert_eq!(allowed.into_inner(), 5);
+}

@@ -1,0 +1,421 @@
+//! The ACME records on sled: one tree per record kind plus the indexes that make the
+//! check-then-write steps atomic (key → account, account → orders, certificate → order,
+//! replaced certificate → order).
+
+use sled::Transactional;
+use time::OffsetDateTime;
+
+use crate::sled_store::{abort, backend, decode, encode, flatten};
+use crate::{
+    AcmeAccount, AcmeAccountStatus, AcmeAuthorization, AcmeAuthorizationStatus, AcmeOrder,
+    AcmeOrderStatus, RateDecision, Result, Serial, StoreError, TokenRecord,
+};
+
+/// The trees, opened with the store.
+pub(crate) struct AcmeTrees {
+    accounts: sled::Tree,
+    account_keys: sled::Tree,
+    orders: sled::Tree,
+    orders_by_account: sled::Tree,
+    authorizations: sled::Tree,
+    certificate_orders: sled::Tree,
+    replaced: sled::Tree,
+    rate: sled::Tree,
+}
+
+impl AcmeTrees {
+    pub(crate) fn open(db: &sled::Db) -> Result<Self> {
+        let tree = |name: &str| db.open_tree(name).map_err(backend);
+        Ok(Self {
+            accounts: tree("acme_accounts")?,
+            account_keys: tree("acme_account_keys")?,
+            orders: tree("acme_orders")?,
+            orders_by_account: tree("acme_orders_by_account")?,
+            authorizations: tree("acme_authorizations")?,
+            certificate_orders: tree("acme_certificate_orders")?,
+            replaced: tree("acme_replaced")?,
+            rate: tree("rate_limits")?,
+        })
+    }
+
+    pub(crate) fn create_account(
+        &self,
+        tokens: &sled::Tree,
+        account: &AcmeAccount,
+        token_id: &str,
+        at: OffsetDateTime,
+    ) -> Result<()> {
+        let value = encode(account)?;
+        let result = (tokens, &self.accounts, &self.account_keys).transaction(|(t, a, k)| {
+            let Some(raw) = t.get(token_id.as_bytes())? else {
+                return abort(StoreError::NotFound {
+                    what: format!("token {token_id}"),
+                });
+            };
+            let mut token: TokenRecord = match decode(token_id, &raw) {
+                Ok(token) => token,
+                Err(e) => return abort(e),
+            };
+            if token.consumed_at.is_some() {
+                return abort(StoreError::Conflict {
+                    what: format!("token {token_id} was already used"),
+                });
+            }
+            if k.get(account.thumbprint.as_bytes())?.is_some() {
+                return abort(StoreError::AlreadyExists {
+                    what: "an account with this key".into(),
+                });
+            }
+            if a.get(account.id.as_bytes())?.is_some() {
+                return abort(StoreError::AlreadyExists {
+                    what: format!("account {}", account.id),
+                });
+            }
+            token.consumed_at = Some(at);
+            let token_value = match encode(&token) {
+                Ok(v) => v,
+                Err(e) => return abort(e),
+            };
+            t.insert(token_id.as_bytes(), token_value.as_slice())?;
+            a.insert(account.id.as_bytes(), value.as_slice())?;
+            k.insert(account.thumbprint.as_bytes(), account.id.as_bytes())?;
+            Ok(())
+        });
+        flatten(result)
+    }
+
+    pub(crate) fn account(&self, id: &str) -> Result<Option<AcmeAccount>> {
+        get(&self.accounts, id)
+    }
+
+    pub(crate) fn account_by_thumbprint(&self, thumbprint: &str) -> Result<Option<AcmeAccount>> {
+        let Some(id) = self
+            .account_keys
+            .get(thumbprint.as_bytes())
+            .map_err(backend)?
+        else {
+            return Ok(None);
+        };
+        let id = String::from_utf8_lossy(&id).into_owned();
+        self.account(&id)
+    }
+
+    pub(crate) fn update_account(&self, account: &AcmeAccount) -> Result<()> {
+        let value = encode(account)?;
+        let result = self.accounts.transaction(|a| {
+            let Some(raw) = a.get(account.id.as_bytes())? else {
+                return abort(not_found("account", &account.id));
+            };
+            let stored: AcmeAccount = match decode(&account.id, &raw) {
+                Ok(stored) => stored,
+                Err(e) => return abort(e),
+            };
+            if stored.thumbprint != account.thumbprint {
+                return abort(StoreError::Conflict {
+                    what: format!("account {} changed its key meanwhile", account.id),
+                });
+            }
+            a.insert(account.id.as_bytes(), value.as_slice())?;
+            Ok(())
+        });
+        flatten(result)
+    }
+
+    pub(crate) fn change_account_key(
+        &self,
+        id: &str,
+        old_thumbprint: &str,
+        new_jwk: &str,
+        new_thumbprint: &str,
+    ) -> Result<AcmeAccount> {
+        let result = (&self.accounts, &self.account_keys).transaction(|(a, k)| {
+            let Some(raw) = a.get(id.as_bytes())? else {
+                return abort(not_found("account", id));
+            };
+            let mut account: AcmeAccount = match decode(id, &raw) {
+                Ok(account) => account,
+                Err(e) => return abort(e),
+            };
+            if account.thumbprint != old_thumbprint || account.status != AcmeAccountStatus::Valid {
+                return abort(StoreError::Conflict {
+                    what: format!("account {id} no longer has the old key, or is not valid"),
+                });
+            }
+            if k.get(new_thumbprint.as_bytes())?.is_some() {
+                return abort(StoreError::AlreadyExists {
+                    what: "an account with the new key".into(),
+                });
+            }
+            account.jwk = new_jwk.to_owned();
+            account.thumbprint = new_thumbprint.to_owned();
+            let value = match encode(&account) {
+                Ok(v) => v,
+                Err(e) => return abort(e),
+            };
+            k.remove(old_thumbprint.as_bytes())?;
+            k.insert(new_thumbprint.as_bytes(), id.as_bytes())?;
+            a.insert(id.as_bytes(), value.as_slice())?;
+            Ok(account)
+        });
+        flatten(result)
+    }
+
+    pub(crate) fn insert_order(
+        &self,
+        order: &AcmeOrder,
+        authorizations: &[AcmeAuthorization],
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        let order_value = encode(order)?;
+        let authz_values = authorizations
+            .iter()
+            .map(|a| Ok((a.id.as_bytes(), encode(a)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let index_key = account_order_key(&order.account_id, order.created_at, &order.id);
+        let result = (
+            &self.orders,
+            &self.orders_by_account,
+            &self.authorizations,
+            &self.replaced,
+        )
+            .transaction(|(o, by_account, z, r)| {
+                if o.get(order.id.as_bytes())?.is_some() {
+                    return abort(StoreError::AlreadyExists {
+                        what: format!("order {}", order.id),
+                    });
+                }
+                if let Some(cert_id) = &order.replaces {
+                    if let Some(claimant) = r.get(cert_id.as_bytes())? {
+                        let claimant = String::from_utf8_lossy(&claimant).into_owned();
+                        if let Some(raw) = o.get(claimant.as_bytes())? {
+                            let other: AcmeOrder = match decode(&claimant, &raw) {
+                                Ok(other) => other,
+                                Err(e) => return abort(e),
+                            };
+                            let abandoned = other.status == AcmeOrderStatus::Invalid
+                                || (other.status != AcmeOrderStatus::Valid && other.expires <= now);
+                            if !abandoned {
+                                return abort(StoreError::Conflict {
+                                    what: format!(
+                                        "certificate {cert_id} is already replaced by order {claimant}"
+                                    ),
+                                });
+                            }
+                        }
+                    }
+                    r.insert(cert_id.as_bytes(), order.id.as_bytes())?;
+                }
+                for (id, value) in &authz_values {
+                    if z.get(id)?.is_some() {
+                        return abort(StoreError::AlreadyExists {
+                            what: "authorization id".into(),
+                        });
+                    }
+                    z.insert(*id, value.as_slice())?;
+                }
+                o.insert(order.id.as_bytes(), order_value.as_slice())?;
+                by_account.insert(index_key.as_slice(), order.id.as_bytes())?;
+                Ok(())
+            });
+        flatten(result)
+    }
+
+    pub(crate) fn order(&self, id: &str) -> Result<Option<AcmeOrder>> {
+        get(&self.orders, id)
+    }
+
+    pub(crate) fn orders_of_account(&self, account_id: &str) -> Result<Vec<String>> {
+        let mut prefix = account_id.as_bytes().to_vec();
+        prefix.push(0);
+        self.orders_by_account
+            .scan_prefix(&prefix)
+            .map(|kv| {
+                let (_, v) = kv.map_err(backend)?;
+                Ok(String::from_utf8_lossy(&v).into_owned())
+            })
+            .collect()
+    }
+
+    pub(crate) fn update_order(&self, order: &AcmeOrder, expected: AcmeOrderStatus) -> Result<()> {
+        let value = encode(order)?;
+        let result = (&self.orders, &self.certificate_orders).transaction(|(o, c)| {
+            let Some(raw) = o.get(order.id.as_bytes())? else {
+                return abort(not_found("order", &order.id));
+            };
+            let stored: AcmeOrder = match decode(&order.id, &raw) {
+                Ok(stored) => stored,
+                Err(e) => return abort(e),
+            };
+            if stored.status != expected {
+                return abort(StoreError::Conflict {
+                    what: format!("order {} is no longer {expected:?}", order.id),
+                });
+            }
+            o.insert(order.id.as_bytes(), value.as_slice())?;
+            if let Some(serial) = order.certificate {
+                c.insert(serial.as_bytes(), order.id.as_bytes())?;
+            }
+            Ok(())
+        });
+        flatten(result)
+    }
+
+    pub(crate) fn order_of_certificate(&self, serial: &Serial) -> Result<Option<AcmeOrder>> {
+        let Some(id) = self
+            .certificate_orders
+            .get(serial.as_bytes())
+            .map_err(backend)?
+        else {
+            return Ok(None);
+        };
+        self.order(&String::from_utf8_lossy(&id))
+    }
+
+    pub(crate) fn replacement(&self, cert_id: &str) -> Result<Option<AcmeOrder>> {
+        let Some(id) = self.replaced.get(cert_id.as_bytes()).map_err(backend)? else {
+            return Ok(None);
+        };
+        self.order(&String::from_utf8_lossy(&id))
+    }
+
+    pub(crate) fn authorization(&self, id: &str) -> Result<Option<AcmeAuthorization>> {
+        get(&self.authorizations, id)
+    }
+
+    pub(crate) fn update_authorization(
+        &self,
+        authorization: &AcmeAuthorization,
+        expected: AcmeAuthorizationStatus,
+    ) -> Result<()> {
+        let value = encode(authorization)?;
+        let id = authorization.id.as_str();
+        let result = self.authorizations.transaction(|z| {
+            let Some(raw) = z.get(id.as_bytes())? else {
+                return abort(not_found("authorization", id));
+            };
+            let stored: AcmeAuthorization = match decode(id, &raw) {
+                Ok(stored) => stored,
+                Err(e) => return abort(e),
+            };
+            if stored.status != expected {
+                return abort(StoreError::Conflict {
+                    what: format!("authorization {id} is no longer {expected:?}"),
+                });
+            }
+            z.insert(id.as_bytes(), value.as_slice())?;
+            Ok(())
+        });
+        flatten(result)
+    }
+
+    pub(crate) fn take_rate_limit(
+        &self,
+        key: &str,
+        limit: u32,
+        window: time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<RateDecision> {
+        if limit == 0 {
+            return Ok(RateDecision::Allowed);
+        }
+        let gcra = Gcra::new(limit, window);
+        let now_ns = now.unix_timestamp_nanos();
+        let result = self.rate.transaction(|r| {
+            let tat = match r.get(key.as_bytes())? {
+                Some(raw) => match <[u8; 16]>::try_from(raw.as_ref()) {
+                    Ok(bytes) => i128::from_be_bytes(bytes),
+                    Err(_) => {
+                        return abort(StoreError::Corrupt {
+                            key: key.to_owned(),
+                            reason: "rate limit state is not 16 bytes".into(),
+                        });
+                    }
+                },
+                None => now_ns,
+            };
+            match gcra.take(tat, now_ns) {
+                Ok(next) => {
+                    r.insert(key.as_bytes(), &next.to_be_bytes()[..])?;
+                    Ok(RateDecision::Allowed)
+                }
+                Err(wait_ns) => Ok(RateDecision::Limited {
+                    retry_after: time::Duration::nanoseconds(
+                        i64::try_from(wait_ns).unwrap_or(i64::MAX),
+                    ),
+                }),
+            }
+        });
+        flatten(result)
+    }
+}
+
+/// The generic cell rate algorithm: `limit` units per `window`, bursts up to `limit`.
+/// The only state is the theoretical arrival time (TAT) of the next unit.
+struct Gcra {
+    /// Nanoseconds one unit costs.
+    interval: i128,
+    /// How far the TAT may run ahead of now.
+    tolerance: i128,
+}
+
+impl Gcra {
+    fn new(limit: u32, window: time::Duration) -> Self {
+        let interval = (window.whole_nanoseconds() / i128::from(limit.max(1))).max(1);
+        Self {
+            interval,
+            tolerance: interval * i128::from(limit.max(1)) - interval,
+        }
+    }
+
+    /// The new TAT if a unit may be taken at `now`, else how long to wait (nanoseconds).
+    fn take(&self, tat: i128, now: i128) -> std::result::Result<i128, i128> {
+        let tat = tat.max(now);
+        let earliest = tat - self.tolerance;
+        if now < earliest {
+            return Err(earliest - now);
+        }
+        Ok(tat + self.interval)
+    }
+}
+
+/// `account \0 created (i64 BE seconds) order-id`: an account's orders, oldest first.
+fn account_order_key(account_id: &str, created: OffsetDateTime, order_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(account_id.len() + 9 + order_id.len());
+    key.extend_from_slice(account_id.as_bytes());
+    key.push(0);
+    // Order by creation; offset so that negative timestamps still sort (they never occur).
+    key.extend_from_slice(&(created.unix_timestamp() as u64 ^ (1 << 63)).to_be_bytes());
+    key.extend_from_slice(order_id.as_bytes());
+    key
+}
+
+fn get<T: serde::de::DeserializeOwned>(tree: &sled::Tree, id: &str) -> Result<Option<T>> {
+    tree.get(id.as_bytes())
+        .map_err(backend)?
+        .map(|v| decode(id, &v))
+        .transpose()
+}
+
+fn not_found(what: &str, id: &str) -> StoreError {
+    StoreError::NotFound {
+        what: format!("{what} {id}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Gcra;
+
+    #[test]
+    fn gcra_allows_a_burst_then_paces() {
+        let second = 1_000_000_000i128;
+        let g = Gcra::new(3, time::Duration::seconds(3));
+        let mut tat = 0;
+        for _ in 0..3 {
+            tat = g.take(tat, 0).unwrap();
+        }
+        let wait = g.take(tat, 0).unwrap_err();
+        assert_eq!(wait, second);
+        assert!(g.take(tat, second).is_ok());
+    }
+}
