@@ -54,6 +54,7 @@ pub(crate) fn kind(e: &agentca_core::Error) -> &str {
         E::UnknownSerial(_) => "unknownSerial",
         E::AlreadyRevoked(_) => "alreadyRevoked",
         E::InvalidLifetime(_) => "invalidLifetime",
+        E::RateLimited { .. } => "rateLimited",
         E::KeyFile { .. } => "keyFile",
         E::DataDir { .. } => "dataDir",
         E::Audit(_) => "audit",

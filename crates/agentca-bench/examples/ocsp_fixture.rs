@@ -114,6 +114,8 @@ fn main() {
                                 csr,
                                 method: EnrollmentMethod::Cli,
                                 lifetime: None,
+                                validated_dns: &[],
+                                validated_ips: &[],
                             })
                             .expect("issue");
                         if (n + 1) % 10_000 == 0 {

@@ -99,6 +99,9 @@ pub struct RequestedNames {
     pub dns: Vec<String>,
     /// IP addresses.
     pub ips: Vec<IpAddr>,
+    /// The subject's commonName values, as sent. Never copied into a certificate; ACME checks
+    /// that each is one of the order's names (RFC 8555 §7.4 lets a CSR's CN only repeat a SAN).
+    pub common_names: Vec<String>,
 }
 
 /// A CSR that parsed, whose signature verified and whose key passed the quality checks.
@@ -184,6 +187,15 @@ impl CertificateRequest {
                 // Other attributes (e.g. unstructuredName) are never used.
                 _ => {}
             }
+        }
+        for cn in info.subject.iter_common_name() {
+            // A CN in an encoding x509-parser cannot read (BMPString) is kept lossily: it can
+            // then only fail to match an order's names, never match one by accident.
+            let text = cn.as_str().map_or_else(
+                |_| String::from_utf8_lossy(cn.as_slice()).into_owned(),
+                str::to_owned,
+            );
+            names.common_names.push(text);
         }
         let spki_der = spki.raw.to_vec();
         // One key, one encoding: certificates carry the canonical form, and byte comparisons

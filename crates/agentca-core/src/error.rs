@@ -64,6 +64,15 @@ pub enum Error {
     #[error("certificate {0} is already revoked")]
     AlreadyRevoked(String),
 
+    /// A policy rate limit is exhausted.
+    #[error("rate limit: {what}; try again in {retry_after_secs} s")]
+    RateLimited {
+        /// Which limit, for the operator and the client.
+        what: String,
+        /// Seconds until one more request fits.
+        retry_after_secs: u64,
+    },
+
     /// A lifetime outside what the profile allows.
     #[error("invalid lifetime: {0}")]
     InvalidLifetime(String),

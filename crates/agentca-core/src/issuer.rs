@@ -11,6 +11,7 @@
 //!
 //! A refusal at step 2 writes an audit entry and nothing else: no serial, no signature.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use rcgen::{Issuer, PublicKeyData, SigningKey};
@@ -26,8 +27,8 @@ use crate::policy::PolicySet;
 use crate::profile::{self, Authorization, LeafExpectation, Urls};
 use crate::signer::{RcgenSigner, Signer};
 use crate::store::{
-    CertificateRecord, EnrollmentMethod, IssuanceIntent, Revocation, RevocationReason, Serial,
-    Store, StoreError,
+    AgentRecord, CertificateRecord, EnrollmentMethod, IssuanceIntent, RateDecision, Revocation,
+    RevocationReason, Serial, Store, StoreError,
 };
 
 /// The issuing CA: its certificate, its key (behind [`Signer`]) and where relying parties look.
@@ -233,6 +234,11 @@ pub struct IssueRequest<'a> {
     pub method: EnrollmentMethod,
     /// A requested lifetime, if any.
     pub lifetime: Option<Duration>,
+    /// DNS names the front end proved the requester controls (ACME challenges). They need no
+    /// pre-authorization by policy; every other DNS name in the CSR does.
+    pub validated_dns: &'a [String],
+    /// IP addresses proven the same way.
+    pub validated_ips: &'a [IpAddr],
 }
 
 /// The CA's decision-making and recording roles around one [`IssuingCa`].
@@ -309,11 +315,25 @@ impl Authority {
             csr: &csr,
             method,
             lifetime,
+            validated_dns: &[],
+            validated_ips: &[],
         })
     }
 
     /// Issues a certificate, returning it only once it is durable.
     pub fn issue(&self, request: &IssueRequest<'_>) -> Result<CertificateRecord> {
+        self.issue_with(request, |_| Ok(()))
+    }
+
+    /// [`Authority::issue`], running `record_more` after the certificate is stored and before
+    /// the commit that makes it durable, so a front end's own record of the issuance (an ACME
+    /// order turning valid) becomes durable in the same flush. If `record_more` fails, the
+    /// certificate stays stored (it is signed and must stay findable) and the error is returned.
+    pub fn issue_with(
+        &self,
+        request: &IssueRequest<'_>,
+        record_more: impl FnOnce(&CertificateRecord) -> Result<()>,
+    ) -> Result<CertificateRecord> {
         let now = profile::whole_seconds(OffsetDateTime::now_utc());
         let auth = match self.authorize(request, now) {
             Ok(auth) => auth,
@@ -326,6 +346,14 @@ impl Authority {
                 ));
             }
         };
+        if let Err(e) = self.take_certificate_quota(&auth, now) {
+            return Err(self.refused(
+                request.agent_id,
+                request.method,
+                Some(request.csr.key_sha256()),
+                e,
+            ));
+        }
         let (not_before, not_after) = profile::validity(now, auth.lifetime);
         let intent = self.reserve_serial(&auth, request.method, not_before, not_after, now)?;
         let der = self
@@ -338,6 +366,7 @@ impl Authority {
             revocation: None,
         };
         self.store.record_certificate(&record)?;
+        let more = record_more(&record);
         // Store first: sled holds unflushed writes in its own memory, so an audit line written
         // before the flush could outlive the record it describes after a crash. This order can
         // only leave the opposite (a stored, unacknowledged certificate without its line), which
@@ -358,7 +387,45 @@ impl Authority {
             }),
         )?;
         self.audit.sync()?;
+        more?;
         Ok(record)
+    }
+
+    /// Takes one certificate from the agent's hourly quota (`certificates_per_agent_per_hour`).
+    fn take_certificate_quota(&self, auth: &Authorization, now: OffsetDateTime) -> Result<()> {
+        let limit = auth.certificates_per_hour;
+        let key = format!("certificates/{}", auth.agent);
+        match self
+            .store
+            .take_rate_limit(&key, limit, Duration::hours(1), now)?
+        {
+            RateDecision::Allowed => Ok(()),
+            RateDecision::Limited { retry_after } => Err(Error::RateLimited {
+                what: format!(
+                    "{} may have {limit} certificates per hour (policy rule rate_limits.certificates_per_agent_per_hour)",
+                    auth.agent
+                ),
+                retry_after_secs: retry_after.whole_seconds().max(1).unsigned_abs(),
+            }),
+        }
+    }
+
+    /// Whether a DNS name is pre-authorized for an agent (registered with `agent add --dns`
+    /// or allowed by its policy), so ACME can mark its authorization valid without a challenge.
+    pub fn dns_preauthorized(&self, agent: &AgentRecord, name: &str) -> Result<bool> {
+        let policy = self.policy_of(agent)?;
+        Ok(policy.check_dns(name, &agent.dns).is_ok())
+    }
+
+    /// Whether an IP address is pre-authorized for an agent by its policy.
+    pub fn ip_preauthorized(&self, agent: &AgentRecord, ip: IpAddr) -> Result<bool> {
+        Ok(self.policy_of(agent)?.check_ip(ip).is_ok())
+    }
+
+    /// The policy governing a registered agent.
+    pub fn policy_of(&self, agent: &AgentRecord) -> Result<&crate::policy::Policy> {
+        let id = SpiffeId::parse(&agent.id)?;
+        self.policies.for_agent(&id, agent.policy.as_deref())
     }
 
     /// Records a refusal in the audit log and returns the refusal (or the audit failure, which
@@ -422,10 +489,14 @@ impl Authority {
             )));
         }
         for name in &names.dns {
-            policy.check_dns(name, &record.dns)?;
+            if !request.validated_dns.contains(name) {
+                policy.check_dns(name, &record.dns)?;
+            }
         }
         for ip in &names.ips {
-            policy.check_ip(*ip)?;
+            if !request.validated_ips.contains(ip) {
+                policy.check_ip(*ip)?;
+            }
         }
         policy.check_key(csr.key_kind())?;
         if self
@@ -460,6 +531,7 @@ impl Authority {
             key: csr.key_kind(),
             spki_der: csr.spki_der().to_vec(),
             server_auth: policy.server_auth_always(),
+            certificates_per_hour: policy.rate_limits().certificates_per_agent_per_hour,
         })
     }
 

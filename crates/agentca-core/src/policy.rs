@@ -46,11 +46,31 @@ pub struct Policy {
 }
 
 /// Rate limits a policy sets.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RateLimits {
     /// Certificates per agent per hour; 0 = unlimited.
     pub certificates_per_agent_per_hour: u32,
+    /// New ACME orders per account per hour; 0 = unlimited.
+    pub acme_orders_per_account_per_hour: u32,
+    /// New ACME orders per agent per hour, over all its accounts; 0 = unlimited.
+    pub acme_orders_per_agent_per_hour: u32,
+    /// Failed ACME challenge validations per account per hour; 0 = unlimited.
+    pub acme_failed_validations_per_account_per_hour: u32,
+    /// Failed ACME challenge validations per agent per hour; 0 = unlimited.
+    pub acme_failed_validations_per_agent_per_hour: u32,
+}
+
+impl RateLimits {
+    /// What a policy without a `[rate_limits]` entry gets: no certificate quota, and ACME
+    /// limits that an agent renewing every few hours never meets but a runaway client does.
+    pub const DEFAULT: Self = Self {
+        certificates_per_agent_per_hour: 0,
+        acme_orders_per_account_per_hour: 300,
+        acme_orders_per_agent_per_hour: 600,
+        acme_failed_validations_per_account_per_hour: 30,
+        acme_failed_validations_per_agent_per_hour: 60,
+    };
 }
 
 impl PolicySet {
@@ -210,12 +230,15 @@ impl Policy {
             server_auth_always,
             dns: raw.dns,
             ips: raw.ips,
-            rate_limits: RateLimits {
-                certificates_per_agent_per_hour: raw
-                    .rate_limits
-                    .map(|r| r.certificates_per_agent_per_hour)
-                    .unwrap_or(0),
-            },
+            rate_limits: raw.rate_limits.map_or(RateLimits::DEFAULT, |r| RateLimits {
+                certificates_per_agent_per_hour: r.certificates_per_agent_per_hour,
+                acme_orders_per_account_per_hour: r.acme_orders_per_account_per_hour,
+                acme_orders_per_agent_per_hour: r.acme_orders_per_agent_per_hour,
+                acme_failed_validations_per_account_per_hour: r
+                    .acme_failed_validations_per_account_per_hour,
+                acme_failed_validations_per_agent_per_hour: r
+                    .acme_failed_validations_per_agent_per_hour,
+            }),
         })
     }
 
@@ -544,6 +567,30 @@ fn default_ekus() -> Vec<String> {
 struct RawRateLimits {
     #[serde(default)]
     certificates_per_agent_per_hour: u32,
+    #[serde(default = "default_orders_per_account")]
+    acme_orders_per_account_per_hour: u32,
+    #[serde(default = "default_orders_per_agent")]
+    acme_orders_per_agent_per_hour: u32,
+    #[serde(default = "default_failures_per_account")]
+    acme_failed_validations_per_account_per_hour: u32,
+    #[serde(default = "default_failures_per_agent")]
+    acme_failed_validations_per_agent_per_hour: u32,
+}
+
+fn default_orders_per_account() -> u32 {
+    RateLimits::DEFAULT.acme_orders_per_account_per_hour
+}
+
+fn default_orders_per_agent() -> u32 {
+    RateLimits::DEFAULT.acme_orders_per_agent_per_hour
+}
+
+fn default_failures_per_account() -> u32 {
+    RateLimits::DEFAULT.acme_failed_validations_per_account_per_hour
+}
+
+fn default_failures_per_agent() -> u32 {
+    RateLimits::DEFAULT.acme_failed_validations_per_agent_per_hour
 }
 
 struct Lifetime(Duration);

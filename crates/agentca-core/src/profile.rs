@@ -59,6 +59,8 @@ pub struct Authorization {
     pub(crate) key: KeyKind,
     pub(crate) spki_der: Vec<u8>,
     pub(crate) server_auth: bool,
+    /// The policy's per-agent hourly certificate quota (0: none).
+    pub(crate) certificates_per_hour: u32,
 }
 
 impl Authorization {

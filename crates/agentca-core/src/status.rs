@@ -186,6 +186,8 @@ mod tests {
                 csr: &csr,
                 method: EnrollmentMethod::Cli,
                 lifetime: None,
+                validated_dns: &[],
+                validated_ips: &[],
             })
             .unwrap()
     }

@@ -167,6 +167,16 @@ pub trait Store: Send + Sync {
         now: OffsetDateTime,
     ) -> Result<RateDecision>;
 
+    /// Whether [`Store::take_rate_limit`] would allow a unit now, without taking one (for
+    /// limits spent on failures, checked before the attempt).
+    fn check_rate_limit(
+        &self,
+        key: &str,
+        limit: u32,
+        window: time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<RateDecision>;
+
     /// Makes every write that this thread (or any thread) completed before the call durable.
     /// Concurrent callers share flushes.
     fn commit(&self) -> Result<()>;

@@ -349,6 +349,36 @@ impl AcmeTrees {
     }
 }
 
+impl AcmeTrees {
+    pub(crate) fn check_rate_limit(
+        &self,
+        key: &str,
+        limit: u32,
+        window: time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<RateDecision> {
+        if limit == 0 {
+            return Ok(RateDecision::Allowed);
+        }
+        let now_ns = now.unix_timestamp_nanos();
+        let tat = match self.rate.get(key.as_bytes()).map_err(backend)? {
+            Some(raw) => match <[u8; 16]>::try_from(raw.as_ref()) {
+                Ok(bytes) => i128::from_be_bytes(bytes),
+                Err(_) => now_ns,
+            },
+            None => now_ns,
+        };
+        Ok(match Gcra::new(limit, window).take(tat, now_ns) {
+            Ok(_) => RateDecision::Allowed,
+            Err(wait_ns) => RateDecision::Limited {
+                retry_after: time::Duration::nanoseconds(
+                    i64::try_from(wait_ns).unwrap_or(i64::MAX),
+                ),
+            },
+        })
+    }
+}
+
 /// The generic cell rate algorithm: `limit` units per `window`, bursts up to `limit`.
 /// The only state is the theoretical arrival time (TAT) of the next unit.
 struct Gcra {

@@ -524,6 +524,16 @@ impl Store for SledStore {
         self.acme.take_rate_limit(key, limit, window, now)
     }
 
+    fn check_rate_limit(
+        &self,
+        key: &str,
+        limit: u32,
+        window: time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<RateDecision> {
+        self.acme.check_rate_limit(key, limit, window, now)
+    }
+
     fn commit(&self) -> Result<()> {
         self.group.commit(|| self.flush())
     }

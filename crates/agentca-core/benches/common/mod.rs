@@ -124,6 +124,8 @@ impl Requester {
             csr: &self.csr,
             method: EnrollmentMethod::Cli,
             lifetime: None,
+            validated_dns: &[],
+            validated_ips: &[],
         }
     }
 }

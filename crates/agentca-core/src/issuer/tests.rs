@@ -452,6 +452,8 @@ fn csr9_no_certificate_outlives_the_issuing_ca() {
         csr: &request,
         method: EnrollmentMethod::Cli,
         lifetime: None,
+        validated_dns: &[],
+        validated_ips: &[],
     };
     // One hour of CA life left and a 24-hour default: refused, naming the CA's notAfter.
     let err = t
@@ -1303,6 +1305,8 @@ fn serials_of_a_thousand_issuances_look_random() {
         csr: &parsed,
         method: EnrollmentMethod::Acme,
         lifetime: None,
+        validated_dns: &[],
+        validated_ips: &[],
     };
     let serials: Vec<[u8; 16]> = (0..1000)
         .map(|_| *t.authority.issue(&issue).unwrap().intent.serial.as_bytes())

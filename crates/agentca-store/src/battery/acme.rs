@@ -301,6 +301,14 @@ pub fn rate_limits(store: &dyn Store) {
             RateDecision::Allowed
         );
     }
+    assert!(matches!(
+        store.check_rate_limit("k", 3, hour, t).unwrap(),
+        RateDecision::Limited { .. }
+    ));
+    assert_eq!(
+        store.check_rate_limit("fresh", 3, hour, t).unwrap(),
+        RateDecision::Allowed
+    );
     let RateDecision::Limited { retry_after } = store.take_rate_limit("k", 3, hour, t).unwrap()
     else {
         panic!("the fourth unit within the window must be refused");
