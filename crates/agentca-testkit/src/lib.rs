@@ -31,6 +31,7 @@ macro_rules! violated {
 
 pub mod ca;
 mod der;
+pub mod dns;
 mod expectation;
 mod extensions;
 mod leaf;
