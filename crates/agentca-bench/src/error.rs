@@ -39,4 +39,20 @@ pub enum BenchError {
     /// Encoding a request failed.
     #[error(transparent)]
     Core(#[from] agentca_core::Error),
+    /// A key, signature or TLS configuration could not be made.
+    #[error("crypto: {0}")]
+    Crypto(String),
+    /// The ACME server failed a step that comes before the measured window (directory,
+    /// accounts), so there is nothing to measure.
+    #[error("ACME {step}: {reason}")]
+    Acme {
+        /// The step: directory, newNonce, newAccount.
+        step: String,
+        /// What went wrong, with the server's problem document when it sent one.
+        reason: String,
+    },
+    /// The ACME run ended before its orders were done: the server stalled or the run's time
+    /// bound passed. The report holds what was measured until then.
+    #[error("{}", .0.end.message(.0.orders, .0.orders_requested))]
+    Unfinished(Box<crate::acme::AcmeBenchReport>),
 }

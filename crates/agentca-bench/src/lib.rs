@@ -11,9 +11,14 @@
 //! When given the server's process id, the generator also reads the server's CPU time and
 //! resident memory from `/proc` at the edges of the measured window, so that the server's cost
 //! per request is measured on its own even when the generator shares the machine.
+//!
+//! The ACME generator ([`run_acme`]) is closed-loop in the same way, with complete certificate
+//! orders instead of requests: each worker owns an account and runs one order after another,
+//! and the server's CPU time is reported per completed order.
 
 #![warn(missing_docs)]
 
+mod acme;
 mod error;
 mod histogram;
 mod proc_stat;
@@ -29,6 +34,10 @@ mod test_pki;
 #[cfg(test)]
 mod test_server;
 
+pub use acme::{
+    AcmeBenchOptions, AcmeBenchReport, AcmeEnd, AcmeErrors, Eab, EabCredential, LatencySummary,
+    StepLatencies, parse_eab_file, run_acme,
+};
 pub use error::BenchError;
 pub use report::{ErrorCounts, OcspBenchReport, StatusCounts};
 pub use requests::{load_certificates, requests_for, requests_for_hash};
