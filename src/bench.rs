@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use agentca_bench::{Method, OcspBenchOptions, load_certificates, requests_for_hash, run_ocsp};
+use agentca_bench::{
+    AcmeBenchOptions, BenchError, Eab, EabCredential, Method, OcspBenchOptions, load_certificates,
+    parse_eab_file, requests_for_hash, run_acme, run_ocsp,
+};
 use agentca_core::ocsp::HashAlgorithm;
 use agentca_core::policy::parse_duration;
 use agentca_core::{Error, Result};
@@ -16,6 +19,9 @@ use crate::output::print;
 pub(crate) enum BenchCommand {
     /// Load an RFC 6960 OCSP responder (agentca's or any other) with closed-loop clients.
     Ocsp(OcspArgs),
+    /// Load an RFC 8555 ACME server (agentca's or any other) with closed-loop clients, each
+    /// with its own account, running complete orders.
+    Acme(AcmeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -56,9 +62,103 @@ pub(crate) struct OcspArgs {
     server_pid: Option<u32>,
 }
 
+#[derive(Debug, Args)]
+pub(crate) struct AcmeArgs {
+    /// The directory URL, e.g. https://127.0.0.1:8443/acme/directory.
+    #[arg(long)]
+    directory: String,
+    /// PEM file with the root certificate of the server's TLS chain (needed for https).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Workers, each with its own account, connection and one order at a time.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// Orders to complete in the measured window.
+    #[arg(long, default_value_t = 100)]
+    orders: u64,
+    /// EAB key identifier, shared by every account (with --eab-hmac).
+    #[arg(long, requires = "eab_hmac", conflicts_with = "eab_file")]
+    eab_kid: Option<String>,
+    /// EAB HMAC key (base64url), shared by every account (with --eab-kid).
+    #[arg(long, requires = "eab_kid")]
+    eab_hmac: Option<String>,
+    /// File of EAB credentials, `KID HMAC` one a line, one per worker (for single-use ones).
+    #[arg(long)]
+    eab_file: Option<PathBuf>,
+    /// DNS identifiers of each order, comma-separated; the order's number replaces the
+    /// placeholder of the default (n in braces), so that every order asks for new names.
+    #[arg(long, default_value = "{n}.bench.test")]
+    names: String,
+    /// The server's process id, to report its CPU time per order and memory from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Timeout of one HTTP request.
+    #[arg(long, default_value = "10s")]
+    timeout: String,
+    /// End the run with an error when no order has completed for this long.
+    #[arg(long, default_value = "30s")]
+    stall_after: String,
+    /// End the run with an error when it has not finished in this time.
+    #[arg(long, default_value = "10m")]
+    max_duration: String,
+}
+
 pub(crate) fn run(out: OutputFormat, command: BenchCommand) -> Result<ExitCode> {
-    let BenchCommand::Ocsp(args) = command;
-    let bench = |e: agentca_bench::BenchError| Error::InvalidArgument(e.to_string());
+    match command {
+        BenchCommand::Ocsp(args) => ocsp(out, args),
+        BenchCommand::Acme(args) => acme(out, args),
+    }
+}
+
+fn seconds(s: &str, flag: &str) -> Result<std::time::Duration> {
+    parse_duration(s)
+        .map(|d| std::time::Duration::from_secs(d.whole_seconds().unsigned_abs()))
+        .map_err(|e| Error::InvalidArgument(format!("{flag}: {e}")))
+}
+
+fn acme(out: OutputFormat, args: AcmeArgs) -> Result<ExitCode> {
+    let bench = |e: BenchError| Error::InvalidArgument(e.to_string());
+    let mut options = AcmeBenchOptions::new(args.directory);
+    options.ca = args.ca;
+    options.concurrency = args.concurrency;
+    options.orders = args.orders;
+    options.names = args.names;
+    options.server_pid = args.server_pid;
+    options.timeout = seconds(&args.timeout, "--timeout")?;
+    options.stall_after = seconds(&args.stall_after, "--stall-after")?;
+    options.max_duration = seconds(&args.max_duration, "--max-duration")?;
+    options.eab = match (args.eab_kid, args.eab_hmac, args.eab_file) {
+        (Some(kid), Some(hmac), _) => Eab::Shared(EabCredential::new(&kid, &hmac).map_err(bench)?),
+        (_, _, Some(path)) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+            Eab::PerWorker(parse_eab_file(&text).map_err(bench)?)
+        }
+        _ => Eab::None,
+    };
+    match run_acme(&options) {
+        Ok(report) => {
+            print(out, &report.to_text(), &report.to_json());
+            Ok(ExitCode::SUCCESS)
+        }
+        // What was measured before the server stalled is worth having; the exit status and
+        // the report's `end` say the run is incomplete.
+        Err(BenchError::Unfinished(report)) => {
+            print(out, &report.to_text(), &report.to_json());
+            if out == OutputFormat::Text {
+                eprintln!(
+                    "error: {}",
+                    report.end.message(report.orders, report.orders_requested)
+                );
+            }
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => Err(bench(e)),
+    }
+}
+
+fn ocsp(out: OutputFormat, args: OcspArgs) -> Result<ExitCode> {
+    let bench = |e: BenchError| Error::InvalidArgument(e.to_string());
     let read = |path: &PathBuf| {
         std::fs::read(path).map_err(|e| Error::io(format!("read {}", path.display()), e))
     };
@@ -83,11 +183,7 @@ pub(crate) fn run(out: OutputFormat, command: BenchCommand) -> Result<ExitCode> 
         HashAlgorithm::Sha1
     };
     let requests = requests_for_hash(&issuer, &leaves, hash, args.nonce).map_err(bench)?;
-    let duration = |s: &str, flag: &str| {
-        parse_duration(s)
-            .map(|d| std::time::Duration::from_secs(d.whole_seconds().unsigned_abs()))
-            .map_err(|e| Error::InvalidArgument(format!("{flag}: {e}")))
-    };
+    let duration = seconds;
     let mut options = OcspBenchOptions::new(args.url, requests);
     options.concurrency = args.concurrency;
     options.count = args.count;
