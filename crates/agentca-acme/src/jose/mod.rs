@@ -27,6 +27,7 @@ mod header;
 mod json;
 mod jwk;
 mod jws;
+mod spki;
 
 #[cfg(test)]
 mod testutil;
@@ -38,3 +39,4 @@ pub use header::{KeyRef, ProtectedHeader};
 pub use json::parse_json;
 pub use jwk::{EcCurve, Jwk, JwkParams};
 pub use jws::{Jws, MAX_JWS_BODY};
+pub use spki::spki_thumbprint;

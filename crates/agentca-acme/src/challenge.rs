@@ -1,0 +1,234 @@
+//! Responding to a challenge (RFC 8555 §7.5.1): the POST starts one validation in the
+//! background and answers at once with the challenge `processing`; the result lands on the
+//! authorization with compare-and-set, and failures count against the rate limits.
+
+use std::sync::Arc;
+
+use agentca_core::store::{
+    AcmeAuthorization, AcmeAuthorizationStatus, AcmeChallengeStatus, RateDecision, StoreError,
+};
+
+use crate::error::{AcmeError, ProblemType, Result};
+use crate::identifier::Identifier;
+use crate::order::{challenge_json, rate_limited};
+use crate::reply::Reply;
+use crate::service::{AcmeService, Authenticated, Links};
+use crate::validation::{ChallengeType, Target};
+
+impl AcmeService {
+    /// POST to a challenge URL: `{}` starts validation, POST-as-GET reads it.
+    pub(crate) fn challenge_request(
+        self: &Arc<Self>,
+        links: &Links,
+        authz_id: &str,
+        kind: &str,
+        req: &Authenticated,
+    ) -> Result<Reply> {
+        let account = req.account()?;
+        let authz = match self.current_authorization(authz_id)? {
+            Some(a) if a.account_id == account.id => a,
+            _ => return Err(AcmeError::not_found("challenge")),
+        };
+        let Some(index) = authz.challenges.iter().position(|c| c.kind == kind) else {
+            return Err(AcmeError::not_found("challenge"));
+        };
+        let reply = |authz: &AcmeAuthorization| {
+            Reply::ok(challenge_json(links, &authz.id, &authz.challenges[index]))
+                .with_link(&links.authz(&authz.id), "up")
+        };
+        if req.is_post_as_get() {
+            return Ok(reply(&authz));
+        }
+        // §7.5.1: the client posts an empty JSON object; nothing else means anything.
+        req.json()?;
+        // A challenge left `processing` by a validation that no longer runs (a restart) may be
+        // retried; one that is running here is not started twice.
+        let in_flight = self
+            .validating
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&authz.id);
+        let startable = match authz.challenges[index].status {
+            AcmeChallengeStatus::Pending => true,
+            AcmeChallengeStatus::Processing => !in_flight,
+            _ => false,
+        };
+        if authz.status != AcmeAuthorizationStatus::Pending || !startable {
+            return Ok(reply(&authz));
+        }
+        let agent = self
+            .store()
+            .agent(&account.agent_id)?
+            .ok_or_else(|| AcmeError::unauthorized("the account's agent no longer exists"))?;
+        let limits = self.authority.policy_of(&agent)?.rate_limits();
+        let now = Self::now();
+        for (key, limit, what) in [
+            (
+                format!("acme-failed-validations/account/{}", account.id),
+                limits.acme_failed_validations_per_account_per_hour,
+                "failed validations per account per hour",
+            ),
+            (
+                format!("acme-failed-validations/agent/{}", agent.id),
+                limits.acme_failed_validations_per_agent_per_hour,
+                "failed validations per agent per hour",
+            ),
+        ] {
+            if let RateDecision::Limited { retry_after } =
+                self.store()
+                    .check_rate_limit(&key, limit, time::Duration::hours(1), now)?
+            {
+                return Err(rate_limited(limit, what, retry_after));
+            }
+        }
+        let challenge_type = match kind {
+            "http-01" => ChallengeType::Http01,
+            "dns-01" => ChallengeType::Dns01,
+            "tls-alpn-01" => ChallengeType::TlsAlpn01,
+            _ => return Err(AcmeError::not_found("challenge")),
+        };
+        let target = match Identifier::from_record(&authz.identifier) {
+            Some(Identifier::Dns(name)) => Target::Dns(name),
+            Some(Identifier::Ip(ip)) => Target::Ip(ip),
+            _ => return Err(AcmeError::malformed("this identifier has no challenges")),
+        };
+
+        let mut processing = authz.clone();
+        processing.challenges[index].status = AcmeChallengeStatus::Processing;
+        match self
+            .store()
+            .update_acme_authorization(&processing, AcmeAuthorizationStatus::Pending)
+        {
+            Ok(()) => {}
+            Err(StoreError::Conflict { .. }) => {
+                let current = self
+                    .store()
+                    .acme_authorization(authz_id)?
+                    .ok_or_else(|| AcmeError::not_found("challenge"))?;
+                return Ok(reply(&current));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let first = self
+            .validating
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(authz.id.clone());
+        if first {
+            let token = authz.challenges[index].token.clone();
+            let key_authorization = format!("{token}.{}", account.thumbprint);
+            let service = self.clone();
+            let authz_id = authz.id.clone();
+            let account_id = account.id.clone();
+            let agent_id = agent.id.clone();
+            self.runtime.spawn(async move {
+                let outcome = service
+                    .validator
+                    .validate(challenge_type, &target, &token, &key_authorization)
+                    .await;
+                let finisher = service.clone();
+                let done = tokio::task::spawn_blocking(move || {
+                    finisher.finish_validation(&authz_id, index, outcome, &account_id, &agent_id)
+                })
+                .await;
+                match done {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "recording a validation failed"),
+                    Err(e) => tracing::error!(error = %e, "a validation task failed"),
+                }
+            });
+        }
+        Ok(reply(&processing))
+    }
+
+    fn finish_validation(
+        &self,
+        authz_id: &str,
+        index: usize,
+        outcome: std::result::Result<
+            crate::validation::ValidationRecord,
+            crate::validation::ValidationFailure,
+        >,
+        account_id: &str,
+        agent_id: &str,
+    ) -> Result<()> {
+        let result = self.record_validation(authz_id, index, &outcome);
+        self.validating
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(authz_id);
+        if outcome.is_err() {
+            let now = Self::now();
+            if let Some(agent) = self.store().agent(agent_id)? {
+                let limits = self.authority.policy_of(&agent)?.rate_limits();
+                for (key, limit) in [
+                    (
+                        format!("acme-failed-validations/account/{account_id}"),
+                        limits.acme_failed_validations_per_account_per_hour,
+                    ),
+                    (
+                        format!("acme-failed-validations/agent/{agent_id}"),
+                        limits.acme_failed_validations_per_agent_per_hour,
+                    ),
+                ] {
+                    self.store()
+                        .take_rate_limit(&key, limit, time::Duration::hours(1), now)?;
+                }
+            }
+        }
+        result
+    }
+
+    fn record_validation(
+        &self,
+        authz_id: &str,
+        index: usize,
+        outcome: &std::result::Result<
+            crate::validation::ValidationRecord,
+            crate::validation::ValidationFailure,
+        >,
+    ) -> Result<()> {
+        for _ in 0..4 {
+            let Some(authz) = self.store().acme_authorization(authz_id)? else {
+                return Ok(());
+            };
+            if authz.status != AcmeAuthorizationStatus::Pending {
+                return Ok(());
+            }
+            let mut updated = authz.clone();
+            let Some(challenge) = updated.challenges.get_mut(index) else {
+                return Ok(());
+            };
+            match outcome {
+                Ok(record) => {
+                    challenge.status = AcmeChallengeStatus::Valid;
+                    challenge.validated = Some(Self::now());
+                    challenge.validation_record = Some(serde_json::json!([record]).to_string());
+                    updated.status = AcmeAuthorizationStatus::Valid;
+                }
+                Err(failure) => {
+                    challenge.status = AcmeChallengeStatus::Invalid;
+                    let problem = AcmeError::new(
+                        ProblemType::from_name(failure.problem_type()),
+                        failure.detail().to_owned(),
+                    );
+                    challenge.error = Some(problem.to_problem().to_string());
+                    if let Some(record) = failure.record() {
+                        challenge.validation_record = Some(serde_json::json!([record]).to_string());
+                    }
+                    // §7.1.6: one failed challenge makes the authorization invalid.
+                    updated.status = AcmeAuthorizationStatus::Invalid;
+                }
+            }
+            match self
+                .store()
+                .update_acme_authorization(&updated, AcmeAuthorizationStatus::Pending)
+            {
+                Ok(()) => return Ok(()),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+}

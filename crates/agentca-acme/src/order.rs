@@ -1,0 +1,714 @@
+//! Orders and authorizations (RFC 8555 §7.4, §7.5): creation with pre-authorization, lazy
+//! state updates, finalize (exactly one certificate per order), and certificate download.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use agentca_core::csr::CertificateRequest;
+use agentca_core::issuer::IssueRequest;
+use agentca_core::store::{
+    AcmeAccount, AcmeAuthorization, AcmeAuthorizationStatus, AcmeChallenge, AcmeChallengeStatus,
+    AcmeOrder, AcmeOrderStatus, EnrollmentMethod, RateDecision, Serial, StoreError,
+};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+
+use crate::ari::CertId;
+use crate::error::{AcmeError, ProblemType, Result};
+use crate::identifier::{Identifier, parse_identifiers};
+use crate::jose::spki_thumbprint;
+use crate::reply::{Body, Reply};
+use crate::service::{AcmeService, Authenticated, Links, random_id, rfc3339};
+
+/// How long a client is asked to wait before polling a processing order again.
+const PROCESSING_RETRY: Duration = Duration::from_secs(1);
+
+impl AcmeService {
+    /// POST newOrder (§7.4).
+    pub(crate) fn new_order(&self, links: &Links, req: &Authenticated) -> Result<Reply> {
+        let account = req.account()?;
+        let payload = req.json()?;
+        for refused in ["notBefore", "notAfter"] {
+            if payload.contains_key(refused) {
+                return Err(AcmeError::malformed(format!(
+                    "{refused} is not supported: the agent's policy sets the certificate lifetime"
+                )));
+            }
+        }
+        let identifiers = parse_identifiers(payload.get("identifiers"), &account.agent_id)?;
+        let agent = self
+            .store()
+            .agent(&account.agent_id)?
+            .ok_or_else(|| AcmeError::unauthorized("the account's agent no longer exists"))?;
+        if agent.disabled {
+            return Err(AcmeError::unauthorized(format!(
+                "agent {} is disabled",
+                agent.id
+            )));
+        }
+        let policy = self.authority.policy_of(&agent)?;
+        policy.check_method(EnrollmentMethod::Acme)?;
+        let now = Self::now();
+        let replaces = match payload.get("replaces") {
+            None => None,
+            Some(Value::String(id)) => Some(self.check_replaces(account, id, &identifiers)?),
+            Some(_) => return Err(AcmeError::malformed("replaces must be a string")),
+        };
+        let limits = policy.rate_limits();
+        self.take_limit(
+            &format!("acme-orders/account/{}", account.id),
+            limits.acme_orders_per_account_per_hour,
+            "new orders per account per hour (rate_limits.acme_orders_per_account_per_hour)",
+        )?;
+        self.take_limit(
+            &format!("acme-orders/agent/{}", agent.id),
+            limits.acme_orders_per_agent_per_hour,
+            "new orders per agent per hour (rate_limits.acme_orders_per_agent_per_hour)",
+        )?;
+
+        let expires = now + self.config.order_lifetime;
+        let mut authorizations = Vec::with_capacity(identifiers.len());
+        for identifier in &identifiers {
+            // The policy is asked once per distinct identifier (ACME-O1).
+            let preauthorized = match identifier {
+                Identifier::Uri(_) => true,
+                Identifier::Dns(name) => self.authority.dns_preauthorized(&agent, name)?,
+                Identifier::Ip(ip) => self.authority.ip_preauthorized(&agent, *ip)?,
+            };
+            authorizations.push(AcmeAuthorization {
+                id: random_id()?,
+                account_id: account.id.clone(),
+                identifier: identifier.to_record(),
+                status: if preauthorized {
+                    AcmeAuthorizationStatus::Valid
+                } else {
+                    AcmeAuthorizationStatus::Pending
+                },
+                expires,
+                challenges: if preauthorized {
+                    Vec::new()
+                } else {
+                    challenges_for(identifier)?
+                },
+                preauthorized,
+            });
+        }
+        let ready = authorizations
+            .iter()
+            .all(|a| a.status == AcmeAuthorizationStatus::Valid);
+        let order = AcmeOrder {
+            id: random_id()?,
+            account_id: account.id.clone(),
+            agent_id: agent.id.clone(),
+            status: if ready {
+                AcmeOrderStatus::Ready
+            } else {
+                AcmeOrderStatus::Pending
+            },
+            identifiers: identifiers.iter().map(Identifier::to_record).collect(),
+            authorizations: authorizations.iter().map(|a| a.id.clone()).collect(),
+            expires,
+            created_at: now,
+            certificate: None,
+            replaces,
+            error: None,
+        };
+        self.store()
+            .insert_acme_order(&order, &authorizations, now)
+            .map_err(|e| match e {
+                StoreError::Conflict { .. } => AcmeError::new(
+                    ProblemType::AlreadyReplaced,
+                    "the certificate named in replaces is already being replaced by another order",
+                ),
+                e => e.into(),
+            })?;
+        Ok(Reply::json(201, order_json(links, &order)).with_location(links.order(&order.id)))
+    }
+
+    /// RFC 9773 §5: the certificate must be ours, issued to this account's agent, share an
+    /// identifier with the new order, and not be replaced already.
+    fn check_replaces(
+        &self,
+        account: &AcmeAccount,
+        cert_id: &str,
+        identifiers: &[Identifier],
+    ) -> Result<String> {
+        let id = CertId::parse(cert_id)?;
+        if id.key_identifier != self.authority.ca().key_identifier() {
+            return Err(AcmeError::malformed(
+                "replaces names a certificate of another CA",
+            ));
+        }
+        let record = id
+            .serial
+            .map(|s| self.store().serial(&s))
+            .transpose()?
+            .flatten();
+        let Some(agentca_core::store::SerialEntry::Issued(record)) = record else {
+            return Err(
+                AcmeError::malformed("replaces names an unknown certificate").with_status(404),
+            );
+        };
+        if record.intent.agent_id != account.agent_id {
+            return Err(AcmeError::unauthorized(
+                "replaces names a certificate of another agent",
+            ));
+        }
+        let names = certificate_identifiers(&record.der, &record.intent.agent_id);
+        if !identifiers.iter().any(|i| names.contains(i)) {
+            return Err(AcmeError::malformed(
+                "the order shares no identifier with the certificate it replaces",
+            ));
+        }
+        if let Some(other) = self.store().acme_replacement(cert_id)?
+            && other.status == AcmeOrderStatus::Valid
+        {
+            return Err(AcmeError::new(
+                ProblemType::AlreadyReplaced,
+                "the certificate was already replaced",
+            ));
+        }
+        Ok(cert_id.to_owned())
+    }
+
+    pub(crate) fn take_limit(&self, key: &str, limit: u32, what: &str) -> Result<()> {
+        match self
+            .store()
+            .take_rate_limit(key, limit, time::Duration::hours(1), Self::now())?
+        {
+            RateDecision::Allowed => Ok(()),
+            RateDecision::Limited { retry_after } => Err(rate_limited(limit, what, retry_after)),
+        }
+    }
+
+    /// POST to an order URL (POST-as-GET).
+    pub(crate) fn order_request(
+        &self,
+        links: &Links,
+        id: &str,
+        req: &Authenticated,
+    ) -> Result<Reply> {
+        req.expect_post_as_get()?;
+        let order = self.owned_order(req.account()?, id)?;
+        let order = self.refresh_order(order)?;
+        let mut reply = Reply::ok(order_json(links, &order)).with_location(links.order(id));
+        if order.status == AcmeOrderStatus::Processing {
+            reply = reply.with_retry_after(PROCESSING_RETRY);
+        }
+        Ok(reply)
+    }
+
+    /// POST to an account's orders URL (§7.1.2.1): its orders that are still usable.
+    pub(crate) fn orders_list(
+        &self,
+        links: &Links,
+        account_id: &str,
+        req: &Authenticated,
+    ) -> Result<Reply> {
+        req.expect_post_as_get()?;
+        let account = req.account()?;
+        if account.id != account_id {
+            return Err(AcmeError::unauthorized(
+                "an account can only list its own orders",
+            ));
+        }
+        let now = Self::now();
+        let mut urls = Vec::new();
+        for id in self
+            .store()
+            .acme_orders_of_account(account_id)?
+            .iter()
+            .rev()
+        {
+            if let Some(order) = self.store().acme_order(id)?
+                && order.expires > now
+                && matches!(
+                    order.status,
+                    AcmeOrderStatus::Pending | AcmeOrderStatus::Ready | AcmeOrderStatus::Processing
+                )
+            {
+                urls.push(links.order(id));
+                if urls.len() == 1000 {
+                    break;
+                }
+            }
+        }
+        Ok(Reply::ok(json!({ "orders": urls })))
+    }
+
+    pub(crate) fn owned_order(&self, account: &AcmeAccount, id: &str) -> Result<AcmeOrder> {
+        match self.store().acme_order(id)? {
+            Some(order) if order.account_id == account.id => Ok(order),
+            _ => Err(AcmeError::not_found("order")),
+        }
+    }
+
+    /// Brings a stored order up to date: expired, failed, or ready once every authorization
+    /// is valid. Persisted with compare-and-set, so concurrent readers agree.
+    pub(crate) fn refresh_order(&self, mut order: AcmeOrder) -> Result<AcmeOrder> {
+        for _ in 0..4 {
+            let now = Self::now();
+            let before = order.status;
+            let next = match before {
+                AcmeOrderStatus::Pending | AcmeOrderStatus::Ready if order.expires <= now => {
+                    Some((
+                        AcmeOrderStatus::Invalid,
+                        Some("the order expired".to_owned()),
+                    ))
+                }
+                AcmeOrderStatus::Pending => {
+                    let mut all_valid = true;
+                    let mut failed = None;
+                    for id in &order.authorizations {
+                        let authz = self.current_authorization(id)?;
+                        match authz.map(|a| a.status) {
+                            Some(AcmeAuthorizationStatus::Valid) => {}
+                            Some(AcmeAuthorizationStatus::Pending) => all_valid = false,
+                            _ => {
+                                failed = Some(format!("authorization {id} is not valid"));
+                                break;
+                            }
+                        }
+                    }
+                    match failed {
+                        Some(why) => Some((AcmeOrderStatus::Invalid, Some(why))),
+                        None if all_valid => Some((AcmeOrderStatus::Ready, None)),
+                        None => None,
+                    }
+                }
+                _ => None,
+            };
+            let Some((status, why)) = next else {
+                return Ok(order);
+            };
+            let mut updated = order.clone();
+            updated.status = status;
+            if let Some(why) = why {
+                updated.error = Some(AcmeError::unauthorized(why).to_problem().to_string());
+            }
+            match self.store().update_acme_order(&updated, before) {
+                Ok(()) => return Ok(updated),
+                Err(StoreError::Conflict { .. }) => {
+                    order = self
+                        .store()
+                        .acme_order(&order.id)?
+                        .ok_or_else(|| AcmeError::not_found("order"))?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(order)
+    }
+
+    /// An authorization with expiry applied (persisted).
+    pub(crate) fn current_authorization(&self, id: &str) -> Result<Option<AcmeAuthorization>> {
+        let Some(authz) = self.store().acme_authorization(id)? else {
+            return Ok(None);
+        };
+        if authz.status == AcmeAuthorizationStatus::Pending && authz.expires <= Self::now() {
+            let mut expired = authz.clone();
+            expired.status = AcmeAuthorizationStatus::Expired;
+            match self
+                .store()
+                .update_acme_authorization(&expired, AcmeAuthorizationStatus::Pending)
+            {
+                Ok(()) => return Ok(Some(expired)),
+                Err(StoreError::Conflict { .. }) => {
+                    return self.store().acme_authorization(id).map_err(Into::into);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Some(authz))
+    }
+
+    /// POST to an authorization URL: POST-as-GET, or `{"status":"deactivated"}` (§7.5.2).
+    pub(crate) fn authz_request(
+        &self,
+        links: &Links,
+        id: &str,
+        req: &Authenticated,
+    ) -> Result<Reply> {
+        let account = req.account()?;
+        let authz = match self.current_authorization(id)? {
+            Some(a) if a.account_id == account.id => a,
+            _ => return Err(AcmeError::not_found("authorization")),
+        };
+        if req.is_post_as_get() {
+            return Ok(Reply::ok(authz_json(links, &authz)));
+        }
+        let payload = req.json()?;
+        match payload.get("status") {
+            Some(Value::String(s)) if s == "deactivated" => {}
+            _ => {
+                return Err(AcmeError::malformed(
+                    "an authorization can only be deactivated",
+                ));
+            }
+        }
+        if !matches!(
+            authz.status,
+            AcmeAuthorizationStatus::Pending | AcmeAuthorizationStatus::Valid
+        ) {
+            return Err(AcmeError::malformed(
+                "only a pending or valid authorization can be deactivated",
+            ));
+        }
+        let mut updated = authz.clone();
+        updated.status = AcmeAuthorizationStatus::Deactivated;
+        self.store()
+            .update_acme_authorization(&updated, authz.status)
+            .map_err(|e| match e {
+                StoreError::Conflict { .. } => {
+                    AcmeError::malformed("the authorization changed meanwhile; fetch it again")
+                }
+                e => e.into(),
+            })?;
+        Ok(Reply::ok(authz_json(links, &updated)))
+    }
+
+    /// POST finalize (§7.4): checks the CSR against the order, then issues exactly once.
+    pub(crate) fn finalize(&self, links: &Links, id: &str, req: &Authenticated) -> Result<Reply> {
+        let account = req.account()?;
+        let order = self.refresh_order(self.owned_order(account, id)?)?;
+        match order.status {
+            AcmeOrderStatus::Ready => {}
+            // A retry of a finalize that already won (ACME-O4) gets the same order back.
+            AcmeOrderStatus::Valid | AcmeOrderStatus::Processing => {
+                return Ok(self.order_reply(links, &order));
+            }
+            AcmeOrderStatus::Pending => {
+                return Err(AcmeError::new(
+                    ProblemType::OrderNotReady,
+                    "the order's authorizations are not all valid yet",
+                ));
+            }
+            _ => {
+                return Err(AcmeError::new(
+                    ProblemType::OrderNotReady,
+                    "the order is invalid; create a new one",
+                ));
+            }
+        }
+        let payload = req.json()?;
+        let Some(Value::String(csr_b64)) = payload.get("csr") else {
+            return Err(AcmeError::malformed("finalize needs csr (base64url DER)"));
+        };
+        let der = URL_SAFE_NO_PAD
+            .decode(csr_b64)
+            .map_err(|_| AcmeError::new(ProblemType::BadCsr, "csr is not unpadded base64url"))?;
+        let csr = CertificateRequest::from_der(&der)
+            .map_err(|e| AcmeError::new(ProblemType::BadCsr, e.to_string()))?;
+        let identifiers: Vec<Identifier> = order
+            .identifiers
+            .iter()
+            .filter_map(Identifier::from_record)
+            .collect();
+        check_csr_names(&csr, &identifiers, &order.agent_id)?;
+        if let Some(tp) = spki_thumbprint(csr.spki_der())
+            && self.store().acme_account_by_thumbprint(&tp)?.is_some()
+        {
+            return Err(AcmeError::new(
+                ProblemType::BadCsr,
+                "the CSR's public key is an ACME account key; certificate keys must differ from account keys",
+            ));
+        }
+
+        // The one finalize that moves ready → processing issues; the others see its result.
+        let mut processing = order.clone();
+        processing.status = AcmeOrderStatus::Processing;
+        match self
+            .store()
+            .update_acme_order(&processing, AcmeOrderStatus::Ready)
+        {
+            Ok(()) => {}
+            Err(StoreError::Conflict { .. }) => {
+                let current = self
+                    .store()
+                    .acme_order(id)?
+                    .ok_or_else(|| AcmeError::not_found("order"))?;
+                return Ok(self.order_reply(links, &current));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let dns: Vec<String> = identifiers
+            .iter()
+            .filter_map(|i| match i {
+                Identifier::Dns(n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect();
+        let ips: Vec<IpAddr> = identifiers
+            .iter()
+            .filter_map(|i| match i {
+                Identifier::Ip(ip) => Some(*ip),
+                _ => None,
+            })
+            .collect();
+        let request = IssueRequest {
+            agent_id: &order.agent_id,
+            csr: &csr,
+            method: EnrollmentMethod::Acme,
+            lifetime: None,
+            validated_dns: &dns,
+            validated_ips: &ips,
+        };
+        let mut committed: Option<AcmeOrder> = None;
+        let issued = self.authority.issue_with(&request, |record| {
+            let mut valid = processing.clone();
+            valid.status = AcmeOrderStatus::Valid;
+            valid.certificate = Some(record.intent.serial);
+            self.store()
+                .update_acme_order(&valid, AcmeOrderStatus::Processing)?;
+            committed = Some(valid);
+            Ok(())
+        });
+        match (issued, committed) {
+            (Ok(record), Some(valid)) => {
+                self.events.issued(&record);
+                Ok(self.order_reply(links, &valid))
+            }
+            (Ok(_), None) => Err(AcmeError::internal("issued without recording the order")),
+            (Err(e), committed) => {
+                // Refused before signing (or the order update alone failed, leaving a stored,
+                // reconcilable certificate): the order is ready again, so the client can fix
+                // its CSR and finalize once more.
+                if committed.is_none() {
+                    let _ = self
+                        .store()
+                        .update_acme_order(&order, AcmeOrderStatus::Processing);
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    fn order_reply(&self, links: &Links, order: &AcmeOrder) -> Reply {
+        let mut reply = Reply::ok(order_json(links, order)).with_location(links.order(&order.id));
+        if order.status == AcmeOrderStatus::Processing {
+            reply = reply.with_retry_after(PROCESSING_RETRY);
+        }
+        reply
+    }
+
+    /// POST-as-GET to a certificate URL (§7.4.2): the leaf and the issuing CA, PEM, for the
+    /// account whose order produced it.
+    pub(crate) fn certificate_request(
+        &self,
+        links: &Links,
+        serial: &str,
+        req: &Authenticated,
+    ) -> Result<Reply> {
+        req.expect_post_as_get()?;
+        let account = req.account()?;
+        let serial: Serial = serial
+            .parse()
+            .map_err(|_| AcmeError::not_found("certificate"))?;
+        match self.store().acme_order_of_certificate(&serial)? {
+            Some(order) if order.account_id == account.id => {}
+            _ => return Err(AcmeError::not_found("certificate")),
+        }
+        let Some(agentca_core::store::SerialEntry::Issued(record)) =
+            self.store().serial(&serial)?
+        else {
+            return Err(AcmeError::not_found("certificate"));
+        };
+        let chain = format!(
+            "{}{}",
+            pem_block(&record.der),
+            pem_block(self.authority.ca().cert_der())
+        );
+        Ok(Reply {
+            status: 200,
+            body: Body::PemChain(chain),
+            location: None,
+            links: Vec::new(),
+            retry_after: None,
+        }
+        .with_link(&links.issuer(), "up"))
+    }
+
+    /// GET the issuing CA certificate (the `up` link of every chain), DER.
+    pub(crate) fn issuer_certificate(&self) -> Reply {
+        Reply {
+            status: 200,
+            body: Body::Der(
+                self.authority.ca().cert_der().to_vec(),
+                "application/pkix-cert",
+            ),
+            location: None,
+            links: Vec::new(),
+            retry_after: None,
+        }
+    }
+}
+
+pub(crate) fn rate_limited(limit: u32, what: &str, retry_after: time::Duration) -> AcmeError {
+    let secs = retry_after.whole_seconds().max(1).unsigned_abs();
+    AcmeError::new(
+        ProblemType::RateLimited,
+        format!("rate limit of {limit} {what} reached; retry in {secs} s"),
+    )
+    .with_retry_after(Duration::from_secs(secs))
+}
+
+fn challenges_for(identifier: &Identifier) -> Result<Vec<AcmeChallenge>> {
+    let kinds: &[&str] = match identifier {
+        Identifier::Dns(_) => &["http-01", "dns-01", "tls-alpn-01"],
+        Identifier::Ip(_) => &["http-01", "tls-alpn-01"],
+        Identifier::Uri(_) => &[],
+    };
+    kinds
+        .iter()
+        .map(|kind| {
+            Ok(AcmeChallenge {
+                kind: (*kind).to_owned(),
+                token: random_id()?,
+                status: AcmeChallengeStatus::Pending,
+                validated: None,
+                error: None,
+                validation_record: None,
+            })
+        })
+        .collect()
+}
+
+/// RFC 8555 §7.4: the CSR asks for exactly the order's DNS and IP names; its URI names may only
+/// be the agent (present when the order lists it); a subject CN must repeat one of the names.
+fn check_csr_names(csr: &CertificateRequest, order: &[Identifier], agent_id: &str) -> Result<()> {
+    let names = csr.names();
+    let want_dns: BTreeSet<&str> = order
+        .iter()
+        .filter_map(|i| match i {
+            Identifier::Dns(n) => Some(n.as_str()),
+            _ => None,
+        })
+        .collect();
+    let want_ips: BTreeSet<IpAddr> = order
+        .iter()
+        .filter_map(|i| match i {
+            Identifier::Ip(ip) => Some(*ip),
+            _ => None,
+        })
+        .collect();
+    let got_dns: BTreeSet<&str> = names.dns.iter().map(String::as_str).collect();
+    let got_ips: BTreeSet<IpAddr> = names.ips.iter().copied().collect();
+    let bad = |why: &str| Err(AcmeError::new(ProblemType::BadCsr, why.to_owned()));
+    if want_dns != got_dns {
+        return bad("the CSR's DNS names are not exactly the order's dns identifiers");
+    }
+    if want_ips != got_ips {
+        return bad("the CSR's IP addresses are not exactly the order's ip identifiers");
+    }
+    if names.uris.iter().any(|u| u != agent_id) {
+        return bad("the CSR asks for a URI name other than the account's agent ID");
+    }
+    let ordered_uri = order.iter().any(|i| matches!(i, Identifier::Uri(_)));
+    if ordered_uri && names.uris.is_empty() {
+        return bad("the order lists the agent ID, but the CSR does not ask for it");
+    }
+    for cn in &names.common_names {
+        let lower = cn.to_ascii_lowercase();
+        let matches = want_dns.contains(lower.as_str())
+            || cn.parse::<IpAddr>().is_ok_and(|ip| want_ips.contains(&ip))
+            || cn == agent_id;
+        if !matches {
+            return bad("the CSR's subject commonName is not one of the order's identifiers");
+        }
+    }
+    Ok(())
+}
+
+/// The identifiers a certificate of ours covers: its DNS and IP names and its agent.
+fn certificate_identifiers(der: &[u8], agent_id: &str) -> Vec<Identifier> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let mut out = vec![Identifier::Uri(agent_id.to_owned())];
+    if let Ok((_, cert)) = X509Certificate::from_der(der)
+        && let Ok(Some(san)) = cert.subject_alternative_name()
+    {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(n) => out.push(Identifier::Dns(n.to_ascii_lowercase())),
+                GeneralName::IPAddress(b) => {
+                    let ip = match b.len() {
+                        4 => <[u8; 4]>::try_from(*b).ok().map(IpAddr::from),
+                        16 => <[u8; 16]>::try_from(*b).ok().map(IpAddr::from),
+                        _ => None,
+                    };
+                    out.extend(ip.map(Identifier::Ip));
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+fn pem_block(der: &[u8]) -> String {
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
+fn status_name<T: serde::Serialize>(status: T) -> Value {
+    serde_json::to_value(status).unwrap_or(Value::Null)
+}
+
+/// The order object (§7.1.3).
+pub(crate) fn order_json(links: &Links, order: &AcmeOrder) -> Value {
+    let mut doc = json!({
+        "status": status_name(order.status),
+        "expires": rfc3339(order.expires),
+        "identifiers": order.identifiers.iter().map(|i| json!({"type": i.kind, "value": i.value})).collect::<Vec<_>>(),
+        "authorizations": order.authorizations.iter().map(|a| links.authz(a)).collect::<Vec<_>>(),
+        "finalize": links.finalize(&order.id),
+    });
+    if let Some(serial) = order.certificate {
+        doc["certificate"] = json!(links.certificate(&serial.to_hex()));
+    }
+    if let Some(replaces) = &order.replaces {
+        doc["replaces"] = json!(replaces);
+    }
+    if let Some(error) = &order.error {
+        doc["error"] = serde_json::from_str(error).unwrap_or(Value::Null);
+    }
+    doc
+}
+
+/// The authorization object (§7.1.4), with its challenges.
+pub(crate) fn authz_json(links: &Links, authz: &AcmeAuthorization) -> Value {
+    let identifier = &authz.identifier;
+    json!({
+        "identifier": {"type": identifier.kind, "value": identifier.value},
+        "status": status_name(authz.status),
+        "expires": rfc3339(authz.expires),
+        "challenges": authz.challenges.iter().map(|c| challenge_json(links, &authz.id, c)).collect::<Vec<_>>(),
+    })
+}
+
+/// The challenge object (§8).
+pub(crate) fn challenge_json(links: &Links, authz_id: &str, challenge: &AcmeChallenge) -> Value {
+    let mut doc = json!({
+        "type": challenge.kind,
+        "url": links.challenge(authz_id, &challenge.kind),
+        "status": status_name(challenge.status),
+        "token": challenge.token,
+    });
+    if let Some(t) = challenge.validated {
+        doc["validated"] = json!(rfc3339(t));
+    }
+    if let Some(e) = &challenge.error {
+        doc["error"] = serde_json::from_str(e).unwrap_or(Value::Null);
+    }
+    if let Some(r) = &challenge.validation_record {
+        doc["validationRecord"] = serde_json::from_str(r).unwrap_or(Value::Null);
+    }
+    doc
+}
