@@ -11,3 +11,4 @@
 
 pub mod jose;
 pub mod nonce;
+pub mod validation;
