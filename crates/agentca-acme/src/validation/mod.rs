@@ -404,6 +404,17 @@ mod tests {
     }
 
     #[test]
+    fn a_validator_builds_outside_an_async_runtime() {
+        Validator::new(ValidationConfig {
+            nameservers: vec!["127.0.0.1:9".parse().unwrap()],
+            ..Default::default()
+        })
+        .unwrap();
+        // The system's resolver configuration, read but not queried.
+        Validator::new(ValidationConfig::default()).unwrap();
+    }
+
+    #[test]
     fn bad_configuration_is_refused() {
         let zero = ValidationConfig {
             timeout: Duration::ZERO,
