@@ -37,6 +37,69 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     tls_names: Option<Vec<String>>,
     crl_interval: Option<String>,
+    #[serde(default)]
+    acme: AcmeFileConfig,
+}
+
+/// `[acme]` in the configuration file: how challenge validation reaches agents' hosts.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AcmeFileConfig {
+    /// Address ranges validation may connect to although they are private or loopback
+    /// (`["10.0.0.0/8"]`); by default only public addresses are validated.
+    allow_addresses: Option<Vec<String>>,
+    /// DNS servers (`"10.0.0.53:53"`) for validation lookups; default: /etc/resolv.conf.
+    nameservers: Option<Vec<SocketAddr>>,
+    /// The port http-01 connects to (default 80).
+    http01_port: Option<u16>,
+    /// The port tls-alpn-01 connects to (default 443).
+    tls_alpn01_port: Option<u16>,
+    /// How long a new order stays usable (default 8h).
+    order_lifetime: Option<String>,
+}
+
+impl AcmeFileConfig {
+    fn to_config(&self) -> Result<agentca_acme::AcmeConfig> {
+        let mut config = agentca_acme::AcmeConfig::default();
+        let v = &mut config.validation;
+        if let Some(ranges) = &self.allow_addresses {
+            v.allow = ranges
+                .iter()
+                .map(|r| {
+                    r.parse().map_err(|e| {
+                        Error::InvalidArgument(format!("acme.allow_addresses {r:?}: {e}"))
+                    })
+                })
+                .collect::<Result<_>>()?;
+        }
+        if let Some(servers) = &self.nameservers {
+            v.nameservers = servers.clone();
+        }
+        if let Some(port) = self.http01_port {
+            v.http01_port = port;
+        }
+        if let Some(port) = self.tls_alpn01_port {
+            v.tls_alpn01_port = port;
+        }
+        if let Some(lifetime) = &self.order_lifetime {
+            config.order_lifetime = agentca_core::policy::parse_duration(lifetime)
+                .map_err(|e| Error::InvalidArgument(format!("acme.order_lifetime: {e}")))?;
+        }
+        Ok(config)
+    }
+}
+
+/// Issuances and revocations over ACME reach OCSP and the CRL as the CLI's do.
+struct HookEvents(Arc<Hooks>);
+
+impl agentca_acme::IssuanceEvents for HookEvents {
+    fn issued(&self, record: &CertificateRecord) {
+        self.0.issued(record);
+    }
+
+    fn revoked(&self, records: &[CertificateRecord]) {
+        self.0.revoked(records);
+    }
 }
 
 pub(crate) fn serve(dir: &DataDir, passphrase_file: Option<&Path>, args: ServeArgs) -> Result<()> {
@@ -92,16 +155,26 @@ pub(crate) fn serve(dir: &DataDir, passphrase_file: Option<&Path>, args: ServeAr
         config.crl_interval = Duration::from_secs(d.whole_seconds().unsigned_abs());
     }
 
+    let acme_config = file.acme.to_config()?;
+
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::io("start the async runtime", e))?;
     runtime.block_on(async move {
         // Loading signs the HTTPS certificate, pre-signs OCSP responses and publishes a CRL.
-        let mut server = tokio::task::block_in_place(|| {
+        let server = tokio::task::block_in_place(|| {
             Server::new(ca.clone(), authority.clone(), protection, config)
         })
         .map_err(server_error)?;
+        let acme = agentca_acme::AcmeService::new(
+            authority.clone(),
+            sealer.clone(),
+            Arc::new(HookEvents(server.hooks())),
+            acme_config,
+        )
+        .map_err(|e| Error::InvalidArgument(format!("ACME: {e}")))?;
+        let mut server = server.with_https_routes(agentca_acme::router(Arc::new(acme)));
         let bound = server.bind().await.map_err(server_error)?;
         let backend = Arc::new(ServerBackend {
             ca: ca.clone(),
@@ -182,13 +255,15 @@ fn announce(
     );
     println!(
         "\nTrust anchor: {d}/root.pem   (curl http://{http}/ca.pem for the issuing chain)\n\
+         ACME directory: https://{https}/acme/directory   (agents enroll with: agentca token create --agent ID --for acme)\n\
          OCSP: http://{http}/ocsp   CRL: http://{http}/crl   health: http://{http}/healthz   metrics: http://{http}/metrics\n\
          \nNext steps (in another terminal; commands go through the admin socket while this runs):\n\
          \x20 agentca --data-dir {d} agent add spiffe://{td}/agent/demo\n\
          \x20 openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout demo.key -out demo.csr -subj /\n\
          \x20 agentca --data-dir {d} issue --agent spiffe://{td}/agent/demo --csr demo.csr --out demo.pem\n\
          \x20 openssl ocsp -issuer {d}/issuing.pem -cert demo.pem -url http://{http}/ocsp -CAfile {d}/ca-chain.pem\n",
-        http = bound.http
+        http = bound.http,
+        https = bound.https
     );
     // Flush now: a supervisor or test may be waiting for the listening line.
     let _ = std::io::Write::flush(&mut std::io::stdout());

@@ -1,7 +1,9 @@
-//! The ACME (RFC 8555) side of agentca.
+//! The ACME (RFC 8555) side of agentca: the `/acme/` routes ([`router`]) over an
+//! [`AcmeService`], which authenticates every request, keeps accounts, orders and
+//! authorizations in the CA's store, validates challenges, and issues and revokes through the
+//! CA's `Authority` — the same path, policy and audit as every other front end.
 //!
-//! This crate holds the protocol logic that the HTTP front end calls into. It starts with the
-//! part that decides who is speaking: [`jose`], which parses and verifies the JSON Web
+//! The part that decides who is speaking: [`jose`], which parses and verifies the JSON Web
 //! Signatures that carry every ACME request, including the external account binding that ties a
 //! new account to an operator-issued credential, and [`nonce`], the single-use anti-replay
 //! nonces every response carries.
@@ -9,6 +11,20 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod account;
+pub mod ari;
+mod challenge;
+mod error;
+mod http;
+pub mod identifier;
 pub mod jose;
 pub mod nonce;
+mod order;
+mod reply;
+mod revoke;
+mod service;
 pub mod validation;
+
+pub use error::{AcmeError, ProblemType, Subproblem};
+pub use http::router;
+pub use service::{AcmeConfig, AcmeService, IssuanceEvents, Links};

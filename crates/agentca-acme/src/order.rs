@@ -68,15 +68,42 @@ impl AcmeService {
             "new orders per agent per hour (rate_limits.acme_orders_per_agent_per_hour)",
         )?;
 
+        // An IP literal that validation may not connect to is refused now, before any socket
+        // (ACME-O6), unless the policy pre-authorizes it (then nothing connects at all).
+        // The policy is asked once per distinct identifier (ACME-O1).
+        let preauthorized = identifiers
+            .iter()
+            .map(|identifier| match identifier {
+                Identifier::Uri(_) => Ok(true),
+                Identifier::Dns(name) => self.authority.dns_preauthorized(&agent, name),
+                Identifier::Ip(ip) => self.authority.ip_preauthorized(&agent, *ip),
+            })
+            .collect::<agentca_core::Result<Vec<bool>>>()?;
+        let addresses = crate::validation::AddressPolicy::new(self.config.validation.allow.clone());
+        let mut refused = Vec::new();
+        for (identifier, preauthorized) in identifiers.iter().zip(&preauthorized) {
+            if let Identifier::Ip(ip) = identifier
+                && !preauthorized
+                && let Err(why) = addresses.check(*ip)
+            {
+                refused.push(crate::error::Subproblem {
+                    kind: crate::error::problem_urn(ProblemType::RejectedIdentifier),
+                    detail: why.to_string(),
+                    identifier: identifier.to_json(),
+                });
+            }
+        }
+        if !refused.is_empty() {
+            return Err(AcmeError::new(
+                ProblemType::RejectedIdentifier,
+                "validation may not connect to these addresses",
+            )
+            .with_subproblems(refused));
+        }
+
         let expires = now + self.config.order_lifetime;
         let mut authorizations = Vec::with_capacity(identifiers.len());
-        for identifier in &identifiers {
-            // The policy is asked once per distinct identifier (ACME-O1).
-            let preauthorized = match identifier {
-                Identifier::Uri(_) => true,
-                Identifier::Dns(name) => self.authority.dns_preauthorized(&agent, name)?,
-                Identifier::Ip(ip) => self.authority.ip_preauthorized(&agent, *ip)?,
-            };
+        for (identifier, &preauthorized) in identifiers.iter().zip(&preauthorized) {
             authorizations.push(AcmeAuthorization {
                 id: random_id()?,
                 account_id: account.id.clone(),

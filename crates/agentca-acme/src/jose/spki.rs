@@ -63,6 +63,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use rcgen::PublicKeyData;
 
     fn thumbprint_of(jwk: serde_json::Value) -> String {
         Jwk::from_json(&jwk).unwrap().thumbprint()
