@@ -146,6 +146,7 @@ impl Server {
             );
         }
         let metrics = Arc::new(Metrics::new());
+        metrics.track_issuing_signatures(authority.clone());
 
         let responder = rotation::load(&ca, &authority, &protection, config.ocsp_validity)?;
         let ocsp = Arc::new(OcspService::new(

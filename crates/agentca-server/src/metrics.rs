@@ -9,7 +9,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use time::OffsetDateTime;
+
+use agentca_core::issuer::Authority;
 
 /// Label values are written in snake case, as Prometheus conventions ask.
 macro_rules! label_value {
@@ -160,6 +164,19 @@ pub(crate) struct Metrics {
     pub(crate) certificates_revoked: Counter,
     pub(crate) tls_not_after: Gauge,
     pub(crate) health_failures: Counter,
+    /// Signatures by the issuing CA key (certificates and CRLs), read from its signer at
+    /// scrape time: a refused request must leave it unchanged.
+    issuing_ca_signatures: Counter,
+    issuing_ca: OnceLock<IssuingSignatures>,
+}
+
+/// Where [`Metrics::issuing_ca_signatures`] is read from.
+struct IssuingSignatures(Arc<Authority>);
+
+impl std::fmt::Debug for IssuingSignatures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IssuingSignatures")
+    }
 }
 
 fn latency_histogram() -> Histogram {
@@ -199,6 +216,8 @@ impl Metrics {
             certificates_revoked: Counter::default(),
             tls_not_after: Gauge::default(),
             health_failures: Counter::default(),
+            issuing_ca_signatures: Counter::default(),
+            issuing_ca: OnceLock::new(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -307,6 +326,11 @@ impl Metrics {
             "Storage write probes that failed",
             metrics.health_failures.clone(),
         );
+        r.register(
+            "issuing_ca_signatures",
+            "Signatures made with the issuing CA key (certificates and CRLs)",
+            metrics.issuing_ca_signatures.clone(),
+        );
         for listener in [Listener::Http, Listener::Https] {
             let _ = metrics
                 .connections_open
@@ -328,8 +352,19 @@ impl Metrics {
         }
     }
 
+    /// Reports the issuing CA key's signature count from `authority`'s signer.
+    pub(crate) fn track_issuing_signatures(&self, authority: Arc<Authority>) {
+        let _ = self.issuing_ca.set(IssuingSignatures(authority));
+    }
+
     /// The OpenMetrics text of every metric, with time-derived gauges brought up to date.
     pub(crate) fn encode(&self, now: OffsetDateTime) -> String {
+        if let Some(IssuingSignatures(authority)) = self.issuing_ca.get() {
+            let count = authority.ca().signer().signatures();
+            self.issuing_ca_signatures
+                .inner()
+                .fetch_max(count, Ordering::Relaxed);
+        }
         let this_update = self.crl_this_update.get();
         if this_update > 0 {
             self.crl_age_seconds
@@ -364,6 +399,7 @@ mod tests {
             "agentca_ocsp_answers_total{answer=\"unauthorized\"} 0",
             "agentca_http_connections_open{listener=\"https\"} 0",
             "agentca_crl_number 0",
+            "agentca_issuing_ca_signatures_total 0",
             "# EOF",
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");
