@@ -29,6 +29,7 @@ macro_rules! violated {
     };
 }
 
+pub mod acme;
 pub mod ca;
 mod der;
 pub mod dns;
