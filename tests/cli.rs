@@ -9,6 +9,7 @@ mod cli {
     mod harness;
     mod support;
 
+    mod acme_attacks;
     mod agent;
     mod audit;
     mod crash;
