@@ -9,7 +9,7 @@ mod cli {
     mod harness;
     mod support;
 
-    mod acme_attacks;
+    mod acme_clients;
     mod agent;
     mod audit;
     mod crash;
