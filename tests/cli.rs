@@ -10,6 +10,7 @@ mod cli {
     mod support;
 
     mod acme_clients;
+    mod acme_attacks;
     mod agent;
     mod audit;
     mod crash;
