@@ -133,6 +133,13 @@ impl<'e> Fx<'e> {
         (leaf, order)
     }
 
+    /// The account's order URLs (its orders list).
+    fn orders(&self, account: &Account) -> Vec<Value> {
+        let r = self.c.get_as(account, &format!("{}/orders", account.url));
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["orders"].as_array().unwrap().clone()
+    }
+
     /// Whether `key` has an account (onlyReturnExisting): its URL.
     fn account_of_key(&self, key: &AccountKey) -> Option<String> {
         let r = self
@@ -638,4 +645,625 @@ fn acme_j11_a_refused_body_size_still_gets_a_problem_and_a_nonce() {
         fx.c.post_body(&fx.c.url("new-order"), &vec![b' '; 64 * 1024]);
     r.assert_problem(413, "malformed");
     fx.redeem(r.nonce().unwrap());
+}
+
+/// ACME-J8: missing, reused, malformed, unknown and pre-restart nonces; one nonce raced by
+/// 16 requests.
+#[test]
+fn acme_j8_nonces_are_single_use() {
+    let env = Env::with_ca();
+    let fx = Fx::start(&env);
+    let agent = fx.agent("nonce", &[]);
+    let account = fx.account(&agent);
+    let new_order = fx.c.url("new-order");
+    let payload = json!({"identifiers": [ident("uri", &agent)]}).to_string();
+    let sigs = fx.signatures();
+    let kid = KeyRef::Kid(account.url.clone());
+    let with_nonce = |nonce: Option<&str>| {
+        let header = protected("ES256", &kid, nonce, &new_order);
+        signed(&header, payload.as_bytes(), &account.key)
+    };
+    let orders_before = fx.orders(&account);
+
+    for (what, nonce) in [
+        ("missing", None),
+        ("empty", Some(String::new())),
+        ("not base64url", Some("!!!not-a-nonce!!!".to_owned())),
+        ("padded", Some(format!("{}=", fx.c.nonce()))),
+        ("unknown", Some(b64([7u8; 16]))),
+        ("overlong", Some("A".repeat(4096))),
+    ] {
+        let r = fx.c.post_body(&new_order, &with_nonce(nonce.as_deref()));
+        fx.refused(&format!("J8 {what} nonce"), &r, 400, "badNonce", sigs);
+    }
+    assert_eq!(
+        fx.orders(&account),
+        orders_before,
+        "J8: an order was created"
+    );
+
+    // Replaying a successful request byte for byte.
+    let body = with_nonce(Some(&fx.c.nonce()));
+    assert_eq!(fx.c.post_body(&new_order, &body).status, 201);
+    let r = fx.c.post_body(&new_order, &body);
+    fx.refused("J8 replayed request", &r, 400, "badNonce", sigs);
+
+    // One nonce, 16 concurrent requests: exactly one is served.
+    let body = Arc::new(with_nonce(Some(&fx.c.nonce())));
+    let barrier = Arc::new(Barrier::new(16));
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let (c, body, barrier, url) = (
+                fx.c.clone(),
+                body.clone(),
+                barrier.clone(),
+                new_order.clone(),
+            );
+            std::thread::spawn(move || {
+                barrier.wait();
+                c.post_body(&url, &body)
+            })
+        })
+        .collect();
+    let answers: Vec<Response> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let won = answers.iter().filter(|r| r.status == 201).count();
+    assert_eq!(
+        won, 1,
+        "J8: {won} of 16 requests with one nonce were served"
+    );
+    for r in answers.iter().filter(|r| r.status != 201) {
+        fx.refused("J8 raced nonce", r, 400, "badNonce", sigs);
+    }
+    for r in &answers {
+        assert!(r.nonce().is_some());
+    }
+
+    // A nonce issued before a restart is unknown after it.
+    let old = fx.c.nonce();
+    let Fx { srv, .. } = fx;
+    let AcmeServer {
+        server, options, ..
+    } = srv;
+    server.terminate();
+    let fx = Fx::start_with(&env, options);
+    let header = protected(
+        "ES256",
+        &KeyRef::Kid(fx.c.url(&account.url[account.url.find("acct/").unwrap()..])),
+        Some(&old),
+        &fx.c.url("new-order"),
+    );
+    let r = fx.c.post_body(
+        &fx.c.url("new-order"),
+        &signed(&header, payload.as_bytes(), &account.key),
+    );
+    fx.refused(
+        "J8 nonce from before a restart",
+        &r,
+        400,
+        "badNonce",
+        fx.signatures(),
+    );
+}
+
+/// ACME-J9: the `url` header must be the URL the request was sent to.
+#[test]
+fn acme_j9_url_must_match_the_request() {
+    let env = Env::with_ca();
+    let fx = Fx::start(&env);
+    let agent = fx.agent("url", &[]);
+    let account = fx.account(&agent);
+    let (_, order) = fx.ready_order(&account, &agent);
+    let finalize = order["finalize"].as_str().unwrap().to_owned();
+    let new_order = fx.c.url("new-order");
+    let payload = json!({"identifiers": [ident("uri", &agent)]}).to_string();
+    let sigs = fx.signatures();
+    let orders_before = fx.orders(&account);
+    let signed_for = |url: &str| {
+        let header = fx.c.header_for(&account.key, Some(&account.url), url);
+        signed(&header, payload.as_bytes(), &account.key)
+    };
+    // A valid newOrder JWS replayed elsewhere.
+    for target in [
+        finalize.clone(),
+        fx.c.url("revoke-cert"),
+        fx.c.url("key-change"),
+        account.url.clone(),
+    ] {
+        let r = fx.c.post_body(&target, &signed_for(&new_order));
+        fx.refused(
+            &format!("J9 newOrder JWS at {target}"),
+            &r,
+            403,
+            "unauthorized",
+            sigs,
+        );
+    }
+    // Variants of the URL in the header.
+    let port = fx.c.addr().port();
+    for variant in [
+        format!("{new_order}/"),
+        format!("{new_order}?x=1"),
+        format!("{new_order}#f"),
+        new_order.replace("https://", "http://"),
+        new_order.replace("127.0.0.1", "localhost"),
+        new_order.replace(&format!(":{port}"), ""),
+        new_order.replace("new-order", "new%2Dorder"),
+        new_order.replace("new-order", "NEW-ORDER"),
+        format!("{new_order} "),
+    ] {
+        let r = fx.c.post_body(&new_order, &signed_for(&variant));
+        fx.refused(&format!("J9 url {variant}"), &r, 403, "unauthorized", sigs);
+    }
+    // The request URL differs: a query string, another Host.
+    let r =
+        fx.c.post_body(&format!("/acme/new-order?x=1"), &signed_for(&new_order));
+    fx.refused("J9 query on the request", &r, 403, "unauthorized", sigs);
+    let host = format!("localhost:{port}");
+    let r = fx.c.request(
+        "POST",
+        "/acme/new-order",
+        &[("Host", &host), ("Content-Type", "application/jose+json")],
+        &signed_for(&new_order),
+    );
+    assert_eq!(
+        (r.status, r.problem().as_str()),
+        (403, "unauthorized"),
+        "J9 Host: {}",
+        r.text()
+    );
+    assert!(r.nonce().is_some());
+    // No url at all.
+    let header = format!(
+        r#"{{"alg":"ES256","kid":"{}","nonce":"{}"}}"#,
+        account.url,
+        fx.c.nonce()
+    );
+    let r = fx.c.post_body(
+        &new_order,
+        &signed(&header, payload.as_bytes(), &account.key),
+    );
+    fx.refused("J9 url missing", &r, 400, "malformed", sigs);
+    assert_eq!(
+        fx.orders(&account),
+        orders_before,
+        "J9: an order was created"
+    );
+}
+
+/// ACME-J12, A5, A6, A7: deactivated accounts and key rollover.
+#[test]
+fn acme_deactivation_and_key_rollover() {
+    let env = Env::with_ca();
+    let fx = Fx::start(&env);
+    let agent = fx.agent("roll", &[]);
+    let key_change = fx.c.url("key-change");
+
+    // ACME-J12: a deactivated account can do nothing.
+    let gone = fx.account(&agent);
+    let (leaf, _) = fx.issue(&gone, &agent);
+    let (_, ready) = fx.ready_order(&gone, &agent);
+    let r =
+        fx.c.post_as(&gone, &gone.url, &json!({"status": "deactivated"}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["status"], "deactivated");
+    let sigs = fx.signatures();
+    let issued = fx.issued();
+    let r = fx.c.new_order(&gone, &json!([ident("uri", &agent)]));
+    fx.refused("J12 newOrder", &r, 401, "unauthorized", sigs);
+    let cert_key = AccountKey::es256();
+    let r =
+        fx.c.finalize(&gone, &ready, &csr(&cert_key, &[], &[], &[&agent]));
+    fx.refused("J12 finalize", &r, 401, "unauthorized", sigs);
+    let r = fx.c.post_as(
+        &gone,
+        &fx.c.url("revoke-cert"),
+        &json!({"certificate": b64(&leaf)}),
+    );
+    fx.refused("J12 revokeCert", &r, 401, "unauthorized", sigs);
+    let r =
+        fx.c.new_account_raw(&gone.key, &json!({"onlyReturnExisting": true}));
+    fx.refused("J12 newAccount with the key", &r, 401, "unauthorized", sigs);
+    assert_eq!(fx.issued(), issued);
+
+    // Rollover: A's key K1 → K2; the old key is no longer A's.
+    let a = fx.account(&agent);
+    let b = fx.account(&agent);
+    let k1_jwk = a.key.jwk();
+    let k2 = AccountKey::es256();
+    let inner = key_change_inner(&k2, &key_change, &a.url, &k1_jwk, None);
+    let r = fx.c.post_as(&a, &key_change, &inner);
+    assert_eq!(r.status, 200, "rollover: {}", r.text());
+    let r =
+        fx.c.new_account_raw(&a.key, &json!({"onlyReturnExisting": true}));
+    fx.refused(
+        "J12 old key, onlyReturnExisting",
+        &r,
+        400,
+        "accountDoesNotExist",
+        sigs,
+    );
+    let r = fx.c.new_order(&a, &json!([ident("uri", &agent)]));
+    assert!(
+        r.status == 400 || r.status == 401 || r.status == 403,
+        "J12: the old key still signs for the account: {}",
+        r.text()
+    );
+    fx.redeem(r.nonce().unwrap());
+    let a = Account {
+        key: k2,
+        url: a.url,
+    };
+    assert_eq!(fx.account_of_key(&a.key).as_deref(), Some(a.url.as_str()));
+
+    // ACME-A5: rolling to a key another account uses: 409 with its Location.
+    let inner = key_change_inner(&b.key, &key_change, &a.url, &a.key.jwk(), None);
+    let r = fx.c.post_as(&a, &key_change, &inner);
+    assert_eq!(r.status, 409, "A5: {}", r.text());
+    assert_eq!(r.location(), Some(b.url.as_str()), "A5: {r:?}");
+    assert!(r.nonce().is_some());
+    fx.redeem(r.nonce().unwrap());
+    assert_eq!(fx.account_of_key(&a.key).as_deref(), Some(a.url.as_str()));
+    assert_eq!(fx.account_of_key(&b.key).as_deref(), Some(b.url.as_str()));
+
+    // ACME-A6: inner JWS defects, one check at a time.
+    let k3 = AccountKey::es256();
+    let stranger = AccountKey::es256();
+    let cases: Vec<(&str, Value)> = vec![
+        (
+            "inner nonce",
+            key_change_inner(&k3, &key_change, &a.url, &a.key.jwk(), Some(&fx.c.nonce())),
+        ),
+        (
+            "inner url differs",
+            key_change_inner(&k3, &fx.c.url("new-order"), &a.url, &a.key.jwk(), None),
+        ),
+        (
+            "account is another account",
+            key_change_inner(&k3, &key_change, &b.url, &a.key.jwk(), None),
+        ),
+        (
+            "oldKey is not the current key",
+            key_change_inner(&k3, &key_change, &a.url, &stranger.jwk(), None),
+        ),
+        (
+            "oldKey is K1, rolled away",
+            key_change_inner(&k3, &key_change, &a.url, &k1_jwk, None),
+        ),
+        ("inner signed by the old key", {
+            let header = protected("ES256", &KeyRef::Jwk(k3.jwk()), None, &key_change);
+            let payload = json!({"account": a.url, "oldKey": a.key.jwk()}).to_string();
+            signed_value(&header, payload.as_bytes(), &a.key)
+        }),
+        ("inner with kid", {
+            let header = protected("ES256", &KeyRef::Kid(a.url.clone()), None, &key_change);
+            let payload = json!({"account": a.url, "oldKey": a.key.jwk()}).to_string();
+            signed_value(&header, payload.as_bytes(), &k3)
+        }),
+        (
+            "inner is not a JWS",
+            json!({"account": a.url, "oldKey": a.key.jwk()}),
+        ),
+    ];
+    for (what, inner) in cases {
+        let r = fx.c.post_as(&a, &key_change, &inner);
+        fx.refused(&format!("A6 {what}"), &r, 400, "malformed", sigs);
+        assert_eq!(fx.account_of_key(&k3), None, "A6 {what}: the key changed");
+        assert_eq!(fx.account_of_key(&a.key).as_deref(), Some(a.url.as_str()));
+    }
+
+    // ACME-A7: A→K3, K3→K4, then the A→K3 inner replayed with a fresh outer nonce.
+    let first = key_change_inner(&k3, &key_change, &a.url, &a.key.jwk(), None);
+    assert_eq!(fx.c.post_as(&a, &key_change, &first).status, 200);
+    let a = Account {
+        key: k3,
+        url: a.url,
+    };
+    let k4 = AccountKey::es256();
+    let second = key_change_inner(&k4, &key_change, &a.url, &a.key.jwk(), None);
+    assert_eq!(fx.c.post_as(&a, &key_change, &second).status, 200);
+    let a = Account {
+        key: k4,
+        url: a.url,
+    };
+    let r = fx.c.post_as(&a, &key_change, &first);
+    fx.refused("A7 replayed rollover", &r, 400, "malformed", sigs);
+    assert_eq!(fx.account_of_key(&a.key).as_deref(), Some(a.url.as_str()));
+
+    // Eight concurrent rollovers of one account: one wins, the index follows it.
+    let new_keys: Vec<Arc<AccountKey>> = (0..8).map(|_| Arc::new(AccountKey::es256())).collect();
+    let a = Arc::new(a);
+    let barrier = Arc::new(Barrier::new(8));
+    let threads: Vec<_> = new_keys
+        .iter()
+        .map(|k| {
+            let (c, k, a, barrier, url) = (
+                fx.c.clone(),
+                k.clone(),
+                a.clone(),
+                barrier.clone(),
+                key_change.clone(),
+            );
+            let inner = key_change_inner(&k, &url, &a.url, &a.key.jwk(), None);
+            let body = {
+                let header = c.header_for(&a.key, Some(&a.url), &url);
+                signed(&header, inner.to_string().as_bytes(), &a.key)
+            };
+            std::thread::spawn(move || {
+                barrier.wait();
+                c.post_body(&url, &body)
+            })
+        })
+        .collect();
+    let answers: Vec<Response> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let winners: Vec<usize> = (0..8).filter(|i| answers[*i].status == 200).collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "A7: {} concurrent rollovers won",
+        winners.len()
+    );
+    for (i, r) in answers.iter().enumerate() {
+        assert!(r.nonce().is_some());
+        if i != winners[0] {
+            assert!(
+                r.status == 400 || r.status == 409,
+                "A7 loser: {} {}",
+                r.status,
+                r.text()
+            );
+            assert_eq!(
+                fx.account_of_key(&new_keys[i]),
+                None,
+                "A7: loser key indexed"
+            );
+        }
+    }
+    assert_eq!(
+        fx.account_of_key(&new_keys[winners[0]]).as_deref(),
+        Some(a.url.as_str())
+    );
+    assert_eq!(fx.account_of_key(&a.key), None);
+    assert_eq!(fx.signatures(), sigs);
+}
+
+/// ACME-A1, A2, A3, A4, A9, A10: account creation and the external account binding.
+#[test]
+fn acme_accounts_and_external_account_binding() {
+    let env = Env::with_ca();
+    let fx = Fx::start(&env);
+    let agent = fx.agent("eab", &[]);
+    let url = fx.c.url("new-account");
+    let sigs = fx.signatures();
+
+    // ACME-A1.
+    let r = fx.c.request("GET", "/acme/directory", &[], &[]);
+    assert_eq!(
+        r.json()["meta"]["externalAccountRequired"],
+        true,
+        "{}",
+        r.text()
+    );
+    let key = AccountKey::es256();
+    let r =
+        fx.c.new_account_raw(&key, &json!({"termsOfServiceAgreed": true}));
+    fx.refused("A1 no EAB", &r, 400, "externalAccountRequired", sigs);
+    assert_eq!(fx.account_of_key(&key), None);
+
+    // ACME-A4 (and A3): defective bindings leave the credential unused.
+    let eab = fx.eab(&agent);
+    let other = AccountKey::es256();
+    let knobs = |f: &dyn Fn(&mut EabKnobs)| {
+        let mut k = EabKnobs::default();
+        f(&mut k);
+        k
+    };
+    let full_tag = {
+        let b = eab_jws(&eab, &key.jwk(), &url, &EabKnobs::default());
+        agentca_testkit::acme::unb64(b["signature"].as_str().unwrap())
+    };
+    let cases: Vec<(&str, EabKnobs, &str)> = vec![
+        (
+            "A3 binds another key",
+            knobs(&|k| k.jwk = Some(other.jwk())),
+            "unauthorized",
+        ),
+        (
+            "A4 nonce present",
+            knobs(&|k| k.nonce = Some(fx.c.nonce())),
+            "malformed",
+        ),
+        (
+            "A4 url differs",
+            knobs(&|k| k.url = Some(fx.c.url("new-order"))),
+            "unauthorized",
+        ),
+        (
+            "A4 url with a slash",
+            knobs(&|k| k.url = Some(format!("{url}/"))),
+            "unauthorized",
+        ),
+        (
+            "A4 alg ES256",
+            knobs(&|k| k.alg = Some("ES256".into())),
+            "malformed",
+        ),
+        (
+            "A4 alg none",
+            knobs(&|k| k.alg = Some("none".into())),
+            "malformed",
+        ),
+        (
+            "A4 wrong MAC key",
+            knobs(&|k| k.mac_key = Some(vec![0x42; 32])),
+            "unauthorized",
+        ),
+        (
+            "A4 unknown kid",
+            knobs(&|k| k.kid = Some("no-such-kid".into())),
+            "unauthorized",
+        ),
+        (
+            "A4 empty kid",
+            knobs(&|k| k.kid = Some(String::new())),
+            "malformed",
+        ),
+        (
+            "A4 empty MAC",
+            knobs(&|k| k.signature = Some(Vec::new())),
+            "malformed",
+        ),
+        (
+            "A4 truncated MAC",
+            knobs(&|k| k.signature = Some(full_tag[..16].to_vec())),
+            "unauthorized",
+        ),
+        (
+            "A4 one bit flipped",
+            knobs(&|k| {
+                let mut t = full_tag.clone();
+                t[0] ^= 1;
+                k.signature = Some(t);
+            }),
+            "unauthorized",
+        ),
+        (
+            "A4 duplicate kid member",
+            knobs(&|k| k.extra_header = Some(r#","kid":"other""#.into())),
+            "malformed",
+        ),
+    ];
+    for (what, knobs, kind) in cases {
+        let binding = eab_jws(&eab, &key.jwk(), &url, &knobs);
+        let r =
+            fx.c.new_account_raw(&key, &json!({"externalAccountBinding": binding}));
+        fx.refused(
+            what,
+            &r,
+            if kind == "unauthorized" { 403 } else { 400 },
+            kind,
+            sigs,
+        );
+        assert_eq!(
+            fx.account_of_key(&key),
+            None,
+            "{what}: an account was created"
+        );
+    }
+    // The binding as a string, or as a JWS that is no object.
+    for bad in [
+        json!("x.y.z"),
+        json!([1]),
+        json!({"protected": "", "payload": "", "signature": ""}),
+    ] {
+        let r =
+            fx.c.new_account_raw(&key, &json!({"externalAccountBinding": bad}));
+        fx.refused("A4 not a JWS", &r, 400, "malformed", sigs);
+    }
+
+    // ACME-A10: bad contacts, refused before the binding is used.
+    let long = format!("mailto:{}@example.org", "a".repeat(250));
+    for (contact, kind) in [
+        (json!("mailto:a@example.org"), "malformed"),
+        (json!([1]), "malformed"),
+        (json!([""]), "invalidContact"),
+        (json!(["mailto:"]), "invalidContact"),
+        (json!(["mailto:ü@example.org"]), "invalidContact"),
+        (json!(["mailto:a@b@example.org"]), "invalidContact"),
+        (json!(["mailto:a@example.org?subject=hi"]), "invalidContact"),
+        (
+            json!(["mailto:a@example.org,b@example.org"]),
+            "invalidContact",
+        ),
+        (json!(["mailto:a@localhost"]), "invalidContact"),
+        (json!([long]), "invalidContact"),
+        (
+            json!([
+                "mailto:a@x.org",
+                "mailto:b@x.org",
+                "mailto:c@x.org",
+                "mailto:d@x.org",
+                "mailto:e@x.org"
+            ]),
+            "invalidContact",
+        ),
+        (json!(["tel:+15555555555"]), "unsupportedContact"),
+        (json!(["https://example.org/contact"]), "unsupportedContact"),
+    ] {
+        let binding = eab_jws(&eab, &key.jwk(), &url, &EabKnobs::default());
+        let r = fx.c.new_account_raw(
+            &key,
+            &json!({"contact": contact, "externalAccountBinding": binding}),
+        );
+        fx.refused(&format!("A10 contact {contact}"), &r, 400, kind, sigs);
+        assert_eq!(fx.account_of_key(&key), None);
+    }
+
+    // The credential survived all of that: it makes exactly one account.
+    let a = fx.c.new_account(key, &eab);
+    // ACME-A2: sequential reuse.
+    let second = AccountKey::es256();
+    let binding = eab_jws(&eab, &second.jwk(), &url, &EabKnobs::default());
+    let r =
+        fx.c.new_account_raw(&second, &json!({"externalAccountBinding": binding}));
+    fx.refused("A2 reused EAB", &r, 403, "unauthorized", sigs);
+    assert_eq!(fx.account_of_key(&second), None);
+
+    // ACME-A9: the same key again returns the same account; an unknown key with
+    // onlyReturnExisting does not exist.
+    let binding = eab_jws(&fx.eab(&agent), &a.key.jwk(), &url, &EabKnobs::default());
+    let r =
+        fx.c.new_account_raw(&a.key, &json!({"externalAccountBinding": binding}));
+    assert_eq!(r.status, 200, "A9: {}", r.text());
+    assert_eq!(r.location(), Some(a.url.as_str()));
+    let r = fx.c.new_account_raw(&a.key, &json!({}));
+    assert_eq!(r.status, 200, "A9 without EAB: {}", r.text());
+    assert_eq!(r.location(), Some(a.url.as_str()));
+    let r =
+        fx.c.new_account_raw(&AccountKey::es256(), &json!({"onlyReturnExisting": true}));
+    fx.refused("A9 unknown key", &r, 400, "accountDoesNotExist", sigs);
+
+    // ACME-A2: 16 concurrent newAccounts with one credential (16 keys): one wins.
+    let eab = fx.eab(&agent);
+    let keys: Vec<Arc<AccountKey>> = (0..16).map(|_| Arc::new(AccountKey::es256())).collect();
+    let barrier = Arc::new(Barrier::new(16));
+    let threads: Vec<_> = keys
+        .iter()
+        .map(|k| {
+            let binding = eab_jws(&eab, &k.jwk(), &url, &EabKnobs::default());
+            let header = fx.c.header_for(k, None, &url);
+            let body = signed(
+                &header,
+                json!({"externalAccountBinding": binding})
+                    .to_string()
+                    .as_bytes(),
+                k,
+            );
+            let (c, barrier, url) = (fx.c.clone(), barrier.clone(), url.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                c.post_body(&url, &body)
+            })
+        })
+        .collect();
+    let answers: Vec<Response> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let won: Vec<usize> = (0..16).filter(|i| answers[*i].status == 201).collect();
+    assert_eq!(
+        won.len(),
+        1,
+        "A2: {} accounts from one credential",
+        won.len()
+    );
+    for (i, r) in answers.iter().enumerate() {
+        if i != won[0] {
+            fx.refused("A2 concurrent reuse", r, 403, "unauthorized", sigs);
+            assert_eq!(fx.account_of_key(&keys[i]), None);
+        }
+    }
+    assert!(fx.account_of_key(&keys[won[0]]).is_some());
+    // Consumed: a 17th use fails too.
+    let late = AccountKey::es256();
+    let binding = eab_jws(&eab, &late.jwk(), &url, &EabKnobs::default());
+    let r =
+        fx.c.new_account_raw(&late, &json!({"externalAccountBinding": binding}));
+    fx.refused("A2 after the race", &r, 403, "unauthorized", sigs);
 }
