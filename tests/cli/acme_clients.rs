@@ -4,8 +4,9 @@
 //! - certbot registers with EAB, proves a name by http-01 with its standalone server (the
 //!   name resolves to 127.0.0.1 through the fake DNS, so validation really connects), renews,
 //!   and revokes for keyCompromise; revoking again is refused.
-//! - lego registers with EAB and obtains ECDSA P-256 and RSA 2048 certificates for names the
-//!   agent is pre-authorized for, then revokes them.
+//! - lego registers with EAB, obtains ECDSA P-256 and RSA 2048 certificates for names the
+//!   agent is pre-authorized for and one for a name it proves by tls-alpn-01 with its own TLS
+//!   server, then revokes them; the spent EAB credential makes no second account.
 //!
 //! Every certificate goes through the project's full leaf checks (invariants, `openssl verify`,
 //! rustls-webpki, pkilint) plus `openssl verify -purpose sslserver` for each DNS name; OCSP
@@ -476,6 +477,14 @@ fn certbot_registers_with_eab_validates_http01_renews_and_revokes() {
     env.assert_audit_intact();
 }
 
+/// How lego answers challenges: its own HTTP server (http-01) or TLS server (tls-alpn-01), on
+/// the port the CA validates.
+#[derive(Clone, Copy, Debug)]
+enum Solver {
+    Http,
+    TlsAlpn,
+}
+
 /// lego's arguments for one account on `server`.
 struct Lego<'a> {
     server: &'a AcmeServer<'a>,
@@ -488,7 +497,13 @@ impl Lego<'_> {
     /// `lego GLOBAL… -d NAME… SUBCOMMAND`. The EAB credential goes on every command: lego
     /// asks for it whenever the directory says `externalAccountRequired`, even when the
     /// account already exists and the credential is not used again.
-    fn command(&self, key_type: &str, domains: &[&str], subcommand: &[&str]) -> Command {
+    fn command(
+        &self,
+        solver: Solver,
+        key_type: &str,
+        domains: &[&str],
+        subcommand: &[&str],
+    ) -> Command {
         let mut cmd = client_command("lego", self.server.env);
         cmd.env("LEGO_CA_CERTIFICATES", self.server.root_pem())
             .arg("--server")
@@ -498,10 +513,16 @@ impl Lego<'_> {
             .args(["--email", EMAIL, "--accept-tos", "--eab"])
             .args(["--kid", &self.kid, "--hmac", &self.hmac])
             .args(["--key-type", key_type])
-            // Pre-authorized names need no challenge, but lego wants one configured.
-            .args(["--http", "--http.port"])
-            .arg(format!("127.0.0.1:{}", self.server.http01_port()))
             .args(["--cert.timeout", "30"]);
+        // Pre-authorized names need no challenge, but lego wants one configured.
+        match solver {
+            Solver::Http => cmd
+                .args(["--http", "--http.port"])
+                .arg(format!("127.0.0.1:{}", self.server.http01_port())),
+            Solver::TlsAlpn => cmd
+                .args(["--tls", "--tls.port"])
+                .arg(format!("127.0.0.1:{}", self.server.tls_alpn01_port())),
+        };
         for domain in domains {
             cmd.args(["-d", domain]);
         }
@@ -518,7 +539,7 @@ impl Lego<'_> {
 }
 
 #[test]
-fn lego_registers_with_eab_obtains_ec256_and_rsa2048_certificates_and_revokes_them() {
+fn lego_registers_with_eab_obtains_ec256_rsa2048_and_tls_alpn01_certificates_and_revokes_them() {
     if !client_present("lego", "the lego end-to-end test") {
         return;
     }
@@ -544,16 +565,29 @@ fn lego_registers_with_eab_obtains_ec256_and_rsa2048_certificates_and_revokes_th
         hmac,
     };
 
+    // Names the agent is pre-authorized for, by http-01 configuration only (nothing is
+    // validated), in both key types; and a name proven by tls-alpn-01: the CA resolves it
+    // through the fake DNS and connects to lego's TLS server.
+    let proven = "tls.agent.test";
+    server
+        .dns
+        .set_a(proven, vec![std::net::Ipv4Addr::LOCALHOST.into()]);
+    let cases: [(Solver, &str, &[&str]); 3] = [
+        (
+            Solver::Http,
+            "ec256",
+            &["api.agent.test", "www.api.agent.test"],
+        ),
+        (Solver::Http, "rsa2048", &["rsa.agent.test"]),
+        (Solver::TlsAlpn, "ec256", &[proven]),
+    ];
     let mut obtained = Vec::new();
-    for (key_type, domains) in [
-        ("ec256", &["api.agent.test", "www.api.agent.test"][..]),
-        ("rsa2048", &["rsa.agent.test"][..]),
-    ] {
+    for (solver, key_type, domains) in cases {
         let signed_at = now();
-        run_bounded(lego.command(key_type, domains, &["run"])).success();
+        run_bounded(lego.command(solver, key_type, domains, &["run"])).success();
         let leaf = check_obtained(
             &server,
-            &format!("lego-{key_type}"),
+            &format!("lego-{key_type}-{}", domains[0]),
             &lego.file(domains[0], "crt"),
             &lego.file(domains[0], "key"),
             &agent,
@@ -563,12 +597,17 @@ fn lego_registers_with_eab_obtains_ec256_and_rsa2048_certificates_and_revokes_th
         // lego keeps the issuer apart too.
         let issuer = std::fs::read_to_string(lego.file(domains[0], "issuer.crt")).unwrap();
         assert_eq!(pem_certs(&issuer), vec![env.ca_der("issuing.pem")]);
-        obtained.push((key_type, domains, leaf));
+        obtained.push((solver, key_type, domains, leaf));
     }
-    // Pre-authorized names: nothing was looked up, nothing connected.
+    // Pre-authorized names: nothing was looked up, nothing connected. The proven one was.
     for name in ["api.agent.test", "www.api.agent.test", "rsa.agent.test"] {
         assert_eq!(server.dns.queries(name, "A"), 0, "{name}");
     }
+    assert!(
+        server.dns.queries(proven, "A") > 0,
+        "{proven} never looked up"
+    );
+
     // The credential was consumed by the account: it makes no second one.
     let reuse = Lego {
         server: &server,
@@ -576,7 +615,7 @@ fn lego_registers_with_eab_obtains_ec256_and_rsa2048_certificates_and_revokes_th
         kid: lego.kid.clone(),
         hmac: lego.hmac.clone(),
     };
-    let refused = run_bounded(reuse.command("ec256", &["api.agent.test"], &["run"]));
+    let refused = run_bounded(reuse.command(Solver::Http, "ec256", &["api.agent.test"], &["run"]));
     assert!(
         !refused.status.success()
             && refused
@@ -584,25 +623,38 @@ fn lego_registers_with_eab_obtains_ec256_and_rsa2048_certificates_and_revokes_th
                 .contains("urn:ietf:params:acme:error:unauthorized :: external account binding"),
         "{refused}"
     );
-    // One account made both certificates.
+    // One account made every certificate.
     let certificates = env.json(&["cert", "list", "--agent", &agent]);
-    assert_eq!(certificates["certificates"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        certificates["certificates"].as_array().unwrap().len(),
+        cases.len()
+    );
 
-    for ((key_type, domains, leaf), (reason, reason_name)) in obtained
-        .iter()
-        .zip([("4", "superseded"), ("1", "keyCompromise")])
-    {
-        run_bounded(lego.command(key_type, domains, &["revoke", "--keep", "--reason", reason]))
-            .success();
+    // Revocation with the account key, one reason each (RFC 5280 codes as lego takes them).
+    // `unspecified` is not stated in the OCSP answer.
+    for ((solver, key_type, domains, leaf), (code, reason)) in obtained.iter().zip([
+        ("4", Some("superseded")),
+        ("1", Some("keyCompromise")),
+        ("0", None),
+    ]) {
+        run_bounded(lego.command(
+            *solver,
+            key_type,
+            domains,
+            &["revoke", "--keep", "--reason", code],
+        ))
+        .success();
         let text = ocsp_query(&server, &leaf.leaf_pem);
         assert!(
-            text.contains(&format!("{}: revoked", leaf.leaf_pem.display()))
-                && text.contains(&format!("Reason: {reason_name}")),
-            "{key_type}: {text}"
+            text.contains(&format!("{}: revoked", leaf.leaf_pem.display())),
+            "{key_type} {domains:?}: {text}"
         );
         let shown = store_status(&env, &leaf.serial);
         assert_eq!(shown["status"], "revoked", "{shown:#}");
-        assert_eq!(shown["revocation_reason"], reason_name, "{shown:#}");
+        if let Some(reason) = reason {
+            assert!(text.contains(&format!("Reason: {reason}")), "{text}");
+            assert_eq!(shown["revocation_reason"], reason, "{shown:#}");
+        }
     }
 
     env.assert_audit_intact();
