@@ -159,6 +159,17 @@ pub fn parse_dns(value: &str) -> Result<String, Refusal> {
     }
     let name = value.to_ascii_lowercase();
     agentca_core::policy::check_dns_name(&name).map_err(|e| rejected(&e))?;
+    // `1.2.3.4` or `10.0.0.010` as a dns identifier: an IP address in disguise, which
+    // resolvers and URL parsers may take as one.
+    if name
+        .rsplit('.')
+        .next()
+        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(rejected(
+            "the last label of a DNS name cannot be all digits",
+        ));
+    }
     Ok(name)
 }
 
