@@ -198,13 +198,10 @@ impl AcmeService {
             ));
         }
         inner.verify(new_jwk)?;
-        let payload = match inner.payload_json()? {
-            Value::Object(map) => map,
-            _ => {
-                return Err(AcmeError::malformed(
-                    "the keyChange payload must be an object",
-                ));
-            }
+        let Value::Object(payload) = inner.payload_json()? else {
+            return Err(AcmeError::malformed(
+                "the keyChange payload must be an object",
+            ));
         };
         match payload.get("account") {
             Some(Value::String(a)) if *a == links.account(&account.id) => {}

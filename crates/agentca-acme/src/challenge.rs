@@ -138,7 +138,8 @@ impl AcmeService {
                 }
             });
         }
-        Ok(reply(&processing))
+        // §8.2: tell the client when to look again; validations take about a second.
+        Ok(reply(&processing).with_retry_after(std::time::Duration::from_secs(1)))
     }
 
     fn finish_validation(

@@ -86,6 +86,20 @@ enum Endpoint {
 }
 
 impl Endpoint {
+    /// Whether the endpoint may wait for a durable commit or sign (then it runs on a blocking
+    /// thread); the others only read and write the store's memory and verify one signature,
+    /// which is cheaper than a hop to another thread.
+    fn blocks(&self) -> bool {
+        matches!(
+            self,
+            Self::NewAccount
+                | Self::RevokeCert
+                | Self::KeyChange
+                | Self::Account(_)
+                | Self::Finalize(_)
+        )
+    }
+
     fn key_mode(&self) -> KeyMode {
         match self {
             Self::NewAccount => KeyMode::Jwk,
@@ -162,8 +176,8 @@ async fn handle(
         host_of(&headers).unwrap_or_default(),
         uri.path_and_query().map_or("", |p| p.as_str())
     );
-    let worker = service.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
+    let endpoint_blocks = endpoint.blocks();
+    let run = move |worker: Arc<AcmeService>| {
         let req = worker.authenticate(&links, &url, &body, endpoint.key_mode())?;
         let reply = match &endpoint {
             Endpoint::NewAccount => worker.new_account(&links, &req),
@@ -179,8 +193,13 @@ async fn handle(
             Endpoint::Certificate(serial) => worker.certificate_request(&links, serial, &req),
         }?;
         Ok::<Reply, AcmeError>(reply)
-    })
-    .await;
+    };
+    let outcome = if endpoint_blocks {
+        let worker = service.clone();
+        tokio::task::spawn_blocking(move || run(worker)).await
+    } else {
+        Ok(run(service))
+    };
     match outcome {
         Ok(Ok(reply)) => respond(reply),
         Ok(Err(e)) => problem(&e),

@@ -80,14 +80,14 @@ mod tests {
             let jwk = json!({"kty": "EC", "crv": crv, "x": b64::encode(&raw[1..=len]),
                              "y": b64::encode(&raw[1 + len..])});
             assert_eq!(
-                spki_thumbprint(&key.public_key_der()).unwrap(),
+                spki_thumbprint(&key.subject_public_key_info()).unwrap(),
                 thumbprint_of(jwk)
             );
         }
         let ed = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
         let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": b64::encode(ed.public_key_raw())});
         assert_eq!(
-            spki_thumbprint(&ed.public_key_der()).unwrap(),
+            spki_thumbprint(&ed.subject_public_key_info()).unwrap(),
             thumbprint_of(jwk)
         );
     }
