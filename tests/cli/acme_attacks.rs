@@ -1587,3 +1587,424 @@ fn acme_o3_csr_name_case_variant_is_refused() {
         fx.c.finalize(&account, &order, &csr(&ck, &["A.Example.org"], &[], &[]));
     fx.refused("O3 case variant", &r, 400, "badCSR", sigs);
 }
+
+/// What the loopback http-01 target answers for one path.
+#[derive(Clone, Debug)]
+enum Target {
+    Body(String),
+    Redirect(String),
+    /// Headers, then one byte every 300 ms.
+    Trickle,
+}
+
+/// A loopback http-01 target on 127.0.0.1 that serves what the test sets per path.
+struct Http01 {
+    routes: Arc<Mutex<HashMap<String, Target>>>,
+    hits: Arc<Mutex<HashMap<String, u32>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Http01 {
+    fn start(port: u16) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let routes: Arc<Mutex<HashMap<String, Target>>> = Arc::default();
+        let hits: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, h, s) = (routes.clone(), hits.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let (r, h, s) = (r.clone(), h.clone(), s.clone());
+                        std::thread::spawn(move || serve_one(stream, &r, &h, &s));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Self {
+            routes,
+            hits,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn set(&self, path: &str, target: Target) {
+        self.routes.lock().unwrap().insert(path.to_owned(), target);
+    }
+
+    fn hits(&self, path: &str) -> u32 {
+        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for Http01 {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve_one(
+    mut stream: TcpStream,
+    routes: &Mutex<HashMap<String, Target>>,
+    hits: &Mutex<HashMap<String, u32>>,
+    stop: &AtomicBool,
+) {
+    stream.set_nonblocking(false).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&head);
+    let path = text.split_whitespace().nth(1).unwrap_or("").to_owned();
+    *hits.lock().unwrap().entry(path.clone()).or_default() += 1;
+    let target = routes.lock().unwrap().get(&path).cloned();
+    let _ = match target {
+        Some(Target::Body(body)) => write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+        Some(Target::Redirect(to)) => write!(
+            stream,
+            "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
+        Some(Target::Trickle) => {
+            let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: 200\r\n\r\n");
+            // Bounded: at most 20 s, and not past the test's end.
+            for _ in 0..66 {
+                if stop.load(Ordering::Relaxed) || stream.write_all(b"x").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            Ok(())
+        }
+        None => write!(
+            stream,
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
+    };
+}
+
+/// A pending order for `name` (resolving via the fake DNS to `addresses`): (order URL,
+/// authz URL, http-01 challenge).
+fn pending_http01(
+    fx: &Fx<'_>,
+    account: &Account,
+    name: &str,
+    addresses: Vec<IpAddr>,
+) -> (String, String, Value) {
+    fx.srv.dns.set_a(name, addresses);
+    let (order_url, order) = fx.c.order(account, &dns_ids(&[name]));
+    assert_eq!(order["status"], "pending", "{order}");
+    let authz_url = order["authorizations"][0].as_str().unwrap().to_owned();
+    let authz = fx.c.get_as(account, &authz_url).json();
+    let challenge = authz["challenges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "http-01")
+        .unwrap()
+        .clone();
+    (order_url, authz_url, challenge)
+}
+
+fn challenge_path(challenge: &Value) -> String {
+    format!(
+        "/.well-known/acme-challenge/{}",
+        challenge["token"].as_str().unwrap()
+    )
+}
+
+/// The http-01 challenge of a finished authorization.
+fn http01_of(authz: &Value) -> Value {
+    authz["challenges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "http-01")
+        .unwrap()
+        .clone()
+}
+
+/// ACME-O2, O5, O6 (names), O7, O8, O9, O10: challenges against a hostile target.
+#[test]
+fn acme_challenges_against_hostile_targets() {
+    let env = Env::with_ca();
+    // Validation may reach 127.0.0.1 only: 127.0.0.3 stands for a forbidden address.
+    let options = AcmeOptions {
+        allow_addresses: vec!["127.0.0.1/32".to_owned()],
+        ..AcmeOptions::default()
+    };
+    let fx = Fx::start_with(&env, options);
+    let target = Http01::start(fx.srv.http01_port());
+    let port = fx.srv.http01_port();
+    let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+    let agent_a = fx.agent("chal-a", &[]);
+    let agent_b = fx.agent("chal-b", &[]);
+    let a = fx.account(&agent_a);
+    let b = fx.account(&agent_b);
+    let sigs = fx.signatures();
+    let secret = "SECRET-7d1f0c-do-not-echo";
+
+    // Each case: a name, what DNS says, what the target serves, who responds.
+    struct Case {
+        what: &'static str,
+        name: &'static str,
+        addresses: Vec<IpAddr>,
+        serve: Option<Target>,
+        authz: String,
+        challenge: Value,
+    }
+    let mut cases = Vec::new();
+    let mut add = |what: &'static str, name: &'static str, addresses: Vec<IpAddr>| {
+        let (_, authz, challenge) = pending_http01(&fx, &a, name, addresses);
+        cases.push(Case {
+            what,
+            name,
+            addresses: Vec::new(),
+            serve: None,
+            authz,
+            challenge,
+        });
+    };
+    add("O5 B's key authorization", "o5.example.org", vec![loopback]);
+    add("O8 secret body", "o8.example.org", vec![loopback]);
+    add(
+        "O7 redirect to a refused address",
+        "o7a.example.org",
+        vec![loopback],
+    );
+    add("O7 redirect to metadata", "o7b.example.org", vec![loopback]);
+    add(
+        "O7 redirect to another port",
+        "o7c.example.org",
+        vec![loopback],
+    );
+    add("O7 redirect to https", "o7d.example.org", vec![loopback]);
+    add("O7 redirect loop", "o7e.example.org", vec![loopback]);
+    add("O7 eleven hops", "o7f.example.org", vec![loopback]);
+    add(
+        "O6 name to 127.0.0.3",
+        "o6a.example.org",
+        vec!["127.0.0.3".parse().unwrap()],
+    );
+    add(
+        "O6 name to metadata",
+        "o6b.example.org",
+        vec!["169.254.169.254".parse().unwrap()],
+    );
+    add(
+        "O6 name to 0.0.0.0",
+        "o6c.example.org",
+        vec!["0.0.0.0".parse().unwrap()],
+    );
+    add(
+        "O6 name to ::1",
+        "o6d.example.org",
+        vec!["::1".parse().unwrap()],
+    );
+    // The IPv4-mapped form of a refused address (the mapped form of the allowed 127.0.0.1
+    // is 127.0.0.1, and allowed).
+    add(
+        "O6 name to ::ffff:127.0.0.3",
+        "o6e.example.org",
+        vec!["::ffff:127.0.0.3".parse().unwrap()],
+    );
+    add("O10 trickling target", "o10.example.org", vec![loopback]);
+    drop(add);
+    for case in &mut cases {
+        let path = challenge_path(&case.challenge);
+        let token = case.challenge["token"].as_str().unwrap();
+        let serve = match case.name {
+            "o5.example.org" => Target::Body(key_authorization(token, &b.key)),
+            "o8.example.org" => Target::Body(format!("{secret} {}", "x".repeat(200))),
+            "o7a.example.org" => Target::Redirect(format!("http://127.0.0.3:{port}{path}")),
+            "o7b.example.org" => {
+                Target::Redirect("http://169.254.169.254/latest/meta-data/".to_owned())
+            }
+            "o7c.example.org" => Target::Redirect(format!("http://127.0.0.1:{}{path}", port + 1)),
+            "o7d.example.org" => Target::Redirect(format!("https://o7d.example.org{path}")),
+            "o7e.example.org" => Target::Redirect(path.clone()),
+            "o7f.example.org" => {
+                for hop in 0..11 {
+                    target.set(
+                        &format!("/hop/{hop}"),
+                        Target::Redirect(format!("/hop/{}", hop + 1)),
+                    );
+                }
+                target.set("/hop/11", Target::Body(key_authorization(token, &a.key)));
+                Target::Redirect("/hop/0".to_owned())
+            }
+            "o10.example.org" => Target::Trickle,
+            // Refused addresses: the correct answer, were anything to connect.
+            _ => Target::Body(key_authorization(token, &a.key)),
+        };
+        target.set(&path, serve.clone());
+        case.serve = Some(serve);
+        let _ = &case.addresses;
+    }
+    // Start every validation, then wait for all of them.
+    let started = Instant::now();
+    for case in &cases {
+        let r =
+            fx.c.post_as(&a, case.challenge["url"].as_str().unwrap(), &json!({}));
+        assert_eq!(r.status, 200, "{}: {}", case.what, r.text());
+        assert!(r.nonce().is_some());
+    }
+    for case in &cases {
+        let authz = fx.c.poll_authz(&a, &case.authz, Duration::from_secs(25));
+        let challenge = http01_of(&authz);
+        assert_eq!(authz["status"], "invalid", "{}: {authz}", case.what);
+        assert_eq!(challenge["status"], "invalid", "{}: {challenge}", case.what);
+        let error = &challenge["error"];
+        let kind = error["type"].as_str().unwrap_or("");
+        assert!(
+            kind.starts_with("urn:ietf:params:acme:error:"),
+            "{}: {error}",
+            case.what
+        );
+        let text = authz.to_string();
+        assert!(!text.contains(secret), "O8: the body was echoed: {text}");
+        match case.name {
+            "o5.example.org" | "o8.example.org" => assert_eq!(
+                kind, "urn:ietf:params:acme:error:incorrectResponse",
+                "{}: {error}",
+                case.what
+            ),
+            n if n.starts_with("o6") || n == "o10.example.org" => assert_eq!(
+                kind, "urn:ietf:params:acme:error:connection",
+                "{}: {error}",
+                case.what
+            ),
+            _ => {}
+        }
+        if case.name.starts_with("o6") {
+            assert_eq!(
+                target.hits(&challenge_path(&case.challenge)),
+                0,
+                "{}: the target was reached",
+                case.what
+            );
+        }
+    }
+    assert!(
+        target.hits("/hop/11") == 0,
+        "O7: more than 10 redirects were followed"
+    );
+    // O10: the trickle is cut off by the validation timeout, not read to its end.
+    assert!(
+        started.elapsed() < Duration::from_secs(18),
+        "O10: validations took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(fx.signatures(), sigs);
+
+    // ACME-O9: DNS rebinding. The name answers 127.0.0.1, then 127.0.0.3: the validation
+    // resolves once and connects to what it checked.
+    let name = "o9.example.org";
+    let (order_url, authz_url, challenge) = pending_http01(&fx, &a, name, vec![loopback]);
+    fx.srv
+        .dns
+        .set_a_alternating(name, vec![loopback], vec!["127.0.0.3".parse().unwrap()]);
+    let token = challenge["token"].as_str().unwrap();
+    target.set(
+        &challenge_path(&challenge),
+        Target::Body(key_authorization(token, &a.key)),
+    );
+    let queries = fx.srv.dns.queries(name, "A");
+    let r =
+        fx.c.post_as(&a, challenge["url"].as_str().unwrap(), &json!({}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let authz = fx.c.poll_authz(&a, &authz_url, Duration::from_secs(15));
+    assert_eq!(authz["status"], "valid", "O9: {authz}");
+    let record = &http01_of(&authz)["validationRecord"][0];
+    assert_eq!(record["addressUsed"], "127.0.0.1", "O9: {record}");
+    assert_eq!(
+        fx.srv.dns.queries(name, "A") - queries,
+        1,
+        "O9: resolved more than once"
+    );
+    let order = fx.c.poll_order(&a, &order_url, Duration::from_secs(5));
+    assert_eq!(order["status"], "ready", "{order}");
+
+    // ACME-O2: B's valid authorization is neither visible to A nor reused for A.
+    let name = "o2.example.org";
+    let (_, b_authz, challenge) = pending_http01(&fx, &b, name, vec![loopback]);
+    let token = challenge["token"].as_str().unwrap();
+    target.set(
+        &challenge_path(&challenge),
+        Target::Body(key_authorization(token, &b.key)),
+    );
+    fx.c.post_as(&b, challenge["url"].as_str().unwrap(), &json!({}));
+    let done = fx.c.poll_authz(&b, &b_authz, Duration::from_secs(15));
+    assert_eq!(done["status"], "valid", "{done}");
+    let r = fx.c.get_as(&a, &b_authz);
+    fx.refused("O2 another account's authz", &r, 404, "malformed", sigs);
+    let r =
+        fx.c.post_as(&a, challenge["url"].as_str().unwrap(), &json!({}));
+    fx.refused("O2 another account's challenge", &r, 404, "malformed", sigs);
+    let (_, order) = fx.c.order(&a, &dns_ids(&[name]));
+    assert_eq!(
+        order["status"], "pending",
+        "O2: A rode on B's authorization: {order}"
+    );
+    assert_ne!(order["authorizations"][0], b_authz.as_str());
+}
+
+/// ACME-O6: IP identifiers validation may not reach are refused at newOrder, when no
+/// `allow_addresses` lets validation reach private ranges.
+#[test]
+fn acme_o6_internal_ip_identifiers_are_refused_at_new_order() {
+    let env = Env::with_ca();
+    let options = AcmeOptions {
+        allow_addresses: Vec::new(),
+        ..AcmeOptions::default()
+    };
+    let fx = Fx::start_with(&env, options);
+    let agent = fx.agent("ssrf", &[]);
+    let account = fx.account(&agent);
+    let sigs = fx.signatures();
+    for ip in [
+        "127.0.0.1",
+        "127.1.2.3",
+        "169.254.169.254",
+        "::1",
+        "::ffff:127.0.0.1",
+        "0.0.0.0",
+        "::",
+        "10.0.0.1",
+        "192.168.1.1",
+        "fc00::1",
+        "fe80::1",
+    ] {
+        let r = fx.c.new_order(&account, &json!([ident("ip", ip)]));
+        fx.refused(&format!("O6 ip {ip}"), &r, 400, "rejectedIdentifier", sigs);
+        assert_eq!(r.json()["subproblems"][0]["identifier"]["value"], ip);
+    }
+    // Among allowed identifiers, the one refused address is named.
+    let r = fx.c.new_order(
+        &account,
+        &json!([ident("uri", &agent), ident("ip", "169.254.169.254")]),
+    );
+    fx.refused("O6 mixed", &r, 400, "rejectedIdentifier", sigs);
+    assert_eq!(r.json()["subproblems"].as_array().map(Vec::len), Some(1));
+    assert!(fx.orders(&account).is_empty(), "O6: an order was created");
+}
