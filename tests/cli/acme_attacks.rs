@@ -2008,3 +2008,200 @@ fn acme_o6_internal_ip_identifiers_are_refused_at_new_order() {
     assert_eq!(r.json()["subproblems"].as_array().map(Vec::len), Some(1));
     assert!(fx.orders(&account).is_empty(), "O6: an order was created");
 }
+
+/// The RFC 9773 certID of a leaf: base64url(AKI keyIdentifier) "." base64url(serial).
+fn cert_id(leaf: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(leaf).unwrap();
+    let aki = cert
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(a) => {
+                a.key_identifier.as_ref().map(|k| k.0.to_vec())
+            }
+            _ => None,
+        })
+        .unwrap();
+    (aki, cert.raw_serial().to_vec())
+}
+
+fn id_text(aki: &[u8], serial: &[u8]) -> String {
+    format!("{}.{}", b64(aki), b64(serial))
+}
+
+/// ARI-1, ARI-2: renewal information and `replaces`.
+#[test]
+fn acme_ari_renewal_info_and_replaces() {
+    let env = Env::with_ca();
+    let fx = Fx::start(&env);
+    let agent = fx.agent("ari", &["ari.example.org"]);
+    let other_agent = fx.agent("ari-other", &[]);
+    let account = fx.account(&agent);
+    let other = fx.account(&other_agent);
+    let (leaf, _) = fx.issue(&account, &agent);
+    let (other_leaf, _) = fx.issue(&other, &other_agent);
+    let (aki, serial) = cert_id(&leaf);
+    let known = id_text(&aki, &serial);
+    let sigs = fx.signatures();
+    let get = |id: &str| {
+        fx.c.request("GET", &format!("/acme/renewal-info/{id}"), &[], &[])
+    };
+
+    // ARI-1: malformed and unknown certIDs.
+    let mut padded_serial = vec![0u8];
+    padded_serial.extend_from_slice(&serial);
+    let mut other_aki = aki.clone();
+    other_aki[0] ^= 0xff;
+    let mut unknown_serial = serial.clone();
+    unknown_serial[5] ^= 0x55;
+    for (what, id, status) in [
+        ("no dot", format!("{}{}", b64(&aki), b64(&serial)), 400),
+        ("bad base64", format!("{}.{}", b64(&aki), "@@@"), 400),
+        (
+            "padded base64",
+            format!("{}=.{}", b64(&aki), b64(&serial)),
+            400,
+        ),
+        (
+            "standard base64 alphabet",
+            format!("{}+.{}", b64(&aki), b64(&serial)),
+            400,
+        ),
+        ("empty serial", format!("{}.", b64(&aki)), 400),
+        ("three parts", format!("{known}.AA"), 400),
+        ("superfluous leading 00", id_text(&aki, &padded_serial), 400),
+        ("negative serial", id_text(&aki, &[0x80, 1, 2]), 400),
+        ("another CA's AKI", id_text(&other_aki, &serial), 404),
+        ("unknown serial", id_text(&aki, &unknown_serial), 404),
+        ("short serial", id_text(&aki, &[1, 2, 3]), 404),
+    ] {
+        let r = get(&id);
+        let kind = "malformed";
+        fx.refused(&format!("ARI-1 {what}"), &r, status, kind, sigs);
+    }
+    // A known certificate: a window inside its validity, with Retry-After.
+    let r = get(&known);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.nonce().is_some());
+    let after: u64 = r
+        .header("retry-after")
+        .expect("no Retry-After")
+        .parse()
+        .unwrap();
+    assert!(after >= 60, "Retry-After {after}");
+    let window = r.json()["suggestedWindow"].clone();
+    let parse = |v: &Value| {
+        time::OffsetDateTime::parse(
+            v.as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+    };
+    let (start, end) = (parse(&window["start"]), parse(&window["end"]));
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&leaf).unwrap();
+    let not_before = cert.validity().not_before.timestamp();
+    let not_after = cert.validity().not_after.timestamp();
+    assert!(
+        not_before < start.unix_timestamp() && start < end && end.unix_timestamp() < not_after,
+        "ARI-1 window {window} outside the validity {not_before}..{not_after}"
+    );
+
+    // ARI-2: replaces. Another agent's certificate.
+    let (oaki, oserial) = cert_id(&other_leaf);
+    let r = fx.c.post_as(
+        &account,
+        &fx.c.url("new-order"),
+        &json!({"identifiers": [ident("uri", &agent)], "replaces": id_text(&oaki, &oserial)}),
+    );
+    fx.refused(
+        "ARI-2 another agent's certificate",
+        &r,
+        403,
+        "unauthorized",
+        sigs,
+    );
+    // No identifier in common (the certificate names only the agent).
+    let r = fx.c.post_as(
+        &account,
+        &fx.c.url("new-order"),
+        &json!({"identifiers": [ident("dns", "ari.example.org")], "replaces": known}),
+    );
+    fx.refused("ARI-2 no common identifier", &r, 400, "malformed", sigs);
+    // Unknown, malformed.
+    let r = fx.c.post_as(
+        &account,
+        &fx.c.url("new-order"),
+        &json!({"identifiers": [ident("uri", &agent)], "replaces": id_text(&aki, &unknown_serial)}),
+    );
+    fx.refused("ARI-2 unknown certificate", &r, 404, "malformed", sigs);
+    let r = fx.c.post_as(
+        &account,
+        &fx.c.url("new-order"),
+        &json!({"identifiers": [ident("uri", &agent)], "replaces": "nonsense"}),
+    );
+    fx.refused("ARI-2 malformed certID", &r, 400, "malformed", sigs);
+
+    // Two concurrent orders replacing one certificate: one 201, one 409.
+    let account = Arc::new(account);
+    let barrier = Arc::new(Barrier::new(2));
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let url = fx.c.url("new-order");
+            let header = fx.c.header_for(&account.key, Some(&account.url), &url);
+            let payload = json!({"identifiers": [ident("uri", &agent)], "replaces": known});
+            let body = signed(&header, payload.to_string().as_bytes(), &account.key);
+            let (c, barrier) = (fx.c.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                c.post_body(&url, &body)
+            })
+        })
+        .collect();
+    let answers: Vec<Response> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let mut statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [201, 409],
+        "ARI-2 concurrent replaces: {answers:?}"
+    );
+    let winner = answers.iter().find(|r| r.status == 201).unwrap();
+    let loser = answers.iter().find(|r| r.status == 409).unwrap();
+    fx.refused(
+        "ARI-2 concurrent replaces",
+        loser,
+        409,
+        "alreadyReplaced",
+        sigs,
+    );
+    // The winner completes; the certificate is then replaced for good.
+    let order = winner.json();
+    let ck = AccountKey::es256();
+    let r =
+        fx.c.finalize(&account, &order, &csr(&ck, &[], &[], &[&agent]));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["status"], "valid");
+    let sigs = fx.signatures();
+    let r = fx.c.post_as(
+        &account,
+        &fx.c.url("new-order"),
+        &json!({"identifiers": [ident("uri", &agent)], "replaces": known}),
+    );
+    fx.refused("ARI-2 already replaced", &r, 409, "alreadyReplaced", sigs);
+
+    // ARI-1: after revocation, the window is already open.
+    let r = fx.c.post_as(
+        &account,
+        &fx.c.url("revoke-cert"),
+        &json!({"certificate": b64(&leaf), "reason": 4}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = get(&known);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let window = r.json()["suggestedWindow"].clone();
+    let now = time::OffsetDateTime::now_utc();
+    assert!(
+        parse(&window["start"]) <= now && parse(&window["start"]) < parse(&window["end"]),
+        "ARI-1 revoked: window {window} is not open at {now}"
+    );
+}
