@@ -9,8 +9,9 @@ mod cli {
     mod harness;
     mod support;
 
-    mod acme_clients;
     mod acme_attacks;
+    mod acme_clients;
+    mod acme_flows;
     mod agent;
     mod audit;
     mod crash;

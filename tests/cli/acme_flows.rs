@@ -1,0 +1,256 @@
+//! The ACME flows the Debian clients cannot drive, with instant-acme against the real
+//! `agentca serve`: ARI windows and `replaces` (with `alreadyReplaced`), revocation by the
+//! account and the immediate window it opens, key rollover, account deactivation, and many
+//! accounts ordering at once.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use instant_acme::{
+    Account, AccountCredentials, CertificateIdentifier, ExternalAccountKey, Identifier, NewAccount,
+    NewOrder, OrderStatus, RetryPolicy, RevocationReason, RevocationRequest,
+};
+use rustls_pki_types::CertificateDer;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use super::harness::AcmeServer;
+use super::support::{BASE_URL, Env, agent_id, now, pem_certs};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn new_account(server: &AcmeServer<'_>, agent: &str) -> (Account, AccountCredentials) {
+    let (kid, hmac) = server.eab(agent);
+    let key = ExternalAccountKey::new(kid, &URL_SAFE_NO_PAD.decode(hmac).unwrap());
+    Account::builder_with_root(server.root_pem())
+        .unwrap()
+        .create(
+            &NewAccount {
+                contact: &["mailto:ops@example.org"],
+                terms_of_service_agreed: true,
+                only_return_existing: false,
+            },
+            server.acme_directory_url(),
+            Some(&key),
+        )
+        .await
+        .unwrap()
+}
+
+/// Orders `names` (pre-authorized, so the order is ready at once), finalizes with a fresh key,
+/// and returns the chain's DER certificates.
+async fn obtain(
+    account: &Account,
+    names: &[&str],
+    replaces: Option<&CertificateDer<'_>>,
+) -> Vec<Vec<u8>> {
+    let ids: Vec<Identifier> = names.iter().map(|n| Identifier::Dns((*n).into())).collect();
+    let mut new_order = NewOrder::new(&ids);
+    if let Some(cert) = replaces {
+        new_order = new_order.replaces(CertificateIdentifier::try_from(cert).unwrap());
+    }
+    let mut order = account.new_order(&new_order).await.unwrap();
+    let status = order.poll_ready(&RetryPolicy::default()).await.unwrap();
+    assert_eq!(status, OrderStatus::Ready);
+    order.finalize().await.unwrap();
+    let chain = order
+        .poll_certificate(&RetryPolicy::default())
+        .await
+        .unwrap();
+    let certs = pem_certs(&chain);
+    assert_eq!(certs.len(), 2, "leaf and issuing CA");
+    certs
+}
+
+fn serial_hex(der: &[u8]) -> String {
+    let (_, cert) = X509Certificate::from_der(der).unwrap();
+    hex::encode(cert.raw_serial())
+}
+
+#[test]
+fn ari_windows_replacement_and_revocation() {
+    let env = Env::with_ca();
+    let agent = env.add_agent("/agent/ari", &["--dns", "ari.agent.test"]);
+    let server = AcmeServer::start(&env);
+    runtime().block_on(async {
+        let (account, _) = new_account(&server, &agent).await;
+        let signed_at = now();
+        let first = obtain(&account, &["ari.agent.test"], None).await;
+        let expect = agentca_testkit::Expectation::new(&agent, signed_at)
+            .dns(["ari.agent.test"])
+            .base_url(BASE_URL);
+        env.check_leaf(&first[0], &expect);
+
+        // A window inside the validity, and a Retry-After.
+        let first_der = CertificateDer::from(first[0].clone());
+        let id = CertificateIdentifier::try_from(&first_der).unwrap();
+        let (info, retry) = account.renewal_info(&id).await.unwrap();
+        let (_, cert) = X509Certificate::from_der(&first[0]).unwrap();
+        let not_before = cert.validity().not_before.timestamp();
+        let not_after = cert.validity().not_after.timestamp();
+        let (start, end) = (
+            info.suggested_window.start.unix_timestamp(),
+            info.suggested_window.end.unix_timestamp(),
+        );
+        assert!(
+            not_before < start && start < end && end < not_after,
+            "{info:?}"
+        );
+        assert!(retry.as_secs() > 0, "Retry-After {retry:?}");
+
+        // A renewal that replaces the first certificate; a second replacement is refused.
+        let second = obtain(&account, &["ari.agent.test"], Some(&first_der)).await;
+        assert_ne!(serial_hex(&first[0]), serial_hex(&second[0]));
+        let ids = [Identifier::Dns("ari.agent.test".into())];
+        let Err(again) = account
+            .new_order(&NewOrder::new(&ids).replaces(id.clone()))
+            .await
+        else {
+            panic!("a second replacement of one certificate was accepted");
+        };
+        assert!(
+            again.to_string().contains("alreadyReplaced"),
+            "replacing twice: {again}"
+        );
+
+        // Revoked by the account: the window opens at once, and OCSP says revoked.
+        let second_der = CertificateDer::from(second[0].clone());
+        account
+            .revoke(&RevocationRequest {
+                certificate: &second_der,
+                reason: Some(RevocationReason::Superseded),
+            })
+            .await
+            .unwrap();
+        let second_id = CertificateIdentifier::try_from(&second_der).unwrap();
+        let (info, _) = account.renewal_info(&second_id).await.unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        assert!(
+            info.suggested_window.end <= now + time::Duration::seconds(2),
+            "a revoked certificate should be renewed now: {info:?}"
+        );
+        let shown = env.json(&["cert", "show", &serial_hex(&second[0])]);
+        assert_eq!(shown["status"], "revoked", "{shown}");
+        // Revoking twice is refused.
+        let twice = account
+            .revoke(&RevocationRequest {
+                certificate: &second_der,
+                reason: None,
+            })
+            .await
+            .unwrap_err();
+        assert!(twice.to_string().contains("alreadyRevoked"), "{twice}");
+    });
+    env.assert_audit_intact();
+}
+
+#[test]
+fn key_rollover_and_deactivation() {
+    let env = Env::with_ca();
+    let agent = env.add_agent("/agent/roll", &["--dns", "roll.agent.test"]);
+    let server = AcmeServer::start(&env);
+    runtime().block_on(async {
+        let (mut account, old_credentials) = new_account(&server, &agent).await;
+        let old_credentials: AccountCredentials =
+            serde_json::from_value(serde_json::to_value(&old_credentials).unwrap()).unwrap();
+        let new_credentials = account.update_key().await.unwrap();
+        // The new key works.
+        obtain(&account, &["roll.agent.test"], None).await;
+        // The old key no longer names the account.
+        let old = Account::builder_with_root(server.root_pem())
+            .unwrap()
+            .from_credentials(old_credentials)
+            .await
+            .unwrap();
+        let ids = [Identifier::Dns("roll.agent.test".into())];
+        let Err(refused) = old.new_order(&NewOrder::new(&ids)).await else {
+            panic!("the rolled-over key still orders");
+        };
+        assert!(
+            refused.to_string().contains("unauthorized")
+                || refused.to_string().contains("signature"),
+            "{refused}"
+        );
+
+        // Deactivated, the account can do nothing more.
+        let restored = Account::builder_with_root(server.root_pem())
+            .unwrap()
+            .from_credentials(new_credentials)
+            .await
+            .unwrap();
+        restored.deactivate().await.unwrap();
+        let Err(refused) = account.new_order(&NewOrder::new(&ids)).await else {
+            panic!("a deactivated account still orders");
+        };
+        assert!(refused.to_string().contains("deactivated"), "{refused}");
+    });
+    let events: Vec<_> = env
+        .audit_entries()
+        .into_iter()
+        .filter_map(|e| e["event"].as_str().map(str::to_owned))
+        .filter(|e| e.starts_with("acme.account"))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "acme.account.created",
+            "acme.account.key-changed",
+            "acme.account.deactivated"
+        ]
+    );
+    env.assert_audit_intact();
+}
+
+#[test]
+fn many_accounts_order_at_once_with_unique_serials() {
+    const ACCOUNTS: usize = 6;
+    const ORDERS: usize = 4;
+    let env = Env::with_ca();
+    let agent = env.add_agent("/agent/fleet", &["--dns", "fleet.agent.test"]);
+    let server = AcmeServer::start(&env);
+    let issued_before = server.metric("agentca_certificates_issued_total");
+    let serials = runtime().block_on(async {
+        let mut accounts = Vec::new();
+        for _ in 0..ACCOUNTS {
+            accounts.push(Arc::new(new_account(&server, &agent).await.0));
+        }
+        let tasks: Vec<_> = accounts
+            .into_iter()
+            .map(|account| {
+                tokio::spawn(async move {
+                    let mut serials = Vec::new();
+                    for _ in 0..ORDERS {
+                        let chain = obtain(&account, &["fleet.agent.test"], None).await;
+                        serials.push(serial_hex(&chain[0]));
+                    }
+                    serials
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.unwrap());
+        }
+        all
+    });
+    let mut unique = serials.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        ACCOUNTS * ORDERS,
+        "duplicate serials: {serials:?}"
+    );
+    let issued = server.metric("agentca_certificates_issued_total") - issued_before;
+    assert_eq!(issued as usize, ACCOUNTS * ORDERS);
+    let listed = env.listed_serials(&["--agent", &agent_id("/agent/fleet")]);
+    for serial in &serials {
+        assert!(listed.contains(serial), "{serial} not in the store");
+    }
+}
