@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread::JoinHandle;
@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use x509_parser::prelude::FromDer;
 
 use super::harness::{AcmeOptions, AcmeServer};
-use super::support::{Env, agent_id};
+use super::support::Env;
 
 const SIGNATURES: &str = "agentca_issuing_ca_signatures_total";
 const ISSUED: &str = "agentca_certificates_issued_total";
@@ -796,7 +796,7 @@ fn acme_j9_url_must_match_the_request() {
     }
     // The request URL differs: a query string, another Host.
     let r =
-        fx.c.post_body(&format!("/acme/new-order?x=1"), &signed_for(&new_order));
+        fx.c.post_body("/acme/new-order?x=1", &signed_for(&new_order));
     fx.refused("J9 query on the request", &r, 403, "unauthorized", sigs);
     let host = format!("localhost:{port}");
     let r = fx.c.request(
@@ -1768,7 +1768,6 @@ fn acme_challenges_against_hostile_targets() {
     struct Case {
         what: &'static str,
         name: &'static str,
-        addresses: Vec<IpAddr>,
         serve: Option<Target>,
         authz: String,
         challenge: Value,
@@ -1779,7 +1778,6 @@ fn acme_challenges_against_hostile_targets() {
         cases.push(Case {
             what,
             name,
-            addresses: Vec::new(),
             serve: None,
             authz,
             challenge,
@@ -1829,7 +1827,6 @@ fn acme_challenges_against_hostile_targets() {
         vec!["::ffff:127.0.0.3".parse().unwrap()],
     );
     add("O10 trickling target", "o10.example.org", vec![loopback]);
-    drop(add);
     for case in &mut cases {
         let path = challenge_path(&case.challenge);
         let token = case.challenge["token"].as_str().unwrap();
@@ -1859,7 +1856,6 @@ fn acme_challenges_against_hostile_targets() {
         };
         target.set(&path, serve.clone());
         case.serve = Some(serve);
-        let _ = &case.addresses;
     }
     // Start every validation, then wait for all of them.
     let started = Instant::now();
