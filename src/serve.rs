@@ -174,7 +174,10 @@ pub(crate) fn serve(dir: &DataDir, passphrase_file: Option<&Path>, args: ServeAr
             acme_config,
         )
         .map_err(|e| Error::InvalidArgument(format!("ACME: {e}")))?;
-        let mut server = server.with_https_routes(agentca_acme::router(Arc::new(acme)));
+        let acme = Arc::new(acme);
+        let mut server = server
+            .with_https_routes(agentca_acme::router(acme.clone()))
+            .with_https_wrapper(move |router| agentca_acme::with_protocol_headers(acme, router));
         let bound = server.bind().await.map_err(server_error)?;
         let backend = Arc::new(ServerBackend {
             ca: ca.clone(),

@@ -18,7 +18,8 @@ use crate::error::{AcmeError, Result};
 use crate::reply::{Body, Reply};
 use crate::service::{AcmeService, KeyMode, Links};
 
-/// The ACME routes, ready to mount on the HTTPS listener.
+/// The ACME routes, to mount on the HTTPS listener. Wrap the listener's whole router with
+/// [`with_protocol_headers`] so that every answer under `/acme/` carries a nonce.
 pub fn router(service: Arc<AcmeService>) -> Router {
     Router::new()
         .route("/acme/directory", get(directory).post(method_not_allowed))
@@ -61,11 +62,15 @@ pub fn router(service: Arc<AcmeService>) -> Router {
             post(certificate).get(method_not_allowed),
         )
         .route("/acme/{*rest}", any(unknown))
-        .layer(middleware::from_fn_with_state(
-            service.clone(),
-            protocol_headers,
-        ))
         .with_state(service)
+}
+
+/// Wraps a router (the HTTPS listener's, outside its body-size and time limits) so that every
+/// answer under `/acme/` — including a 413 or 408 given before any ACME code ran — carries a
+/// fresh `Replay-Nonce`, the index link and `Cache-Control: no-store`, and is a problem
+/// document when it is an error.
+pub fn with_protocol_headers(service: Arc<AcmeService>, router: Router) -> Router {
+    router.layer(middleware::from_fn_with_state(service, protocol_headers))
 }
 
 type Svc = State<Arc<AcmeService>>;
@@ -295,8 +300,26 @@ async fn unknown() -> Response {
 
 /// Adds what every ACME response carries (§6.5, §7.1).
 async fn protocol_headers(State(service): Svc, request: Request, next: Next) -> Response {
+    if !request.uri().path().starts_with("/acme/") {
+        return next.run(request).await;
+    }
     let index = links_for(request.headers()).ok().map(|l| l.directory());
     let mut response = next.run(request).await;
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == b"application/problem+json");
+    if !is_problem {
+        response = match response.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                problem(&AcmeError::malformed("the request body is too large").with_status(413))
+            }
+            StatusCode::REQUEST_TIMEOUT => problem(
+                &AcmeError::malformed("the request was not received in time").with_status(408),
+            ),
+            _ => response,
+        };
+    }
     let headers = response.headers_mut();
     if let Ok(nonce) = HeaderValue::from_str(&service.nonces().issue()) {
         headers.insert("replay-nonce", nonce);

@@ -26,5 +26,5 @@ mod service;
 pub mod validation;
 
 pub use error::{AcmeError, ProblemType, Subproblem};
-pub use http::router;
+pub use http::{router, with_protocol_headers};
 pub use service::{AcmeConfig, AcmeService, IssuanceEvents, Links};

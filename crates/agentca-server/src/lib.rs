@@ -87,6 +87,9 @@ use crate::ocsp::OcspService;
 use crate::scheduler::{Jobs, Maintenance, Scheduler};
 use crate::tls::TlsIdentity;
 
+/// See [`Server::with_https_wrapper`].
+type HttpsWrapper = Box<dyn FnOnce(Router) -> Router + Send>;
+
 /// The addresses the listeners are bound to (port 0 resolved).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BoundAddresses {
@@ -109,6 +112,7 @@ pub struct Server {
     shared: Arc<http::Shared>,
     extra_http: Router,
     extra_https: Router,
+    https_wrapper: Option<HttpsWrapper>,
     bound: Option<(TcpListener, TcpListener)>,
 }
 
@@ -211,6 +215,7 @@ impl Server {
             shared,
             extra_http: Router::new(),
             extra_https: Router::new(),
+            https_wrapper: None,
             bound: None,
         })
     }
@@ -221,6 +226,17 @@ impl Server {
     /// listeners are built in [`Server::run`]).
     pub fn with_https_routes(mut self, routes: Router) -> Self {
         self.extra_https = self.extra_https.merge(routes);
+        self
+    }
+
+    /// Wraps the whole HTTPS router, outside the limits every request passes: for headers a
+    /// protocol needs on *every* answer, including the 413 and 408 the limits give before any
+    /// route runs (ACME's `Replay-Nonce`, RFC 8555 §6.5).
+    pub fn with_https_wrapper(
+        mut self,
+        wrap: impl FnOnce(Router) -> Router + Send + 'static,
+    ) -> Self {
+        self.https_wrapper = Some(Box::new(wrap));
         self
     }
 
@@ -287,7 +303,14 @@ impl Server {
             },
             Endpoint {
                 listener: https,
-                router: http::https_router(self.shared.clone(), &self.config, self.extra_https),
+                router: {
+                    let router =
+                        http::https_router(self.shared.clone(), &self.config, self.extra_https);
+                    match self.https_wrapper.take() {
+                        Some(wrap) => wrap(router),
+                        None => router,
+                    }
+                },
                 tls: Some(acceptor),
                 label: Listener::Https,
             },
