@@ -22,8 +22,8 @@
 #
 # pebble runs with PEBBLE_VA_ALWAYS_VALID=1 (no challenge is really validated: the generator
 # serves none), PEBBLE_VA_NOSLEEP=1 and PEBBLE_WFE_NONCEREJECT=0, and requires EAB with one
-# shared credential. agentca gets a fresh CA whose bench policy pre-authorizes *.bench.test, and
-# one single-use EAB credential per worker from `agentca token create`.
+# shared credential. agentca gets a fresh CA for every run, whose bench policy pre-authorizes
+# *.bench.test, and one single-use EAB credential per worker from `agentca token create`.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -166,7 +166,7 @@ prepare_pebble() {
         -CAcreateserial -days 2 -extfile "$dir/server.ext" -out "$dir/cert.pem" 2>/dev/null
 }
 
-# A fresh agentca CA whose bench policy pre-authorizes the names the generator orders.
+# A fresh agentca CA (one per run) whose bench policy pre-authorizes the names the generator orders.
 prepare_agentca() {
     local data="$work/agentca"
     rm -rf "$data"
@@ -251,6 +251,9 @@ bench() {
     local name=$1 c=$2 run=$3
     wait_no_builds
     if [[ $name == agentca ]]; then
+        # A fresh CA per run, like pebble's in-memory state: a store that grew with the
+        # previous runs' certificates would make later runs slower than earlier ones.
+        prepare_agentca
         agentca_eab_file "$c" "$work/agentca/eab.txt"
     fi
     start_server "$name"
@@ -337,7 +340,6 @@ agentca=""
 machine
 build
 [[ " $SERVERS " == *" pebble "* ]] && prepare_pebble
-[[ " $SERVERS " == *" agentca "* ]] && prepare_agentca
 wait_quiet
 echo "load:    $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min)"
 : >"$work/results.jsonl"
