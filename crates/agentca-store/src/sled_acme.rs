@@ -321,28 +321,16 @@ impl AcmeTrees {
         let gcra = Gcra::new(limit, window);
         let now_ns = now.unix_timestamp_nanos();
         let result = self.rate.transaction(|r| {
-            let tat = match r.get(key.as_bytes())? {
-                Some(raw) => match <[u8; 16]>::try_from(raw.as_ref()) {
-                    Ok(bytes) => i128::from_be_bytes(bytes),
-                    Err(_) => {
-                        return abort(StoreError::Corrupt {
-                            key: key.to_owned(),
-                            reason: "rate limit state is not 16 bytes".into(),
-                        });
-                    }
-                },
-                None => now_ns,
+            let tat = match decode_tat(key, r.get(key.as_bytes())?.as_deref(), now_ns) {
+                Ok(tat) => tat,
+                Err(e) => return abort(e),
             };
             match gcra.take(tat, now_ns) {
                 Ok(next) => {
                     r.insert(key.as_bytes(), &next.to_be_bytes()[..])?;
                     Ok(RateDecision::Allowed)
                 }
-                Err(wait_ns) => Ok(RateDecision::Limited {
-                    retry_after: time::Duration::nanoseconds(
-                        i64::try_from(wait_ns).unwrap_or(i64::MAX),
-                    ),
-                }),
+                Err(wait_ns) => Ok(limited(wait_ns)),
             }
         });
         flatten(result)
@@ -361,21 +349,32 @@ impl AcmeTrees {
             return Ok(RateDecision::Allowed);
         }
         let now_ns = now.unix_timestamp_nanos();
-        let tat = match self.rate.get(key.as_bytes()).map_err(backend)? {
-            Some(raw) => match <[u8; 16]>::try_from(raw.as_ref()) {
-                Ok(bytes) => i128::from_be_bytes(bytes),
-                Err(_) => now_ns,
-            },
-            None => now_ns,
-        };
+        let stored = self.rate.get(key.as_bytes()).map_err(backend)?;
+        let tat = decode_tat(key, stored.as_deref(), now_ns)?;
         Ok(match Gcra::new(limit, window).take(tat, now_ns) {
             Ok(_) => RateDecision::Allowed,
-            Err(wait_ns) => RateDecision::Limited {
-                retry_after: time::Duration::nanoseconds(
-                    i64::try_from(wait_ns).unwrap_or(i64::MAX),
-                ),
-            },
+            Err(wait_ns) => limited(wait_ns),
         })
+    }
+}
+
+/// A key's stored theoretical arrival time (16 bytes, big-endian nanoseconds), or `now` for a
+/// key never limited.
+fn decode_tat(key: &str, stored: Option<&[u8]>, now_ns: i128) -> Result<i128> {
+    match stored {
+        None => Ok(now_ns),
+        Some(raw) => <[u8; 16]>::try_from(raw)
+            .map(i128::from_be_bytes)
+            .map_err(|_| StoreError::Corrupt {
+                key: key.to_owned(),
+                reason: "rate limit state is not 16 bytes".into(),
+            }),
+    }
+}
+
+fn limited(wait_ns: i128) -> RateDecision {
+    RateDecision::Limited {
+        retry_after: time::Duration::nanoseconds(i64::try_from(wait_ns).unwrap_or(i64::MAX)),
     }
 }
 
