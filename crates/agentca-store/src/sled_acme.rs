@@ -102,25 +102,15 @@ impl AcmeTrees {
 
     pub(crate) fn update_account(&self, account: &AcmeAccount) -> Result<()> {
         let value = encode(account)?;
-        let result = self.accounts.transaction(|a| {
-            let Some(raw) = a.get(account.id.as_bytes())? else {
-                return abort(not_found("account", &account.id));
-            };
-            let stored: AcmeAccount = match decode(&account.id, &raw) {
-                Ok(stored) => stored,
-                Err(e) => return abort(e),
-            };
+        cas_update::<AcmeAccount>(&self.accounts, &account.id, "account", &value, |stored| {
             if stored.thumbprint != account.thumbprint {
-                return abort(StoreError::Conflict {
+                return Err(StoreError::Conflict {
                     what: format!("account {} changed its key meanwhile", account.id),
                 });
             }
-            a.insert(account.id.as_bytes(), value.as_slice())?;
             Ok(())
-        });
-        flatten(result)
+        })
     }
-
     pub(crate) fn change_account_key(
         &self,
         id: &str,
@@ -160,6 +150,10 @@ impl AcmeTrees {
         flatten(result)
     }
 
+    /// Without a transaction (see [`cas_update`]): authorizations, then the order, each
+    /// insert-if-absent; then the replacement claim by compare-and-swap, undone with the order if
+    /// another live order holds it; the account index last. A crash in between leaves only
+    /// records nothing points to yet.
     pub(crate) fn insert_order(
         &self,
         order: &AcmeOrder,
@@ -167,57 +161,60 @@ impl AcmeTrees {
         now: OffsetDateTime,
     ) -> Result<()> {
         let order_value = encode(order)?;
-        let authz_values = authorizations
-            .iter()
-            .map(|a| Ok((a.id.as_bytes(), encode(a)?)))
-            .collect::<Result<Vec<_>>>()?;
+        for authz in authorizations {
+            insert_new(
+                &self.authorizations,
+                &authz.id,
+                &encode(authz)?,
+                "authorization",
+            )?;
+        }
+        insert_new(&self.orders, &order.id, &order_value, "order")?;
+        if let Some(cert_id) = &order.replaces
+            && let Err(e) = self.claim_replacement(cert_id, &order.id, now)
+        {
+            self.orders.remove(order.id.as_bytes()).map_err(backend)?;
+            for authz in authorizations {
+                self.authorizations
+                    .remove(authz.id.as_bytes())
+                    .map_err(backend)?;
+            }
+            return Err(e);
+        }
         let index_key = account_order_key(&order.account_id, order.created_at, &order.id);
-        let result = (
-            &self.orders,
-            &self.orders_by_account,
-            &self.authorizations,
-            &self.replaced,
-        )
-            .transaction(|(o, by_account, z, r)| {
-                if o.get(order.id.as_bytes())?.is_some() {
-                    return abort(StoreError::AlreadyExists {
-                        what: format!("order {}", order.id),
-                    });
-                }
-                if let Some(cert_id) = &order.replaces {
-                    if let Some(claimant) = r.get(cert_id.as_bytes())? {
-                        let claimant = String::from_utf8_lossy(&claimant).into_owned();
-                        if let Some(raw) = o.get(claimant.as_bytes())? {
-                            let other: AcmeOrder = match decode(&claimant, &raw) {
-                                Ok(other) => other,
-                                Err(e) => return abort(e),
-                            };
-                            let abandoned = other.status == AcmeOrderStatus::Invalid
-                                || (other.status != AcmeOrderStatus::Valid && other.expires <= now);
-                            if !abandoned {
-                                return abort(StoreError::Conflict {
-                                    what: format!(
-                                        "certificate {cert_id} is already replaced by order {claimant}"
-                                    ),
-                                });
-                            }
-                        }
-                    }
-                    r.insert(cert_id.as_bytes(), order.id.as_bytes())?;
-                }
-                for (id, value) in &authz_values {
-                    if z.get(id)?.is_some() {
-                        return abort(StoreError::AlreadyExists {
-                            what: "authorization id".into(),
+        self.orders_by_account
+            .insert(index_key, order.id.as_bytes())
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    /// Points `cert_id` at `order_id`, unless a live order (neither invalid nor expired
+    /// unfinished at `now`) already holds it.
+    fn claim_replacement(&self, cert_id: &str, order_id: &str, now: OffsetDateTime) -> Result<()> {
+        loop {
+            let current = self.replaced.get(cert_id.as_bytes()).map_err(backend)?;
+            if let Some(claimant) = &current {
+                let claimant = String::from_utf8_lossy(claimant).into_owned();
+                if let Some(other) = self.order(&claimant)? {
+                    let abandoned = other.status == AcmeOrderStatus::Invalid
+                        || (other.status != AcmeOrderStatus::Valid && other.expires <= now);
+                    if !abandoned {
+                        return Err(StoreError::Conflict {
+                            what: format!(
+                                "certificate {cert_id} is already replaced by order {claimant}"
+                            ),
                         });
                     }
-                    z.insert(*id, value.as_slice())?;
                 }
-                o.insert(order.id.as_bytes(), order_value.as_slice())?;
-                by_account.insert(index_key.as_slice(), order.id.as_bytes())?;
-                Ok(())
-            });
-        flatten(result)
+            }
+            let swapped = self
+                .replaced
+                .compare_and_swap(cert_id.as_bytes(), current, Some(order_id.as_bytes()))
+                .map_err(backend)?;
+            if swapped.is_ok() {
+                return Ok(());
+            }
+        }
     }
 
     pub(crate) fn order(&self, id: &str) -> Result<Option<AcmeOrder>> {
@@ -238,28 +235,23 @@ impl AcmeTrees {
 
     pub(crate) fn update_order(&self, order: &AcmeOrder, expected: AcmeOrderStatus) -> Result<()> {
         let value = encode(order)?;
-        let result = (&self.orders, &self.certificate_orders).transaction(|(o, c)| {
-            let Some(raw) = o.get(order.id.as_bytes())? else {
-                return abort(not_found("order", &order.id));
-            };
-            let stored: AcmeOrder = match decode(&order.id, &raw) {
-                Ok(stored) => stored,
-                Err(e) => return abort(e),
-            };
+        // The index first: a reader trusts it only if the order it names carries the serial,
+        // so an entry left by a failed update misleads nobody, while the order never names a
+        // certificate its index lacks.
+        if let Some(serial) = order.certificate {
+            self.certificate_orders
+                .insert(serial.as_bytes(), order.id.as_bytes())
+                .map_err(backend)?;
+        }
+        cas_update::<AcmeOrder>(&self.orders, &order.id, "order", &value, |stored| {
             if stored.status != expected {
-                return abort(StoreError::Conflict {
+                return Err(StoreError::Conflict {
                     what: format!("order {} is no longer {expected:?}", order.id),
                 });
             }
-            o.insert(order.id.as_bytes(), value.as_slice())?;
-            if let Some(serial) = order.certificate {
-                c.insert(serial.as_bytes(), order.id.as_bytes())?;
-            }
             Ok(())
-        });
-        flatten(result)
+        })
     }
-
     pub(crate) fn order_of_certificate(&self, serial: &Serial) -> Result<Option<AcmeOrder>> {
         let Some(id) = self
             .certificate_orders
@@ -268,7 +260,10 @@ impl AcmeTrees {
         else {
             return Ok(None);
         };
-        self.order(&String::from_utf8_lossy(&id))
+        // Written before the order (see `update_order`): it counts only if the order agrees.
+        Ok(self
+            .order(&String::from_utf8_lossy(&id))?
+            .filter(|order| order.certificate == Some(*serial)))
     }
 
     pub(crate) fn replacement(&self, cert_id: &str) -> Result<Option<AcmeOrder>> {
@@ -289,25 +284,21 @@ impl AcmeTrees {
     ) -> Result<()> {
         let value = encode(authorization)?;
         let id = authorization.id.as_str();
-        let result = self.authorizations.transaction(|z| {
-            let Some(raw) = z.get(id.as_bytes())? else {
-                return abort(not_found("authorization", id));
-            };
-            let stored: AcmeAuthorization = match decode(id, &raw) {
-                Ok(stored) => stored,
-                Err(e) => return abort(e),
-            };
-            if stored.status != expected {
-                return abort(StoreError::Conflict {
-                    what: format!("authorization {id} is no longer {expected:?}"),
-                });
-            }
-            z.insert(id.as_bytes(), value.as_slice())?;
-            Ok(())
-        });
-        flatten(result)
+        cas_update::<AcmeAuthorization>(
+            &self.authorizations,
+            id,
+            "authorization",
+            &value,
+            |stored| {
+                if stored.status != expected {
+                    return Err(StoreError::Conflict {
+                        what: format!("authorization {id} is no longer {expected:?}"),
+                    });
+                }
+                Ok(())
+            },
+        )
     }
-
     pub(crate) fn take_rate_limit(
         &self,
         key: &str,
@@ -320,20 +311,21 @@ impl AcmeTrees {
         }
         let gcra = Gcra::new(limit, window);
         let now_ns = now.unix_timestamp_nanos();
-        let result = self.rate.transaction(|r| {
-            let tat = match decode_tat(key, r.get(key.as_bytes())?.as_deref(), now_ns) {
-                Ok(tat) => tat,
-                Err(e) => return abort(e),
+        loop {
+            let stored = self.rate.get(key.as_bytes()).map_err(backend)?;
+            let tat = decode_tat(key, stored.as_deref(), now_ns)?;
+            let next = match gcra.take(tat, now_ns) {
+                Ok(next) => next,
+                Err(wait_ns) => return Ok(limited(wait_ns)),
             };
-            match gcra.take(tat, now_ns) {
-                Ok(next) => {
-                    r.insert(key.as_bytes(), &next.to_be_bytes()[..])?;
-                    Ok(RateDecision::Allowed)
-                }
-                Err(wait_ns) => Ok(limited(wait_ns)),
+            let swapped = self
+                .rate
+                .compare_and_swap(key.as_bytes(), stored, Some(&next.to_be_bytes()[..]))
+                .map_err(backend)?;
+            if swapped.is_ok() {
+                return Ok(RateDecision::Allowed);
             }
-        });
-        flatten(result)
+        }
     }
 }
 
@@ -416,6 +408,46 @@ fn account_order_key(account_id: &str, created: OffsetDateTime, order_id: &str) 
     key.extend_from_slice(&(created.unix_timestamp() as u64 ^ (1 << 63)).to_be_bytes());
     key.extend_from_slice(order_id.as_bytes());
     key
+}
+
+/// Replaces the record under `id` with `new` if `check` accepts the stored one: a
+/// compare-and-swap on the exact bytes checked, retried when another writer came between.
+///
+/// sled writes every transaction to its log at once (a `pwrite` and a `sync_file_range` each,
+/// and a burst of thread wake-ups); a compare-and-swap is a memory operation made durable by the
+/// next commit, which is why single-record updates on the ACME hot path use this.
+fn cas_update<T: serde::de::DeserializeOwned>(
+    tree: &sled::Tree,
+    id: &str,
+    what: &str,
+    new: &[u8],
+    check: impl Fn(&T) -> Result<()>,
+) -> Result<()> {
+    loop {
+        let Some(current) = tree.get(id.as_bytes()).map_err(backend)? else {
+            return Err(not_found(what, id));
+        };
+        check(&decode::<T>(id, &current)?)?;
+        let swapped = tree
+            .compare_and_swap(id.as_bytes(), Some(&current), Some(new))
+            .map_err(backend)?;
+        if swapped.is_ok() {
+            return Ok(());
+        }
+    }
+}
+
+/// Inserts `value` under `id` only if nothing is stored there.
+fn insert_new(tree: &sled::Tree, id: &str, value: &[u8], what: &str) -> Result<()> {
+    match tree
+        .compare_and_swap(id.as_bytes(), None::<&[u8]>, Some(value))
+        .map_err(backend)?
+    {
+        Ok(()) => Ok(()),
+        Err(_) => Err(StoreError::AlreadyExists {
+            what: format!("{what} {id}"),
+        }),
+    }
 }
 
 fn get<T: serde::de::DeserializeOwned>(tree: &sled::Tree, id: &str) -> Result<Option<T>> {

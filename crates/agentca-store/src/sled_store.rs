@@ -193,35 +193,50 @@ impl Store for SledStore {
     }
 
     fn record_certificate(&self, record: &CertificateRecord) -> Result<()> {
+        // No sled transaction (each is a log write of its own, see `sled_acme::cas_update`):
+        // the DER and the indexes first, then the serial's entry moves from reserved to issued
+        // by compare-and-swap. Readers go through the entry, so until that swap the certificate
+        // does not exist for them, and a crash before it leaves a reserved serial to reconcile.
         let serial = record.intent.serial;
-        let value = encode(&SerialEntry::Issued(record.clone()))?;
-        let index_key = agent_index_key(&record.intent.agent_id, &serial);
-        let key_index_key = key_index_key(&record.intent.key_sha256, &serial);
-        let result =
-            (&self.serials, &self.der, &self.by_agent, &self.by_key).transaction(|(s, d, a, k)| {
-                match s.get(serial.as_bytes())? {
-                    None => {
-                        return abort(StoreError::NotFound {
-                            what: format!("reservation for serial {serial}"),
-                        });
-                    }
-                    Some(v) => match decode::<SerialEntry>(&serial.to_hex(), &v) {
-                        Ok(SerialEntry::Reserved(_)) => {}
-                        Ok(SerialEntry::Issued(_)) => {
-                            return abort(StoreError::Conflict {
-                                what: format!("serial {serial} already has a certificate"),
-                            });
-                        }
-                        Err(e) => return abort(e),
-                    },
-                }
-                s.insert(serial.as_bytes(), value.as_slice())?;
-                d.insert(serial.as_bytes(), record.der.as_slice())?;
-                a.insert(index_key.as_slice(), &[][..])?;
-                k.insert(key_index_key.as_slice(), &[][..])?;
-                Ok(())
+        let name = serial.to_hex();
+        let Some(current) = self.serials.get(serial.as_bytes()).map_err(backend)? else {
+            return Err(StoreError::NotFound {
+                what: format!("reservation for serial {serial}"),
             });
-        flatten(result)
+        };
+        let already = || StoreError::Conflict {
+            what: format!("serial {serial} already has a certificate"),
+        };
+        if let SerialEntry::Issued(_) = decode::<SerialEntry>(&name, &current)? {
+            return Err(already());
+        }
+        match self
+            .der
+            .compare_and_swap(
+                serial.as_bytes(),
+                None::<&[u8]>,
+                Some(record.der.as_slice()),
+            )
+            .map_err(backend)?
+        {
+            Ok(()) => {}
+            // A DER left by an attempt that crashed before its swap: the same bytes may stay.
+            Err(e) if e.current.as_deref() == Some(record.der.as_slice()) => {}
+            Err(_) => return Err(already()),
+        }
+        let agent_key = agent_index_key(&record.intent.agent_id, &serial);
+        let key_key = key_index_key(&record.intent.key_sha256, &serial);
+        self.by_agent.insert(agent_key, &[][..]).map_err(backend)?;
+        self.by_key.insert(key_key, &[][..]).map_err(backend)?;
+        let value = encode(&SerialEntry::Issued(record.clone()))?;
+        match self
+            .serials
+            .compare_and_swap(serial.as_bytes(), Some(current), Some(value))
+            .map_err(backend)?
+        {
+            Ok(()) => Ok(()),
+            Err(_) => Err(already()),
+        }
     }
 
     fn certificates_with_key(&self, key_sha256: &str) -> Result<Vec<CertificateRecord>> {
