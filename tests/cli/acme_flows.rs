@@ -254,3 +254,63 @@ fn many_accounts_order_at_once_with_unique_serials() {
         assert!(listed.contains(serial), "{serial} not in the store");
     }
 }
+
+/// ACME-A2 across a crash: once newAccount has answered, the EAB credential is spent and the
+/// account exists, even if the server is killed with SIGKILL right after.
+#[test]
+fn a_spent_eab_credential_and_its_account_survive_kill_9() {
+    let env = Env::with_ca();
+    let agent = env.add_agent("/agent/crash", &["--dns", "crash.agent.test"]);
+    let first = AcmeServer::start(&env);
+    let (kid, hmac) = first.eab(&agent);
+    let hmac = URL_SAFE_NO_PAD.decode(hmac).unwrap();
+    let rt = runtime();
+    let key_der = rt.block_on(async {
+        let (_, credentials) = Account::builder_with_root(first.root_pem())
+            .unwrap()
+            .create(
+                &NewAccount {
+                    contact: &[],
+                    terms_of_service_agreed: true,
+                    only_return_existing: false,
+                },
+                first.acme_directory_url(),
+                Some(&ExternalAccountKey::new(kid.clone(), &hmac)),
+            )
+            .await
+            .unwrap();
+        credentials.private_key().clone_key()
+    });
+    let AcmeServer { server, .. } = first;
+    server.kill();
+
+    let second = AcmeServer::start(&env);
+    rt.block_on(async {
+        // The spent credential makes no second account.
+        let refused = Account::builder_with_root(second.root_pem())
+            .unwrap()
+            .create(
+                &NewAccount {
+                    contact: &[],
+                    terms_of_service_agreed: true,
+                    only_return_existing: false,
+                },
+                second.acme_directory_url(),
+                Some(&ExternalAccountKey::new(kid, &hmac)),
+            )
+            .await;
+        let Err(refused) = refused else {
+            panic!("a spent EAB credential made a second account after a restart");
+        };
+        assert!(refused.to_string().contains("unauthorized"), "{refused}");
+        // The account made before the kill is still there, and orders.
+        let key = instant_acme::Key::from_pkcs8_der(key_der.clone_key()).unwrap();
+        let (account, _) = Account::builder_with_root(second.root_pem())
+            .unwrap()
+            .from_key((key, key_der.into()), second.acme_directory_url())
+            .await
+            .unwrap();
+        obtain(&account, &["crash.agent.test"], None).await;
+    });
+    env.assert_audit_intact();
+}
