@@ -26,6 +26,7 @@ mod report;
 mod requests;
 mod run;
 mod target;
+mod units;
 
 #[cfg(test)]
 mod peer_tests;

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::units::{human, mib, seconds};
+
 use crate::run::Method;
 
 /// Requests that did not end in a usable OCSP answer, by cause. None of them is in the
@@ -125,26 +127,6 @@ pub struct OcspBenchReport {
 
 fn micros(d: Duration) -> f64 {
     (d.as_nanos() as f64 / 100.0).round() / 10.0
-}
-
-fn seconds(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1000.0).round() / 1000.0
-}
-
-/// A duration the way people read latencies: µs below a millisecond, ms below a second.
-fn human(d: Duration) -> String {
-    let ns = d.as_nanos() as f64;
-    if ns < 1e6 {
-        format!("{:.1} µs", ns / 1e3)
-    } else if ns < 1e9 {
-        format!("{:.2} ms", ns / 1e6)
-    } else {
-        format!("{:.3} s", ns / 1e9)
-    }
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 impl OcspBenchReport {

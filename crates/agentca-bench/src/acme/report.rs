@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::units::{human, mib, seconds};
+
 use crate::histogram::Histogram;
 
 /// Quantiles of one latency distribution.
@@ -198,25 +200,6 @@ pub struct AcmeBenchReport {
 
 fn millis(d: Duration) -> f64 {
     (d.as_nanos() as f64 / 10_000.0).round() / 100.0
-}
-
-fn seconds(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1000.0).round() / 1000.0
-}
-
-fn human(d: Duration) -> String {
-    let ns = d.as_nanos() as f64;
-    if ns < 1e6 {
-        format!("{:.1} µs", ns / 1e3)
-    } else if ns < 1e9 {
-        format!("{:.2} ms", ns / 1e6)
-    } else {
-        format!("{:.3} s", ns / 1e9)
-    }
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 impl AcmeBenchReport {

@@ -340,20 +340,9 @@ async fn drive(
 
     let tally = std::mem::take(&mut *shared.tally());
     let orders = tally.orders.count();
-    let per_order = |total: Duration| {
-        (orders > 0).then(|| {
-            let nanos = total.as_nanos() / u128::from(orders);
-            Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
-        })
-    };
-    let server_cpu = match (first, last) {
-        (Some(a), Some(b)) => Some(b.cpu.saturating_sub(a.cpu)),
-        _ => None,
-    };
-    let client_cpu = match (client_first, client_last) {
-        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
-        _ => None,
-    };
+    let per_order = |total: Duration| crate::units::per(total, orders);
+    let server_cpu = crate::units::growth(first.map(|s| s.cpu), last.map(|s| s.cpu));
+    let client_cpu = crate::units::growth(client_first, client_last);
     if let Some(s) = last {
         rss_max = rss_max.max(Some(s.rss));
     }
