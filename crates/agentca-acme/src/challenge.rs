@@ -62,18 +62,7 @@ impl AcmeService {
             .ok_or_else(|| AcmeError::unauthorized("the account's agent no longer exists"))?;
         let limits = self.authority.policy_of(&agent)?.rate_limits();
         let now = Self::now();
-        for (key, limit, what) in [
-            (
-                format!("acme-failed-validations/account/{}", account.id),
-                limits.acme_failed_validations_per_account_per_hour,
-                "failed validations per account per hour",
-            ),
-            (
-                format!("acme-failed-validations/agent/{}", agent.id),
-                limits.acme_failed_validations_per_agent_per_hour,
-                "failed validations per agent per hour",
-            ),
-        ] {
+        for (key, limit, what) in failure_limits(&limits, &account.id, &agent.id) {
             if let RateDecision::Limited { retry_after } =
                 self.store()
                     .check_rate_limit(&key, limit, time::Duration::hours(1), now)?
@@ -162,16 +151,7 @@ impl AcmeService {
             let now = Self::now();
             if let Some(agent) = self.store().agent(agent_id)? {
                 let limits = self.authority.policy_of(&agent)?.rate_limits();
-                for (key, limit) in [
-                    (
-                        format!("acme-failed-validations/account/{account_id}"),
-                        limits.acme_failed_validations_per_account_per_hour,
-                    ),
-                    (
-                        format!("acme-failed-validations/agent/{agent_id}"),
-                        limits.acme_failed_validations_per_agent_per_hour,
-                    ),
-                ] {
+                for (key, limit, _) in failure_limits(&limits, account_id, agent_id) {
                     self.store()
                         .take_rate_limit(&key, limit, time::Duration::hours(1), now)?;
                 }
@@ -232,4 +212,25 @@ impl AcmeService {
         }
         Ok(())
     }
+}
+
+/// The two failed-validation limits (per account, per agent): store key, limit, and what the
+/// client is told. Checked before a validation starts, spent when one fails.
+fn failure_limits(
+    limits: &agentca_core::policy::RateLimits,
+    account_id: &str,
+    agent_id: &str,
+) -> [(String, u32, &'static str); 2] {
+    [
+        (
+            format!("acme-failed-validations/account/{account_id}"),
+            limits.acme_failed_validations_per_account_per_hour,
+            "failed validations per account per hour",
+        ),
+        (
+            format!("acme-failed-validations/agent/{agent_id}"),
+            limits.acme_failed_validations_per_agent_per_hour,
+            "failed validations per agent per hour",
+        ),
+    ]
 }

@@ -47,6 +47,22 @@ impl Identifier {
         }
     }
 
+    /// The DNS name, if this is a `dns` identifier.
+    pub fn dns(&self) -> Option<&str> {
+        match self {
+            Self::Dns(name) => Some(name),
+            _ => None,
+        }
+    }
+
+    /// The address, if this is an `ip` identifier.
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self {
+            Self::Ip(ip) => Some(*ip),
+            _ => None,
+        }
+    }
+
     /// The JSON form used in orders, authorizations and subproblems.
     pub fn to_json(&self) -> Value {
         let r = self.to_record();

@@ -462,18 +462,10 @@ impl AcmeService {
         }
         let dns: Vec<String> = identifiers
             .iter()
-            .filter_map(|i| match i {
-                Identifier::Dns(n) => Some(n.clone()),
-                _ => None,
-            })
+            .filter_map(Identifier::dns)
+            .map(str::to_owned)
             .collect();
-        let ips: Vec<IpAddr> = identifiers
-            .iter()
-            .filter_map(|i| match i {
-                Identifier::Ip(ip) => Some(*ip),
-                _ => None,
-            })
-            .collect();
+        let ips: Vec<IpAddr> = identifiers.iter().filter_map(Identifier::ip).collect();
         let request = IssueRequest {
             agent_id: &order.agent_id,
             csr: &csr,
@@ -606,20 +598,8 @@ fn challenges_for(identifier: &Identifier) -> Result<Vec<AcmeChallenge>> {
 /// be the agent (present when the order lists it); a subject CN must repeat one of the names.
 fn check_csr_names(csr: &CertificateRequest, order: &[Identifier], agent_id: &str) -> Result<()> {
     let names = csr.names();
-    let want_dns: BTreeSet<&str> = order
-        .iter()
-        .filter_map(|i| match i {
-            Identifier::Dns(n) => Some(n.as_str()),
-            _ => None,
-        })
-        .collect();
-    let want_ips: BTreeSet<IpAddr> = order
-        .iter()
-        .filter_map(|i| match i {
-            Identifier::Ip(ip) => Some(*ip),
-            _ => None,
-        })
-        .collect();
+    let want_dns: BTreeSet<&str> = order.iter().filter_map(Identifier::dns).collect();
+    let want_ips: BTreeSet<IpAddr> = order.iter().filter_map(Identifier::ip).collect();
     let got_dns: BTreeSet<&str> = names.dns.iter().map(String::as_str).collect();
     let got_ips: BTreeSet<IpAddr> = names.ips.iter().copied().collect();
     let bad = |why: &str| Err(AcmeError::new(ProblemType::BadCsr, why.to_owned()));
