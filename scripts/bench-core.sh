@@ -14,22 +14,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PEER_RUNS=${PEER_RUNS:-7}
 
+. "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
+
 install_missing() {
-    local missing=()
-    command -v openssl >/dev/null || missing+=(openssl)
-    command -v hyperfine >/dev/null || missing+=(hyperfine)
-    command -v cfssl >/dev/null || missing+=(golang-cfssl)
-    command -v jq >/dev/null || missing+=(jq)
-    command -v taskset >/dev/null || missing+=(util-linux)
-    if ((${#missing[@]})); then
-        if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
-            echo "missing tools: ${missing[*]} (install them, or run as root on Debian)" >&2
-            exit 1
-        fi
-        echo "installing ${missing[*]}"
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    fi
+    install_packages openssl:openssl hyperfine:hyperfine cfssl:golang-cfssl jq:jq taskset:util-linux
 }
 
 # The median of a criterion benchmark, in nanoseconds.
