@@ -5,10 +5,10 @@
 use sled::Transactional;
 use time::OffsetDateTime;
 
-use crate::sled_store::{abort, backend, decode, encode, flatten};
+use crate::sled_store::{abort, backend, decode, encode, flatten, use_token};
 use crate::{
     AcmeAccount, AcmeAccountStatus, AcmeAuthorization, AcmeAuthorizationStatus, AcmeOrder,
-    AcmeOrderStatus, RateDecision, Result, Serial, StoreError, TokenRecord,
+    AcmeOrderStatus, RateDecision, Result, Serial, StoreError,
 };
 
 /// The trees, opened with the store.
@@ -47,20 +47,7 @@ impl AcmeTrees {
     ) -> Result<()> {
         let value = encode(account)?;
         let result = (tokens, &self.accounts, &self.account_keys).transaction(|(t, a, k)| {
-            let Some(raw) = t.get(token_id.as_bytes())? else {
-                return abort(StoreError::NotFound {
-                    what: format!("token {token_id}"),
-                });
-            };
-            let mut token: TokenRecord = match decode(token_id, &raw) {
-                Ok(token) => token,
-                Err(e) => return abort(e),
-            };
-            if token.consumed_at.is_some() {
-                return abort(StoreError::Conflict {
-                    what: format!("token {token_id} was already used"),
-                });
-            }
+            use_token(t, token_id, at)?;
             if k.get(account.thumbprint.as_bytes())?.is_some() {
                 return abort(StoreError::AlreadyExists {
                     what: "an account with this key".into(),
@@ -71,12 +58,6 @@ impl AcmeTrees {
                     what: format!("account {}", account.id),
                 });
             }
-            token.consumed_at = Some(at);
-            let token_value = match encode(&token) {
-                Ok(v) => v,
-                Err(e) => return abort(e),
-            };
-            t.insert(token_id.as_bytes(), token_value.as_slice())?;
             a.insert(account.id.as_bytes(), value.as_slice())?;
             k.insert(account.thumbprint.as_bytes(), account.id.as_bytes())?;
             Ok(())

@@ -392,29 +392,7 @@ impl Store for SledStore {
     }
 
     fn consume_token(&self, id: &str, at: OffsetDateTime) -> Result<TokenRecord> {
-        let result = self.tokens.transaction(|t| {
-            let Some(v) = t.get(id.as_bytes())? else {
-                return abort(StoreError::NotFound {
-                    what: format!("token {id}"),
-                });
-            };
-            let mut token: TokenRecord = match decode(id, &v) {
-                Ok(t) => t,
-                Err(e) => return abort(e),
-            };
-            if token.consumed_at.is_some() {
-                return abort(StoreError::Conflict {
-                    what: format!("token {id} was already used"),
-                });
-            }
-            token.consumed_at = Some(at);
-            let value = match encode(&token) {
-                Ok(v) => v,
-                Err(e) => return abort(e),
-            };
-            t.insert(id.as_bytes(), value.as_slice())?;
-            Ok(token)
-        });
+        let result = self.tokens.transaction(|t| use_token(t, id, at));
         flatten(result)
     }
 
@@ -627,6 +605,36 @@ fn decode_revoked(k: &[u8], v: &[u8]) -> Result<RevokedEntry> {
         },
         not_after: time(&v[9..])?,
     })
+}
+
+/// Inside a transaction on the token tree: marks token `id` used at `at`, refusing an unknown
+/// or already used one. Shared by `consume_token` and ACME account creation.
+pub(crate) fn use_token(
+    t: &sled::transaction::TransactionalTree,
+    id: &str,
+    at: OffsetDateTime,
+) -> std::result::Result<TokenRecord, ConflictableTransactionError<StoreError>> {
+    let Some(v) = t.get(id.as_bytes())? else {
+        return abort(StoreError::NotFound {
+            what: format!("token {id}"),
+        });
+    };
+    let mut token: TokenRecord = match decode(id, &v) {
+        Ok(t) => t,
+        Err(e) => return abort(e),
+    };
+    if token.consumed_at.is_some() {
+        return abort(StoreError::Conflict {
+            what: format!("token {id} was already used"),
+        });
+    }
+    token.consumed_at = Some(at);
+    let value = match encode(&token) {
+        Ok(v) => v,
+        Err(e) => return abort(e),
+    };
+    t.insert(id.as_bytes(), value.as_slice())?;
+    Ok(token)
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
