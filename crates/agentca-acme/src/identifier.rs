@@ -91,6 +91,8 @@ pub fn parse_identifiers(
     }
     let mut out = Vec::with_capacity(items.len());
     let mut problems = Vec::new();
+    // The order's problem type: the identifiers' own when they agree, else rejectedIdentifier.
+    let mut kinds = Vec::new();
     for item in items {
         match parse_one(item, agent_id) {
             Ok(id) => {
@@ -98,22 +100,19 @@ pub fn parse_identifiers(
                     out.push(id);
                 }
             }
-            Err((kind, detail)) => problems.push(Subproblem {
-                kind: problem_urn(kind),
-                detail,
-                identifier: echo(item),
-            }),
+            Err((kind, detail)) => {
+                kinds.push(kind);
+                problems.push(Subproblem {
+                    kind: problem_urn(kind),
+                    detail,
+                    identifier: echo(item),
+                });
+            }
         }
     }
-    if let Some(first) = problems.first() {
-        let kind = if problems.iter().all(|p| p.kind == first.kind) {
-            if first.kind == problem_urn(ProblemType::UnsupportedIdentifier) {
-                ProblemType::UnsupportedIdentifier
-            } else if first.kind == problem_urn(ProblemType::Malformed) {
-                ProblemType::Malformed
-            } else {
-                ProblemType::RejectedIdentifier
-            }
+    if let (Some(first), Some(&first_kind)) = (problems.first(), kinds.first()) {
+        let kind = if kinds.iter().all(|k| *k == first_kind) {
+            first_kind
         } else {
             ProblemType::RejectedIdentifier
         };
