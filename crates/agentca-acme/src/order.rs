@@ -119,7 +119,6 @@ impl AcmeService {
                 } else {
                     challenges_for(identifier)?
                 },
-                preauthorized,
             });
         }
         let ready = authorizations

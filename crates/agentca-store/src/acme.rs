@@ -163,10 +163,9 @@ pub struct AcmeAuthorization {
     /// When it stops being usable.
     #[serde(with = "time::serde::rfc3339")]
     pub expires: OffsetDateTime,
-    /// Challenges offered; empty when pre-authorized.
+    /// Challenges offered; none when the identifier was pre-authorized (valid at creation
+    /// because the agent's registration or policy lists it).
     pub challenges: Vec<AcmeChallenge>,
-    /// Valid at creation because the agent's registration or policy lists the identifier.
-    pub preauthorized: bool,
 }
 
 /// The outcome of taking one unit from a rate limit.

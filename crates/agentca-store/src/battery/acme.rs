@@ -40,7 +40,6 @@ fn authorization(id: &str, account_id: &str) -> AcmeAuthorization {
         status: AcmeAuthorizationStatus::Pending,
         expires: now() + Duration::hours(8),
         challenges: vec![],
-        preauthorized: false,
     }
 }
 
