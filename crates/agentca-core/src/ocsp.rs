@@ -29,7 +29,7 @@ use crate::error::Error;
 pub use request::{MAX_REQUESTS, OcspRequest, RequestError, build_request, parse_request};
 pub use response::{
     BasicResponse, CertStatus, OcspResponseStatus, ParsedResponse, ParsedSingle, Responder,
-    ResponderId, SingleStatus, error_response, parse_response,
+    ResponderId, ResponderIdentity, SingleStatus, error_response, parse_response,
 };
 
 /// The hash a `CertID` identifies its issuer with.

@@ -15,11 +15,12 @@ use time::{Duration, OffsetDateTime};
 
 use crate::error::{Error, Result};
 use crate::ocsp::{
-    self, CertId, CertStatus, IssuerHashes, OcspResponseStatus, Responder, SingleStatus,
+    self, CertId, CertStatus, IssuerHashes, OcspResponseStatus, Responder, ResponderIdentity,
+    SingleStatus,
 };
 use crate::profile::whole_seconds;
 use crate::signer::Signer;
-use crate::store::{Serial, SerialEntry, Store};
+use crate::store::{CertificateRecord, Serial, SerialEntry, Store};
 
 /// How long a response is valid by default. BR §4.9.10 asks for 8 hours to 10 days for
 /// subscriber certificates; agents' certificates live about a day, so 8 hours.
@@ -28,9 +29,20 @@ pub const DEFAULT_VALIDITY: Duration = Duration::hours(8);
 /// Answers status questions about the issuing CA's certificates.
 pub struct StatusResponder {
     signer: Arc<dyn Signer>,
-    responder_cert_der: Vec<u8>,
+    identity: ResponderIdentity,
     issuer: IssuerHashes,
     validity: Duration,
+}
+
+/// What a stored certificate's record says of its status.
+pub fn status_of(record: &CertificateRecord) -> CertStatus {
+    match &record.revocation {
+        Some(r) => CertStatus::Revoked {
+            revoked_at: r.revoked_at,
+            reason: Some(r.reason),
+        },
+        None => CertStatus::Good,
+    }
 }
 
 impl std::fmt::Debug for StatusResponder {
@@ -50,10 +62,9 @@ impl StatusResponder {
         issuer_cert_der: &[u8],
         validity: Duration,
     ) -> Result<Self> {
-        Responder::new(signer.as_ref(), &responder_cert_der)?;
         Ok(Self {
+            identity: ResponderIdentity::new(signer.as_ref(), &responder_cert_der)?,
             signer,
-            responder_cert_der,
             issuer: IssuerHashes::from_issuer_der(issuer_cert_der)?,
             validity,
         })
@@ -77,13 +88,7 @@ impl StatusResponder {
             return Ok(Some(CertStatus::Unknown));
         };
         Ok(Some(match store.serial(&serial)? {
-            Some(SerialEntry::Issued(record)) => match record.revocation {
-                Some(r) => CertStatus::Revoked {
-                    revoked_at: r.revoked_at,
-                    reason: Some(r.reason),
-                },
-                None => CertStatus::Good,
-            },
+            Some(SerialEntry::Issued(record)) => status_of(&record),
             Some(SerialEntry::Reserved(_)) | None => CertStatus::Unknown,
         }))
     }
@@ -102,15 +107,39 @@ impl StatusResponder {
             let status = self.status(store, id)?.ok_or(Error::Unreachable(
                 "respond() is only called for our issuer",
             ))?;
-            statuses.push(SingleStatus {
-                cert_id: id.clone(),
-                status,
-                this_update: now,
-                next_update: now + self.validity,
-            });
+            statuses.push(self.single(id.clone(), status, now));
         }
-        Responder::new(self.signer.as_ref(), &self.responder_cert_der)?
-            .respond(&statuses, now, nonce)
+        self.responder().respond(&statuses, now, nonce)
+    }
+
+    /// Signs a response asserting `status` for `cert_id` as of `now`, without a nonce, for a
+    /// caller that has just read the status from the store itself. Returns the DER and the
+    /// status as written (its times in whole seconds).
+    pub fn sign_known(
+        &self,
+        cert_id: CertId,
+        status: CertStatus,
+        now: OffsetDateTime,
+    ) -> Result<(Vec<u8>, SingleStatus)> {
+        let now = whole_seconds(now);
+        let single = self.single(cert_id, status, now);
+        let der = self
+            .responder()
+            .respond(std::slice::from_ref(&single), now, None)?;
+        Ok((der, single))
+    }
+
+    fn single(&self, cert_id: CertId, status: CertStatus, now: OffsetDateTime) -> SingleStatus {
+        SingleStatus {
+            cert_id,
+            status,
+            this_update: now,
+            next_update: now + self.validity,
+        }
+    }
+
+    fn responder(&self) -> Responder<'_> {
+        Responder::with_identity(self.signer.as_ref(), &self.identity)
     }
 
     /// Answers a DER `OCSPRequest` with a DER `OCSPResponse`, whatever the input: the HTTP
@@ -173,7 +202,7 @@ mod tests {
         (tmp, ca)
     }
 
-    fn issue(ca: &Ca) -> crate::store::CertificateRecord {
+    fn issue(ca: &Ca) -> CertificateRecord {
         let key = rcgen::KeyPair::generate().unwrap();
         let csr = rcgen::CertificateParams::default()
             .serialize_request(&key)

@@ -31,10 +31,10 @@ use std::sync::{Arc, RwLock};
 
 use agentca_core::issuer::Authority;
 use agentca_core::ocsp::{
-    self, CertId, CertStatus, HashAlgorithm, IssuerHashes, OcspResponseStatus, ParsedResponse,
+    self, CertId, CertStatus, HashAlgorithm, IssuerHashes, OcspResponseStatus,
 };
 use agentca_core::signer::Signer;
-use agentca_core::status::StatusResponder;
+use agentca_core::status::{StatusResponder, status_of};
 use agentca_core::store::{CertificateFilter, CertificateRecord, Serial, SerialEntry};
 use axum::body::Bytes;
 use time::{Duration, OffsetDateTime};
@@ -275,7 +275,13 @@ impl OcspService {
             return self.unsigned(OcspResponseStatus::TryLater);
         }
         self.metrics.ocsp_request_path_signatures.inc();
-        match self.sign_into_cache(serial, hash, record.intent.not_after, now) {
+        match self.sign_into_cache(
+            serial,
+            hash,
+            status_of(&record),
+            record.intent.not_after,
+            now,
+        ) {
             Ok(response) => self.serve(response),
             Err(e) => {
                 tracing::warn!(serial = %serial, error = %e, "OCSP: on-demand signing failed");
@@ -378,28 +384,21 @@ impl OcspService {
         }
     }
 
-    /// Signs the response for (serial, hash) from the store's current status and offers it
-    /// to the cache. Returns the response the cache holds afterwards: the new one, or a
+    /// Signs the response asserting `status` for (serial, hash) and offers it to the cache;
+    /// `status` is what the caller just read from the store, or the record it just wrote
+    /// (the cache refuses a `good` answer for a serial marked revoked meanwhile). Returns the response the cache holds afterwards: the new one, or a
     /// `revoked` one that refused it.
     fn sign_into_cache(
         &self,
         serial: Serial,
         hash: HashAlgorithm,
+        status: CertStatus,
         not_after: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<Arc<CachedResponse>, ServerError> {
         let key = self.responder();
         let id = self.issuer.cert_id(hash, serial.as_bytes());
-        let der =
-            key.status
-                .respond(self.authority.store(), std::slice::from_ref(&id), None, now)?;
-        let single = match ocsp::parse_response(&der)? {
-            ParsedResponse::Successful(basic) => basic.responses.into_iter().next(),
-            ParsedResponse::Unsuccessful(_) => None,
-        }
-        .ok_or(agentca_core::Error::Unreachable(
-            "a signed response answers its CertID",
-        ))?;
+        let (der, single) = key.status.sign_known(id, status, now)?;
         let revoked = match single.status {
             CertStatus::Good => false,
             CertStatus::Revoked { .. } => true,
@@ -407,14 +406,11 @@ impl OcspService {
                 return Err(agentca_core::Error::UnknownSerial(serial.to_hex()).into());
             }
         };
-        let next_update = single
-            .next_update
-            .unwrap_or(single.this_update + self.validity);
         let response = Arc::new(CachedResponse::new(
             der,
             revoked,
             single.this_update,
-            next_update,
+            single.next_update,
             key.generation,
         ));
         if self.cache.insert(serial, hash, not_after, response.clone()) {
@@ -428,14 +424,35 @@ impl OcspService {
         })
     }
 
+    /// [`OcspService::sign_into_cache`] with the status the store holds now.
+    fn sign_from_store(
+        &self,
+        serial: Serial,
+        hash: HashAlgorithm,
+        not_after: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<Arc<CachedResponse>, ServerError> {
+        let status = match self.authority.store().serial(&serial)? {
+            Some(SerialEntry::Issued(record)) => status_of(&record),
+            Some(SerialEntry::Reserved(_)) | None => {
+                return Err(agentca_core::Error::UnknownSerial(serial.to_hex()).into());
+            }
+        };
+        self.sign_into_cache(serial, hash, status, not_after, now)
+    }
+
     /// Pre-signs both responses for a newly issued certificate.
     pub(crate) fn presign(&self, record: &CertificateRecord) {
         let now = OffsetDateTime::now_utc();
         for hash in HashAlgorithm::ALL {
             self.metrics.ocsp_background_signatures.inc();
-            if let Err(e) =
-                self.sign_into_cache(record.intent.serial, hash, record.intent.not_after, now)
-            {
+            if let Err(e) = self.sign_into_cache(
+                record.intent.serial,
+                hash,
+                status_of(record),
+                record.intent.not_after,
+                now,
+            ) {
                 tracing::warn!(serial = %record.intent.serial, error = %e, "OCSP: pre-signing failed; the first request will sign");
             }
         }
@@ -467,7 +484,7 @@ impl OcspService {
         for (serial, not_after) in &all {
             for hash in HashAlgorithm::ALL {
                 self.metrics.ocsp_background_signatures.inc();
-                if let Err(e) = self.sign_into_cache(*serial, hash, *not_after, now) {
+                if let Err(e) = self.sign_from_store(*serial, hash, *not_after, now) {
                     tracing::warn!(serial = %serial, error = %e, "OCSP: signing a revoked response failed; requests will sign on demand");
                 }
             }
@@ -529,7 +546,7 @@ impl OcspService {
                 continue;
             }
             self.metrics.ocsp_background_signatures.inc();
-            match self.sign_into_cache(item.serial, item.hash, item.not_after, now) {
+            match self.sign_from_store(item.serial, item.hash, item.not_after, now) {
                 Ok(_) => signed += 1,
                 Err(e) => {
                     failed += 1;

@@ -1,6 +1,8 @@
 //! OCSP responses: signing basic responses, the unsigned error responses, and a parser for
 //! the client side.
 
+use std::borrow::Cow;
+
 use der::asn1::{Any, BitString, Null, OctetString};
 use der::{Decode, Encode};
 use time::OffsetDateTime;
@@ -105,26 +107,41 @@ pub fn error_response(status: OcspResponseStatus) -> Vec<u8> {
 /// included in every response so that a client can check the delegation (RFC 6960 §4.2.2.2).
 pub struct Responder<'a> {
     signer: &'a dyn Signer,
+    identity: Cow<'a, ResponderIdentity>,
+}
+
+/// What a [`Responder`] puts in every response besides the signature, checked against the
+/// signer once: its certificate, its key hash and its signature algorithm.
+#[derive(Clone)]
+pub struct ResponderIdentity {
     cert: Any,
     key_hash: Vec<u8>,
     signature_algorithm: AlgorithmIdentifierOwned,
+}
+
+impl std::fmt::Debug for ResponderIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponderIdentity")
+            .field("key_hash", &hex::encode(&self.key_hash))
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for Responder<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Responder")
             .field("algorithm", &self.signer.algorithm())
-            .field("key_hash", &hex::encode(&self.key_hash))
+            .field("key_hash", &hex::encode(&self.identity.key_hash))
             .finish()
     }
 }
 
-impl<'a> Responder<'a> {
-    /// A responder signing with `signer`, whose certificate is `cert_der`.
+impl ResponderIdentity {
+    /// The identity of `signer`, whose certificate is `cert_der`.
     ///
     /// Fails when the certificate does not parse or certifies a different key than the
     /// signer's: every response would then fail verification, so it is caught at start.
-    pub fn new(signer: &'a dyn Signer, cert_der: &[u8]) -> Result<Self, Error> {
+    pub fn new(signer: &dyn Signer, cert_der: &[u8]) -> Result<Self, Error> {
         let (rest, cert) = x509_parser::parse_x509_certificate(cert_der)
             .map_err(|e| Error::Der(format!("OCSP responder certificate: {e}")))?;
         if !rest.is_empty() {
@@ -146,7 +163,6 @@ impl<'a> Responder<'a> {
             ));
         }
         Ok(Self {
-            signer,
             cert: Any::from_der(cert_der).map_err(der_error)?,
             key_hash: HashAlgorithm::Sha1.digest(&key_bits),
             signature_algorithm: AlgorithmIdentifierOwned::from_der(
@@ -155,10 +171,29 @@ impl<'a> Responder<'a> {
             .map_err(der_error)?,
         })
     }
+}
 
-    /// The SHA-1 hash of the responder's public key bits, its `ResponderID`.
+impl<'a> Responder<'a> {
+    /// A responder signing with `signer`, whose certificate is `cert_der` (checked as
+    /// [`ResponderIdentity::new`] does).
+    pub fn new(signer: &'a dyn Signer, cert_der: &[u8]) -> Result<Self, Error> {
+        Ok(Self {
+            signer,
+            identity: Cow::Owned(ResponderIdentity::new(signer, cert_der)?),
+        })
+    }
+
+    /// A responder for an identity checked before against this same `signer`.
+    pub fn with_identity(signer: &'a dyn Signer, identity: &'a ResponderIdentity) -> Self {
+        Self {
+            signer,
+            identity: Cow::Borrowed(identity),
+        }
+    }
+
+    /// The SHA-1 hash of the responder key (the `ResponderID` byKey).
     pub fn key_hash(&self) -> &[u8] {
-        &self.key_hash
+        &self.identity.key_hash
     }
 
     /// Builds and signs a successful `OCSPResponse` answering `statuses`, in that order.
@@ -189,7 +224,7 @@ impl<'a> Responder<'a> {
         let tbs = ResponseDataAsn1 {
             version: asn1::Version::V1,
             responder_id: ResponderIdAsn1::ByKey(
-                OctetString::new(self.key_hash.as_slice()).map_err(der_error)?,
+                OctetString::new(self.identity.key_hash.as_slice()).map_err(der_error)?,
             ),
             produced_at: generalized_time(produced_at)?,
             responses: statuses
@@ -206,9 +241,9 @@ impl<'a> Responder<'a> {
 
         let basic = BasicOcspResponseAsn1 {
             tbs_response_data,
-            signature_algorithm: self.signature_algorithm.clone(),
+            signature_algorithm: self.identity.signature_algorithm.clone(),
             signature: BitString::from_bytes(&signature).map_err(der_error)?,
-            certs: Some(vec![self.cert.clone()]),
+            certs: Some(vec![self.identity.cert.clone()]),
         }
         .to_der()
         .map_err(der_error)?;
