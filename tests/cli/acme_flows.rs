@@ -314,3 +314,54 @@ fn a_spent_eab_credential_and_its_account_survive_kill_9() {
     });
     env.assert_audit_intact();
 }
+
+/// Acknowledged writes across a crash: certificates issued by concurrent finalizes (which share
+/// flushes on the commit thread) are all in the store and in the audit log after the server is
+/// killed with SIGKILL right after the last answer.
+#[test]
+fn certificates_from_concurrent_finalizes_survive_kill_9() {
+    const ACCOUNTS: usize = 8;
+    let env = Env::with_ca();
+    let agent = env.add_agent("/agent/batch", &["--dns", "batch.agent.test"]);
+    let server = AcmeServer::start(&env);
+    let serials = runtime().block_on(async {
+        let mut accounts = Vec::new();
+        for _ in 0..ACCOUNTS {
+            accounts.push(Arc::new(new_account(&server, &agent).await.0));
+        }
+        let tasks: Vec<_> = accounts
+            .into_iter()
+            .map(|account| {
+                tokio::spawn(async move {
+                    let chain = obtain(&account, &["batch.agent.test"], None).await;
+                    serial_hex(&chain[0])
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for task in tasks {
+            all.push(task.await.unwrap());
+        }
+        all
+    });
+    let AcmeServer { server, .. } = server;
+    server.kill();
+
+    let listed = env.listed_serials(&["--agent", &agent_id("/agent/batch")]);
+    for serial in &serials {
+        assert!(
+            listed.contains(serial),
+            "{serial} was acknowledged but is lost"
+        );
+    }
+    let audit = std::fs::read_to_string(env.data_file("audit.log")).unwrap();
+    for serial in &serials {
+        assert!(
+            audit
+                .lines()
+                .any(|line| line.contains("cert.issued") && line.contains(serial.as_str())),
+            "{serial} was acknowledged but has no audit line"
+        );
+    }
+    env.assert_audit_intact();
+}

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use agentca_core::issuer::{InFlightGuard, StagedIssuance};
 use axum::Router;
 use axum::body::{Body as HttpBody, Bytes};
 use axum::extract::{Path, Request, State};
@@ -15,6 +16,7 @@ use axum::routing::{any, get, post};
 use serde_json::json;
 
 use crate::error::{AcmeError, Result};
+use crate::order::{Finalized, PendingFinalize};
 use crate::reply::{Body, Reply};
 use crate::service::{AcmeService, KeyMode, Links};
 
@@ -97,11 +99,7 @@ impl Endpoint {
     fn blocks(&self) -> bool {
         matches!(
             self,
-            Self::NewAccount
-                | Self::RevokeCert
-                | Self::KeyChange
-                | Self::Account(_)
-                | Self::Finalize(_)
+            Self::NewAccount | Self::RevokeCert | Self::KeyChange | Self::Account(_)
         )
     }
 
@@ -160,8 +158,9 @@ async fn certificate(
     handle(s, h, u, b, Endpoint::Certificate(serial)).await
 }
 
-/// Every POST: HTTP checks, then JWS authentication and the endpoint, on a blocking thread
-/// (they verify signatures and may wait for a durable commit).
+/// Every POST: HTTP checks, then JWS authentication and the endpoint. The endpoints that wait
+/// for the disk on their own run on a blocking thread; finalize stages its certificate here and
+/// waits for the commit thread without holding one.
 async fn handle(
     State(service): Svc,
     headers: HeaderMap,
@@ -181,7 +180,9 @@ async fn handle(
         host_of(&headers).unwrap_or_default(),
         uri.path_and_query().map_or("", |p| p.as_str())
     );
+    let in_flight = service.authority.in_flight().enter();
     let endpoint_blocks = endpoint.blocks();
+    let reply_links = links.clone();
     let run = move |worker: Arc<AcmeService>| {
         let req = worker.authenticate(&links, &url, &body, endpoint.key_mode())?;
         let reply = match &endpoint {
@@ -192,24 +193,54 @@ async fn handle(
             Endpoint::Account(id) => worker.account_request(&links, id, &req),
             Endpoint::Orders(id) => worker.orders_list(&links, id, &req),
             Endpoint::Order(id) => worker.order_request(&links, id, &req),
-            Endpoint::Finalize(id) => worker.finalize(&links, id, &req),
+            Endpoint::Finalize(id) => return worker.finalize(&links, id, &req),
             Endpoint::Authz(id) => worker.authz_request(&links, id, &req),
             Endpoint::Challenge(authz, kind) => worker.challenge_request(&links, authz, kind, &req),
             Endpoint::Certificate(serial) => worker.certificate_request(&links, serial, &req),
         }?;
-        Ok::<Reply, AcmeError>(reply)
+        Ok::<Finalized, AcmeError>(Finalized::Answered(reply))
     };
     let outcome = if endpoint_blocks {
         let worker = service.clone();
         tokio::task::spawn_blocking(move || run(worker)).await
     } else {
-        Ok(run(service))
+        Ok(run(service.clone()))
     };
-    match outcome {
-        Ok(Ok(reply)) => respond(reply),
-        Ok(Err(e)) => problem(&e),
-        Err(e) => problem(&AcmeError::internal(format!("request task failed: {e}"))),
+    let reply = match outcome {
+        Ok(Ok(Finalized::Answered(reply))) => Ok(reply),
+        Ok(Ok(Finalized::Issuing(issuing))) => {
+            let (staged, pending) = *issuing;
+            finish_issuing(&service, &reply_links, &in_flight, staged, pending).await
+        }
+        Ok(Err(e)) => Err(e),
+        Err(e) => Err(AcmeError::internal(format!("request task failed: {e}"))),
+    };
+    match reply {
+        Ok(reply) => respond(reply),
+        Err(e) => problem(&e),
     }
+}
+
+/// Waits, without holding a thread, for the commit thread to make a staged certificate durable.
+async fn finish_issuing(
+    service: &AcmeService,
+    links: &Links,
+    request: &InFlightGuard,
+    staged: StagedIssuance,
+    pending: PendingFinalize,
+) -> Result<Reply> {
+    let (tell, durable) = tokio::sync::oneshot::channel();
+    service
+        .authority
+        .commit_staged(staged, request, move |result| {
+            let _ = tell.send(result);
+        });
+    let durable = durable
+        .await
+        .unwrap_or(Err(agentca_core::Error::Unreachable(
+            "the commit thread dropped a job",
+        )));
+    service.finalize_committed(links, pending, durable)
 }
 
 /// RFC 8555 §6.2: `application/jose+json`, else 415. A client must not send `Replay-Nonce`

@@ -6,10 +6,11 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use agentca_core::csr::CertificateRequest;
-use agentca_core::issuer::IssueRequest;
+use agentca_core::issuer::{IssueRequest, StagedIssuance};
 use agentca_core::store::{
     AcmeAccount, AcmeAuthorization, AcmeAuthorizationStatus, AcmeChallenge, AcmeChallengeStatus,
-    AcmeOrder, AcmeOrderStatus, EnrollmentMethod, RateDecision, Serial, StoreError,
+    AcmeOrder, AcmeOrderStatus, CertificateRecord, EnrollmentMethod, RateDecision, Serial,
+    StoreError,
 };
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -24,6 +25,23 @@ use crate::service::{AcmeService, Authenticated, Links, random_id, rfc3339};
 
 /// How long a client is asked to wait before polling a processing order again.
 const PROCESSING_RETRY: Duration = Duration::from_secs(1);
+
+/// What [`AcmeService::finalize`] leaves to do.
+pub(crate) enum Finalized {
+    /// The answer is ready (a retried or lost race, or an order not ready).
+    Answered(Reply),
+    /// A certificate is staged; answer after
+    /// [`agentca_core::issuer::Authority::commit_staged`] reports.
+    Issuing(Box<(StagedIssuance, PendingFinalize)>),
+}
+
+/// A finalize waiting for its certificate to become durable.
+pub(crate) struct PendingFinalize {
+    /// The order as it was, ready, before this finalize took it.
+    ready: AcmeOrder,
+    /// The order as stored, valid with the certificate; `None` if that update failed.
+    committed: Option<AcmeOrder>,
+}
 
 impl AcmeService {
     /// POST newOrder (§7.4).
@@ -396,14 +414,22 @@ impl AcmeService {
     }
 
     /// POST finalize (§7.4): checks the CSR against the order, then issues exactly once.
-    pub(crate) fn finalize(&self, links: &Links, id: &str, req: &Authenticated) -> Result<Reply> {
+    /// Finalize (§7.4): the checks, then the one finalize that moves the order from ready to
+    /// processing stages the issuance; the caller waits for it with
+    /// [`AcmeService::finalize_committed`].
+    pub(crate) fn finalize(
+        &self,
+        links: &Links,
+        id: &str,
+        req: &Authenticated,
+    ) -> Result<Finalized> {
         let account = req.account()?;
         let order = self.refresh_order(self.owned_order(account, id)?)?;
         match order.status {
             AcmeOrderStatus::Ready => {}
             // A retry of a finalize that already won (ACME-O4) gets the same order back.
             AcmeOrderStatus::Valid | AcmeOrderStatus::Processing => {
-                return Ok(self.order_reply(links, &order));
+                return Ok(Finalized::Answered(self.order_reply(links, &order)));
             }
             AcmeOrderStatus::Pending => {
                 return Err(AcmeError::new(
@@ -455,7 +481,7 @@ impl AcmeService {
                     .store()
                     .acme_order(id)?
                     .ok_or_else(|| AcmeError::not_found("order"))?;
-                return Ok(self.order_reply(links, &current));
+                return Ok(Finalized::Answered(self.order_reply(links, &current)));
             }
             Err(e) => return Err(e.into()),
         }
@@ -474,7 +500,7 @@ impl AcmeService {
             validated_ips: &ips,
         };
         let mut committed: Option<AcmeOrder> = None;
-        let issued = self.authority.issue_with(&request, |record| {
+        let staged = self.authority.stage_issue(&request, |record| {
             let mut valid = processing.clone();
             valid.status = AcmeOrderStatus::Valid;
             valid.certificate = Some(record.intent.serial);
@@ -483,24 +509,51 @@ impl AcmeService {
             committed = Some(valid);
             Ok(())
         });
-        match (issued, committed) {
+        match staged {
+            Ok(staged) => Ok(Finalized::Issuing(Box::new((
+                staged,
+                PendingFinalize {
+                    ready: order,
+                    committed,
+                },
+            )))),
+            Err(e) => {
+                self.reopen(&order);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The end of a finalize whose issuance was staged: `durable` is what making it durable
+    /// gave.
+    pub(crate) fn finalize_committed(
+        &self,
+        links: &Links,
+        pending: PendingFinalize,
+        durable: agentca_core::Result<CertificateRecord>,
+    ) -> Result<Reply> {
+        match (durable, pending.committed) {
             (Ok(record), Some(valid)) => {
                 self.events.issued(&record);
                 Ok(self.order_reply(links, &valid))
             }
             (Ok(_), None) => Err(AcmeError::internal("issued without recording the order")),
             (Err(e), committed) => {
-                // Refused before signing (or the order update alone failed, leaving a stored,
-                // reconcilable certificate): the order is ready again, so the client can fix
-                // its CSR and finalize once more.
+                // The order update alone failed, leaving a stored, reconcilable certificate:
+                // the order is ready again, so the client can finalize once more.
                 if committed.is_none() {
-                    let _ = self
-                        .store()
-                        .update_acme_order(&order, AcmeOrderStatus::Processing);
+                    self.reopen(&pending.ready);
                 }
                 Err(e.into())
             }
         }
+    }
+
+    /// Processing → ready again after a refusal, so the client can fix its CSR and retry.
+    fn reopen(&self, ready: &AcmeOrder) {
+        let _ = self
+            .store()
+            .update_acme_order(ready, AcmeOrderStatus::Processing);
     }
 
     fn order_reply(&self, links: &Links, order: &AcmeOrder) -> Reply {

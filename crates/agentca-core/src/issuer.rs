@@ -12,7 +12,7 @@
 //! A refusal at step 2 writes an audit entry and nothing else: no serial, no signature.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rcgen::{Issuer, PublicKeyData, SigningKey};
 use sha2::{Digest, Sha256};
@@ -30,6 +30,10 @@ use crate::store::{
     AgentRecord, CertificateRecord, EnrollmentMethod, IssuanceIntent, RateDecision, Revocation,
     RevocationReason, Serial, Store, StoreError,
 };
+
+mod commit_thread;
+use commit_thread::CommitThread;
+pub use commit_thread::{InFlight, InFlightGuard};
 
 /// The issuing CA: its certificate, its key (behind [`Signer`]) and where relying parties look.
 pub struct IssuingCa {
@@ -247,6 +251,27 @@ pub struct Authority {
     policies: PolicySet,
     store: Arc<dyn Store>,
     audit: Arc<AuditLog>,
+    /// Started by the first [`Authority::commit_staged`].
+    commit_thread: OnceLock<CommitThread>,
+    in_flight: Arc<InFlight>,
+}
+
+/// An issuance that is signed and stored but not yet durable nor audited
+/// ([`Authority::stage_issue`]); [`Authority::commit_staged`] finishes it.
+#[must_use = "a staged certificate is acknowledged only after commit_staged"]
+#[derive(Debug)]
+pub struct StagedIssuance {
+    record: CertificateRecord,
+    audit: serde_json::Value,
+    /// What the front end's `record_more` returned.
+    more: Result<()>,
+}
+
+impl StagedIssuance {
+    /// The certificate, stored but not yet durable: not to be handed out before commit.
+    pub fn record(&self) -> &CertificateRecord {
+        &self.record
+    }
 }
 
 impl std::fmt::Debug for Authority {
@@ -274,7 +299,16 @@ impl Authority {
             policies,
             store,
             audit,
+            commit_thread: OnceLock::new(),
+            in_flight: Arc::default(),
         }
+    }
+
+    /// The requests front ends are serving: a front end that commits staged issuances holds
+    /// an [`InFlight::enter`] guard for each of its requests, so that a batch waits for the
+    /// issuances on their way while requests keep arriving.
+    pub fn in_flight(&self) -> &Arc<InFlight> {
+        &self.in_flight
     }
 
     /// The issuing CA.
@@ -334,6 +368,27 @@ impl Authority {
         request: &IssueRequest<'_>,
         record_more: impl FnOnce(&CertificateRecord) -> Result<()>,
     ) -> Result<CertificateRecord> {
+        let staged = self.stage_issue(request, record_more)?;
+        // Store first: sled holds unflushed writes in its own memory, so an audit line written
+        // before the flush could outlive the record it describes after a crash. This order can
+        // only leave the opposite (a stored, unacknowledged certificate without its line), which
+        // reconciliation reports.
+        self.store.commit()?;
+        self.audit.append("cert.issued", staged.audit)?;
+        self.audit.sync()?;
+        staged.more?;
+        Ok(staged.record)
+    }
+
+    /// Everything [`Authority::issue_with`] does before the certificate is made durable and
+    /// audited: policy, quota, serial, signature, the store writes and `record_more`. Finish it
+    /// with [`Authority::commit_staged`], which lets a front end wait for the disk without
+    /// holding a thread.
+    pub fn stage_issue(
+        &self,
+        request: &IssueRequest<'_>,
+        record_more: impl FnOnce(&CertificateRecord) -> Result<()>,
+    ) -> Result<StagedIssuance> {
         let now = profile::whole_seconds(OffsetDateTime::now_utc());
         let auth = match self.authorize(request, now) {
             Ok(auth) => auth,
@@ -367,28 +422,65 @@ impl Authority {
         };
         self.store.record_certificate(&record)?;
         let more = record_more(&record);
-        // Store first: sled holds unflushed writes in its own memory, so an audit line written
-        // before the flush could outlive the record it describes after a crash. This order can
-        // only leave the opposite (a stored, unacknowledged certificate without its line), which
-        // reconciliation reports.
-        self.store.commit()?;
-        self.audit.append(
-            "cert.issued",
-            serde_json::json!({
-                "serial": record.intent.serial.to_hex(),
-                "agent": auth.agent.as_str(),
-                "method": request.method.to_string(),
-                "not_before": rfc3339(not_before),
-                "not_after": rfc3339(not_after),
-                "key_sha256": record.intent.key_sha256,
-                "dns": auth.dns,
-                "ips": auth.ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "cert_sha256": hex::encode(Sha256::digest(&record.der)),
-            }),
+        let audit = serde_json::json!({
+            "serial": record.intent.serial.to_hex(),
+            "agent": auth.agent.as_str(),
+            "method": request.method.to_string(),
+            "not_before": rfc3339(not_before),
+            "not_after": rfc3339(not_after),
+            "key_sha256": record.intent.key_sha256,
+            "dns": auth.dns,
+            "ips": auth.ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "cert_sha256": hex::encode(Sha256::digest(&record.der)),
+        });
+        Ok(StagedIssuance {
+            record,
+            audit,
+            more,
+        })
+    }
+
+    /// Makes `staged` durable and audited on the commit thread, in a batch with whatever else
+    /// is waiting (`request` is the guard of the request that staged it), then calls `done` with the certificate (or the error that stops it from
+    /// being acknowledged). `done` runs on the commit thread: it should only hand the result
+    /// on.
+    pub fn commit_staged(
+        &self,
+        staged: StagedIssuance,
+        request: &InFlightGuard,
+        done: impl FnOnce(Result<CertificateRecord>) + Send + 'static,
+    ) {
+        let StagedIssuance {
+            record,
+            audit,
+            more,
+        } = staged;
+        let done: commit_thread::Done = Box::new(move |durable| {
+            done(durable.and(more).map(|()| record));
+        });
+        let job = commit_thread::Job {
+            ticket: request.ticket(),
+            event: "cert.issued",
+            fields: audit,
+            done,
+        };
+        match self.commit_thread() {
+            Ok(thread) => thread.submit(job),
+            Err(e) => (job.done)(Err(e)),
+        }
+    }
+
+    fn commit_thread(&self) -> Result<&CommitThread> {
+        if let Some(thread) = self.commit_thread.get() {
+            return Ok(thread);
+        }
+        let started = CommitThread::start(
+            self.store.clone(),
+            self.audit.clone(),
+            self.in_flight.clone(),
         )?;
-        self.audit.sync()?;
-        more?;
-        Ok(record)
+        // Two first callers may both start one; the loser's thread exits when it is dropped.
+        Ok(self.commit_thread.get_or_init(|| started))
     }
 
     /// Takes one certificate from the agent's hourly quota (`certificates_per_agent_per_hour`).
