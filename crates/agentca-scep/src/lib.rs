@@ -1,0 +1,36 @@
+//! The SCEP (RFC 8894) message layer of agentca: everything between the bytes of a
+//! `PKIOperation` request and the bytes of the CertRep that answers it, without HTTP.
+//!
+//! Server side, in the order a request goes through it:
+//!
+//! 1. [`UnverifiedMessage::parse`] decodes the pkiMessage — BER accepted, with a hard size cap
+//!    ([`MAX_MESSAGE_LEN`]) and a nesting bound — and extracts the SCEP attributes
+//!    (messageType as the allow-list [`MessageType`], transactionID, senderNonce);
+//! 2. [`UnverifiedMessage::verify`] checks the one signer: certificate, messageDigest,
+//!    signature ([`PkiMessage`]);
+//! 3. the dispatcher matches [`PkiMessage::message_type`], refusing by default;
+//! 4. [`PkiMessage::decrypt`] opens the envelope with the RA key ([`RaIdentity`]), every
+//!    failure being the one [`ScepError::Decryption`] (no padding oracle);
+//! 5. [`CertRep::encode`] signs the answer: SUCCESS with the certificate enveloped to the
+//!    requester, FAILURE with a [`FailInfo`] (from [`ScepError::fail_info`]), or PENDING.
+//!
+//! Also: certs-only replies for GetCACert and GetCRL ([`get_ca_cert_response`],
+//! [`crl_only`]), the GetCACaps text ([`ca_caps_text`], [`implemented_capabilities`]) and the
+//! `message=` GET parameter ([`decode_message_param`]). The [`client`] module builds requests
+//! — correct ones, and deliberately broken ones for tests — and checks replies.
+//!
+//! Modern algorithms only by default (SHA-256/384/512, AES-CBC, RSA ≥ 2048, ECDSA signers);
+//! [`ScepOptions::legacy`] admits SHA-1, DES and 3DES for old clients.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+mod alg;
+mod attr;
+mod ber;
+mod der;
+mod error;
+mod oid;
+
+pub use alg::{ContentCipher, DigestAlgorithm, ScepOptions};
+pub use attr::{FailInfo, MessageType, Nonce, PkiStatus, TransactionId};
+pub use error::{ScepAttribute, ScepError};
