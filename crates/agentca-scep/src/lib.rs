@@ -27,10 +27,18 @@
 mod alg;
 mod attr;
 mod ber;
+mod cert;
+mod certs;
 mod der;
+mod envelope;
 mod error;
+mod key;
 mod oid;
+mod signed;
 
 pub use alg::{ContentCipher, DigestAlgorithm, ScepOptions};
 pub use attr::{FailInfo, MessageType, Nonce, PkiStatus, TransactionId};
+pub use certs::{CertsOnly, certs_only, crl_only, get_ca_cert_response, parse_certs_only};
 pub use error::{ScepAttribute, ScepError};
+pub use key::RaIdentity;
+pub use signed::MAX_MESSAGE_LEN;
