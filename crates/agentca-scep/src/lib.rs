@@ -27,18 +27,26 @@
 mod alg;
 mod attr;
 mod ber;
+mod caps;
 mod cert;
+mod certrep;
 mod certs;
 mod der;
 mod envelope;
 mod error;
 mod key;
+mod message;
 mod oid;
+mod param;
 mod signed;
 
 pub use alg::{ContentCipher, DigestAlgorithm, ScepOptions};
 pub use attr::{FailInfo, MessageType, Nonce, PkiStatus, TransactionId};
+pub use caps::{Capability, ca_caps_text, implemented_capabilities};
+pub use certrep::{CertRep, CertRepStatus};
 pub use certs::{CertsOnly, certs_only, crl_only, get_ca_cert_response, parse_certs_only};
 pub use error::{ScepAttribute, ScepError};
 pub use key::RaIdentity;
+pub use message::{DecryptedRequest, PkiMessage, ReplyTo, UnverifiedMessage, decode_pki_message};
+pub use param::{MAX_MESSAGE_PARAM_LEN, decode_message_param};
 pub use signed::MAX_MESSAGE_LEN;
