@@ -31,6 +31,7 @@ mod caps;
 mod cert;
 mod certrep;
 mod certs;
+pub mod client;
 mod der;
 mod envelope;
 mod error;
