@@ -24,6 +24,7 @@
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
 mod alg;
 mod attr;
 mod ber;
@@ -40,6 +41,9 @@ mod message;
 mod oid;
 mod param;
 mod signed;
+
+#[cfg(test)]
+mod tests;
 
 pub use alg::{ContentCipher, DigestAlgorithm, ScepOptions};
 pub use attr::{FailInfo, MessageType, Nonce, PkiStatus, TransactionId};
