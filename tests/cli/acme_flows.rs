@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use agentca_store::{AcmeOrderStatus, SledStore, Store};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use instant_acme::{
@@ -364,4 +365,59 @@ fn certificates_from_concurrent_finalizes_survive_kill_9() {
         );
     }
     env.assert_audit_intact();
+}
+
+/// An order left `processing` by a finalize that never finished (a crash after a flush that
+/// caught `processing` and before the certificate's) is ready again once it is stale, and
+/// finalizes into one certificate.
+#[test]
+fn an_abandoned_processing_order_can_be_finalized_again() {
+    let env = Env::with_ca();
+    let agent = env.add_agent("/agent/stuck", &["--dns", "stuck.agent.test"]);
+    let first = AcmeServer::start(&env);
+    let rt = runtime();
+    let (key_der, order_id) = rt.block_on(async {
+        let (account, credentials) = new_account(&first, &agent).await;
+        let ids = [Identifier::Dns("stuck.agent.test".into())];
+        let order = account.new_order(&NewOrder::new(&ids)).await.unwrap();
+        let id = order.url().rsplit('/').next().unwrap().to_owned();
+        (credentials.private_key().clone_key(), id)
+    });
+    let AcmeServer { server, .. } = first;
+    server.terminate();
+
+    {
+        let store = SledStore::open(&env.data_file("store")).unwrap();
+        let mut order = store.acme_order(&order_id).unwrap().unwrap();
+        assert_eq!(order.status, AcmeOrderStatus::Ready);
+        order.status = AcmeOrderStatus::Processing;
+        order.processing_since = Some(time::OffsetDateTime::now_utc() - time::Duration::minutes(3));
+        store
+            .update_acme_order(&order, AcmeOrderStatus::Ready)
+            .unwrap();
+        store.commit().unwrap();
+    }
+
+    let second = AcmeServer::start(&env);
+    rt.block_on(async {
+        let key = instant_acme::Key::from_pkcs8_der(key_der.clone_key()).unwrap();
+        let (account, _) = Account::builder_with_root(second.root_pem())
+            .unwrap()
+            .from_key((key, key_der.into()), second.acme_directory_url())
+            .await
+            .unwrap();
+        let mut order = account
+            .order(second.https_url(&format!("/acme/order/{order_id}")))
+            .await
+            .unwrap();
+        assert_eq!(order.state().status, OrderStatus::Ready);
+        order.finalize().await.unwrap();
+        let chain = order
+            .poll_certificate(&RetryPolicy::default())
+            .await
+            .unwrap();
+        assert_eq!(pem_certs(&chain).len(), 2);
+    });
+    let listed = env.listed_serials(&["--agent", &agent_id("/agent/stuck")]);
+    assert_eq!(listed.len(), 1, "{listed:?}");
 }

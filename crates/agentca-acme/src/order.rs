@@ -26,6 +26,10 @@ use crate::service::{AcmeService, Authenticated, Links, random_id, rfc3339};
 /// How long a client is asked to wait before polling a processing order again.
 const PROCESSING_RETRY: Duration = Duration::from_secs(1);
 
+/// How long an order may stay `processing` before it counts as abandoned. A finalize takes
+/// milliseconds; this only has to outlast a very slow disk.
+const STALE_PROCESSING: time::Duration = time::Duration::minutes(2);
+
 /// What [`AcmeService::finalize`] leaves to do.
 pub(crate) enum Finalized {
     /// The answer is ready (a retried or lost race, or an order not ready).
@@ -158,6 +162,7 @@ impl AcmeService {
             certificate: None,
             replaces,
             error: None,
+            processing_since: None,
         };
         self.store()
             .insert_acme_order(&order, &authorizations, now)
@@ -296,6 +301,16 @@ impl AcmeService {
             let now = Self::now();
             let before = order.status;
             let next = match before {
+                // Its finalize is gone: a crash after a flush that caught `processing` and
+                // before the certificate's. Nothing was issued for it (the certificate and the
+                // order's `valid` are made durable together), so it may be finalized again.
+                AcmeOrderStatus::Processing
+                    if order
+                        .processing_since
+                        .is_some_and(|since| since + STALE_PROCESSING <= now) =>
+                {
+                    Some((AcmeOrderStatus::Ready, None))
+                }
                 AcmeOrderStatus::Pending | AcmeOrderStatus::Ready if order.expires <= now => {
                     Some((
                         AcmeOrderStatus::Invalid,
@@ -329,6 +344,9 @@ impl AcmeService {
             };
             let mut updated = order.clone();
             updated.status = status;
+            if status != AcmeOrderStatus::Processing {
+                updated.processing_since = None;
+            }
             if let Some(why) = why {
                 updated.error = Some(AcmeError::unauthorized(why).to_problem().to_string());
             }
@@ -471,6 +489,7 @@ impl AcmeService {
         // The one finalize that moves ready → processing issues; the others see its result.
         let mut processing = order.clone();
         processing.status = AcmeOrderStatus::Processing;
+        processing.processing_since = Some(Self::now());
         match self
             .store()
             .update_acme_order(&processing, AcmeOrderStatus::Ready)

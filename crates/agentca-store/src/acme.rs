@@ -94,6 +94,10 @@ pub struct AcmeOrder {
     pub replaces: Option<String>,
     /// Why the order is invalid: a problem document as JSON.
     pub error: Option<String>,
+    /// When a finalize moved it to `processing`; a `processing` order much older than that
+    /// lost its finalize (a crash between two flushes) and may be finalized again.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub processing_since: Option<OffsetDateTime>,
 }
 
 /// RFC 8555 §7.1.6 authorization states.

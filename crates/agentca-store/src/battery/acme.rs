@@ -56,6 +56,7 @@ fn order(id: &str, account_id: &str, replaces: Option<&str>) -> AcmeOrder {
         certificate: None,
         replaces: replaces.map(str::to_owned),
         error: None,
+        processing_since: None,
     }
 }
 
