@@ -12,7 +12,7 @@ use instant_acme::{
     Account, AccountCredentials, CertificateIdentifier, ExternalAccountKey, Identifier, NewAccount,
     NewOrder, OrderStatus, RetryPolicy, RevocationReason, RevocationRequest,
 };
-use rustls_pki_types::CertificateDer;
+use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::harness::AcmeServer;
@@ -42,6 +42,20 @@ async fn new_account(server: &AcmeServer<'_>, agent: &str) -> (Account, AccountC
         )
         .await
         .unwrap()
+}
+
+/// The account whose key is `key_der`, found again by its key (e.g. after a restart).
+async fn existing_account(
+    server: &AcmeServer<'_>,
+    key_der: PrivatePkcs8KeyDer<'static>,
+) -> Account {
+    let key = instant_acme::Key::from_pkcs8_der(key_der.clone_key()).unwrap();
+    Account::builder_with_root(server.root_pem())
+        .unwrap()
+        .from_key((key, key_der.into()), server.acme_directory_url())
+        .await
+        .unwrap()
+        .0
 }
 
 /// Orders `names` (pre-authorized, so the order is ready at once), finalizes with a fresh key,
@@ -305,12 +319,7 @@ fn a_spent_eab_credential_and_its_account_survive_kill_9() {
         };
         assert!(refused.to_string().contains("unauthorized"), "{refused}");
         // The account made before the kill is still there, and orders.
-        let key = instant_acme::Key::from_pkcs8_der(key_der.clone_key()).unwrap();
-        let (account, _) = Account::builder_with_root(second.root_pem())
-            .unwrap()
-            .from_key((key, key_der.into()), second.acme_directory_url())
-            .await
-            .unwrap();
+        let account = existing_account(&second, key_der).await;
         obtain(&account, &["crash.agent.test"], None).await;
     });
     env.assert_audit_intact();
@@ -400,12 +409,7 @@ fn an_abandoned_processing_order_can_be_finalized_again() {
 
     let second = AcmeServer::start(&env);
     rt.block_on(async {
-        let key = instant_acme::Key::from_pkcs8_der(key_der.clone_key()).unwrap();
-        let (account, _) = Account::builder_with_root(second.root_pem())
-            .unwrap()
-            .from_key((key, key_der.into()), second.acme_directory_url())
-            .await
-            .unwrap();
+        let account = existing_account(&second, key_der).await;
         let mut order = account
             .order(second.https_url(&format!("/acme/order/{order_id}")))
             .await
