@@ -25,6 +25,8 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
     let (request, out_path) = match cli.command {
         Command::Init(args) => return init(&dir, out, passphrase_file, args),
         Command::Bench(command) => return crate::bench::run(out, command),
+        Command::Enroll(args) => return crate::agent::enroll(out, args),
+        Command::Renew(args) => return crate::agent::renew(out, args),
         Command::Serve(args) => {
             crate::serve::serve(&dir, passphrase_file, args)?;
             return Ok(ExitCode::SUCCESS);

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod agent;
 mod bench;
 mod commands;
 mod operations;
@@ -78,6 +79,10 @@ enum Command {
     /// Load generators that measure agentca or any other compliant server.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Agent side: obtain a first certificate over ACME with a one-time credential.
+    Enroll(agent::EnrollArgs),
+    /// Agent side: renew the certificate `enroll` wrote, once or as a daemon.
+    Renew(agent::RenewArgs),
 }
 
 #[derive(Debug, Args)]

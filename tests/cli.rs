@@ -16,6 +16,7 @@ mod cli {
     mod audit;
     mod crash;
     mod crl;
+    mod enroll;
     mod garbage;
     mod global;
     mod init;

@@ -168,7 +168,7 @@ struct Obtained {
 }
 
 /// The DER SubjectPublicKeyInfo of a PEM private key (`openssl pkey -pubout`).
-fn spki_of_key(key: &Path) -> Vec<u8> {
+pub(crate) fn spki_of_key(key: &Path) -> Vec<u8> {
     let output = Command::new("openssl")
         .args(["pkey", "-pubout", "-outform", "DER", "-in"])
         .arg(key)

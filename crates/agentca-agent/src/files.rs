@@ -176,7 +176,9 @@ impl CredentialFiles {
             .collect();
         generations.sort();
         let keep_name = keep.file_name().map(OsString::from);
-        let Some(position) = generations.iter().position(|g| Some(g) == keep_name.as_ref())
+        let Some(position) = generations
+            .iter()
+            .position(|g| Some(g) == keep_name.as_ref())
         else {
             return Ok(());
         };

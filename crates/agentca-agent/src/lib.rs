@@ -4,8 +4,12 @@
 //! matching pair, even across a crash in the middle of a rotation; [`schedule`] decides when a
 //! certificate is renewed.
 
+pub mod acme;
+pub mod daemon;
+pub mod enroll;
 pub mod error;
 pub mod files;
+pub mod http;
 pub mod schedule;
 
 pub use error::{AgentError, Result};

@@ -13,6 +13,17 @@ use time::OffsetDateTime;
 /// a twentieth of the lifetime (3 minutes of a 1-hour certificate).
 const SPREAD_WITHOUT_ARI: f64 = 1.0 / 20.0;
 
+/// A uniform draw from `[0, 1)` from the system's random source (0.5 if it fails: the middle
+/// of a window is as good a place as any).
+pub fn jitter() -> f64 {
+    let mut bytes = [0u8; 8];
+    match aws_lc_rs::rand::fill(&mut bytes) {
+        // 53 random bits: every f64 in [0, 1) that the mantissa can hold.
+        Ok(()) => (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64,
+        Err(_) => 0.5,
+    }
+}
+
 /// A renewal window as the server suggests it (RFC 9773 §4.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RenewalWindow {
@@ -64,7 +75,7 @@ impl Backoff {
 
     /// The wait after one more failure: the doubled delay, between half and all of it
     /// (`jitter` picks where), or what the server asked for (`retry_after`) if that is longer,
-    /// and never beyond half of the time left before `not_after`.
+    /// and while the certificate is valid never beyond half of the time it has left.
     pub fn next_delay(
         &mut self,
         retry_after: Option<Duration>,
@@ -79,8 +90,11 @@ impl Backoff {
         self.failures = self.failures.saturating_add(1);
         let jittered = doubled.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0));
         let wanted = retry_after.map_or(jittered, |r| r.max(jittered));
-        let left = (not_after - now).max(time::Duration::ZERO);
-        let half_left = Duration::try_from(left / 2).unwrap_or(Duration::ZERO);
+        if now >= not_after {
+            // Nothing left to protect: plain backoff, so an expired agent does not hammer.
+            return wanted;
+        }
+        let half_left = Duration::try_from((not_after - now) / 2).unwrap_or(Duration::ZERO);
         wanted.min(half_left.max(Duration::from_secs(1)))
     }
 
@@ -106,8 +120,14 @@ mod tests {
 
     #[test]
     fn without_a_window_renewal_is_two_thirds_in_moved_earlier_by_jitter() {
-        assert_eq!(renewal_time(NB, NA, None, 0.0), datetime!(2026-01-01 00:40 UTC));
-        assert_eq!(renewal_time(NB, NA, None, 1.0), datetime!(2026-01-01 00:37 UTC));
+        assert_eq!(
+            renewal_time(NB, NA, None, 0.0),
+            datetime!(2026-01-01 00:40 UTC)
+        );
+        assert_eq!(
+            renewal_time(NB, NA, None, 1.0),
+            datetime!(2026-01-01 00:37 UTC)
+        );
         let mid = renewal_time(NB, NA, None, 0.5);
         assert!(mid > datetime!(2026-01-01 00:37 UTC) && mid < datetime!(2026-01-01 00:40 UTC));
     }
@@ -119,7 +139,10 @@ mod tests {
             end: datetime!(2026-01-01 00:55 UTC),
         };
         assert_eq!(renewal_time(NB, NA, Some(window), 0.0), window.start);
-        assert_eq!(renewal_time(NB, NA, Some(window), 0.5), datetime!(2026-01-01 00:50 UTC));
+        assert_eq!(
+            renewal_time(NB, NA, Some(window), 0.5),
+            datetime!(2026-01-01 00:50 UTC)
+        );
         let late = RenewalWindow {
             start: datetime!(2026-01-01 02:00 UTC),
             end: datetime!(2026-01-01 03:00 UTC),
@@ -140,6 +163,14 @@ mod tests {
             end: now,
         };
         assert!(renewal_time(NB, NA, Some(window), 0.7) <= now);
+    }
+
+    #[test]
+    fn jitter_is_a_fraction() {
+        for _ in 0..1000 {
+            let j = jitter();
+            assert!((0.0..1.0).contains(&j));
+        }
     }
 
     #[test]
@@ -169,10 +200,7 @@ mod tests {
             b.next_delay(Some(Duration::from_secs(3600)), NB, soon, 1.0),
             Duration::from_secs(300)
         );
-        // Expired: retry every second rather than not at all.
-        assert_eq!(
-            b.next_delay(None, NA, NB, 1.0),
-            Duration::from_secs(1)
-        );
+        // Expired: the plain backoff (the third failure: 8 s).
+        assert_eq!(b.next_delay(None, NA, NB, 1.0), Duration::from_secs(8));
     }
 }

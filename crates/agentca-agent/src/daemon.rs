@@ -1,0 +1,107 @@
+//! The renewal daemon: waits for the renewal time, renews, installs, runs the hook, and backs
+//! off on failure; gives up only when the certificate has expired and the CA refuses for good.
+
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::acme::AcmeClient;
+use crate::enroll::{self, Issued, REQUEST_TIMEOUT};
+use crate::error::{AgentError, Result};
+use crate::files::CredentialFiles;
+use crate::http::HttpClient;
+use crate::schedule::{Backoff, RenewalWindow, jitter, renewal_time};
+
+/// The longest the daemon sleeps before it looks again (the server's window may move, e.g.
+/// after a revocation, and the files may have been replaced).
+const MAX_SLEEP: Duration = Duration::from_secs(6 * 3600);
+
+/// What the daemon reports as it goes.
+pub trait Observer {
+    /// A renewal is planned for `at`.
+    fn planned(&mut self, at: OffsetDateTime, window: Option<RenewalWindow>);
+    /// A new certificate was installed.
+    fn renewed(&mut self, issued: &Issued);
+    /// A renewal failed; the next attempt is in `retry_in`.
+    fn failed(&mut self, error: &AgentError, retry_in: Duration);
+}
+
+/// The validity of the installed leaf.
+fn validity(files: &CredentialFiles) -> Result<(Vec<u8>, OffsetDateTime, OffsetDateTime)> {
+    let leaf = enroll::current_leaf(files)?.ok_or_else(|| AgentError::Layout {
+        path: files.cert_path().to_owned(),
+        reason: "no certificate installed; enroll first".into(),
+    })?;
+    let (_, cert) = X509Certificate::from_der(&leaf)
+        .map_err(|e| AgentError::Credentials(format!("the installed certificate: {e}")))?;
+    let nb = cert.validity().not_before.to_datetime();
+    let na = cert.validity().not_after.to_datetime();
+    Ok((leaf, nb, na))
+}
+
+/// When the installed certificate should be renewed, asking the server's ARI when it has
+/// one; and how long that answer holds.
+pub async fn next_renewal(files: &CredentialFiles) -> Result<(OffsetDateTime, Option<Duration>)> {
+    let (leaf, nb, na) = validity(files)?;
+    let (record, ca) = enroll::read_enrollment(files)?;
+    let window = match HttpClient::new(&ca, REQUEST_TIMEOUT) {
+        Ok(http) => match AcmeClient::resume(http, &record.acme).await {
+            Ok(client) => client.renewal_window(&leaf).await.ok().flatten(),
+            Err(_) => None,
+        },
+        Err(e) => return Err(e),
+    };
+    let at = renewal_time(nb, na, window.map(|(w, _)| w), jitter());
+    Ok((at, window.and_then(|(_, retry)| retry)))
+}
+
+/// Runs until an unrecoverable error: renews the certificate at `files` whenever it is due,
+/// and calls `after_rotation` after each new pair is installed.
+pub async fn run(
+    files: &CredentialFiles,
+    observer: &mut dyn Observer,
+    mut after_rotation: impl FnMut(&Issued),
+) -> Result<()> {
+    let mut backoff = Backoff::new(Duration::from_secs(5), Duration::from_secs(600));
+    loop {
+        let now = OffsetDateTime::now_utc();
+        let (_, _, not_after) = validity(files)?;
+        let (at, holds) = match next_renewal(files).await {
+            Ok(plan) => plan,
+            Err(e) if e.is_transient() => (now, None),
+            Err(e) => return Err(e),
+        };
+        if at > now {
+            observer.planned(at, None);
+            let until = Duration::try_from(at - now).unwrap_or(Duration::ZERO);
+            let look_again = holds.unwrap_or(MAX_SLEEP).min(MAX_SLEEP);
+            tokio::time::sleep(until.min(look_again).max(Duration::from_secs(1))).await;
+            if until > look_again {
+                continue;
+            }
+        }
+        match enroll::renew_acme(files).await {
+            Ok(issued) => {
+                backoff.reset();
+                observer.renewed(&issued);
+                after_rotation(&issued);
+            }
+            Err(e) => {
+                let now = OffsetDateTime::now_utc();
+                if now >= not_after && !e.is_transient() {
+                    return Err(AgentError::Refused {
+                        kind: "expired".into(),
+                        detail: format!(
+                            "the certificate expired at {not_after} and the CA refuses to renew it: {e}"
+                        ),
+                        retry_after: None,
+                    });
+                }
+                let wait = backoff.next_delay(e.retry_after(), now, not_after, jitter());
+                observer.failed(&e, wait);
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}

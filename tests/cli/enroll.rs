@@ -1,0 +1,97 @@
+//! `agentca enroll` and `agentca renew` against the real `agentca serve`: a key made on the
+//! agent's side, the agent identity ordered with agentca's `uri` identifier, the pair written
+//! together through links, and a renewal that replaces the certificate.
+
+use std::os::unix::fs::PermissionsExt;
+
+use super::acme_clients::spki_of_key;
+use super::harness::AcmeServer;
+use super::support::{BASE_URL, Env, agent_id, now, pem_certs};
+
+#[test]
+fn an_agent_enrolls_over_acme_and_renews_with_replaces() {
+    let env = Env::with_ca();
+    let agent = env.add_agent("/agent/enroll", &[]);
+    let server = AcmeServer::start(&env);
+    let (kid, hmac) = server.eab(&agent);
+    let key = env.path("agent/key.pem");
+    let cert = env.path("agent/cert.pem");
+    std::fs::create_dir_all(env.path("agent")).unwrap();
+    let enroll_args = |kid: &str, hmac: &str| {
+        vec![
+            "enroll".to_owned(),
+            "--agent".into(),
+            agent.clone(),
+            "--key".into(),
+            key.display().to_string(),
+            "--cert".into(),
+            cert.display().to_string(),
+            "--acme".into(),
+            server.acme_directory_url(),
+            "--eab-kid".into(),
+            kid.to_owned(),
+            "--eab-hmac".into(),
+            hmac.to_owned(),
+            "--ca".into(),
+            env.data_file("root.pem").display().to_string(),
+        ]
+    };
+
+    let signed_at = now();
+    let enrolled = env.run(&enroll_args(&kid, &hmac)).success();
+    assert!(enrolled.stdout.contains(&agent), "{enrolled}");
+    let first = check_pair(&env, &key, &cert, &agent, signed_at);
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // The EAB credential is spent: a second enrollment with it is refused, and the files stay.
+    let again = env.run(&enroll_args(&kid, &hmac));
+    assert!(!again.status.success(), "{again}");
+    assert_eq!(check_pair(&env, &key, &cert, &agent, signed_at), first);
+
+    // One renewal: a new key, a new certificate, and the server knows it replaced the first.
+    let signed_at = now();
+    let key_before = std::fs::read(&key).unwrap();
+    let renewed = env
+        .run(&[
+            "renew",
+            "--key",
+            &key.display().to_string(),
+            "--cert",
+            &cert.display().to_string(),
+            "--exec",
+            &format!("touch {}", env.path("hook-ran").display()),
+        ])
+        .success();
+    assert!(renewed.stdout.contains("renewed"), "{renewed}");
+    let second = check_pair(&env, &key, &cert, &agent, signed_at);
+    assert_ne!(second, first);
+    assert_ne!(
+        std::fs::read(&key).unwrap(),
+        key_before,
+        "the key was not rotated"
+    );
+    assert!(env.path("hook-ran").exists(), "--exec did not run");
+    let listed = env.listed_serials(&["--agent", &agent_id("/agent/enroll")]);
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    env.assert_audit_intact();
+}
+
+/// The chain at `cert` certifies the key at `key` for `agent`; returns the leaf's serial.
+fn check_pair(
+    env: &Env,
+    key: &std::path::Path,
+    cert: &std::path::Path,
+    agent: &str,
+    signed_at: time::OffsetDateTime,
+) -> Vec<u8> {
+    let chain = pem_certs(&std::fs::read_to_string(cert).unwrap());
+    assert_eq!(chain.len(), 2, "leaf and issuing CA");
+    let expect = agentca_testkit::Expectation::new(agent, signed_at)
+        .csr_public_key_spki(spki_of_key(key))
+        .base_url(BASE_URL);
+    env.check_leaf(&chain[0], &expect);
+    chain[0].clone()
+}
