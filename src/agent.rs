@@ -30,15 +30,21 @@ pub(crate) struct EnrollArgs {
     /// Where the certificate chain is kept, leaf first.
     #[arg(long)]
     cert: PathBuf,
-    /// The CA's ACME directory URL.
-    #[arg(long)]
-    acme: String,
+    /// The CA's ACME directory URL (with --eab-kid and --eab-hmac).
+    #[arg(long, conflicts_with = "scep", required_unless_present = "scep")]
+    acme: Option<String>,
     /// EAB key id from `agentca token create --for acme`.
     #[arg(long, env = "AGENTCA_EAB_KID")]
-    eab_kid: String,
+    eab_kid: Option<String>,
     /// EAB HMAC key from `agentca token create --for acme`.
     #[arg(long, env = "AGENTCA_EAB_HMAC", hide_env_values = true)]
-    eab_hmac: String,
+    eab_hmac: Option<String>,
+    /// The CA's SCEP URL (with --challenge); the key is then RSA 2048.
+    #[arg(long)]
+    scep: Option<String>,
+    /// One-time SCEP challenge from `agentca token create --for scep`.
+    #[arg(long, env = "AGENTCA_SCEP_CHALLENGE", hide_env_values = true)]
+    challenge: Option<String>,
     /// The CA's root certificate (PEM), the only one trusted for the CA's TLS.
     #[arg(long)]
     ca: PathBuf,
@@ -107,20 +113,51 @@ pub(crate) fn enroll(out: OutputFormat, args: EnrollArgs) -> Result<ExitCode> {
     let ca_pem =
         std::fs::read(&args.ca).map_err(|e| Error::io(format!("read {}", args.ca.display()), e))?;
     let files = CredentialFiles::new(&args.key, &args.cert);
-    let eab = Eab {
-        kid: args.eab_kid,
-        hmac_b64: args.eab_hmac,
-    };
-    let issued = runtime()?
-        .block_on(enroll::enroll_acme(
-            &files,
-            &ca_pem,
-            &args.acme,
-            &eab,
-            &args.agent,
-            &args.dns,
-        ))
-        .map_err(agent_error)?;
+    let rt = runtime()?;
+    let issued = match (args.acme, args.scep) {
+        (Some(directory), None) => {
+            let (Some(kid), Some(hmac_b64)) = (args.eab_kid, args.eab_hmac) else {
+                return Err(Error::InvalidArgument(
+                    "--acme needs --eab-kid and --eab-hmac (agentca token create --for acme)"
+                        .into(),
+                ));
+            };
+            let eab = Eab { kid, hmac_b64 };
+            rt.block_on(enroll::enroll_acme(
+                &files,
+                &ca_pem,
+                &directory,
+                &eab,
+                &args.agent,
+                &args.dns,
+            ))
+        }
+        (None, Some(url)) => {
+            let Some(challenge) = args.challenge else {
+                return Err(Error::InvalidArgument(
+                    "--scep needs --challenge (agentca token create --for scep)".into(),
+                ));
+            };
+            if !args.dns.is_empty() {
+                return Err(Error::InvalidArgument(
+                    "--dns is for ACME; SCEP certificates name the agent only".into(),
+                ));
+            }
+            rt.block_on(enroll::enroll_scep(
+                &files,
+                &ca_pem,
+                &url,
+                &challenge,
+                &args.agent,
+            ))
+        }
+        _ => {
+            return Err(Error::InvalidArgument(
+                "give either --acme DIRECTORY_URL or --scep URL".into(),
+            ));
+        }
+    }
+    .map_err(agent_error)?;
     print(
         out,
         &issued_text("enrolled", &issued),
@@ -133,9 +170,7 @@ pub(crate) fn renew(out: OutputFormat, args: RenewArgs) -> Result<ExitCode> {
     let files = CredentialFiles::new(&args.key, &args.cert);
     let rt = runtime()?;
     if !args.daemon {
-        let issued = rt
-            .block_on(enroll::renew_acme(&files))
-            .map_err(agent_error)?;
+        let issued = rt.block_on(enroll::renew(&files)).map_err(agent_error)?;
         run_hook(args.exec.as_deref());
         print(out, &issued_text("renewed", &issued), &issued_json(&issued));
         return Ok(ExitCode::SUCCESS);

@@ -79,7 +79,7 @@ enum Command {
     /// Load generators that measure agentca or any other compliant server.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
-    /// Agent side: obtain a first certificate over ACME with a one-time credential.
+    /// Agent side: obtain a first certificate over ACME or SCEP with a one-time credential.
     Enroll(agent::EnrollArgs),
     /// Agent side: renew the certificate `enroll` wrote, once or as a daemon.
     Renew(agent::RenewArgs),

@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::acme::AcmeClient;
-use crate::enroll::{self, Issued, REQUEST_TIMEOUT};
+use crate::enroll::{self, Issued, Protocol, REQUEST_TIMEOUT};
 use crate::error::{AgentError, Result};
 use crate::files::CredentialFiles;
 use crate::http::HttpClient;
@@ -45,12 +45,16 @@ fn validity(files: &CredentialFiles) -> Result<(Vec<u8>, OffsetDateTime, OffsetD
 pub async fn next_renewal(files: &CredentialFiles) -> Result<(OffsetDateTime, Option<Duration>)> {
     let (leaf, nb, na) = validity(files)?;
     let (record, ca) = enroll::read_enrollment(files)?;
-    let window = match HttpClient::new(&ca, REQUEST_TIMEOUT) {
-        Ok(http) => match AcmeClient::resume(http, &record.acme).await {
-            Ok(client) => client.renewal_window(&leaf).await.ok().flatten(),
-            Err(_) => None,
-        },
-        Err(e) => return Err(e),
+    // Only ACME has ARI; SCEP agents renew at two thirds of the lifetime.
+    let window = match &record.protocol {
+        Protocol::Acme(account) => {
+            let http = HttpClient::new(&ca, REQUEST_TIMEOUT)?;
+            match AcmeClient::resume(http, account).await {
+                Ok(client) => client.renewal_window(&leaf).await.ok().flatten(),
+                Err(_) => None,
+            }
+        }
+        Protocol::Scep { .. } => None,
     };
     let at = renewal_time(nb, na, window.map(|(w, _)| w), jitter());
     Ok((at, window.and_then(|(_, retry)| retry)))
@@ -81,7 +85,7 @@ pub async fn run(
                 continue;
             }
         }
-        match enroll::renew_acme(files).await {
+        match enroll::renew(files).await {
             Ok(issued) => {
                 backoff.reset();
                 observer.renewed(&issued);

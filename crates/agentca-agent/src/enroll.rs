@@ -1,5 +1,5 @@
-//! Enrollment and one renewal, over ACME: a key made here, a certificate for the agent
-//! identity, both installed together, and what the next renewal needs kept beside them.
+//! Enrollment and one renewal, over ACME or SCEP: a key made here, a certificate for the
+//! agent identity, both installed together, and what the next renewal needs kept beside them.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -15,6 +15,8 @@ use crate::acme::{AccountRecord, AcmeClient, Eab, Identifier, ari_cert_id};
 use crate::error::{AgentError, Result};
 use crate::files::{CredentialFiles, Credentials};
 use crate::http::HttpClient;
+use crate::scep::ScepServer;
+use agentca_scep::client::SignerKey;
 
 const ENROLLMENT_FILE: &str = "enrollment.json";
 const CA_FILE: &str = "ca.pem";
@@ -26,11 +28,24 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct EnrollmentRecord {
     /// The agent ID the certificates carry.
     pub agent_id: String,
-    /// DNS names ordered besides the identity.
+    /// DNS names ordered besides the identity (ACME only).
     #[serde(default)]
     pub dns: Vec<String>,
-    /// The ACME account.
-    pub acme: AccountRecord,
+    /// How the agent renews.
+    pub protocol: Protocol,
+}
+
+/// The protocol an agent enrolled with, and what renewing over it needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum Protocol {
+    /// ACME: the account.
+    Acme(AccountRecord),
+    /// SCEP: the server's URL (renewal is signed by the current certificate).
+    Scep {
+        /// The SCEP URL.
+        url: String,
+    },
 }
 
 /// What an enrollment or renewal produced.
@@ -63,26 +78,148 @@ pub async fn enroll_acme(
     let record = EnrollmentRecord {
         agent_id: agent_id.to_owned(),
         dns: dns.to_vec(),
-        acme: account,
+        protocol: Protocol::Acme(account),
     };
     // Kept before the order: the EAB credential is spent now, and a crash after this point
     // must not leave an account nobody can use again.
+    keep_enrollment(files, &record, ca_pem)?;
+    obtain_and_install(&mut client, files, &record, None).await
+}
+
+/// Enrolls `agent_id` at the SCEP `url` with the one-time `challenge`, trusting `ca_pem`
+/// for the RA certificate; an RSA 2048 key (SCEP replies are encrypted to the requester's
+/// key, which needs RSA).
+pub async fn enroll_scep(
+    files: &CredentialFiles,
+    ca_pem: &[u8],
+    url: &str,
+    challenge: &str,
+    agent_id: &str,
+) -> Result<Issued> {
+    let http = HttpClient::new(ca_pem, REQUEST_TIMEOUT)?;
+    let server = ScepServer::connect(http, url, ca_pem).await?;
+    let (key, signer) = rsa_key()?;
+    let transient = agentca_scep::client::transient_certificate(&signer, agent_id)
+        .map_err(|e| AgentError::Credentials(format!("transient certificate: {e}")))?;
+    let csr = scep_csr(&signer, agent_id, Some(challenge))?;
+    let leaf = server.request(&signer, &transient, &csr, false).await?;
+    let record = EnrollmentRecord {
+        agent_id: agent_id.to_owned(),
+        dns: Vec::new(),
+        protocol: Protocol::Scep {
+            url: url.to_owned(),
+        },
+    };
+    keep_enrollment(files, &record, ca_pem)?;
+    install_scep(files, &server, &key, &leaf, agent_id)
+}
+
+/// Renews once over whatever protocol the agent enrolled with.
+pub async fn renew(files: &CredentialFiles) -> Result<Issued> {
+    let (record, ca_pem) = read_enrollment(files)?;
+    match &record.protocol {
+        Protocol::Acme(_) => renew_acme(files).await,
+        Protocol::Scep { url } => {
+            let http = HttpClient::new(&ca_pem, REQUEST_TIMEOUT)?;
+            let server = ScepServer::connect(http, url, &ca_pem).await?;
+            let current = files.read()?.ok_or_else(|| AgentError::Layout {
+                path: files.cert_path().to_owned(),
+                reason: "no certificate installed to renew".into(),
+            })?;
+            let leaf = current_leaf(files)?.ok_or_else(|| AgentError::Layout {
+                path: files.cert_path().to_owned(),
+                reason: "no certificate in the chain".into(),
+            })?;
+            let current_key = pem::parse(&current.key_pem)
+                .map_err(|e| AgentError::Credentials(format!("the current key: {e}")))?;
+            let current_signer = SignerKey::from_pkcs8(current_key.contents())
+                .map_err(|e| AgentError::Credentials(format!("the current key: {e}")))?;
+            let (key, signer) = rsa_key()?;
+            let csr = scep_csr(&signer, &record.agent_id, None)?;
+            // RFC 8894 §3.3.1.2: signed by the current certificate's key; the new key is in
+            // the CSR. The reply is encrypted to the signer, the current key.
+            let issued = server.request(&current_signer, &leaf, &csr, true).await?;
+            install_scep(files, &server, &key, &issued, &record.agent_id)
+        }
+    }
+}
+
+fn keep_enrollment(
+    files: &CredentialFiles,
+    record: &EnrollmentRecord,
+    ca_pem: &[u8],
+) -> Result<()> {
     fs::create_dir_all(files.state_dir()).map_err(|e| AgentError::io(files.state_dir(), e))?;
     write_private(&files.state_dir().join(CA_FILE), ca_pem)?;
     write_private(
         &files.state_dir().join(ENROLLMENT_FILE),
-        &serde_json::to_vec_pretty(&record)
+        &serde_json::to_vec_pretty(record)
             .map_err(|e| AgentError::Protocol(format!("enrollment record: {e}")))?,
-    )?;
-    obtain_and_install(&mut client, files, &record, None).await
+    )
+}
+
+fn rsa_key() -> Result<(rcgen::KeyPair, SignerKey)> {
+    let key = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+        .map_err(|e| AgentError::Credentials(format!("generating an RSA key: {e}")))?;
+    let signer = SignerKey::from_pkcs8(&key.serialize_der())
+        .map_err(|e| AgentError::Credentials(format!("the new RSA key: {e}")))?;
+    Ok((key, signer))
+}
+
+fn scep_csr(signer: &SignerKey, agent_id: &str, challenge: Option<&str>) -> Result<Vec<u8>> {
+    let mut params = rcgen::CertificateParams::default();
+    params.subject_alt_names = vec![rcgen::SanType::URI(
+        rcgen::string::Ia5String::try_from(agent_id)
+            .map_err(|e| AgentError::Credentials(format!("agent ID: {e}")))?,
+    )];
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::CommonName, agent_id);
+    params.distinguished_name = dn;
+    agentca_scep::client::csr_with_challenge(signer, &params, challenge)
+        .map_err(|e| AgentError::Credentials(format!("CSR: {e}")))
+}
+
+/// The leaf from SCEP plus the issuing CA from GetCACert (the one that signed it), checked and
+/// installed.
+fn install_scep(
+    files: &CredentialFiles,
+    server: &ScepServer,
+    key: &rcgen::KeyPair,
+    leaf: &[u8],
+    agent_id: &str,
+) -> Result<Issued> {
+    let mut chain = vec![leaf.to_vec()];
+    if let Some(issuer) = server
+        .ca_certificates()
+        .iter()
+        .find(|ca| crate::scep::chains_to(leaf, &[], std::slice::from_ref(ca)).is_ok())
+    {
+        chain.push(issuer.clone());
+    }
+    let chain_pem: String = chain
+        .iter()
+        .map(|der| pem::encode(&pem::Pem::new("CERTIFICATE", der.clone())))
+        .collect();
+    let issued = check_chain(&chain_pem, key, agent_id)?;
+    files.install(&Credentials {
+        key_pem: key.serialize_pem().into_bytes(),
+        chain_pem: chain_pem.into_bytes(),
+    })?;
+    Ok(issued)
 }
 
 /// Renews the certificate at `files` once, from what enrollment kept: a fresh key, an order
 /// that `replaces` the current certificate (RFC 9773 §5), and the new pair installed.
-pub async fn renew_acme(files: &CredentialFiles) -> Result<Issued> {
+async fn renew_acme(files: &CredentialFiles) -> Result<Issued> {
     let (record, ca_pem) = read_enrollment(files)?;
+    let Protocol::Acme(account) = &record.protocol else {
+        return Err(AgentError::Layout {
+            path: files.state_dir().join(ENROLLMENT_FILE),
+            reason: "not an ACME enrollment".into(),
+        });
+    };
     let http = HttpClient::new(&ca_pem, REQUEST_TIMEOUT)?;
-    let mut client = AcmeClient::resume(http, &record.acme).await?;
+    let mut client = AcmeClient::resume(http, account).await?;
     let replaces = match current_leaf(files)? {
         Some(leaf) => Some(ari_cert_id(&leaf)?),
         None => None,

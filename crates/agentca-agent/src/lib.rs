@@ -10,6 +10,7 @@ pub mod enroll;
 pub mod error;
 pub mod files;
 pub mod http;
+pub mod scep;
 pub mod schedule;
 
 pub use error::{AgentError, Result};

@@ -47,6 +47,39 @@ pub fn transient_certificate(key: &SignerKey, common_name: &str) -> Result<Vec<u
     Ok(cert.der().to_vec())
 }
 
+/// The PKCS#9 challengePassword attribute (RFC 2985 §5.4.1).
+const CHALLENGE_PASSWORD: &[u64] = &[1, 2, 840, 113549, 1, 9, 7];
+
+/// A PKCS#10 request for `key` built from `params`, carrying `challenge` as its
+/// challengePassword when given (a PKCSReq needs one, a RenewalReq does not): a
+/// PrintableString when the challenge fits one, as most SCEP clients send it, else a
+/// UTF8String (RFC 2985 allows both; agentca's challenges contain `_`).
+pub fn csr_with_challenge(
+    key: &SignerKey,
+    params: &rcgen::CertificateParams,
+    challenge: Option<&str>,
+) -> Result<Vec<u8>> {
+    let pair = rcgen::KeyPair::try_from(key.pkcs8())
+        .map_err(|_| ScepError::Key("key not usable for a certificate request"))?;
+    let attributes = match challenge {
+        Some(challenge) => {
+            let printable = challenge
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b" '()+,-./:=?".contains(&b));
+            let value = der::tlv(if printable { 0x13 } else { 0x0c }, challenge.as_bytes());
+            vec![rcgen::Attribute {
+                oid: CHALLENGE_PASSWORD,
+                values: der::tlv(0x31, &value),
+            }]
+        }
+        None => Vec::new(),
+    };
+    let request = params
+        .serialize_request_with_attributes(&pair, attributes)
+        .map_err(|_| ScepError::Crypto("signing the certificate request"))?;
+    Ok(request.der().to_vec())
+}
+
 /// Deliberate defects for negative tests. The default is a correct request; each field
 /// breaks one thing.
 #[derive(Clone, Debug, Default)]
