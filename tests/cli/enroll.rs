@@ -79,6 +79,74 @@ fn an_agent_enrolls_over_acme_and_renews_with_replaces() {
     env.assert_audit_intact();
 }
 
+/// The daemon asks the server's ARI when to renew: right after a revocation the window is
+/// open (RFC 9773 §4.2), so it renews at once, runs its hook, and plans the next renewal.
+#[test]
+fn the_daemon_renews_a_revoked_certificate_at_once() {
+    let env = Env::with_ca();
+    let agent = env.add_agent("/agent/daemon", &[]);
+    let server = AcmeServer::start(&env);
+    let (kid, hmac) = server.eab(&agent);
+    std::fs::create_dir_all(env.path("agent")).unwrap();
+    let key = env.path("agent/key.pem");
+    let cert = env.path("agent/cert.pem");
+    let (key_arg, cert_arg) = (key.display().to_string(), cert.display().to_string());
+    let root = env.data_file("root.pem").display().to_string();
+    env.run(&[
+        "enroll",
+        "--agent",
+        &agent,
+        "--key",
+        &key_arg,
+        "--cert",
+        &cert_arg,
+        "--acme",
+        &server.acme_directory_url(),
+        "--eab-kid",
+        &kid,
+        "--eab-hmac",
+        &hmac,
+        "--ca",
+        &root,
+    ])
+    .success();
+    let first = check_pair(&env, &key, &cert, &agent, now());
+    let serial = hex::encode(
+        x509_parser::parse_x509_certificate(&first)
+            .unwrap()
+            .1
+            .raw_serial(),
+    );
+    env.run(&["revoke", &serial, "--reason", "keyCompromise"])
+        .success();
+
+    let hook = env.path("rotated");
+    let mut daemon = env
+        .bare()
+        .args([
+            "renew", "--daemon", "--key", &key_arg, "--cert", &cert_arg, "--exec",
+        ])
+        .arg(format!("touch {}", hook.display()))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !hook.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not renew a revoked certificate"
+        );
+        if let Some(status) = daemon.try_wait().unwrap() {
+            panic!("the daemon exited: {status}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let second = check_pair(&env, &key, &cert, &agent, now());
+    assert_ne!(second, first, "still the revoked certificate");
+}
+
 /// The chain at `cert` certifies the key at `key` for `agent`; returns the leaf's serial.
 fn check_pair(
     env: &Env,
