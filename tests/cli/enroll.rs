@@ -163,3 +163,68 @@ fn check_pair(
     env.check_leaf(&chain[0], &expect);
     chain[0].clone()
 }
+
+/// CLI-5: `renew` killed with SIGKILL at any point leaves a usable pair: the key and the
+/// certificate read through the two paths always belong together.
+#[test]
+fn renewals_killed_at_random_points_never_leave_a_mismatched_pair() {
+    let env = Env::with_ca();
+    let agent = env.add_agent("/agent/killed", &[]);
+    let server = AcmeServer::start(&env);
+    let (kid, hmac) = server.eab(&agent);
+    std::fs::create_dir_all(env.path("agent")).unwrap();
+    let key = env.path("agent/key.pem");
+    let cert = env.path("agent/cert.pem");
+    let (key_arg, cert_arg) = (key.display().to_string(), cert.display().to_string());
+    let root = env.data_file("root.pem").display().to_string();
+    env.run(&[
+        "enroll",
+        "--agent",
+        &agent,
+        "--key",
+        &key_arg,
+        "--cert",
+        &cert_arg,
+        "--acme",
+        &server.acme_directory_url(),
+        "--eab-kid",
+        &kid,
+        "--eab-hmac",
+        &hmac,
+        "--ca",
+        &root,
+    ])
+    .success();
+    let mut seen = std::collections::BTreeSet::new();
+    seen.insert(check_pair(&env, &key, &cert, &agent, now()));
+    let matching = || {
+        let chain = pem_certs(&std::fs::read_to_string(&cert).unwrap());
+        let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0]).unwrap();
+        assert_eq!(
+            leaf.public_key().raw,
+            spki_of_key(&key),
+            "a mismatched pair"
+        );
+        chain[0].clone()
+    };
+    for round in 0..12u64 {
+        let mut renew = env
+            .bare()
+            .args(["renew", "--key", &key_arg, "--cert", &cert_arg])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Spread the kills over a renewal's life (it takes tens of milliseconds here).
+        std::thread::sleep(std::time::Duration::from_millis(3 + round * 7));
+        let _ = renew.kill();
+        let _ = renew.wait();
+        seen.insert(matching());
+    }
+    // At the end a renewal still works from whatever the kills left.
+    env.run(&["renew", "--key", &key_arg, "--cert", &cert_arg])
+        .success();
+    seen.insert(check_pair(&env, &key, &cert, &agent, now()));
+    println!("{} distinct certificates seen installed", seen.len());
+    assert!(seen.len() >= 2);
+}

@@ -199,11 +199,23 @@ impl AcmeClient {
                 .map(|i| json!({"type": i.kind, "value": i.value}))
                 .collect::<Vec<_>>(),
         });
-        if let Some(id) = replaces {
-            payload["replaces"] = json!(id);
-        }
         let url = self.directory.new_order.clone();
-        let response = self.post(&url, Some(payload)).await?;
+        let response = match replaces {
+            Some(id) => {
+                let mut replacing = payload.clone();
+                replacing["replaces"] = json!(id);
+                match self.post(&url, Some(replacing)).await {
+                    // An earlier attempt (say, killed before it finalized) still holds the
+                    // claim (RFC 9773 §5): order without it; the certificate is replaced all
+                    // the same.
+                    Err(AgentError::Refused { kind, .. }) if kind.ends_with(":alreadyReplaced") => {
+                        self.post(&url, Some(payload)).await?
+                    }
+                    other => other?,
+                }
+            }
+            None => self.post(&url, Some(payload)).await?,
+        };
         let order_url = location(&response)?;
         let mut order = json_body(&response)?;
         for authz in string_list(&order, "authorizations")? {
