@@ -193,7 +193,7 @@ impl AcmeClient {
         csr_der: &[u8],
         replaces: Option<&str>,
     ) -> Result<String> {
-        let mut payload = json!({
+        let payload = json!({
             "identifiers": identifiers
                 .iter()
                 .map(|i| json!({"type": i.kind, "value": i.value}))
