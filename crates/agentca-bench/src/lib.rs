@@ -20,7 +20,10 @@
 
 mod acme;
 mod error;
+mod failure;
 mod histogram;
+mod http;
+mod latency;
 mod proc_stat;
 mod report;
 mod requests;
@@ -36,10 +39,11 @@ mod test_pki;
 mod test_server;
 
 pub use acme::{
-    AcmeBenchOptions, AcmeBenchReport, AcmeEnd, AcmeErrors, Eab, EabCredential, LatencySummary,
-    StepLatencies, parse_eab_file, run_acme,
+    AcmeBenchOptions, AcmeBenchReport, AcmeEnd, AcmeErrors, Eab, EabCredential, StepLatencies,
+    parse_eab_file, run_acme,
 };
 pub use error::BenchError;
+pub use latency::LatencySummary;
 pub use report::{ErrorCounts, OcspBenchReport, StatusCounts};
 pub use requests::{load_certificates, requests_for, requests_for_hash};
 pub use run::{Method, OcspBenchOptions, run_ocsp};

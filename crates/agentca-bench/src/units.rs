@@ -8,6 +8,11 @@ pub(crate) fn seconds(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0).round() / 1000.0
 }
 
+/// Milliseconds, to the hundredth, for JSON (an order or an enrollment takes that long).
+pub(crate) fn millis(d: Duration) -> f64 {
+    (d.as_nanos() as f64 / 10_000.0).round() / 100.0
+}
+
 /// A duration the way people read latencies: µs below a millisecond, ms below a second.
 pub(crate) fn human(d: Duration) -> String {
     let ns = d.as_nanos() as f64;
@@ -58,5 +63,6 @@ mod tests {
         );
         assert_eq!(growth(None, Some(Duration::from_secs(4))), None);
         assert_eq!(seconds(Duration::from_millis(1234)), 1.234);
+        assert_eq!(millis(Duration::from_micros(12_345)), 12.35);
     }
 }

@@ -6,10 +6,10 @@
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::failure::Failure;
-use super::http::{Http, Response};
 use super::jose::{AccountKey, Signer, eab_binding};
 use super::options::EabCredential;
+use crate::failure::Failure;
+use crate::http::{Http, Response};
 
 const JOSE: &str = "application/jose+json";
 

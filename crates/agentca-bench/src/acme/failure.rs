@@ -1,54 +1,15 @@
-//! Why one request or order failed, reduced to a kind the report can count: servers fail in a
-//! few ways many times, and the counts say which way.
+//! ACME's kinds of [`Failure`]: an HTTP status with the problem document's type, and the one
+//! problem a request may be retried for.
 
 use serde_json::Value;
 
-use super::http::Response;
+use crate::failure::Failure;
+use crate::http::Response;
 
 /// The problem type a retry is allowed for (RFC 8555 §6.5).
 pub(crate) const BAD_NONCE: &str = "urn:ietf:params:acme:error:badNonce";
 
-/// A failure: its countable `kind` and a human `detail` (the first of each kind is reported).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Failure {
-    pub(crate) kind: String,
-    pub(crate) detail: String,
-}
-
 impl Failure {
-    /// Connection refused, reset, TLS failure, unreadable response.
-    pub(crate) fn transport(detail: String) -> Self {
-        Self {
-            kind: "transport".into(),
-            detail,
-        }
-    }
-
-    pub(crate) fn timeout() -> Self {
-        Self {
-            kind: "timeout".into(),
-            detail: "no answer within the request timeout".into(),
-        }
-    }
-
-    /// An answer that breaks the protocol: a missing header, an object without its fields, a
-    /// certificate that is not what was ordered.
-    pub(crate) fn invalid(detail: String) -> Self {
-        Self {
-            kind: "invalid response".into(),
-            detail,
-        }
-    }
-
-    /// A well-formed ACME object that says the order cannot go on (an invalid authorization,
-    /// an invalid order) or never got there in time.
-    pub(crate) fn state(kind: &str, detail: String) -> Self {
-        Self {
-            kind: kind.into(),
-            detail,
-        }
-    }
-
     /// An HTTP error status, with the problem document's type when there is one (§6.7).
     pub(crate) fn from_response(response: &Response) -> Self {
         let problem = problem(response);

@@ -11,7 +11,6 @@
 
 mod client;
 mod failure;
-mod http;
 mod jose;
 mod options;
 mod order;
@@ -22,5 +21,5 @@ mod run;
 mod pebble_tests;
 
 pub use options::{AcmeBenchOptions, Eab, EabCredential, parse_eab_file};
-pub use report::{AcmeBenchReport, AcmeEnd, AcmeErrors, LatencySummary, StepLatencies};
+pub use report::{AcmeBenchReport, AcmeEnd, AcmeErrors, StepLatencies};
 pub use run::run_acme;

@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use x509_parser::extensions::GeneralName;
 
 use super::client::{Client, Directory, json_body, location};
-use super::failure::Failure;
 use super::jose::b64;
+use crate::failure::Failure;
 
 /// First pause between polls without `Retry-After`; it doubles up to [`POLL_MAX`].
 const POLL_FIRST: Duration = Duration::from_millis(5);

@@ -7,61 +7,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::units::{human, mib, seconds};
-
-use crate::histogram::Histogram;
-
-/// Quantiles of one latency distribution.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct LatencySummary {
-    /// Samples.
-    pub count: u64,
-    /// Mean.
-    pub mean: Duration,
-    /// Median.
-    pub p50: Duration,
-    /// 90th percentile.
-    pub p90: Duration,
-    /// 99th percentile.
-    pub p99: Duration,
-    /// Largest.
-    pub max: Duration,
-}
-
-impl LatencySummary {
-    pub(crate) fn of(h: &Histogram) -> Self {
-        Self {
-            count: h.count(),
-            mean: h.mean(),
-            p50: h.quantile(0.50),
-            p90: h.quantile(0.90),
-            p99: h.quantile(0.99),
-            max: h.max(),
-        }
-    }
-
-    fn to_json(self) -> Value {
-        json!({
-            "count": self.count,
-            "mean": millis(self.mean),
-            "p50": millis(self.p50),
-            "p90": millis(self.p90),
-            "p99": millis(self.p99),
-            "max": millis(self.max),
-        })
-    }
-
-    fn to_text(self) -> String {
-        format!(
-            "p50 {}, p90 {}, p99 {}, max {}",
-            human(self.p50),
-            human(self.p90),
-            human(self.p99),
-            human(self.max)
-        )
-    }
-}
+use crate::latency::LatencySummary;
+use crate::units::{human, mib, millis, seconds};
 
 /// Failed orders (and failed account creations never get here: they end the run), by
 /// `step: HTTP status problem-type` or `step: transport`, `timeout`, `invalid response`, ….
@@ -196,10 +143,6 @@ pub struct AcmeBenchReport {
     pub server_rss_max: Option<u64>,
     /// The generator's own CPU time per completed order.
     pub client_cpu_per_order: Option<Duration>,
-}
-
-fn millis(d: Duration) -> f64 {
-    (d.as_nanos() as f64 / 10_000.0).round() / 100.0
 }
 
 impl AcmeBenchReport {

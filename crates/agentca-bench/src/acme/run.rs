@@ -9,14 +9,15 @@ use rcgen::KeyPair;
 use tokio::task::JoinSet;
 
 use super::client::{Client, Directory};
-use super::failure::Failure;
-use super::http::{Connector, Http};
 use super::jose::AccountKey;
 use super::options::{AcmeBenchOptions, NameTemplate};
 use super::order::{Step, run_order};
-use super::report::{AcmeBenchReport, AcmeEnd, AcmeErrors, LatencySummary, StepLatencies};
+use super::report::{AcmeBenchReport, AcmeEnd, AcmeErrors, StepLatencies};
 use crate::error::BenchError;
+use crate::failure::Failure;
 use crate::histogram::Histogram;
+use crate::http::{Connector, Http};
+use crate::latency::LatencySummary;
 use crate::proc_stat::{self, ProcessSample};
 
 /// How often the server's memory is sampled, and progress checked.
@@ -25,6 +26,8 @@ const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 /// times: an account is set-up, not load, and a server that rejects nonces at random (pebble
 /// by default) should not end the run before it has begun.
 const ACCOUNT_ATTEMPTS: u32 = 3;
+/// The `User-Agent` of every request.
+const USER_AGENT: &str = "agentca-bench-acme";
 /// Pause after a failed order, so that a server that fails at once is not hammered in a loop.
 const FAILURE_PAUSE: Duration = Duration::from_millis(10);
 
@@ -180,7 +183,7 @@ async fn create_accounts(
     let started = Instant::now();
     let mut set = JoinSet::new();
     for (worker, key) in keys.into_iter().enumerate() {
-        let mut client = Client::new(Http::new(connector.clone(), opts.timeout), key);
+        let mut client = Client::new(Http::new(connector.clone(), opts.timeout, USER_AGENT), key);
         let directory = directory.clone();
         let eab = opts.eab.for_worker(worker).cloned();
         set.spawn(async move {
@@ -274,7 +277,7 @@ async fn drive(
     keys: Vec<KeyPair>,
     deadline: Instant,
 ) -> Result<AcmeBenchReport, BenchError> {
-    let mut http = Http::new(connector.clone(), opts.timeout);
+    let mut http = Http::new(connector.clone(), opts.timeout, USER_AGENT);
     let directory = Directory::fetch(&mut http, &opts.directory)
         .await
         .map_err(|f| setup_error("directory", f))?;

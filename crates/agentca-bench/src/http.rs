@@ -1,5 +1,6 @@
 //! One keep-alive HTTP/1.1 connection per worker, over TLS trusting only the given roots
-//! (or plain HTTP for `http://` URLs), with a timeout on every request.
+//! (or plain HTTP for `http://` URLs), with a timeout on every request: the transport of the
+//! ACME and SCEP generators.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,8 +16,8 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::failure::Failure;
 use crate::error::BenchError;
+use crate::failure::Failure;
 
 /// The largest body read: a certificate chain is a few kilobytes.
 const MAX_BODY_BYTES: usize = 1 << 20;
@@ -86,6 +87,8 @@ type Sender = SendRequest<Full<Bytes>>;
 pub(crate) struct Http {
     connector: Connector,
     timeout: Duration,
+    /// Says which generator sent a request, for the server's logs.
+    user_agent: &'static str,
     /// The connection and the `scheme://authority` it goes to.
     conn: Option<(String, Sender)>,
     /// Connections opened and requests sent, for the report.
@@ -94,10 +97,11 @@ pub(crate) struct Http {
 }
 
 impl Http {
-    pub(crate) fn new(connector: Connector, timeout: Duration) -> Self {
+    pub(crate) fn new(connector: Connector, timeout: Duration, user_agent: &'static str) -> Self {
         Self {
             connector,
             timeout,
+            user_agent,
             conn: None,
             opened: 0,
             requests: 0,
@@ -160,7 +164,7 @@ impl Http {
             let Some((_, sender)) = self.conn.as_mut() else {
                 return Err(Failure::transport("no connection".into()));
             };
-            let request = build(&method, uri, content_type, body.clone())?;
+            let request = build(&method, uri, self.user_agent, content_type, body.clone())?;
             let response = match sender.send_request(request).await {
                 Ok(response) => response,
                 Err(e)
@@ -263,6 +267,7 @@ fn origin(uri: &Uri, tls: bool) -> Result<String, Failure> {
 fn build(
     method: &Method,
     uri: &Uri,
+    user_agent: &'static str,
     content_type: Option<&'static str>,
     body: Bytes,
 ) -> Result<Request<Full<Bytes>>, Failure> {
@@ -278,7 +283,7 @@ fn build(
             .map_err(|e| Failure::invalid(format!("host {authority}: {e}")))?;
         headers.insert(HOST, host);
     }
-    headers.insert(USER_AGENT, HeaderValue::from_static("agentca-bench-acme"));
+    headers.insert(USER_AGENT, HeaderValue::from_static(user_agent));
     headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
     if let Some(content_type) = content_type {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
