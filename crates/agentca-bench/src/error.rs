@@ -55,4 +55,17 @@ pub enum BenchError {
     /// bound passed. The report holds what was measured until then.
     #[error("{}", .0.end.message(.0.orders, .0.orders_requested))]
     Unfinished(Box<crate::acme::AcmeBenchReport>),
+    /// The SCEP server failed a step that comes before the measured window (GetCACaps,
+    /// GetCACert, the choice of the certificate to encrypt to).
+    #[error("SCEP {step}: {reason}")]
+    Scep {
+        /// The step: GetCACaps or GetCACert.
+        step: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The SCEP run ended before its requests were done: the server stalled or the window's
+    /// time bound passed. The report holds what was measured until then.
+    #[error("{}", .0.end.message(.0.enrollments, .0.requests, .0.requested))]
+    ScepUnfinished(Box<crate::scep::ScepBenchReport>),
 }

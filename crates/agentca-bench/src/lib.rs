@@ -15,10 +15,15 @@
 //! The ACME generator ([`run_acme`]) is closed-loop in the same way, with complete certificate
 //! orders instead of requests: each worker owns an account and runs one order after another,
 //! and the server's CPU time is reported per completed order.
+//!
+//! The SCEP generator ([`run_scep`]) sends PKCSReq messages in the same closed loop, each with
+//! a fresh RSA key made before the window, and reports enrollments, failures by kind and
+//! duplicate serials among the issued certificates.
 
 #![warn(missing_docs)]
 
 mod acme;
+mod affinity;
 mod error;
 mod failure;
 mod histogram;
@@ -28,6 +33,7 @@ mod proc_stat;
 mod report;
 mod requests;
 mod run;
+mod scep;
 mod target;
 mod units;
 
@@ -47,3 +53,7 @@ pub use latency::LatencySummary;
 pub use report::{ErrorCounts, OcspBenchReport, StatusCounts};
 pub use requests::{load_certificates, requests_for, requests_for_hash};
 pub use run::{Method, OcspBenchOptions, run_ocsp};
+pub use scep::{
+    Challenge, ScepBenchOptions, ScepBenchReport, ScepEnd, ScepErrors, ScepServerInfo,
+    parse_challenge_file, parse_cipher, parse_cpu_list, run_scep,
+};
