@@ -88,6 +88,7 @@ pip_tool() {
 apt_tool openssl openssl      # independent chain/CRL/OCSP verifier (INV-9, REV-9)
 apt_tool golang-cfssl cfssl   # comparison CA for the benchmarks
 apt_tool pebble pebble        # ACME test server the ACME load generator is checked against
+apt_tool scep scepserver      # micromdm scepserver/scepclient: SCEP load generator and interop tests
 apt_tool certbot certbot      # stock ACME client the ACME server is tested with
 apt_tool lego lego            # stock ACME client the ACME server is tested with
 pip_tool "pkilint~=0.13.3" lint_pkix_cert  # RFC 5280/6960 linter (INV-8); pinned: new releases add findings

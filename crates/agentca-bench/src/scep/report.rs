@@ -249,8 +249,12 @@ impl ScepBenchReport {
         }
         let _ = writeln!(
             out,
-            "enrollments: {} of {} requests, {:.2}/s; {} connections opened",
-            self.enrollments, self.requested, self.enrollments_per_second, self.connections,
+            "enrollments: {} of {} requests, {:.2}/s; {} connection{} opened",
+            self.enrollments,
+            self.requested,
+            self.enrollments_per_second,
+            self.connections,
+            if self.connections == 1 { "" } else { "s" },
         );
         let _ = writeln!(out, "latency:     {}", self.latency.to_text());
         let _ = writeln!(
