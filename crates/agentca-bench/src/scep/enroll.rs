@@ -87,7 +87,7 @@ pub(crate) async fn enroll(
         ));
     }
     // The generator measures servers; it does not grade their algorithms: a CertRep signed
-    // with SHA-1 or enveloped with DES (what micromdm's server answers) is read too.
+    // with SHA-1 (as micromdm's server signs them) or enveloped with DES is read too.
     let outcome = prepared
         .request
         .parse_reply(

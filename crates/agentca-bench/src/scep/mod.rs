@@ -22,6 +22,8 @@ mod url;
 
 #[cfg(test)]
 mod scepserver_tests;
+#[cfg(test)]
+mod test_ra;
 
 pub use options::{
     Challenge, ScepBenchOptions, parse_challenge_file, parse_cipher, parse_cpu_list,

@@ -256,7 +256,11 @@ impl ScepBenchReport {
             self.connections,
             if self.connections == 1 { "" } else { "s" },
         );
-        let _ = writeln!(out, "latency:     {}", self.latency.to_text());
+        if self.enrollments > 0 {
+            let _ = writeln!(out, "latency:     {}", self.latency.to_text());
+        } else {
+            let _ = writeln!(out, "latency:     no enrollment");
+        }
         let _ = writeln!(
             out,
             "errors:      {} failed requests{}",
@@ -465,7 +469,9 @@ mod tests {
             limit: Duration::from_secs(60),
         };
         limited.requests = 40;
+        limited.enrollments = 0;
         let text = limited.to_text();
+        assert!(text.contains("latency:     no enrollment"), "{text}");
         assert!(
             text.contains(
                 "ENDED:       the run did not finish within its bound of 60 s (40 of 100"
