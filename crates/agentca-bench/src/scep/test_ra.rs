@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use agentca_core::csr::CertificateRequest;
 use agentca_scep::{
@@ -206,10 +206,15 @@ fn pki_operation(state: &State, message: &[u8]) -> Result<Vec<u8>, agentca_scep:
     let verified = unverified.verify(&options)?;
     let reply_to = verified.reply_to();
     let decrypted = verified.decrypt(&state.ra, &options)?;
-    let csr = CertificateRequest::from_der(&decrypted.csr).unwrap();
-    let spent = csr
-        .challenge_password()
-        .is_some_and(|c| state.challenges.lock().unwrap().remove(c));
+    let csr = CertificateRequest::from_der(&decrypted.csr)
+        .map_err(|_| agentca_scep::ScepError::Malformed("CSR"))?;
+    let spent = csr.challenge_password().is_some_and(|c| {
+        let mut live = state
+            .challenges
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        live.remove(c)
+    });
     if !spent {
         let status = CertRepStatus::Failure(FailInfo::BadRequest);
         return CertRep {
@@ -236,10 +241,11 @@ fn pki_operation(state: &State, message: &[u8]) -> Result<Vec<u8>, agentca_scep:
         .position(|b| *b != 0)
         .unwrap_or(bytes.len() - 1);
     params.serial_number = Some(SerialNumber::from_slice(&bytes[first..]));
-    let spki = SubjectPublicKeyInfo::from_der(csr.spki_der()).unwrap();
+    let unusable = |_| agentca_scep::ScepError::Malformed("CSR key");
+    let spki = SubjectPublicKeyInfo::from_der(csr.spki_der()).map_err(unusable)?;
     let issued = params
         .signed_by(&spki, &state.ca_issuer)
-        .unwrap()
+        .map_err(unusable)?
         .der()
         .to_vec();
     let certificates = [issued, state.ca_der.clone()];
