@@ -131,13 +131,9 @@ pub fn run_scep(opts: &ScepBenchOptions) -> Result<ScepBenchReport, BenchError> 
         .map_err(runtime_error)?;
     let ca = setup
         .block_on(async {
+            // Each of its two requests is bounded by the request timeout.
             let mut http = Http::new(connector.clone(), opts.timeout, USER_AGENT);
-            let fetched = tokio::time::timeout(
-                opts.max_duration,
-                ScepCa::fetch(&mut http, &url, fingerprint.as_ref()),
-            )
-            .await;
-            fetched.unwrap_or_else(|_| Err(("GetCACert", crate::failure::Failure::timeout())))
+            ScepCa::fetch(&mut http, &url, fingerprint.as_ref()).await
         })
         .map_err(|(step, f)| BenchError::Scep {
             step: step.to_owned(),
