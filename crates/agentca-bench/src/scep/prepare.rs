@@ -1,5 +1,5 @@
 //! The requests, made before the measured window: per request a fresh RSA key, a CSR with its
-//! challengePassword, the transient self-signed certificate that signs the PKCSReq (RFC 8894
+//! challengePassword (`agentca_scep::client::csr_with_challenge`), the transient self-signed certificate that signs the PKCSReq (RFC 8894
 //! §2.3), and the signed and encrypted message itself.
 //!
 //! RSA key generation is the slow part (tens to hundreds of milliseconds per 2048-bit key, far
@@ -11,16 +11,13 @@ use std::sync::PoisonError;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use agentca_scep::client::{BuiltRequest, RequestBuilder, SignerKey, transient_certificate};
-use agentca_scep::{ContentCipher, DigestAlgorithm};
-use rcgen::{
-    Attribute, CertificateParams, DnType, KeyPair, PKCS_RSA_SHA256, PublicKeyData, RsaKeySize,
+use agentca_scep::client::{
+    BuiltRequest, RequestBuilder, SignerKey, csr_with_challenge, transient_certificate,
 };
+use agentca_scep::{ContentCipher, DigestAlgorithm};
+use rcgen::{CertificateParams, DnType, KeyPair, PKCS_RSA_SHA256, PublicKeyData, RsaKeySize};
 
 use crate::error::BenchError;
-
-/// PKCS #9 challengePassword (RFC 2985 §5.4.1).
-const CHALLENGE_PASSWORD: &[u64] = &[1, 2, 840, 113549, 1, 9, 7];
 
 /// One PKCSReq ready to send, with what checking its answer needs.
 pub(crate) struct Prepared {
@@ -72,7 +69,12 @@ pub(crate) fn prepare(
     let key =
         SignerKey::from_pkcs8(&pair.serialize_der()).map_err(|e| crypto("load the RSA key", &e))?;
     let common_name = format!("{}-{n}", recipe.common_name_prefix);
-    let csr = csr(&pair, &common_name, challenge)?;
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name.as_str());
+    let csr =
+        csr_with_challenge(&key, &params, Some(challenge)).map_err(|e| crypto("the CSR", &e))?;
     let certificate = transient_certificate(&key, &common_name)
         .map_err(|e| crypto("the transient certificate", &e))?;
     let request = RequestBuilder::pkcs_req(&csr, &key, &certificate, recipe.recipient)
@@ -85,56 +87,6 @@ pub(crate) fn prepare(
         key,
         request,
     })
-}
-
-/// A CSR for `CN=<common_name>` carrying `challenge` as its challengePassword: a
-/// PrintableString when the challenge fits one (what most SCEP clients send), else a
-/// UTF8String (RFC 2985 allows both; agentca's challenges contain `_`, which PrintableString
-/// lacks).
-pub(crate) fn csr(
-    pair: &KeyPair,
-    common_name: &str,
-    challenge: &str,
-) -> Result<Vec<u8>, BenchError> {
-    let mut params = CertificateParams::default();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, common_name);
-    let string_tag = if challenge.bytes().all(is_printable) {
-        0x13
-    } else {
-        0x0c
-    };
-    let value = tlv(string_tag, challenge.as_bytes());
-    let attribute = Attribute {
-        oid: CHALLENGE_PASSWORD,
-        values: tlv(0x31, &value),
-    };
-    let request = params
-        .serialize_request_with_attributes(pair, vec![attribute])
-        .map_err(|e| BenchError::Crypto(format!("the CSR: {e}")))?;
-    Ok(request.der().to_vec())
-}
-
-/// The PrintableString alphabet (X.680 §41.4).
-fn is_printable(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b" '()+,-./:=?".contains(&b)
-}
-
-/// A DER tag-length-value with a definite length.
-fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = content.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes = len.to_be_bytes();
-        let skip = bytes.iter().take_while(|b| **b == 0).count();
-        out.push(0x80 | (bytes.len() - skip) as u8);
-        out.extend_from_slice(&bytes[skip..]);
-    }
-    out.extend_from_slice(content);
-    out
 }
 
 /// Prepares `count` requests on `threads` threads, request `i` with `challenge(i)`.
@@ -234,38 +186,10 @@ fn report_progress(
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use x509_parser::prelude::{FromDer, X509CertificationRequest};
-
     use super::*;
 
-    fn challenge_of(der: &[u8]) -> (u8, String) {
-        let (_, csr) = X509CertificationRequest::from_der(der).unwrap();
-        csr.verify_signature().unwrap();
-        let attribute = csr
-            .certification_request_info
-            .iter_attributes()
-            .find(|a| a.oid.to_id_string() == "1.2.840.113549.1.9.7")
-            .unwrap();
-        // SET { string }
-        let value = attribute.value;
-        assert_eq!(value[0], 0x31);
-        let inner = &value[2..];
-        (inner[0], String::from_utf8(inner[2..].to_vec()).unwrap())
-    }
-
     #[test]
-    fn the_csr_carries_the_challenge_in_the_string_type_it_fits() {
-        let pair = KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, RsaKeySize::_2048).unwrap();
-        let der = csr(&pair, "bench-1", "Printable 123").unwrap();
-        assert_eq!(challenge_of(&der), (0x13, "Printable 123".into()));
-        let der = csr(&pair, "bench-1", "agent_ca-Challenge").unwrap();
-        assert_eq!(challenge_of(&der), (0x0c, "agent_ca-Challenge".into()));
-        let long = "x".repeat(300);
-        assert_eq!(tlv(0x0c, long.as_bytes())[..4], [0x0c, 0x82, 0x01, 0x2c]);
-    }
-
-    #[test]
-    fn requests_are_made_in_parallel_in_order() {
+    fn requests_are_made_in_parallel_each_with_its_key() {
         let ra = KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, RsaKeySize::_2048).unwrap();
         let mut params = CertificateParams::default();
         params.distinguished_name.push(DnType::CommonName, "RA");
