@@ -390,7 +390,7 @@ impl BuiltRequest {
                     .as_deref()
                     .ok_or(ScepError::Malformed("SUCCESS without content"))?;
                 let opened =
-                    envelope::open(envelope, &self.signer, &key.decrypting_key()?, options)?;
+                    envelope::open(envelope, &self.signer, key.decrypting_key()?, options)?;
                 let certificates = certs::parse_certs_only(&opened.content)?.certificates;
                 if certificates.is_empty() {
                     return Err(ScepError::Malformed("SUCCESS without a certificate"));

@@ -25,14 +25,15 @@ pub struct SignerKey {
 }
 
 enum Inner {
-    Rsa(RsaKeyPair),
+    /// The signing key and, parsed once, the key-transport decryption key.
+    Rsa(RsaKeyPair, Box<Pkcs1PrivateDecryptingKey>),
     Ecdsa(EcdsaKeyPair, EcCurve),
 }
 
 impl std::fmt::Debug for SignerKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.inner {
-            Inner::Rsa(_) => f.write_str("SignerKey(RSA)"),
+            Inner::Rsa(..) => f.write_str("SignerKey(RSA)"),
             Inner::Ecdsa(_, curve) => write!(f, "SignerKey(ECDSA {curve:?})"),
         }
     }
@@ -43,9 +44,15 @@ impl SignerKey {
     pub fn from_pkcs8(pkcs8: &[u8]) -> Result<Self> {
         let pkcs8 = Zeroizing::new(pkcs8.to_vec());
         if let Ok(pair) = RsaKeyPair::from_pkcs8(&pkcs8) {
+            let decrypting = PrivateDecryptingKey::from_pkcs8(&pkcs8)
+                .map_err(|_| ScepError::Key("RSA key rejected for decryption"))
+                .and_then(|key| {
+                    Pkcs1PrivateDecryptingKey::new(key)
+                        .map_err(|_| ScepError::Key("RSA key rejected"))
+                })?;
             return Ok(Self {
                 pkcs8,
-                inner: Inner::Rsa(pair),
+                inner: Inner::Rsa(pair, Box::new(decrypting)),
             });
         }
         for (alg, curve) in [
@@ -66,7 +73,7 @@ impl SignerKey {
 
     /// Whether this is an RSA key (only RSA keys can decrypt a key-transport envelope).
     pub fn is_rsa(&self) -> bool {
-        matches!(self.inner, Inner::Rsa(_))
+        matches!(self.inner, Inner::Rsa(..))
     }
 
     /// The PKCS#8 DER the key was loaded from.
@@ -77,7 +84,7 @@ impl SignerKey {
     /// Whether `cert` carries this key's public half.
     pub(crate) fn matches(&self, cert: &CertInfo) -> bool {
         match (&self.inner, &cert.key) {
-            (Inner::Rsa(pair), PublicKey::Rsa(public)) => {
+            (Inner::Rsa(pair, _), PublicKey::Rsa(public)) => {
                 pair.public_key().as_ref() == public.as_slice()
             }
             (Inner::Ecdsa(pair, curve), PublicKey::Ec { curve: c, point }) => {
@@ -88,13 +95,11 @@ impl SignerKey {
     }
 
     /// The key-transport decryption key, for RSA keys.
-    pub(crate) fn decrypting_key(&self) -> Result<Pkcs1PrivateDecryptingKey> {
-        if !self.is_rsa() {
-            return Err(ScepError::Key("only an RSA key can decrypt an envelope"));
+    pub(crate) fn decrypting_key(&self) -> Result<&Pkcs1PrivateDecryptingKey> {
+        match &self.inner {
+            Inner::Rsa(_, decrypting) => Ok(decrypting),
+            Inner::Ecdsa(..) => Err(ScepError::Key("only an RSA key can decrypt an envelope")),
         }
-        let key = PrivateDecryptingKey::from_pkcs8(&self.pkcs8)
-            .map_err(|_| ScepError::Key("RSA key rejected for decryption"))?;
-        Pkcs1PrivateDecryptingKey::new(key).map_err(|_| ScepError::Key("RSA key rejected"))
     }
 
     /// Signs `message` and returns the SignerInfo `signatureAlgorithm` and the signature.
@@ -104,7 +109,7 @@ impl SignerKey {
         message: &[u8],
     ) -> Result<(Vec<u8>, Vec<u8>)> {
         match &self.inner {
-            Inner::Rsa(pair) => {
+            Inner::Rsa(pair, _) => {
                 // rsaEncryption with NULL parameters (RFC 3370 §3.2), as most SCEP peers
                 // expect; the hash is the SignerInfo's digestAlgorithm.
                 let alg_id = der::algorithm(&oid::RSA_ENCRYPTION, Some(&der::null()));
@@ -174,7 +179,6 @@ fn rsa_sign(
 pub struct RaIdentity {
     pub(crate) cert: CertInfo,
     pub(crate) key: SignerKey,
-    pub(crate) decrypting: Pkcs1PrivateDecryptingKey,
 }
 
 impl std::fmt::Debug for RaIdentity {
@@ -200,12 +204,12 @@ impl RaIdentity {
                 "the RA key does not match the RA certificate",
             ));
         }
-        let decrypting = key.decrypting_key()?;
-        Ok(Self {
-            cert,
-            key,
-            decrypting,
-        })
+        Ok(Self { cert, key })
+    }
+
+    /// The key-transport decryption key (parsed once, with the key).
+    pub(crate) fn decrypting(&self) -> Result<&Pkcs1PrivateDecryptingKey> {
+        self.key.decrypting_key()
     }
 
     /// The RA certificate (DER).

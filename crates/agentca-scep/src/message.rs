@@ -165,7 +165,7 @@ impl PkiMessage {
             .envelope
             .as_deref()
             .ok_or(ScepError::Malformed("pkiMessage without content"))?;
-        let opened = envelope::open(envelope, &ra.cert, &ra.decrypting, options)?;
+        let opened = envelope::open(envelope, &ra.cert, ra.decrypting()?, options)?;
         Ok(DecryptedRequest {
             csr: opened.content,
             cipher: opened.cipher,

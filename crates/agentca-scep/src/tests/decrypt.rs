@@ -117,8 +117,12 @@ fn corrupted_ciphertext_is_the_same_error() {
     for i in 0..sealed.len() {
         let mut bad = sealed.clone();
         bad[i] ^= 0x01;
-        let result =
-            crate::envelope::open(&bad, &ra().cert, &ra().decrypting, &ScepOptions::STRICT);
+        let result = crate::envelope::open(
+            &bad,
+            &ra().cert,
+            ra().decrypting().unwrap(),
+            &ScepOptions::STRICT,
+        );
         if let Err(e) = result {
             failures += 1;
             if i >= tail {
