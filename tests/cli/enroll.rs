@@ -92,6 +92,7 @@ fn the_daemon_renews_a_revoked_certificate_at_once() {
     let cert = env.path("agent/cert.pem");
     let (key_arg, cert_arg) = (key.display().to_string(), cert.display().to_string());
     let root = env.data_file("root.pem").display().to_string();
+    let enrolled_at = now();
     env.run(&[
         "enroll",
         "--agent",
@@ -110,7 +111,7 @@ fn the_daemon_renews_a_revoked_certificate_at_once() {
         &root,
     ])
     .success();
-    let first = check_pair(&env, &key, &cert, &agent, now());
+    let first = check_pair(&env, &key, &cert, &agent, enrolled_at);
     let serial = hex::encode(
         x509_parser::parse_x509_certificate(&first)
             .unwrap()
@@ -120,6 +121,7 @@ fn the_daemon_renews_a_revoked_certificate_at_once() {
     env.run(&["revoke", &serial, "--reason", "keyCompromise"])
         .success();
 
+    let renewed_at = now();
     let hook = env.path("rotated");
     let mut daemon = env
         .bare()
@@ -143,7 +145,7 @@ fn the_daemon_renews_a_revoked_certificate_at_once() {
     }
     let _ = daemon.kill();
     let _ = daemon.wait();
-    let second = check_pair(&env, &key, &cert, &agent, now());
+    let second = check_pair(&env, &key, &cert, &agent, renewed_at);
     assert_ne!(second, first, "still the revoked certificate");
 }
 
@@ -177,6 +179,7 @@ fn renewals_killed_at_random_points_never_leave_a_mismatched_pair() {
     let cert = env.path("agent/cert.pem");
     let (key_arg, cert_arg) = (key.display().to_string(), cert.display().to_string());
     let root = env.data_file("root.pem").display().to_string();
+    let enrolled_at = now();
     env.run(&[
         "enroll",
         "--agent",
@@ -196,7 +199,7 @@ fn renewals_killed_at_random_points_never_leave_a_mismatched_pair() {
     ])
     .success();
     let mut seen = std::collections::BTreeSet::new();
-    seen.insert(check_pair(&env, &key, &cert, &agent, now()));
+    seen.insert(check_pair(&env, &key, &cert, &agent, enrolled_at));
     let matching = || {
         let chain = pem_certs(&std::fs::read_to_string(&cert).unwrap());
         let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0]).unwrap();
@@ -222,9 +225,10 @@ fn renewals_killed_at_random_points_never_leave_a_mismatched_pair() {
         seen.insert(matching());
     }
     // At the end a renewal still works from whatever the kills left.
+    let renewed_at = now();
     env.run(&["renew", "--key", &key_arg, "--cert", &cert_arg])
         .success();
-    seen.insert(check_pair(&env, &key, &cert, &agent, now()));
+    seen.insert(check_pair(&env, &key, &cert, &agent, renewed_at));
     println!("{} distinct certificates seen installed", seen.len());
     assert!(seen.len() >= 2);
 }
