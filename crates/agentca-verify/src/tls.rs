@@ -269,3 +269,6 @@ fn refusal(e: Error) -> rustls::Error {
     };
     rustls::Error::InvalidCertificate(error)
 }
+
+#[cfg(test)]
+mod tests;
