@@ -25,6 +25,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
     let (request, out_path) = match cli.command {
         Command::Init(args) => return init(&dir, out, passphrase_file, args),
         Command::Bench(command) => return crate::bench::run(out, command),
+        Command::Verify(args) => return crate::verify::run(&dir, out, args),
         Command::Serve(args) => {
             crate::serve::serve(&dir, passphrase_file, args)?;
             return Ok(ExitCode::SUCCESS);

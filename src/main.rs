@@ -8,6 +8,7 @@ mod commands;
 mod operations;
 mod output;
 mod serve;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -78,6 +79,8 @@ enum Command {
     /// Load generators that measure agentca or any other compliant server.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Check a certificate as a relying service would: chain, agent ID and revocation.
+    Verify(verify::VerifyArgs),
 }
 
 #[derive(Debug, Args)]

@@ -23,4 +23,5 @@ mod cli {
     mod revoke;
     mod serve;
     mod token;
+    mod verify;
 }
