@@ -158,6 +158,36 @@ fn refuses_a_wrong_trust_anchor() {
     assert!(matches!(err, Error::Untrusted(_)), "{err}");
 }
 
+/// PARSE-3: many look-alike intermediates (the issuing CA's name, other keys) cost bounded
+/// work, whether or not the real one is among them.
+#[test]
+fn look_alike_intermediates_cost_bounded_work() {
+    let pki = Pki::new();
+    let verifier = any(&pki);
+    let leaf = pki.agent("/agent/a");
+    let decoys: Vec<CertificateDer<'static>> = (0..60)
+        .map(|_| {
+            TestCa::root("Test Root")
+                .intermediate("Test Issuing CA")
+                .cert
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let err = verifier
+        .verify_chain(&leaf.cert, &decoys, now())
+        .unwrap_err();
+    assert!(matches!(err, Error::Untrusted(_)), "{err}");
+    let mut with_real = decoys.clone();
+    with_real.push(pki.issuing.cert.clone());
+    // Accepted, or refused once webpki's signature budget is spent: either way, quickly.
+    let _ = verifier.verify_chain(&leaf.cert, &with_real, now());
+    assert!(
+        started.elapsed() < StdDuration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn refuses_expired_and_not_yet_valid() {
     let pki = Pki::new();

@@ -423,8 +423,8 @@ impl Verifier {
                     let checked = policy.check(leaf, intermediates, now, usage, None)?;
                     return self.miss(checked, "no current CRL is at hand".into(), miss);
                 };
-                crl.check_this_update(now, i.skew)?;
                 let checked = policy.check(leaf, intermediates, now, usage, Some(&crl.crl))?;
+                crl.check_this_update(now, i.skew)?;
                 Ok(agent(
                     checked,
                     RevocationStatus::Good {
