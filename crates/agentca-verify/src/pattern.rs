@@ -1,28 +1,4 @@
-//! Which agents a verifier accepts: exact SPIFFE IDs or path patterns.
-//!
-//! # Grammar
-//!
-//! ```text
-//! pattern      = "spiffe://" trust-domain "/" segments
-//! segments     = *(segment-pat "/") last
-//! segment-pat  = segment / "*"
-//! last         = segment / "*" / "**"
-//! ```
-//!
-//! `trust-domain` and `segment` are as in a canonical SPIFFE ID ([`crate::SpiffeId`]). The trust
-//! domain is always literal and must match exactly. `*` matches exactly one path segment (any
-//! value); `**`, allowed only as the last segment, matches one or more segments. There are no
-//! partial-segment wildcards (`team-*` is refused), and literal segments compare
-//! byte for byte, so `/agent/a` never matches `/agent/ab`. A pattern without wildcards is an
-//! exact SPIFFE ID.
-//!
-//! | pattern                              | matches                                   | does not match                  |
-//! |--------------------------------------|-------------------------------------------|---------------------------------|
-//! | `spiffe://td/agent/alice`            | `spiffe://td/agent/alice`                 | `spiffe://td/agent/alice/x`     |
-//! | `spiffe://td/agent/team/*`           | `spiffe://td/agent/team/bob`              | `spiffe://td/agent/team/bob/x`  |
-//! | `spiffe://td/agent/*/mailer`         | `spiffe://td/agent/bob/mailer`            | `spiffe://td/agent/mailer`      |
-//! | `spiffe://td/agent/**`               | `spiffe://td/agent/a`, `…/agent/a/b/c`    | `spiffe://td/agent`, `spiffe://other/agent/a` |
-//! | `spiffe://td/**`                     | every agent of trust domain `td`          | any other trust domain          |
+//! Which agents a verifier accepts: exact SPIFFE IDs or path patterns ([`IdPattern`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -30,8 +6,31 @@ use std::str::FromStr;
 use crate::error::Error;
 use crate::spiffe::{self, SpiffeId};
 
-/// An exact SPIFFE ID or a pattern over agent paths; see the [module docs](self) for the
-/// grammar.
+/// An exact SPIFFE ID or a pattern over agent paths: which agents a verifier accepts.
+///
+/// # Grammar
+///
+/// ```text
+/// pattern      = "spiffe://" trust-domain "/" segments
+/// segments     = *(segment-pat "/") last
+/// segment-pat  = segment / "*"
+/// last         = segment / "*" / "**"
+/// ```
+///
+/// `trust-domain` and `segment` are as in a canonical SPIFFE ID ([`crate::SpiffeId`]). The trust
+/// domain is always literal and must match exactly. `*` matches exactly one path segment (any
+/// value); `**`, allowed only as the last segment, matches one or more segments. There are no
+/// partial-segment wildcards (`team-*` is refused), and literal segments compare
+/// byte for byte, so `/agent/a` never matches `/agent/ab`. A pattern without wildcards is an
+/// exact SPIFFE ID.
+///
+/// | pattern                              | matches                                   | does not match                  |
+/// |--------------------------------------|-------------------------------------------|---------------------------------|
+/// | `spiffe://td/agent/alice`            | `spiffe://td/agent/alice`                 | `spiffe://td/agent/alice/x`     |
+/// | `spiffe://td/agent/team/*`           | `spiffe://td/agent/team/bob`              | `spiffe://td/agent/team/bob/x`  |
+/// | `spiffe://td/agent/*/mailer`         | `spiffe://td/agent/bob/mailer`            | `spiffe://td/agent/mailer`      |
+/// | `spiffe://td/agent/**`               | `spiffe://td/agent/a`, `…/agent/a/b/c`    | `spiffe://td/agent`, `spiffe://other/agent/a` |
+/// | `spiffe://td/**`                     | every agent of trust domain `td`          | any other trust domain          |
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct IdPattern {
     source: String,
