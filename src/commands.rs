@@ -27,6 +27,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench(command) => return crate::bench::run(out, command),
         Command::Enroll(args) => return crate::agent::enroll(out, args),
         Command::Renew(args) => return crate::agent::renew(out, args),
+        Command::Verify(args) => return crate::verify::run(&dir, out, args),
         Command::Serve(args) => {
             crate::serve::serve(&dir, passphrase_file, args)?;
             return Ok(ExitCode::SUCCESS);

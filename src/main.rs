@@ -9,6 +9,7 @@ mod commands;
 mod operations;
 mod output;
 mod serve;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -83,6 +84,8 @@ enum Command {
     Enroll(agent::EnrollArgs),
     /// Agent side: renew the certificate `enroll` wrote, once or as a daemon.
     Renew(agent::RenewArgs),
+    /// Check a certificate as a relying service would: chain, agent ID and revocation.
+    Verify(verify::VerifyArgs),
 }
 
 #[derive(Debug, Args)]

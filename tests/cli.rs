@@ -24,4 +24,5 @@ mod cli {
     mod revoke;
     mod serve;
     mod token;
+    mod verify;
 }
