@@ -16,6 +16,7 @@ pub mod battery;
 mod error;
 mod group_commit;
 mod records;
+mod scep;
 mod sled_acme;
 mod sled_store;
 
@@ -30,6 +31,7 @@ pub use records::{
     InvalidSerial, IssuanceIntent, Revocation, RevocationReason, RevokedEntry, Serial, SerialEntry,
     TokenKind, TokenRecord,
 };
+pub use scep::ScepTransaction;
 pub use sled_store::SledStore;
 
 use time::OffsetDateTime;
@@ -176,6 +178,16 @@ pub trait Store: Send + Sync {
         window: time::Duration,
         now: OffsetDateTime,
     ) -> Result<RateDecision>;
+
+    /// Records the transaction that issued a SCEP certificate; [`StoreError::AlreadyExists`]
+    /// if one with the same key and transactionID is recorded (the first stands).
+    fn record_scep_transaction(&self, transaction: &ScepTransaction) -> Result<()>;
+    /// The transaction recorded for this key (SHA-256 hex of its SPKI) and transactionID.
+    fn scep_transaction(
+        &self,
+        key_sha256: &str,
+        transaction_id: &str,
+    ) -> Result<Option<ScepTransaction>>;
 
     /// Makes every write that this thread (or any thread) completed before the call durable.
     /// Concurrent callers share flushes.

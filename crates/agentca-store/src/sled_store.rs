@@ -22,8 +22,8 @@ use crate::sled_acme::AcmeTrees;
 use crate::{
     AcmeAccount, AcmeAuthorization, AcmeAuthorizationStatus, AcmeOrder, AcmeOrderStatus,
     AgentRecord, CertificateFilter, CertificateRecord, CrlState, GroupCommit, IssuanceIntent,
-    RateDecision, Result, Revocation, RevocationReason, RevokedEntry, Serial, SerialEntry, Store,
-    StoreError, TokenRecord,
+    RateDecision, Result, Revocation, RevocationReason, RevokedEntry, ScepTransaction, Serial,
+    SerialEntry, Store, StoreError, TokenRecord,
 };
 
 /// How long `open` waits for another process to release the database.
@@ -41,6 +41,7 @@ pub struct SledStore {
     revoked: Tree,
     blocked_keys: Tree,
     tokens: Tree,
+    scep_transactions: Tree,
     meta: Tree,
     acme: AcmeTrees,
     group: GroupCommit,
@@ -98,6 +99,7 @@ impl SledStore {
             revoked: tree("revoked")?,
             blocked_keys: tree("blocked_keys")?,
             tokens: tree("tokens")?,
+            scep_transactions: tree("scep_transactions")?,
             meta: tree("meta")?,
             acme: AcmeTrees::open(&db)?,
             path: path.to_owned(),
@@ -396,6 +398,32 @@ impl Store for SledStore {
         flatten(result)
     }
 
+    fn record_scep_transaction(&self, transaction: &ScepTransaction) -> Result<()> {
+        let key = scep_transaction_key(&transaction.key_sha256, &transaction.transaction_id);
+        match self
+            .scep_transactions
+            .compare_and_swap(key, None::<&[u8]>, Some(encode(transaction)?))
+            .map_err(backend)?
+        {
+            Ok(()) => Ok(()),
+            Err(_) => Err(StoreError::AlreadyExists {
+                what: format!("SCEP transaction {}", transaction.transaction_id),
+            }),
+        }
+    }
+
+    fn scep_transaction(
+        &self,
+        key_sha256: &str,
+        transaction_id: &str,
+    ) -> Result<Option<ScepTransaction>> {
+        self.scep_transactions
+            .get(scep_transaction_key(key_sha256, transaction_id))
+            .map_err(backend)?
+            .map(|v| decode(transaction_id, &v))
+            .transpose()
+    }
+
     fn next_crl_number(&self, now: OffsetDateTime) -> Result<CrlState> {
         let result = self.meta.transaction(|t| {
             let previous = match t.get(CRL_STATE_KEY)? {
@@ -635,6 +663,11 @@ pub(crate) fn use_token(
     };
     t.insert(id.as_bytes(), value.as_slice())?;
     Ok(token)
+}
+
+/// The key hash is fixed-length hex, so the separator cannot be forged by a transactionID.
+fn scep_transaction_key(key_sha256: &str, transaction_id: &str) -> Vec<u8> {
+    [key_sha256.as_bytes(), b"/", transaction_id.as_bytes()].concat()
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {

@@ -89,6 +89,14 @@ macro_rules! store_battery {
                 with_store($crate::battery::concurrent_commits)
             }
             #[test]
+            fn scep_transactions_are_per_key_and_first_stands() {
+                with_store($crate::battery::scep_transactions_are_per_key_and_first_stands)
+            }
+            #[test]
+            fn concurrent_scep_transactions_have_one_winner() {
+                with_store($crate::battery::concurrent_scep_transactions_have_one_winner)
+            }
+            #[test]
             fn acme_account_consumes_its_token() {
                 with_store($crate::battery::acme::acme_account_consumes_its_token)
             }
@@ -448,4 +456,69 @@ pub fn concurrent_commits(store: &dyn Store) {
         }
     });
     assert_eq!(store.serial_count().unwrap(), 160);
+}
+
+pub fn scep_transactions_are_per_key_and_first_stands(store: &dyn Store) {
+    let key_a = "a".repeat(64);
+    let key_b = "b".repeat(64);
+    let first = crate::ScepTransaction {
+        key_sha256: key_a.clone(),
+        transaction_id: "txn-1".into(),
+        serial: serial(1),
+        agent_id: "spiffe://example.org/agent/a".into(),
+        created_at: now(),
+    };
+    assert_eq!(store.scep_transaction(&key_a, "txn-1").unwrap(), None);
+    store.record_scep_transaction(&first).unwrap();
+    let retry = crate::ScepTransaction {
+        serial: serial(2),
+        ..first.clone()
+    };
+    assert!(matches!(
+        store.record_scep_transaction(&retry),
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    assert_eq!(
+        store.scep_transaction(&key_a, "txn-1").unwrap(),
+        Some(first.clone())
+    );
+    // The same transactionID from another key is another transaction.
+    assert_eq!(store.scep_transaction(&key_b, "txn-1").unwrap(), None);
+    let other = crate::ScepTransaction {
+        key_sha256: key_b.clone(),
+        serial: serial(3),
+        ..first.clone()
+    };
+    store.record_scep_transaction(&other).unwrap();
+    assert_eq!(store.scep_transaction(&key_b, "txn-1").unwrap(), Some(other));
+    assert_eq!(store.scep_transaction(&key_a, "txn-2").unwrap(), None);
+    // A transactionID that looks like a key boundary does not reach another record.
+    assert_eq!(
+        store
+            .scep_transaction(&key_a[..63], "a/txn-1")
+            .unwrap(),
+        None
+    );
+}
+
+pub fn concurrent_scep_transactions_have_one_winner(store: &dyn Store) {
+    let wins = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for i in 0..16 {
+            let wins = &wins;
+            s.spawn(move || {
+                let t = crate::ScepTransaction {
+                    key_sha256: "c".repeat(64),
+                    transaction_id: "race".into(),
+                    serial: serial(100 + i),
+                    agent_id: "spiffe://example.org/agent/c".into(),
+                    created_at: now(),
+                };
+                if store.record_scep_transaction(&t).is_ok() {
+                    wins.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    assert_eq!(wins.into_inner(), 1);
 }
