@@ -109,6 +109,10 @@ pub(crate) struct ServeArgs {
     /// Trust domain of the development CA created on first run (default agents.localhost).
     #[arg(long)]
     trust_domain: Option<String>,
+    /// Also accept SCEP requests with DES or 3DES envelopes and SHA-1 digests, for old
+    /// clients (micromdm's scepclient encrypts with DES whatever the CA advertises).
+    #[arg(long, env = "AGENTCA_SCEP_LEGACY_CRYPTO")]
+    scep_legacy_crypto: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]

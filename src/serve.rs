@@ -102,6 +102,51 @@ impl agentca_acme::IssuanceEvents for HookEvents {
     }
 }
 
+impl agentca_scep::server::ScepEvents for HookEvents {
+    fn issued(&self, record: &CertificateRecord) {
+        self.0.issued(record);
+    }
+
+    fn current_crl(&self) -> Option<Vec<u8>> {
+        self.0.current_crl()
+    }
+
+    fn answered(
+        &self,
+        request: agentca_scep::server::RequestKind,
+        answer: agentca_scep::server::Answer,
+    ) {
+        self.0.scep_answered(request.as_str(), answer.as_str());
+    }
+}
+
+/// The SCEP RA identity: RSA, decrypts envelopes and signs CertReps; never the CA key.
+fn scep_ra(ca: &Ca, protection: &Protection) -> Result<agentca_scep::RaIdentity> {
+    let ra_cert = ca.cert_der("scep-ra.pem")?;
+    let ra_key = agentca_core::keyfile::read_key(&ca.dir().file("scep-ra.key"), protection)?;
+    agentca_scep::RaIdentity::from_pkcs8(&ra_cert, &ra_key)
+        .map_err(|e| Error::InvalidArgument(format!("SCEP RA identity: {e}")))
+}
+
+/// The SCEP front end, with the chain GetCACert serves.
+fn scep_service(
+    ca: &Ca,
+    ra: agentca_scep::RaIdentity,
+    authority: Arc<Authority>,
+    events: Arc<HookEvents>,
+    legacy: bool,
+) -> Result<agentca_scep::server::ScepService> {
+    let chain = vec![ca.cert_der("issuing.pem")?, ca.cert_der("root.pem")?];
+    let options = if legacy {
+        agentca_scep::ScepOptions::LEGACY
+    } else {
+        agentca_scep::ScepOptions::STRICT
+    };
+    Ok(agentca_scep::server::ScepService::new(
+        authority, ra, chain, options, events,
+    ))
+}
+
 pub(crate) fn serve(dir: &DataDir, passphrase_file: Option<&Path>, args: ServeArgs) -> Result<()> {
     let file: FileConfig = match &args.config {
         Some(path) => {
@@ -128,6 +173,7 @@ pub(crate) fn serve(dir: &DataDir, passphrase_file: Option<&Path>, args: ServeAr
     let protection = ca.protection(passphrase_file)?;
     let authority = Arc::new(ca.authority(&protection)?);
     let sealer = Arc::new(ca.token_sealer(&protection)?);
+    let scep_ra = scep_ra(&ca, &protection)?;
 
     let mut config = ServerConfig::default();
     if let Some(listen) = args.listen.or(file.listen) {
@@ -175,7 +221,15 @@ pub(crate) fn serve(dir: &DataDir, passphrase_file: Option<&Path>, args: ServeAr
         )
         .map_err(|e| Error::InvalidArgument(format!("ACME: {e}")))?;
         let acme = Arc::new(acme);
+        let scep = scep_service(
+            &ca,
+            scep_ra,
+            authority.clone(),
+            Arc::new(HookEvents(server.hooks())),
+            args.scep_legacy_crypto,
+        )?;
         let mut server = server
+            .with_http_routes(agentca_scep::server::router(Arc::new(scep)))
             .with_https_routes(agentca_acme::router(acme.clone()))
             .with_https_wrapper(move |router| agentca_acme::with_protocol_headers(acme, router));
         let bound = server.bind().await.map_err(server_error)?;
@@ -259,6 +313,7 @@ fn announce(
     println!(
         "\nTrust anchor: {d}/root.pem   (curl http://{http}/ca.pem for the issuing chain)\n\
          ACME directory: https://{https}/acme/directory   (agents enroll with: agentca token create --agent ID --for acme)\n\
+         SCEP: http://{http}/scep   (challenges: agentca token create --agent ID --for scep)\n\
          OCSP: http://{http}/ocsp   CRL: http://{http}/crl   health: http://{http}/healthz   metrics: http://{http}/metrics\n\
          \nNext steps (in another terminal; commands go through the admin socket while this runs):\n\
          \x20 agentca --data-dir {d} agent add spiffe://{td}/agent/demo\n\

@@ -148,6 +148,9 @@ impl ScepServer {
             CertRepOutcome::Pending => Err(AgentError::Unavailable(
                 "the CA answered PENDING; agentca never does, so this is another server".into(),
             )),
+            CertRepOutcome::Crls(_) => Err(AgentError::Protocol(
+                "the CA answered an enrollment with a CRL".into(),
+            )),
         }
     }
 

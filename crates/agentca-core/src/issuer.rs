@@ -380,6 +380,23 @@ impl Authority {
         Ok(staged.record)
     }
 
+    /// Runs the checks [`Authority::stage_issue`] runs first (agent, policy, names, key,
+    /// lifetime), without issuing: for a front end that must spend something — a one-time
+    /// challenge — only on a request that would be granted. A refusal is audited as
+    /// `cert.refused`, as one from `stage_issue` is.
+    pub fn precheck(&self, request: &IssueRequest<'_>) -> Result<()> {
+        let now = profile::whole_seconds(OffsetDateTime::now_utc());
+        match self.authorize(request, now) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.refused(
+                request.agent_id,
+                request.method,
+                Some(request.csr.key_sha256()),
+                e,
+            )),
+        }
+    }
+
     /// Everything [`Authority::issue_with`] does before the certificate is made durable and
     /// audited: policy, quota, serial, signature, the store writes and `record_more`. Finish it
     /// with [`Authority::commit_staged`], which lets a front end wait for the disk without

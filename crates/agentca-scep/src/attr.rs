@@ -23,7 +23,9 @@ pub enum MessageType {
     RenewalReq,
     /// PKCSReq (19): an initial request, authenticated by a challenge password.
     PkcsReq,
-    /// Any other number (UpdateReq 18, CertPoll 20, GetCert 21, GetCRL 22, or unknown).
+    /// GetCRL (22): a request for the CRL that covers a certificate.
+    GetCrl,
+    /// Any other number (UpdateReq 18, CertPoll 20, GetCert 21, or unknown).
     Unsupported(u32),
 }
 
@@ -34,6 +36,7 @@ impl MessageType {
             Self::CertRep => 3,
             Self::RenewalReq => 17,
             Self::PkcsReq => 19,
+            Self::GetCrl => 22,
             Self::Unsupported(n) => n,
         }
     }
@@ -44,6 +47,7 @@ impl MessageType {
             3 => Self::CertRep,
             17 => Self::RenewalReq,
             19 => Self::PkcsReq,
+            22 => Self::GetCrl,
             n => Self::Unsupported(n),
         }
     }
@@ -55,6 +59,7 @@ impl fmt::Display for MessageType {
             Self::CertRep => f.write_str("CertRep (3)"),
             Self::RenewalReq => f.write_str("RenewalReq (17)"),
             Self::PkcsReq => f.write_str("PKCSReq (19)"),
+            Self::GetCrl => f.write_str("GetCRL (22)"),
             Self::Unsupported(n) => write!(f, "unsupported ({n})"),
         }
     }

@@ -23,6 +23,14 @@ pub enum CertRepStatus<'a> {
         /// Issued certificate first (clients take the first), then any chain.
         certificates: &'a [Vec<u8>],
     },
+    /// SUCCESS answering a GetCRL: the CRL (DER) in a certs-only SignedData, encrypted to the
+    /// requester like a certificate.
+    Crl {
+        /// The request's content-encryption algorithm.
+        cipher: ContentCipher,
+        /// The CRL.
+        crl: &'a [u8],
+    },
     /// FAILURE with its reason. The reply has no content.
     Failure(FailInfo),
     /// PENDING. The reply has no content.
@@ -41,6 +49,24 @@ pub struct CertRep<'a> {
 }
 
 impl CertRep<'_> {
+    /// Encrypts a SUCCESS reply's content to the requester.
+    fn seal(&self, inner: &[u8], cipher: ContentCipher, options: &ScepOptions) -> Result<Vec<u8>> {
+        if cipher.is_legacy() && !options.legacy {
+            return Err(ScepError::UnsupportedAlgorithm {
+                what: "content-encryption algorithm (legacy option off)",
+                oid: cipher.oid().to_string(),
+            });
+        }
+        let requester = self
+            .reply_to
+            .requester
+            .as_ref()
+            .ok_or(ScepError::InvalidInput(
+                "a SUCCESS reply needs the requester's certificate (use PkiMessage::reply_to)",
+            ))?;
+        envelope::seal(inner, requester, cipher, &EnvelopeTamper::default())
+    }
+
     /// Encodes and signs the CertRep with the RA key.
     ///
     /// Signed attributes: contentType, messageDigest, messageType "3", pkiStatus, failInfo
@@ -61,15 +87,6 @@ impl CertRep<'_> {
                 cipher,
                 certificates,
             } => {
-                if cipher.is_legacy() && !options.legacy {
-                    return Err(ScepError::UnsupportedAlgorithm {
-                        what: "content-encryption algorithm (legacy option off)",
-                        oid: cipher.oid().to_string(),
-                    });
-                }
-                let requester = self.reply_to.requester.as_ref().ok_or(ScepError::InvalidInput(
-                    "a SUCCESS reply needs the requester's certificate (use PkiMessage::reply_to)",
-                ))?;
                 if certificates.is_empty() {
                     return Err(ScepError::InvalidInput(
                         "a SUCCESS reply needs a certificate",
@@ -80,8 +97,18 @@ impl CertRep<'_> {
                     signed::check_single_sequence(c, "certificate")?;
                 }
                 let inner = signed::encode_certs_only(&certs, &[]);
-                let sealed = envelope::seal(&inner, requester, cipher, &EnvelopeTamper::default())?;
-                (PkiStatus::Success, Some(sealed))
+                (
+                    PkiStatus::Success,
+                    Some(self.seal(&inner, cipher, options)?),
+                )
+            }
+            CertRepStatus::Crl { cipher, crl } => {
+                signed::check_single_sequence(crl, "CRL")?;
+                let inner = signed::encode_certs_only(&[], &[crl]);
+                (
+                    PkiStatus::Success,
+                    Some(self.seal(&inner, cipher, options)?),
+                )
             }
             CertRepStatus::Failure(_) => (PkiStatus::Failure, None),
             CertRepStatus::Pending => (PkiStatus::Pending, None),

@@ -165,6 +165,17 @@ impl<'a> RequestBuilder<'a> {
         Self::new(MessageType::RenewalReq, csr, key, current_cert, ra_cert)
     }
 
+    /// A GetCRL for the certificate named by `issuer_and_serial` (the DER IssuerAndSerialNumber
+    /// of RFC 5652 §10.2.4), signed by `key` under `cert`.
+    pub fn get_crl(
+        issuer_and_serial: &'a [u8],
+        key: &'a SignerKey,
+        cert: &'a [u8],
+        ra_cert: &'a [u8],
+    ) -> Self {
+        Self::new(MessageType::GetCrl, issuer_and_serial, key, cert, ra_cert)
+    }
+
     fn new(
         message_type: MessageType,
         csr: &'a [u8],
@@ -325,6 +336,8 @@ pub enum CertRepOutcome {
         /// Issued certificate first, then any chain.
         certificates: Vec<Vec<u8>>,
     },
+    /// SUCCESS answering a GetCRL: the CRLs (DER) sent.
+    Crls(Vec<Vec<u8>>),
     /// FAILURE and its reason.
     Failure(FailInfo),
     /// PENDING.
@@ -391,11 +404,16 @@ impl BuiltRequest {
                     .ok_or(ScepError::Malformed("SUCCESS without content"))?;
                 let opened =
                     envelope::open(envelope, &self.signer, key.decrypting_key()?, options)?;
-                let certificates = certs::parse_certs_only(&opened.content)?.certificates;
-                if certificates.is_empty() {
-                    return Err(ScepError::Malformed("SUCCESS without a certificate"));
+                let content = certs::parse_certs_only(&opened.content)?;
+                if content.certificates.is_empty() {
+                    if content.crls.is_empty() {
+                        return Err(ScepError::Malformed("SUCCESS without a certificate"));
+                    }
+                    return Ok(CertRepOutcome::Crls(content.crls));
                 }
-                Ok(CertRepOutcome::Success { certificates })
+                Ok(CertRepOutcome::Success {
+                    certificates: content.certificates,
+                })
             }
         }
     }

@@ -14,6 +14,9 @@
 //! 5. [`CertRep::encode`] signs the answer: SUCCESS with the certificate enveloped to the
 //!    requester, FAILURE with a [`FailInfo`] (from [`ScepError::fail_info`]), or PENDING.
 //!
+//! [`server`] is the front end built on these steps: the `/scep` routes, challenge and
+//! renewal authentication, and issuance through the core's authority.
+//!
 //! Also: certs-only replies for GetCACert and GetCRL ([`get_ca_cert_response`],
 //! [`crl_only`]), the GetCACaps text ([`ca_caps_text`], [`implemented_capabilities`]) and the
 //! `message=` GET parameter ([`decode_message_param`]). The [`client`] module builds requests
@@ -40,6 +43,7 @@ mod key;
 mod message;
 mod oid;
 mod param;
+pub mod server;
 mod signed;
 
 #[cfg(test)]

@@ -144,6 +144,13 @@ impl PkiMessage {
         self.digest
     }
 
+    /// Whether a SUCCESS reply can be encrypted to the signer: SCEP envelopes use RSA key
+    /// transport, so a signer with another kind of key could not read its certificate. A
+    /// server checks this before it issues anything.
+    pub fn signer_can_receive_envelope(&self) -> bool {
+        matches!(self.signer.key, crate::cert::PublicKey::Rsa(_))
+    }
+
     /// Where the reply goes: the signer's certificate is the recipient of a SUCCESS envelope.
     pub fn reply_to(&self) -> ReplyTo {
         ReplyTo {

@@ -64,6 +64,19 @@ impl Hooks {
         self.maintenance.rotate_responder()
     }
 
+    /// The DER of the CRL being served, if one was published (SCEP GetCRL).
+    pub fn current_crl(&self) -> Option<Vec<u8>> {
+        self.crl.served().map(|c| c.der.to_vec())
+    }
+
+    /// Counts a SCEP PKIOperation answer; both labels come from closed sets of the front end.
+    pub fn scep_answered(&self, request: &'static str, answer: &'static str) {
+        self.metrics
+            .scep_answers
+            .get_or_create(&crate::metrics::ScepLabels { request, answer })
+            .inc();
+    }
+
     /// The DER of the OCSP responder certificate in use.
     pub fn responder_certificate(&self) -> Vec<u8> {
         self.ocsp.responder().cert_der().to_vec()

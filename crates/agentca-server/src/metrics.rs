@@ -52,6 +52,7 @@ pub(crate) enum Route {
     CaCerts,
     Healthz,
     Metrics,
+    Scep,
     Other,
 }
 
@@ -61,6 +62,7 @@ label_value!(Route {
     CaCerts => "ca_certs",
     Healthz => "healthz",
     Metrics => "metrics",
+    Scep => "scep",
     Other => "other",
 });
 
@@ -73,6 +75,7 @@ impl Route {
             "/ca.pem" | "/ca.crt" => Self::CaCerts,
             "/healthz" => Self::Healthz,
             "/metrics" => Self::Metrics,
+            "/scep" | "/scep/pkiclient.exe" => Self::Scep,
             _ => Self::Other,
         }
     }
@@ -131,6 +134,13 @@ pub(crate) struct OcspLabels {
     pub(crate) answer: OcspAnswer,
 }
 
+/// A SCEP PKIOperation's kind and answer; the front end passes values from closed sets.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ScepLabels {
+    pub(crate) request: &'static str,
+    pub(crate) answer: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ListenerLabels {
     pub(crate) listener: Listener,
@@ -144,6 +154,7 @@ pub(crate) struct Metrics {
     pub(crate) request_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub(crate) connections_open: Family<ListenerLabels, Gauge>,
     pub(crate) ocsp_answers: Family<OcspLabels, Counter>,
+    pub(crate) scep_answers: Family<ScepLabels, Counter>,
     /// The series of `ocsp_answers`, by [`OcspAnswer`] discriminant: the request path
     /// increments an atomic without a label lookup.
     answer_counters: Vec<Counter>,
@@ -198,6 +209,7 @@ impl Metrics {
             request_seconds,
             connections_open: Family::default(),
             ocsp_answers: Family::default(),
+            scep_answers: Family::default(),
             answer_counters: Vec::new(),
             ocsp_cache_hits: Counter::default(),
             ocsp_cache_misses: Counter::default(),
@@ -240,6 +252,11 @@ impl Metrics {
             "ocsp_answers",
             "OCSP answers by kind (several = more than one CertID)",
             metrics.ocsp_answers.clone(),
+        );
+        r.register(
+            "scep_answers",
+            "SCEP PKIOperations by request kind and answer (success, failInfo, bad_input, unavailable)",
+            metrics.scep_answers.clone(),
         );
         r.register(
             "ocsp_cache_hits",

@@ -179,15 +179,11 @@ pub trait Store: Send + Sync {
         now: OffsetDateTime,
     ) -> Result<RateDecision>;
 
-    /// Records the transaction that issued a SCEP certificate; [`StoreError::AlreadyExists`]
-    /// if one with the same key and transactionID is recorded (the first stands).
+    /// Records the SCEP request that issued a certificate; [`StoreError::AlreadyExists`] if
+    /// one with the same `request_key` is recorded (the first stands).
     fn record_scep_transaction(&self, transaction: &ScepTransaction) -> Result<()>;
-    /// The transaction recorded for this key (SHA-256 hex of its SPKI) and transactionID.
-    fn scep_transaction(
-        &self,
-        key_sha256: &str,
-        transaction_id: &str,
-    ) -> Result<Option<ScepTransaction>>;
+    /// The SCEP request recorded under `request_key`.
+    fn scep_transaction(&self, request_key: &str) -> Result<Option<ScepTransaction>>;
 
     /// Makes every write that this thread (or any thread) completed before the call durable.
     /// Concurrent callers share flushes.

@@ -1,4 +1,4 @@
-//! What the store keeps for the SCEP front end (RFC 8894): the transactions that issued a
+//! What the store keeps for the SCEP front end (RFC 8894): the requests that issued a
 //! certificate, so that a retried request gets the certificate it already caused instead of a
 //! second one (RFC 8894 §3.3.1: a client that got no answer resends the same request).
 
@@ -7,17 +7,17 @@ use time::OffsetDateTime;
 
 use crate::Serial;
 
-/// A SCEP transaction that issued a certificate.
+/// A SCEP request that issued a certificate.
 ///
-/// It is found by the requested public key together with the client's transactionID: the
-/// transactionID alone is chosen by the client, so another requester reusing it must not be
-/// able to reach this record.
+/// It is found by `request_key`, which the front end derives from what makes a retry a retry
+/// (the requested key, the signer's certificate and the client's transactionID): the
+/// transactionID alone is the client's choice, and clients derive it from the key, so a later
+/// renewal with the same key repeats it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScepTransaction {
-    /// SHA-256 (hex) of the requested SubjectPublicKeyInfo, as in
-    /// [`IssuanceIntent::key_sha256`](crate::IssuanceIntent::key_sha256).
-    pub key_sha256: String,
-    /// The client's transactionID.
+    /// The lookup key (hex), unique per request.
+    pub request_key: String,
+    /// The client's transactionID, for the record.
     pub transaction_id: String,
     /// The certificate it issued.
     pub serial: Serial,

@@ -399,10 +399,13 @@ impl Store for SledStore {
     }
 
     fn record_scep_transaction(&self, transaction: &ScepTransaction) -> Result<()> {
-        let key = scep_transaction_key(&transaction.key_sha256, &transaction.transaction_id);
         match self
             .scep_transactions
-            .compare_and_swap(key, None::<&[u8]>, Some(encode(transaction)?))
+            .compare_and_swap(
+                transaction.request_key.as_bytes(),
+                None::<&[u8]>,
+                Some(encode(transaction)?),
+            )
             .map_err(backend)?
         {
             Ok(()) => Ok(()),
@@ -412,15 +415,11 @@ impl Store for SledStore {
         }
     }
 
-    fn scep_transaction(
-        &self,
-        key_sha256: &str,
-        transaction_id: &str,
-    ) -> Result<Option<ScepTransaction>> {
+    fn scep_transaction(&self, request_key: &str) -> Result<Option<ScepTransaction>> {
         self.scep_transactions
-            .get(scep_transaction_key(key_sha256, transaction_id))
+            .get(request_key.as_bytes())
             .map_err(backend)?
-            .map(|v| decode(transaction_id, &v))
+            .map(|v| decode(request_key, &v))
             .transpose()
     }
 
@@ -663,11 +662,6 @@ pub(crate) fn use_token(
     };
     t.insert(id.as_bytes(), value.as_slice())?;
     Ok(token)
-}
-
-/// The key hash is fixed-length hex, so the separator cannot be forged by a transactionID.
-fn scep_transaction_key(key_sha256: &str, transaction_id: &str) -> Vec<u8> {
-    [key_sha256.as_bytes(), b"/", transaction_id.as_bytes()].concat()
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {

@@ -114,6 +114,10 @@ pub(crate) async fn enroll(
             "PENDING",
             "pkiStatus PENDING: the server wants a manual approval".into(),
         )),
+        CertRepOutcome::Crls(_) => Err(Failure::state(
+            "CRL",
+            "pkiStatus SUCCESS with a CRL instead of a certificate".into(),
+        )),
     }
 }
 

@@ -89,8 +89,8 @@ macro_rules! store_battery {
                 with_store($crate::battery::concurrent_commits)
             }
             #[test]
-            fn scep_transactions_are_per_key_and_first_stands() {
-                with_store($crate::battery::scep_transactions_are_per_key_and_first_stands)
+            fn scep_transactions_first_stands() {
+                with_store($crate::battery::scep_transactions_first_stands)
             }
             #[test]
             fn concurrent_scep_transactions_have_one_winner() {
@@ -458,17 +458,15 @@ pub fn concurrent_commits(store: &dyn Store) {
     assert_eq!(store.serial_count().unwrap(), 160);
 }
 
-pub fn scep_transactions_are_per_key_and_first_stands(store: &dyn Store) {
-    let key_a = "a".repeat(64);
-    let key_b = "b".repeat(64);
+pub fn scep_transactions_first_stands(store: &dyn Store) {
     let first = crate::ScepTransaction {
-        key_sha256: key_a.clone(),
+        request_key: "a".repeat(64),
         transaction_id: "txn-1".into(),
         serial: serial(1),
         agent_id: "spiffe://example.org/agent/a".into(),
         created_at: now(),
     };
-    assert_eq!(store.scep_transaction(&key_a, "txn-1").unwrap(), None);
+    assert_eq!(store.scep_transaction(&first.request_key).unwrap(), None);
     store.record_scep_transaction(&first).unwrap();
     let retry = crate::ScepTransaction {
         serial: serial(2),
@@ -479,26 +477,21 @@ pub fn scep_transactions_are_per_key_and_first_stands(store: &dyn Store) {
         Err(StoreError::AlreadyExists { .. })
     ));
     assert_eq!(
-        store.scep_transaction(&key_a, "txn-1").unwrap(),
+        store.scep_transaction(&first.request_key).unwrap(),
         Some(first.clone())
     );
-    // The same transactionID from another key is another transaction.
-    assert_eq!(store.scep_transaction(&key_b, "txn-1").unwrap(), None);
+    // The same transactionID under another request key is another request.
     let other = crate::ScepTransaction {
-        key_sha256: key_b.clone(),
+        request_key: "b".repeat(64),
         serial: serial(3),
         ..first.clone()
     };
     store.record_scep_transaction(&other).unwrap();
-    assert_eq!(store.scep_transaction(&key_b, "txn-1").unwrap(), Some(other));
-    assert_eq!(store.scep_transaction(&key_a, "txn-2").unwrap(), None);
-    // A transactionID that looks like a key boundary does not reach another record.
     assert_eq!(
-        store
-            .scep_transaction(&key_a[..63], "a/txn-1")
-            .unwrap(),
-        None
+        store.scep_transaction(&other.request_key).unwrap(),
+        Some(other)
     );
+    assert_eq!(store.scep_transaction(&"c".repeat(64)).unwrap(), None);
 }
 
 pub fn concurrent_scep_transactions_have_one_winner(store: &dyn Store) {
@@ -508,7 +501,7 @@ pub fn concurrent_scep_transactions_have_one_winner(store: &dyn Store) {
             let wins = &wins;
             s.spawn(move || {
                 let t = crate::ScepTransaction {
-                    key_sha256: "c".repeat(64),
+                    request_key: "c".repeat(64),
                     transaction_id: "race".into(),
                     serial: serial(100 + i),
                     agent_id: "spiffe://example.org/agent/c".into(),

@@ -1,0 +1,346 @@
+//! The blocking part of a PKIOperation: dispatch, authentication and staging an issuance.
+
+use agentca_core::csr::CertificateRequest;
+use agentca_core::issuer::{IssueRequest, StagedIssuance};
+use agentca_core::store::{EnrollmentMethod, ScepTransaction, SerialEntry, StoreError};
+use agentca_core::token;
+use time::OffsetDateTime;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use super::in_progress::Guard;
+use super::{Answer, Refusal, RequestKind, ScepReply, ScepService};
+use crate::alg::ContentCipher;
+use crate::attr::{FailInfo, MessageType};
+use crate::certrep::{CertRep, CertRepStatus};
+use crate::message::{PkiMessage, ReplyTo, UnverifiedMessage};
+
+/// Where the blocking part left a request.
+pub(super) enum Step {
+    /// Answered.
+    Done(RequestKind, ScepReply, Answer),
+    /// A certificate is staged; it is sent once durable.
+    Issuing(RequestKind, Box<Issuing>),
+}
+
+/// A staged certificate and what its SUCCESS needs.
+pub(super) struct Issuing {
+    pub(super) staged: StagedIssuance,
+    pub(super) reply_to: ReplyTo,
+    pub(super) cipher: ContentCipher,
+    /// Held until the certificate is durable, so a concurrent copy of the request waits for
+    /// the transaction record instead of issuing again.
+    pub(super) guard: Guard,
+}
+
+/// Who a certificate request is for, once authenticated.
+struct Requester {
+    agent_id: String,
+    /// The one-time token to consume (PKCSReq).
+    token_id: Option<String>,
+}
+
+impl ScepService {
+    pub(super) fn handle(&self, body: &[u8]) -> Step {
+        let message = match UnverifiedMessage::parse(body) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::info!(error = %e, "SCEP PKIOperation is not a pkiMessage");
+                return Step::Done(
+                    RequestKind::Unparseable,
+                    ScepReply::BadInput(format!("not a SCEP pkiMessage: {e}")),
+                    Answer::BadInput,
+                );
+            }
+        };
+        let kind = RequestKind::of(message.message_type());
+        // The allow-list. Its default arm refuses before any signature is checked.
+        match message.message_type() {
+            MessageType::PkcsReq | MessageType::RenewalReq | MessageType::GetCrl => {}
+            other => {
+                return self.failure(
+                    kind,
+                    &message.reply_to(),
+                    Refusal::bad_request(format!("messageType {other} is not served")),
+                );
+            }
+        }
+        let pki = match message.verify(&self.options) {
+            Ok(pki) => pki,
+            Err(e) => {
+                let refusal = Refusal::new(e.fail_info(), format!("signature: {e}"));
+                return self.failure(kind, &message.reply_to(), refusal);
+            }
+        };
+        let reply_to = pki.reply_to();
+        if !pki.signer_can_receive_envelope() {
+            let refusal = Refusal::new(
+                FailInfo::BadAlg,
+                "the signer's key is not RSA, so no reply envelope could reach it",
+            );
+            return self.failure(kind, &reply_to, refusal);
+        }
+        let request = match pki.decrypt(&self.ra, &self.options) {
+            Ok(r) => r,
+            Err(e) => {
+                let refusal = Refusal::new(e.fail_info(), format!("envelope: {e}"));
+                return self.failure(kind, &reply_to, refusal);
+            }
+        };
+        let result = match pki.message_type() {
+            MessageType::GetCrl => self.get_crl(&reply_to, request.cipher),
+            MessageType::PkcsReq | MessageType::RenewalReq => {
+                self.enroll(kind, &pki, &reply_to, &request.csr, request.cipher)
+            }
+            _ => Err(Refusal::bad_request("messageType is not served")),
+        };
+        match result {
+            Ok(step) => step,
+            Err(refusal) => self.failure(kind, &reply_to, refusal),
+        }
+    }
+
+    /// GetCRL (RFC 8894 §3.3.4): the CRL being served. This CA has one CRL for every
+    /// certificate it issued, so the IssuerAndSerialNumber asked about selects nothing.
+    fn get_crl(&self, reply_to: &ReplyTo, cipher: ContentCipher) -> Result<Step, Refusal> {
+        let crl = self
+            .events
+            .current_crl()
+            .ok_or_else(|| Refusal::bad_request("no CRL has been published yet"))?;
+        let encoded = CertRep {
+            reply_to,
+            status: CertRepStatus::Crl { cipher, crl: &crl },
+            signing_time: Some(std::time::SystemTime::now()),
+        }
+        .encode(&self.ra, &self.options)
+        .map_err(|e| Refusal::new(e.fail_info(), format!("CRL reply: {e}")))?;
+        Ok(Step::Done(
+            RequestKind::GetCrl,
+            ScepReply::CertRep(encoded),
+            Answer::Success,
+        ))
+    }
+
+    fn enroll(
+        &self,
+        kind: RequestKind,
+        pki: &PkiMessage,
+        reply_to: &ReplyTo,
+        csr_der: &[u8],
+        cipher: ContentCipher,
+    ) -> Result<Step, Refusal> {
+        let csr = CertificateRequest::from_der(csr_der)
+            .map_err(|e| Refusal::bad_request(format!("certification request: {e}")))?;
+        let transaction_id = pki.transaction_id().as_str().to_owned();
+        let request_key = request_key(&csr, pki.signer_certificate(), &transaction_id);
+        let store = self.authority.store();
+        let Some(guard) = self.in_progress.claim(&request_key) else {
+            return Err(Refusal::bad_request(
+                "the same transaction is being answered; retry it",
+            ));
+        };
+        if let Some(done) = store
+            .scep_transaction(&request_key)
+            .map_err(store_refusal)?
+        {
+            return self.retried(kind, reply_to, cipher, &done);
+        }
+
+        let now = OffsetDateTime::now_utc();
+        let requester = match pki.message_type() {
+            MessageType::PkcsReq => self.challenged(&csr, now)?,
+            _ => self.renewing(pki.signer_certificate(), now)?,
+        };
+        let issue = IssueRequest {
+            agent_id: &requester.agent_id,
+            csr: &csr,
+            method: EnrollmentMethod::Scep,
+            lifetime: None,
+            validated_dns: &[],
+            validated_ips: &[],
+        };
+        self.authority.precheck(&issue).map_err(core_refusal)?;
+        if let Some(token_id) = &requester.token_id {
+            match store.consume_token(token_id, now) {
+                Ok(_) => {}
+                Err(StoreError::Conflict { .. }) => {
+                    return Err(Refusal::bad_request("the challenge was already used"));
+                }
+                Err(StoreError::NotFound { .. }) => {
+                    return Err(Refusal::bad_request("the challenge is not known"));
+                }
+                Err(e) => return Err(store_refusal(e)),
+            }
+        }
+        let staged = self.authority.stage_issue(&issue, |record| {
+            store
+                .record_scep_transaction(&ScepTransaction {
+                    request_key: request_key.clone(),
+                    transaction_id: transaction_id.clone(),
+                    serial: record.intent.serial,
+                    agent_id: record.intent.agent_id.clone(),
+                    created_at: record.issued_at,
+                })
+                .map_err(agentca_core::Error::from)
+        });
+        match staged {
+            Ok(staged) => Ok(Step::Issuing(
+                kind,
+                Box::new(Issuing {
+                    staged,
+                    reply_to: reply_to.clone(),
+                    cipher,
+                    guard,
+                }),
+            )),
+            Err(e) => {
+                // A consumed challenge stays consumed: make that durable before answering.
+                if requester.token_id.is_some()
+                    && let Err(commit) = store.commit()
+                {
+                    tracing::warn!(error = %commit, "could not make a consumed challenge durable");
+                }
+                Err(core_refusal(e))
+            }
+        }
+    }
+
+    /// PKCSReq: the challengePassword must be a live SCEP token; it names the agent.
+    fn challenged(
+        &self,
+        csr: &CertificateRequest,
+        now: OffsetDateTime,
+    ) -> Result<Requester, Refusal> {
+        let challenge = csr
+            .challenge_password()
+            .ok_or_else(|| Refusal::bad_request("PKCSReq without a challengePassword"))?;
+        let id = token::scep_token_id(challenge);
+        let record = self
+            .authority
+            .store()
+            .token(&id)
+            .map_err(store_refusal)?
+            .filter(|t| token::scep_challenge_matches(t, challenge))
+            .ok_or_else(|| Refusal::bad_request("the challenge is not known"))?;
+        if record.consumed_at.is_some() {
+            return Err(Refusal::bad_request("the challenge was already used"));
+        }
+        if record.expires_at <= now {
+            return Err(Refusal::bad_request("the challenge has expired"));
+        }
+        Ok(Requester {
+            agent_id: record.agent_id,
+            token_id: Some(record.id),
+        })
+    }
+
+    /// RenewalReq: the signer must be a certificate we issued, still current.
+    fn renewing(&self, signer: &[u8], now: OffsetDateTime) -> Result<Requester, Refusal> {
+        let not_ours = || {
+            Refusal::new(
+                FailInfo::BadMessageCheck,
+                "the RenewalReq is not signed by a certificate this CA issued",
+            )
+        };
+        let (_, cert) = X509Certificate::from_der(signer).map_err(|_| not_ours())?;
+        let serial = <[u8; 16]>::try_from(cert.raw_serial())
+            .ok()
+            .and_then(agentca_core::store::Serial::from_bytes)
+            .ok_or_else(not_ours)?;
+        let Some(SerialEntry::Issued(record)) = self
+            .authority
+            .store()
+            .serial(&serial)
+            .map_err(store_refusal)?
+        else {
+            return Err(not_ours());
+        };
+        // What we stored under that serial, byte for byte: this also proves our signature.
+        if record.der != signer {
+            return Err(not_ours());
+        }
+        if record.revocation.is_some() {
+            return Err(Refusal::bad_request(
+                "the RenewalReq is signed by a revoked certificate",
+            ));
+        }
+        if now < record.intent.not_before || now > record.intent.not_after {
+            return Err(Refusal::new(
+                FailInfo::BadTime,
+                "the RenewalReq is signed by a certificate outside its validity",
+            ));
+        }
+        Ok(Requester {
+            agent_id: record.intent.agent_id,
+            token_id: None,
+        })
+    }
+
+    /// A transaction that already issued: its certificate again, if it still stands.
+    fn retried(
+        &self,
+        kind: RequestKind,
+        reply_to: &ReplyTo,
+        cipher: ContentCipher,
+        done: &ScepTransaction,
+    ) -> Result<Step, Refusal> {
+        let entry = self
+            .authority
+            .store()
+            .serial(&done.serial)
+            .map_err(store_refusal)?;
+        let Some(SerialEntry::Issued(record)) = entry else {
+            return Err(Refusal::bad_request(
+                "the transaction's certificate is not recorded",
+            ));
+        };
+        if record.revocation.is_some() {
+            return Err(Refusal::bad_request(
+                "the transaction's certificate was revoked",
+            ));
+        }
+        tracing::info!(
+            serial = %record.intent.serial,
+            transaction = %done.transaction_id,
+            "SCEP transaction retried: the same certificate is sent again"
+        );
+        let bytes = self
+            .success(reply_to, cipher, &record.der)
+            .map_err(|e| Refusal::new(e.fail_info(), format!("reply: {e}")))?;
+        Ok(Step::Done(kind, ScepReply::CertRep(bytes), Answer::Success))
+    }
+}
+
+/// What makes a request a retry of an earlier one (RFC 8894 §3.3.1: the same message sent
+/// again): the same requested key, signer certificate and transactionID. The signer matters
+/// because clients derive the transactionID from the key, so a renewal that keeps its key
+/// repeats the transactionID of the enrollment before it; it is signed by a newer certificate.
+/// Each part is hashed to a fixed length first, so no two different triples meet.
+fn request_key(csr: &CertificateRequest, signer: &[u8], transaction_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(csr.key_sha256());
+    hash.update(Sha256::digest(signer));
+    hash.update(Sha256::digest(transaction_id.as_bytes()));
+    hex::encode(hash.finalize())
+}
+
+/// The one mapping from the core's errors to answers: a refusal of the request's content is
+/// `badRequest` (the reason goes to the log); a failure of the CA itself (store, signer, audit
+/// log) is no verdict on the request, so it gets 503 and may be retried.
+fn core_refusal(e: agentca_core::Error) -> Refusal {
+    use agentca_core::Error;
+    match e {
+        Error::Store(e) => store_refusal(e),
+        Error::Signing(_)
+        | Error::KeyFile { .. }
+        | Error::DataDir { .. }
+        | Error::Audit(_)
+        | Error::Io { .. }
+        | Error::Unreachable(_) => Refusal::unavailable(e.to_string()),
+        _ => Refusal::bad_request(e.to_string()),
+    }
+}
+
+fn store_refusal(e: StoreError) -> Refusal {
+    Refusal::unavailable(format!("store: {e}"))
+}
