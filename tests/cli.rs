@@ -22,6 +22,8 @@ mod cli {
     mod init;
     mod issue;
     mod revoke;
+    mod scep_attacks;
+    mod scep_clients;
     mod serve;
     mod token;
     mod verify;

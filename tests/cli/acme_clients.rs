@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
-use super::harness::AcmeServer;
+use super::harness::{AcmeServer, Server};
 use super::support::{BASE_URL, Env, agent_id, now, pem_certs};
 
 /// The longest one client run may take; past it the client is killed and the test fails.
@@ -288,7 +288,12 @@ fn check_obtained(
 /// `openssl ocsp` against the server's responder: the status word (`good`, `revoked`, ...),
 /// after checking the response verifies.
 fn ocsp_status(server: &AcmeServer<'_>, leaf_pem: &Path) -> String {
-    let text = ocsp_query(server, leaf_pem);
+    ocsp_status_at(server.env, &server.server, leaf_pem)
+}
+
+/// [`ocsp_status`] for any running server of `env`.
+pub(crate) fn ocsp_status_at(env: &Env, server: &Server, leaf_pem: &Path) -> String {
+    let text = ocsp_query_at(env, server, leaf_pem);
     let prefix = format!("{}: ", leaf_pem.display());
     text.lines()
         .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
@@ -297,7 +302,10 @@ fn ocsp_status(server: &AcmeServer<'_>, leaf_pem: &Path) -> String {
 
 /// The transcript of a verified `openssl ocsp` query for `leaf_pem`.
 fn ocsp_query(server: &AcmeServer<'_>, leaf_pem: &Path) -> String {
-    let env = server.env;
+    ocsp_query_at(server.env, &server.server, leaf_pem)
+}
+
+fn ocsp_query_at(env: &Env, server: &Server, leaf_pem: &Path) -> String {
     let url = server.url("/ocsp");
     let output = Command::new("openssl")
         .args(["ocsp", "-no_nonce", "-timeout", "10", "-url", &url])

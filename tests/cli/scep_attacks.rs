@@ -1,0 +1,484 @@
+//! Bad SCEP input against the real `agentca serve` (security-test-plan.md §1.5, SCEP-1 …
+//! SCEP-8, and PARSE-1 for the CMS decoder). Business failures are signed CertReps with HTTP
+//! 200 and the right failInfo; only input that is not a pkiMessage gets HTTP 400; nothing
+//! reaches the CA's signer (`agentca_issuing_ca_signatures_total` stays put), and a
+//! challenge is spent only by a request that is granted.
+
+use agentca_scep::client::{RequestBuilder, Tamper};
+use agentca_scep::{ContentCipher, FailInfo, TransactionId};
+
+use super::scep_clients::{ScepServer, fail_info, issued, pkcs_req, rsa_key};
+use super::support::Env;
+
+/// A request tampered with `tamper`, from a fresh transient certificate.
+fn tampered(server: &ScepServer<'_>, challenge: &str, tamper: Tamper) -> FailInfo {
+    let key = rsa_key(0);
+    let (parts, transient) = pkcs_req(server, &key, Some(challenge));
+    let request = parts
+        .builder(&key, &transient)
+        .tamper(tamper)
+        .build()
+        .unwrap();
+    fail_info(server.exchange(&request, &key))
+}
+
+#[test]
+fn wrong_foreign_and_reused_challenges_are_refused_without_a_signature() {
+    let env = Env::with_ca();
+    let alice = env.add_agent("/agent/alice", &[]);
+    let bob = env.add_agent("/agent/bob", &[]);
+    let server = ScepServer::start(&env);
+    let challenge = server.challenge(&alice);
+    let key = rsa_key(0);
+    let signatures = server.ca_signatures();
+
+    // SCEP-1: an unknown challenge, and none at all.
+    for wrong in [Some("not-a-challenge"), None] {
+        let (parts, transient) = pkcs_req(&server, &key, wrong);
+        let request = parts.builder(&key, &transient).build().unwrap();
+        assert_eq!(
+            fail_info(server.exchange(&request, &key)),
+            FailInfo::BadRequest
+        );
+    }
+    // A near miss: the right challenge with its last character changed.
+    let mut near = challenge.clone();
+    let last = near.pop().unwrap();
+    near.push(if last == 'A' { 'B' } else { 'A' });
+    let (parts, transient) = pkcs_req(&server, &key, Some(&near));
+    let request = parts.builder(&key, &transient).build().unwrap();
+    assert_eq!(
+        fail_info(server.exchange(&request, &key)),
+        FailInfo::BadRequest
+    );
+
+    // SCEP-3: alice's challenge with a CSR that asks for bob's identity is refused by policy
+    // — and, refused before the challenge is spent, alice can still use it.
+    let csr = agentca_scep::client::csr_with_challenge(
+        &key,
+        &{
+            let mut p = rcgen::CertificateParams::default();
+            p.subject_alt_names = vec![rcgen::SanType::URI(bob.as_str().try_into().unwrap())];
+            p
+        },
+        Some(&challenge),
+    )
+    .unwrap();
+    let transient = agentca_scep::client::transient_certificate(&key, "x").unwrap();
+    let request = RequestBuilder::pkcs_req(&csr, &key, &transient, &server.ra)
+        .build()
+        .unwrap();
+    assert_eq!(
+        fail_info(server.exchange(&request, &key)),
+        FailInfo::BadRequest
+    );
+    assert_eq!(server.ca_signatures(), signatures, "refusals never sign");
+
+    let (parts, transient) = pkcs_req(&server, &key, Some(&challenge));
+    let request = parts.builder(&key, &transient).build().unwrap();
+    let leaf = issued(server.exchange(&request, &key));
+    assert!(
+        String::from_utf8_lossy(&leaf).contains(alice.as_str()),
+        "the challenge's agent, not what the CSR might ask"
+    );
+    assert!(
+        server.ca_signatures() > signatures,
+        "the counter counts: an issuance signs"
+    );
+    let signatures = server.ca_signatures();
+
+    // SCEP-2: the challenge is spent; a new transaction with it is refused.
+    let (parts, transient) = pkcs_req(&server, &key, Some(&challenge));
+    let request = parts.builder(&key, &transient).build().unwrap();
+    assert_eq!(
+        fail_info(server.exchange(&request, &key)),
+        FailInfo::BadRequest
+    );
+    assert_eq!(server.ca_signatures(), signatures);
+}
+
+#[test]
+fn a_retried_transaction_gets_the_same_certificate_and_costs_no_signature() {
+    let env = Env::with_ca();
+    let agent = env.add_agent("/agent/retry", &[]);
+    let server = ScepServer::start(&env);
+    let key = rsa_key(1);
+    let challenge = server.challenge(&agent);
+    let (parts, transient) = pkcs_req(&server, &key, Some(&challenge));
+    let request = parts
+        .builder(&key, &transient)
+        .transaction_id(TransactionId::new("retried-transaction").unwrap())
+        .build()
+        .unwrap();
+    let first = issued(server.exchange(&request, &key));
+    let signatures = server.ca_signatures();
+    // The client resends the very same message (no answer reached it, say).
+    let again = issued(server.exchange(&request, &key));
+    assert_eq!(first, again);
+    assert_eq!(server.ca_signatures(), signatures);
+    // The same transactionID under another signer is another request: the challenge is spent.
+    let other = agentca_scep::client::transient_certificate(&key, "other").unwrap();
+    let request = parts
+        .builder(&key, &other)
+        .transaction_id(TransactionId::new("retried-transaction").unwrap())
+        .build()
+        .unwrap();
+    assert_eq!(
+        fail_info(server.exchange(&request, &key)),
+        FailInfo::BadRequest
+    );
+}
+
+#[test]
+fn concurrent_uses_of_one_challenge_issue_one_certificate() {
+    let env = Env::with_ca();
+    let agent = env.add_agent("/agent/race", &[]);
+    let server = ScepServer::start(&env);
+    let challenge = server.challenge(&agent);
+    let key = rsa_key(0);
+    let (parts, transient) = pkcs_req(&server, &key, Some(&challenge));
+    let requests: Vec<_> = (0..8)
+        .map(|_| parts.builder(&key, &transient).build().unwrap())
+        .collect();
+    let outcomes: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = requests
+            .iter()
+            .map(|r| s.spawn(|| server.exchange(r, &key)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let successes = outcomes
+        .iter()
+        .filter(|o| matches!(o, agentca_scep::client::CertRepOutcome::Success { .. }))
+        .count();
+    assert_eq!(successes, 1, "{outcomes:?}");
+    let listed = env.cert_list(&["--agent", &agent]);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+}
+
+#[test]
+fn forged_and_broken_messages_get_bad_message_check() {
+    let env = Env::with_ca();
+    let agent = env.add_agent("/agent/forged", &[]);
+    let server = ScepServer::start(&env);
+    let challenge = server.challenge(&agent);
+    let signatures = server.ca_signatures();
+    // SCEP-4: bad signature, digest mismatch, a signer certificate left out.
+    for tamper in [
+        Tamper {
+            corrupt_signature: true,
+            ..Tamper::default()
+        },
+        Tamper {
+            wrong_message_digest: true,
+            ..Tamper::default()
+        },
+        Tamper {
+            omit_signer_certificate: true,
+            ..Tamper::default()
+        },
+    ] {
+        assert_eq!(
+            tampered(&server, &challenge, tamper.clone()),
+            FailInfo::BadMessageCheck,
+            "{tamper:?}"
+        );
+    }
+    // SCEP-6: every way the envelope fails to open gets the same answer (no padding oracle).
+    let stranger = agentca_scep::client::transient_certificate(&rsa_key(1), "stranger").unwrap();
+    for tamper in [
+        Tamper {
+            corrupt_encrypted_key: true,
+            ..Tamper::default()
+        },
+        Tamper {
+            bad_cbc_padding: true,
+            ..Tamper::default()
+        },
+        Tamper {
+            cek_override: Some(vec![7; 5]),
+            ..Tamper::default()
+        },
+        Tamper {
+            encrypt_to: Some(stranger.clone()),
+            ..Tamper::default()
+        },
+    ] {
+        assert_eq!(
+            tampered(&server, &challenge, tamper.clone()),
+            FailInfo::BadMessageCheck,
+            "{tamper:?}"
+        );
+    }
+    // Garbage inside a good envelope is a bad request.
+    assert_eq!(
+        tampered(
+            &server,
+            &challenge,
+            Tamper {
+                content_override: Some(vec![0x30, 0x03, 0x02, 0x01, 0x00]),
+                ..Tamper::default()
+            }
+        ),
+        FailInfo::BadRequest
+    );
+    assert_eq!(server.ca_signatures(), signatures);
+    // None of that spent the challenge.
+    let key = rsa_key(0);
+    let (parts, transient) = pkcs_req(&server, &key, Some(&challenge));
+    let request = parts.builder(&key, &transient).build().unwrap();
+    issued(server.exchange(&request, &key));
+}
+
+#[test]
+fn message_types_outside_the_allow_list_are_refused() {
+    let env = Env::with_ca();
+    let agent = env.add_agent("/agent/types", &[]);
+    let server = ScepServer::start(&env);
+    let challenge = server.challenge(&agent);
+    let signatures = server.ca_signatures();
+    // SCEP-5: UpdateReq, CertPoll, GetCert, a CertRep sent to the CA, unknown numbers.
+    for n in [3, 18, 20, 21, 0, 99] {
+        let outcome = tampered(
+            &server,
+            &challenge,
+            Tamper {
+                message_type_number: Some(n),
+                ..Tamper::default()
+            },
+        );
+        assert_eq!(outcome, FailInfo::BadRequest, "messageType {n}");
+    }
+    assert_eq!(server.ca_signatures(), signatures);
+    assert!(
+        server
+            .server
+            .metric("agentca_scep_answers_total{request=\"unsupported\",answer=\"bad_request\"}")
+            >= 6.0
+    );
+}
+
+#[test]
+fn legacy_ciphers_need_the_option() {
+    let env = Env::with_ca();
+    let agent = env.add_agent("/agent/legacy", &[]);
+    let server = ScepServer::start_with(&env, &[]);
+    let caps = server.server.get("/scep?operation=GetCACaps").text();
+    assert!(!caps.contains("DES3") && !caps.contains("SHA-1"), "{caps}");
+    let challenge = server.challenge(&agent);
+    let key = rsa_key(0);
+    for cipher in [ContentCipher::DesCbc, ContentCipher::DesEde3Cbc] {
+        let (parts, transient) = pkcs_req(&server, &key, Some(&challenge));
+        let request = parts
+            .builder(&key, &transient)
+            .cipher(cipher)
+            .build()
+            .unwrap();
+        assert_eq!(fail_info(server.exchange(&request, &key)), FailInfo::BadAlg);
+    }
+    // An ECDSA signer could not read an RSA key-transport reply: refused before issuing.
+    let ec = agentca_scep::client::SignerKey::from_pkcs8(
+        agentca_testkit::acme::AccountKey::es256().pkcs8_der(),
+    )
+    .unwrap();
+    let (parts, transient) = pkcs_req(&server, &ec, Some(&challenge));
+    let request = parts.builder(&ec, &transient).build().unwrap();
+    let response = server.post(request.der());
+    assert_eq!(response.status, 200);
+    let outcome = request
+        .parse_reply(
+            &response.body,
+            &[&server.ra],
+            &ec,
+            &agentca_scep::ScepOptions::STRICT,
+        )
+        .unwrap();
+    assert_eq!(fail_info(outcome), FailInfo::BadAlg);
+}
+
+#[test]
+fn renewals_need_a_current_certificate_of_ours() {
+    let env = Env::with_ca();
+    let agent = env.add_agent("/agent/renew", &[]);
+    let server = ScepServer::start(&env);
+    let key = rsa_key(0);
+    let challenge = server.challenge(&agent);
+    let (parts, transient) = pkcs_req(&server, &key, Some(&challenge));
+    let current = issued(server.exchange(&parts.builder(&key, &transient).build().unwrap(), &key));
+    let csr =
+        agentca_scep::client::csr_with_challenge(&key, &rcgen::CertificateParams::default(), None)
+            .unwrap();
+
+    // SCEP-7: signed by the current certificate, it works.
+    let request = RequestBuilder::renewal_req(&csr, &key, &current, &server.ra)
+        .build()
+        .unwrap();
+    issued(server.exchange(&request, &key));
+    let signatures = server.ca_signatures();
+
+    // Signed by a self-signed certificate (of the same key), it does not.
+    let request = RequestBuilder::renewal_req(&csr, &key, &transient, &server.ra)
+        .build()
+        .unwrap();
+    assert_eq!(
+        fail_info(server.exchange(&request, &key)),
+        FailInfo::BadMessageCheck
+    );
+
+    // Signed by a revoked certificate of ours, it does not.
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let serial = hex::encode(X509Certificate::from_der(&current).unwrap().1.raw_serial());
+    env.run(&["revoke", &serial]).success();
+    let request = RequestBuilder::renewal_req(&csr, &key, &current, &server.ra)
+        .build()
+        .unwrap();
+    assert_eq!(
+        fail_info(server.exchange(&request, &key)),
+        FailInfo::BadRequest
+    );
+    assert_eq!(server.ca_signatures(), signatures);
+}
+
+#[test]
+fn unparseable_input_gets_400_and_nothing_else() {
+    let env = Env::with_ca();
+    let agent = env.add_agent("/agent/parse", &[]);
+    let server = ScepServer::start(&env);
+    let challenge = server.challenge(&agent);
+    let key = rsa_key(0);
+    let (parts, transient) = pkcs_req(&server, &key, Some(&challenge));
+    let good = parts.builder(&key, &transient).build().unwrap();
+    let signatures = server.ca_signatures();
+
+    // PARSE-1: garbage, truncations, deep nesting, missing SCEP attributes.
+    let mut deep = Vec::new();
+    for _ in 0..200 {
+        deep.extend([0x30, 0x80]);
+    }
+    deep.extend(std::iter::repeat_n(0u8, 400));
+    let mut inputs: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        b"hello".to_vec(),
+        vec![0x30, 0x84, 0xff, 0xff, 0xff, 0xff],
+        deep,
+    ];
+    for cut in [1, 10, good.der().len() / 2, good.der().len() - 1] {
+        inputs.push(good.der()[..cut].to_vec());
+    }
+    for tamper in [
+        Tamper {
+            omit_sender_nonce: true,
+            ..Tamper::default()
+        },
+        Tamper {
+            omit_transaction_id: true,
+            ..Tamper::default()
+        },
+        Tamper {
+            sender_nonce_bytes: Some(vec![1; 3]),
+            ..Tamper::default()
+        },
+    ] {
+        inputs.push(
+            parts
+                .builder(&key, &transient)
+                .tamper(tamper)
+                .build()
+                .unwrap()
+                .der()
+                .to_vec(),
+        );
+    }
+    for input in &inputs {
+        let response = server.post(input);
+        assert_eq!(
+            response.status,
+            400,
+            "{} bytes: {}",
+            input.len(),
+            response.text()
+        );
+    }
+    // GET with a message parameter that is not base64, and one far too long.
+    let bad = server
+        .server
+        .get("/scep?operation=PKIOperation&message=%%%not-base64");
+    assert_eq!(bad.status, 400);
+    let long = format!(
+        "/scep?operation=PKIOperation&message={}",
+        "A".repeat(agentca_scep::MAX_MESSAGE_PARAM_LEN + 10)
+    );
+    let response = server.server.get(&long);
+    assert!(
+        [400, 414, 431].contains(&response.status),
+        "{}",
+        response.status
+    );
+    assert_eq!(
+        server.server.get("/scep?operation=Nope").status,
+        400,
+        "unknown operation"
+    );
+    assert_eq!(server.ca_signatures(), signatures);
+
+    // Indefinite-length BER of a good request is accepted, and by GET too: the challenge
+    // was not spent by any of the above.
+    let ber = parts
+        .builder(&key, &transient)
+        .tamper(Tamper {
+            indefinite_ber: true,
+            ..Tamper::default()
+        })
+        .build()
+        .unwrap();
+    let encoded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, ber.der());
+    let response = server.server.get(&format!(
+        "/scep?operation=PKIOperation&message={}",
+        encoded
+            .replace('+', "%2B")
+            .replace('/', "%2F")
+            .replace('=', "%3D")
+    ));
+    assert_eq!(response.status, 200, "{}", response.text());
+    issued(
+        ber.parse_reply(
+            &response.body,
+            &[&server.ra],
+            &key,
+            &agentca_scep::ScepOptions::STRICT,
+        )
+        .unwrap(),
+    );
+}
+
+#[test]
+fn get_crl_returns_the_served_crl() {
+    let env = Env::with_ca();
+    let agent = env.add_agent("/agent/crl", &[]);
+    let server = ScepServer::start(&env);
+    let key = rsa_key(0);
+    let challenge = server.challenge(&agent);
+    let (parts, transient) = pkcs_req(&server, &key, Some(&challenge));
+    let current = issued(server.exchange(&parts.builder(&key, &transient).build().unwrap(), &key));
+    // IssuerAndSerialNumber of the certificate: SEQUENCE { issuer Name, serial INTEGER }.
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(&current).unwrap();
+    let issuer = cert.issuer().as_raw();
+    let serial = cert.raw_serial();
+    let mut content = issuer.to_vec();
+    content.push(0x02);
+    content.push(u8::try_from(serial.len()).unwrap());
+    content.extend_from_slice(serial);
+    let mut ias = vec![0x30, u8::try_from(content.len()).unwrap()];
+    ias.extend(content);
+    let request = RequestBuilder::get_crl(&ias, &key, &current, &server.ra)
+        .build()
+        .unwrap();
+    match server.exchange(&request, &key) {
+        agentca_scep::client::CertRepOutcome::Crls(crls) => {
+            let served = server.server.get("/crl");
+            assert_eq!(crls, vec![served.body]);
+        }
+        other => panic!("expected a CRL, got {other:?}"),
+    }
+}
