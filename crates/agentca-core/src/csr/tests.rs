@@ -1139,6 +1139,17 @@ fn csr3_fermat_check_is_precise() {
     assert!(fermat_factorable(&(&p * &q).to_bytes_be()));
     // A perfect square is the degenerate case p = q.
     assert!(fermat_factorable(&(&p * &p).to_bytes_be()));
+    // The sieve never rules out a square, whatever its size.
+    let mut k = BigUint::from(3u32);
+    for _ in 0..300 {
+        assert!(may_be_square(&(&k * &k)), "{k}");
+        k = &k * 7u32 + 5u32;
+    }
+    // A factorization Fermat's method reaches only after many rounds is still found: with
+    // p = a + d and q = a − d, n = a² − d², and the search starts about d²/2a = 50 below a.
+    let a = BigUint::from(1u32) << 1000u32;
+    let d = BigUint::from(10u32) << 500u32;
+    assert!(fermat_factorable(&((&a + &d) * (&a - &d)).to_bytes_be()));
     // Real keys' moduli are not flagged.
     for _ in 0..3 {
         let key = rsa(rcgen::RsaKeySize::_2048);
