@@ -482,3 +482,99 @@ fn get_crl_returns_the_served_crl() {
         other => panic!("expected a CRL, got {other:?}"),
     }
 }
+
+/// SCEP-1, expired: a challenge past its validity is refused like an unknown one. (Tokens live
+/// at least a minute, so the test writes an expired one into the store while no server runs.)
+#[test]
+fn an_expired_challenge_is_refused() {
+    use agentca_store::Store;
+    let env = Env::with_ca();
+    let agent = env.add_agent("/agent/expired", &[]);
+    let challenge = "expired-challenge-0123456789abcdefghijklmnopqrstuv";
+    {
+        let store = agentca_store::SledStore::open(&env.data_file("store")).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        store
+            .insert_token(&agentca_store::TokenRecord {
+                id: agentca_core::token::scep_token_id(challenge),
+                kind: agentca_store::TokenKind::Scep,
+                agent_id: agent.clone(),
+                verifier: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(challenge)),
+                expires_at: now - time::Duration::minutes(1),
+                created_at: now - time::Duration::hours(1),
+                consumed_at: None,
+            })
+            .unwrap();
+        store.commit().unwrap();
+    }
+    let server = ScepServer::start(&env);
+    let signatures = server.ca_signatures();
+    let key = rsa_key(0);
+    let (parts, transient) = pkcs_req(&server, &key, Some(challenge));
+    let request = parts.builder(&key, &transient).build().unwrap();
+    assert_eq!(
+        fail_info(server.exchange(&request, &key)),
+        FailInfo::BadRequest
+    );
+    assert_eq!(server.ca_signatures(), signatures);
+    assert!(
+        server.server.stderr().contains("the challenge has expired"),
+        "{}",
+        server.server.stderr()
+    );
+}
+
+/// Every certificate a SUCCESS was sent for is in the store and the audit log after the
+/// server is killed with SIGKILL right after the last answer, and every consumed challenge
+/// stays consumed.
+#[test]
+fn acknowledged_enrollments_survive_kill_9() {
+    const CLIENTS: usize = 6;
+    let env = Env::with_ca();
+    let agent = env.add_agent("/agent/kill9", &[]);
+    let server = ScepServer::start(&env);
+    let challenges: Vec<String> = (0..CLIENTS).map(|_| server.challenge(&agent)).collect();
+    let key = rsa_key(1);
+    let serials: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = challenges
+            .iter()
+            .map(|challenge| {
+                let (server, key) = (&server, &key);
+                s.spawn(move || {
+                    let (parts, transient) = pkcs_req(server, key, Some(challenge));
+                    let request = parts.builder(key, &transient).build().unwrap();
+                    let leaf = issued(server.exchange(&request, key));
+                    use x509_parser::prelude::{FromDer, X509Certificate};
+                    hex::encode(X509Certificate::from_der(&leaf).unwrap().1.raw_serial())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ScepServer { server, .. } = server;
+    server.kill();
+
+    let listed = env.listed_serials(&["--agent", &agent]);
+    let audit = std::fs::read_to_string(env.data_file("audit.log")).unwrap();
+    for serial in &serials {
+        assert!(
+            listed.contains(serial),
+            "{serial} was acknowledged but is lost"
+        );
+        assert!(
+            audit
+                .lines()
+                .any(|l| l.contains("cert.issued") && l.contains(serial.as_str())),
+            "{serial} was acknowledged but has no audit line"
+        );
+    }
+    env.assert_audit_intact();
+    // The challenges stay spent after the restart.
+    let server = ScepServer::start(&env);
+    let (parts, transient) = pkcs_req(&server, &key, Some(&challenges[0]));
+    let request = parts.builder(&key, &transient).build().unwrap();
+    assert_eq!(
+        fail_info(server.exchange(&request, &key)),
+        FailInfo::BadRequest
+    );
+}

@@ -497,7 +497,9 @@ mod tests {
         assert_eq!(MessageType::from_number(19), MessageType::PkcsReq);
         assert_eq!(MessageType::from_number(17), MessageType::RenewalReq);
         assert_eq!(MessageType::from_number(3), MessageType::CertRep);
-        for n in [18, 20, 21, 22, 0, 4_000_000] {
+        assert_eq!(MessageType::from_number(22), MessageType::GetCrl);
+        assert_eq!(MessageType::GetCrl.number(), 22);
+        for n in [18, 20, 21, 23, 0, 4_000_000] {
             assert_eq!(MessageType::from_number(n), MessageType::Unsupported(n));
             assert_eq!(MessageType::from_number(n).number(), n);
         }
