@@ -490,13 +490,14 @@ pub fn scep_transactions_are_per_key_and_first_stands(store: &dyn Store) {
         ..first.clone()
     };
     store.record_scep_transaction(&other).unwrap();
-    assert_eq!(store.scep_transaction(&key_b, "txn-1").unwrap(), Some(other));
+    assert_eq!(
+        store.scep_transaction(&key_b, "txn-1").unwrap(),
+        Some(other)
+    );
     assert_eq!(store.scep_transaction(&key_a, "txn-2").unwrap(), None);
     // A transactionID that looks like a key boundary does not reach another record.
     assert_eq!(
-        store
-            .scep_transaction(&key_a[..63], "a/txn-1")
-            .unwrap(),
+        store.scep_transaction(&key_a[..63], "a/txn-1").unwrap(),
         None
     );
 }
