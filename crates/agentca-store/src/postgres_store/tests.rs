@@ -444,3 +444,75 @@ fn debug_names_the_database_without_the_password() {
     assert!(shown.contains("postgres@127.0.0.1:"), "{shown}");
     assert!(!shown.contains("hunter2"), "{shown}");
 }
+
+/// The measurement behind the durability choice (docs/decisions.md): one issuance's three
+/// writes as three synchronous commits, against three asynchronous commits followed by one
+/// synchronous "flush" write, on a cluster with fsync on. Run with
+/// `cargo test -p agentca-store --release -- --ignored --nocapture measure_commit_modes`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn measure_commit_modes() {
+    let Some(cluster) = PgCluster::start(&[]).unwrap() else {
+        return;
+    };
+    for threads in [1usize, 8] {
+        for asynchronous in [false, true] {
+            let url = cluster.fresh_database();
+            let mut setup = raw_client(&url);
+            setup
+                .batch_execute(
+                    "CREATE TABLE s (serial bytea PRIMARY KEY, entry text, der bytea);
+                     CREATE TABLE o (id bigint PRIMARY KEY, status text);
+                     CREATE TABLE marks (node bigint PRIMARY KEY, n bigint)",
+                )
+                .unwrap();
+            let per_thread = 300u64;
+            let started = Instant::now();
+            std::thread::scope(|s| {
+                for t in 0..threads {
+                    let url = &url;
+                    s.spawn(move || {
+                        let mut c = raw_client(url);
+                        let t = i64::try_from(t).unwrap();
+                        if asynchronous {
+                            c.batch_execute("SET synchronous_commit = off").unwrap();
+                            c.execute("INSERT INTO marks VALUES ($1, 0)", &[&t]).unwrap();
+                        }
+                        for i in 0..per_thread {
+                            let id = t * 1_000_000 + i64::try_from(i).unwrap();
+                            let serial = id.to_be_bytes().to_vec();
+                            c.execute("INSERT INTO s VALUES ($1, 'reserved', NULL)", &[&serial])
+                                .unwrap();
+                            c.execute("INSERT INTO o VALUES ($1, 'processing')", &[&id])
+                                .unwrap();
+                            c.execute(
+                                "UPDATE s SET entry = 'issued', der = $2 WHERE serial = $1",
+                                &[&serial, &vec![0u8; 600]],
+                            )
+                            .unwrap();
+                            if asynchronous {
+                                let mut tx = c.transaction().unwrap();
+                                tx.batch_execute("SET LOCAL synchronous_commit = on").unwrap();
+                                tx.execute("UPDATE marks SET n = n + 1 WHERE node = $1", &[&t])
+                                    .unwrap();
+                                tx.commit().unwrap();
+                            }
+                        }
+                    });
+                }
+            });
+            let elapsed = started.elapsed();
+            let issued = per_thread * u64::try_from(threads).unwrap();
+            println!(
+                "{threads} thread(s), {}: {issued} issuances in {elapsed:.2?}, {:.0}/s, {:.2} ms each",
+                if asynchronous {
+                    "3 async writes + 1 sync flush"
+                } else {
+                    "3 sync writes"
+                },
+                issued as f64 / elapsed.as_secs_f64(),
+                elapsed.as_secs_f64() * 1000.0 * threads as f64 / issued as f64,
+            );
+        }
+    }
+}
