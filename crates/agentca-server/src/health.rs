@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentca_core::ca::Ca;
-use agentca_core::store::Store;
 use tokio::sync::Mutex;
 
 use crate::metrics::Metrics;

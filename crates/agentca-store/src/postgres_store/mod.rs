@@ -102,6 +102,54 @@ impl PostgresStore {
         Ok(Self { pool })
     }
 
+    /// A URL's database as `user@host:port/dbname`, without its password, for messages.
+    pub fn describe_url(url: &str) -> String {
+        match url.parse::<postgres::Config>() {
+            Ok(config) => describe_target(&config),
+            Err(_) => "(an invalid PostgreSQL URL)".to_owned(),
+        }
+    }
+
+    /// Binds the database to the CA whose root certificate has this SHA-256 (hex): the first
+    /// claim stands, a later one for the same root is a no-op, one for another root is
+    /// [`StoreError::Conflict`].
+    pub fn claim_for_ca(&self, root_sha256: &str) -> Result<()> {
+        let root = root_sha256.to_owned();
+        let owner = self.pool.run(move |c| {
+            c.execute(
+                "INSERT INTO ca_identity (id, root_sha256) VALUES (1, $1) ON CONFLICT DO NOTHING",
+                &[&root],
+            )?;
+            let rows = c.query("SELECT root_sha256 FROM ca_identity WHERE id = 1", &[])?;
+            match rows.first() {
+                Some(row) => column::<String>(row, 0, "ca_identity"),
+                None => Err(StoreError::Corrupt {
+                    key: "ca_identity".into(),
+                    reason: "claimed but not stored".into(),
+                }),
+            }
+        })?;
+        if owner != root_sha256 {
+            return Err(StoreError::Conflict {
+                what: format!(
+                    "the database at {} serves another CA (root certificate SHA-256 {owner})",
+                    self.target()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The SHA-256 (hex) of the root certificate of the CA the database serves, once claimed.
+    pub fn ca_identity(&self) -> Result<Option<String>> {
+        self.pool.run(|c| {
+            let rows = c.query("SELECT root_sha256 FROM ca_identity WHERE id = 1", &[])?;
+            rows.first()
+                .map(|row| column::<String>(row, 0, "ca_identity"))
+                .transpose()
+        })
+    }
+
     /// The database, described without secrets (`user@host:port/dbname`).
     pub fn target(&self) -> &str {
         self.pool.target()

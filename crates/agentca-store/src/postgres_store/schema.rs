@@ -113,6 +113,13 @@ CREATE TABLE acme_replacements (
     order_id text COLLATE "C" NOT NULL
 );
 
+-- Which CA the database serves (the SHA-256 of its root certificate, hex), so that a node
+-- given another CA's database refuses it instead of issuing over its serials and CRL numbers.
+CREATE TABLE ca_identity (
+    id smallint PRIMARY KEY CHECK (id = 1),
+    root_sha256 text NOT NULL
+);
+
 -- GCRA state: the theoretical arrival time, 16 bytes big-endian nanoseconds.
 CREATE TABLE rate_limits (
     key bytea PRIMARY KEY,

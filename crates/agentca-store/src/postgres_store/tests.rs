@@ -476,7 +476,8 @@ fn measure_commit_modes() {
                         let t = i64::try_from(t).unwrap();
                         if asynchronous {
                             c.batch_execute("SET synchronous_commit = off").unwrap();
-                            c.execute("INSERT INTO marks VALUES ($1, 0)", &[&t]).unwrap();
+                            c.execute("INSERT INTO marks VALUES ($1, 0)", &[&t])
+                                .unwrap();
                         }
                         for i in 0..per_thread {
                             let id = t * 1_000_000 + i64::try_from(i).unwrap();
@@ -492,7 +493,8 @@ fn measure_commit_modes() {
                             .unwrap();
                             if asynchronous {
                                 let mut tx = c.transaction().unwrap();
-                                tx.batch_execute("SET LOCAL synchronous_commit = on").unwrap();
+                                tx.batch_execute("SET LOCAL synchronous_commit = on")
+                                    .unwrap();
                                 tx.execute("UPDATE marks SET n = n + 1 WHERE node = $1", &[&t])
                                     .unwrap();
                                 tx.commit().unwrap();
@@ -515,4 +517,15 @@ fn measure_commit_modes() {
             );
         }
     }
+}
+
+#[test]
+fn a_database_serves_one_ca() {
+    let Some((_, a, b)) = two_nodes() else { return };
+    assert_eq!(a.ca_identity().unwrap(), None);
+    a.claim_for_ca(&"1".repeat(64)).unwrap();
+    b.claim_for_ca(&"1".repeat(64)).unwrap();
+    let err = b.claim_for_ca(&"2".repeat(64)).unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    assert_eq!(b.ca_identity().unwrap(), Some("1".repeat(64)));
 }
