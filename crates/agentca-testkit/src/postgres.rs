@@ -67,9 +67,17 @@ impl PgCluster {
         } else {
             None
         };
+        // The service user must be able to reach the directory: a private TMPDIR (say, under
+        // /root) is replaced by /tmp.
+        let parent = std::env::temp_dir();
+        let parent = if run_as.is_some() && !traversable_by_all(&parent) {
+            PathBuf::from("/tmp")
+        } else {
+            parent
+        };
         let dir = tempfile::Builder::new()
             .prefix("agentca-pg")
-            .tempdir()
+            .tempdir_in(parent)
             .map_err(|e| format!("temporary directory: {e}"))?
             .keep();
         let mut cluster = Self {
@@ -249,7 +257,8 @@ impl PgCluster {
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(
-                "read _ignored; \
+                // Ctrl-C reaches the whole process group; the watchdog outlives it to clean up.
+                "trap '' INT HUP; read _ignored; \
                  if [ -f \"$AGENTCA_PG_DIR/data/postmaster.pid\" ]; then \"$@\"; fi; \
                  rm -rf -- \"$AGENTCA_PG_DIR\"",
             )
@@ -325,6 +334,12 @@ fn effective_uid() -> Result<u32, String> {
                 .map_err(|e| format!("id -u: {e}"))
         })
         .map_err(|e| format!("effective user id: {e}"))
+}
+
+/// Whether every directory from the root down to `dir` may be entered by any user.
+fn traversable_by_all(dir: &std::path::Path) -> bool {
+    dir.ancestors()
+        .all(|d| std::fs::metadata(d).is_ok_and(|m| m.mode() & 0o001 != 0))
 }
 
 fn user_exists(user: &str) -> bool {
