@@ -136,3 +136,42 @@ fn an_unreachable_database_is_a_clear_error() {
     assert!(out.error_line().contains("cannot connect"), "{out}");
     assert!(!fresh.data().exists(), "init left a data directory behind");
 }
+
+#[test]
+fn serve_reports_a_lost_database_and_reconnects() {
+    use super::harness::{Server, serve_on_free_ports};
+    // Its own cluster: stopping the shared one would break the other tests.
+    let Some(cluster) = agentca_testkit::postgres::PgCluster::start(&[("fsync", "off")]).unwrap()
+    else {
+        return;
+    };
+    let url = cluster.fresh_database();
+    let env = Env::empty();
+    env.init(&["--store", &url]).success();
+    let mut cmd = serve_on_free_ports(&env);
+    cmd.env("AGENTCA_STORE", &url);
+    let server = Server::start(cmd);
+    let healthy = |want: u16| {
+        // The probe result is cached for a second.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let status = server.get("/healthz").status;
+            if status == want {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "/healthz stayed {status}, not {want}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    healthy(200);
+    cluster.stop_server().unwrap();
+    healthy(503);
+    cluster.restart_server().unwrap();
+    healthy(200);
+    // The operator commands work through the running server again.
+    env.add_agent("/agent/after-restart", &[]);
+    server.kill();
+}
