@@ -21,7 +21,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
     let g = &cli.global;
     let mut dir = DataDir::new(&g.data_dir);
     if let Some(store) = &g.store {
-        dir = dir.with_store(StoreLocation::parse(store));
+        dir = dir.with_store(StoreLocation::parse(store)?);
     }
     let out = g.output;
     let passphrase_file = g.passphrase_file.as_deref();

@@ -131,6 +131,10 @@ fn an_unreachable_database_is_a_clear_error() {
         assert!(out.stderr.contains(&format!("127.0.0.1:{port}")), "{out}");
         assert!(!out.stderr.contains(PASSWORD), "password printed:\n{out}");
     }
+    let out = env.run(&["--store", "mysql://u:pw@db/x", "agent", "list"]);
+    assert!(out.error_line().contains("not a supported store"), "{out}");
+    assert!(!out.stderr.contains("pw@"), "{out}");
+
     let fresh = Env::empty();
     let out = fresh.init(&["--store", &down]);
     assert!(out.error_line().contains("cannot connect"), "{out}");

@@ -59,12 +59,18 @@ pub enum StoreLocation {
 }
 
 impl StoreLocation {
-    /// A `postgres://` or `postgresql://` URL, else a directory for the embedded store.
-    pub fn parse(location: &str) -> Self {
+    /// A `postgres://` or `postgresql://` URL, else a directory for the embedded store. Any
+    /// other URL is refused rather than taken for a directory name.
+    pub fn parse(location: &str) -> Result<Self> {
         if PostgresStore::is_url(location) {
-            Self::Postgres(location.to_owned())
+            Ok(Self::Postgres(location.to_owned()))
+        } else if let Some((scheme, _)) = location.split_once("://") {
+            Err(Error::InvalidArgument(format!(
+                "--store: {scheme}:// is not a supported store; give a directory or a \
+                 postgres:// URL"
+            )))
         } else {
-            Self::Sled(PathBuf::from(location))
+            Ok(Self::Sled(PathBuf::from(location)))
         }
     }
 
