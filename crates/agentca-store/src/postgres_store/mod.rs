@@ -44,6 +44,9 @@ pub struct PostgresOptions {
     pub connections: usize,
     /// How long to wait for the server when the URL sets no `connect_timeout`.
     pub connect_timeout: Duration,
+    /// How long sent data may stay unacknowledged before the connection counts as lost, when
+    /// the URL sets no `tcp_user_timeout` (Linux).
+    pub tcp_user_timeout: Duration,
 }
 
 impl Default for PostgresOptions {
@@ -51,6 +54,7 @@ impl Default for PostgresOptions {
         Self {
             connections: 8,
             connect_timeout: Duration::from_secs(10),
+            tcp_user_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -92,6 +96,12 @@ impl PostgresStore {
         })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(options.connect_timeout);
+        }
+        // Without it, a write to a server that vanished without a reset (a partition, a dead
+        // host) blocks until the kernel gives up, many minutes later, and the calls queued
+        // behind it with it.
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(options.tcp_user_timeout);
         }
         if config.get_application_name().is_none() {
             config.application_name("agentca");

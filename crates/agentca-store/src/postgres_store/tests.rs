@@ -529,3 +529,18 @@ fn a_database_serves_one_ca() {
     assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
     assert_eq!(b.ca_identity().unwrap(), Some("1".repeat(64)));
 }
+
+#[test]
+fn url_options_reach_the_session() {
+    let Some(cluster) = shared() else { return };
+    let url = cluster.fresh_database();
+    let with_options = format!("{url}?options=-c%20statement_timeout%3D10s&connect_timeout=3");
+    let store = PostgresStore::open_with(&with_options, &options()).unwrap();
+    store.reserve_serial(&intent(1)).unwrap();
+    let mut client = raw_client(&with_options);
+    let timeout: String = client
+        .query_one("SHOW statement_timeout", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(timeout, "10s");
+}
