@@ -5,6 +5,8 @@
 #
 # To add a tool, add one line to the list at the bottom:
 #   apt_tool PACKAGE COMMAND     a Debian package that provides COMMAND
+#   apt_pg_tool PACKAGE COMMAND  a PostgreSQL server package; COMMAND is looked for in
+#                                /usr/lib/postgresql/*/bin, where Debian keeps it off PATH
 #   pip_tool PACKAGE COMMAND     a PyPI package that provides COMMAND
 set -euo pipefail
 
@@ -55,6 +57,31 @@ apt_tool() {
         die "package $package was installed but provides no $command on PATH"
 }
 
+# Debian installs the server binaries (initdb, pg_ctl) under /usr/lib/postgresql/N/bin only.
+pg_bin_has() {
+    local command=$1 bin
+    for bin in /usr/lib/postgresql/*/bin; do
+        [ -x "$bin/$command" ] && return 0
+    done
+    command -v "$command" >/dev/null 2>&1
+}
+
+# apt_pg_tool PACKAGE COMMAND
+apt_pg_tool() {
+    local package=$1 command=$2
+    if pg_bin_has "$command"; then
+        echo "install-test-deps: $command present"
+        return
+    fi
+    apt_install "$package"
+    pg_bin_has "$command" ||
+        die "package $package was installed but provides no $command in /usr/lib/postgresql/*/bin"
+    # The package starts a system cluster; the tests start throwaway clusters of their own.
+    # Under root the tests run initdb as the postgres user the package creates.
+    id -u postgres >/dev/null 2>&1 ||
+        die "package $package was installed but created no postgres user"
+}
+
 ensure_pip() {
     command -v python3 >/dev/null 2>&1 || apt_install python3
     python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
@@ -91,6 +118,7 @@ apt_tool pebble pebble        # ACME test server the ACME load generator is chec
 apt_tool scep scepserver      # micromdm scepserver/scepclient: SCEP load generator and interop tests
 apt_tool certbot certbot      # stock ACME client the ACME server is tested with
 apt_tool lego lego            # stock ACME client the ACME server is tested with
+apt_pg_tool postgresql initdb # PostgreSQL store tests: throwaway clusters (initdb, pg_ctl)
 pip_tool "pkilint~=0.13.3" lint_pkix_cert  # RFC 5280/6960 linter (INV-8); pinned: new releases add findings
 
 echo "install-test-deps: all test tools present"

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
 
-use agentca_core::ca::{self, Ca, DataDir, InitOptions};
+use agentca_core::ca::{self, Ca, DataDir, InitOptions, StoreLocation};
 use agentca_core::csr::KeyKind;
 use agentca_core::keyfile::{Passphrase, Protection};
 use agentca_core::{Error, Result};
@@ -19,7 +19,10 @@ use crate::{
 
 pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
     let g = &cli.global;
-    let dir = DataDir::new(&g.data_dir);
+    let mut dir = DataDir::new(&g.data_dir);
+    if let Some(store) = &g.store {
+        dir = dir.with_store(StoreLocation::parse(store)?);
+    }
     let out = g.output;
     let passphrase_file = g.passphrase_file.as_deref();
     let (request, out_path) = match cli.command {
@@ -108,8 +111,8 @@ fn dispatch(dir: &DataDir, passphrase_file: Option<&Path>, request: Request) -> 
         if !dir.config().exists() {
             return Err(no_ca(dir));
         }
-        let store = agentca_core::store::SledStore::open(&dir.store())?;
-        return operations::audit_verify(&store, &dir.audit_log());
+        let store = ca::open_store(dir)?;
+        return operations::audit_verify(store.as_ref(), &dir.audit_log());
     }
     let backend = LocalBackend::new(Ca::open(dir)?, passphrase_file);
     operations::execute(&backend, request)

@@ -43,6 +43,17 @@ pub(crate) struct GlobalArgs {
     /// File holding the CA key passphrase (otherwise AGENTCA_PASSPHRASE).
     #[arg(long, global = true, env = "AGENTCA_PASSPHRASE_FILE")]
     passphrase_file: Option<PathBuf>,
+    /// Where the CA keeps its records: a directory for the embedded store (default
+    /// DATA_DIR/store), or a PostgreSQL URL (postgres://USER:PASSWORD@HOST:PORT/DBNAME) that
+    /// several nodes share. A CA created with a URL needs it on every command.
+    #[arg(
+        long,
+        global = true,
+        env = "AGENTCA_STORE",
+        hide_env_values = true,
+        value_name = "DIR|URL"
+    )]
+    store: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -21,6 +21,7 @@ mod cli {
     mod global;
     mod init;
     mod issue;
+    mod postgres;
     mod revoke;
     mod scep_attacks;
     mod scep_clients;

@@ -50,10 +50,11 @@ pub(crate) fn bin() -> &'static str {
 }
 
 /// Environment variables of the binary that must not leak in from the developer's shell.
-const OWN_VARS: [&str; 3] = [
+const OWN_VARS: [&str; 4] = [
     "AGENTCA_DATA_DIR",
     "AGENTCA_PASSPHRASE",
     "AGENTCA_PASSPHRASE_FILE",
+    "AGENTCA_STORE",
 ];
 
 /// A scratch directory holding one data directory (`data/`, not created until `init`) and

@@ -26,7 +26,7 @@ use std::time::Instant;
 use agentca_core::ca::{Ca, DataDir};
 use agentca_core::csr::CertificateRequest;
 use agentca_core::issuer::IssueRequest;
-use agentca_core::store::{AgentRecord, CertificateRecord, EnrollmentMethod, Store};
+use agentca_core::store::{AgentRecord, CertificateRecord, EnrollmentMethod};
 use clap::Parser;
 use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType};
 use time::OffsetDateTime;

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 
 use agentca_core::crl;
 use agentca_core::profile;
-use agentca_core::store::{Revocation, RevocationReason, RevokedEntry, Store};
+use agentca_core::store::{Revocation, RevocationReason, RevokedEntry};
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use num_bigint::BigUint;
 use time::{Duration, OffsetDateTime};

@@ -26,7 +26,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use agentca_core::issuer::Authority;
-use agentca_core::store::Store;
 use time::OffsetDateTime;
 
 use common::{

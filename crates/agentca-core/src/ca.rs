@@ -9,7 +9,7 @@
 //!   ocsp.pem ocsp.key    delegated OCSP responder (id-kp-OCSPSigning, ocsp-nocheck)
 //!   scep-ra.pem scep-ra.key  RSA SCEP RA certificate (decrypts SCEP envelopes only)
 //!   policies/*.toml      issuance policies
-//!   store/               the embedded store (sled)
+//!   store/               the embedded store (sled), unless the CA uses PostgreSQL
 //!   audit.log            hash-chained audit log
 //! ```
 
@@ -34,7 +34,7 @@ use crate::policy::PolicySet;
 use crate::profile::{self, Urls};
 use crate::signer::KeyPairSigner;
 use crate::status::StatusResponder;
-use crate::store::{SledStore, Store};
+use crate::store::{PostgresStore, SledStore, Store};
 use crate::token::TokenSealer;
 
 /// The default policy written by `init` (the same file as `policies/default.toml`).
@@ -46,16 +46,109 @@ const ISSUING_LIFETIME: Duration = Duration::days(1825);
 const RESPONDER_LIFETIME: Duration = Duration::days(90);
 const RA_LIFETIME: Duration = Duration::days(730);
 
-/// The files of a data directory.
+/// Where a CA keeps its records.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// The embedded store in the data directory's `store/`.
+    #[default]
+    DataDir,
+    /// The embedded store in another directory.
+    Sled(PathBuf),
+    /// A PostgreSQL database (`postgres://…`), which several CA nodes may share.
+    Postgres(String),
+}
+
+impl StoreLocation {
+    /// A `postgres://` or `postgresql://` URL, else a directory for the embedded store. Any
+    /// other URL is refused rather than taken for a directory name.
+    pub fn parse(location: &str) -> Result<Self> {
+        if PostgresStore::is_url(location) {
+            Ok(Self::Postgres(location.to_owned()))
+        } else if let Some((scheme, _)) = location.split_once("://") {
+            Err(Error::InvalidArgument(format!(
+                "--store: {scheme}:// is not a supported store; give a directory or a \
+                 postgres:// URL"
+            )))
+        } else {
+            Ok(Self::Sled(PathBuf::from(location)))
+        }
+    }
+
+    /// Which kind of store, as `config.toml` records it.
+    pub fn kind(&self) -> StoreKind {
+        match self {
+            Self::DataDir | Self::Sled(_) => StoreKind::Sled,
+            Self::Postgres(_) => StoreKind::Postgres,
+        }
+    }
+}
+
+/// The URL may carry a password: shown as `user@host:port/dbname` only.
+impl std::fmt::Debug for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::DataDir => f.write_str("DataDir"),
+            Self::Sled(path) => f.debug_tuple("Sled").field(path).finish(),
+            Self::Postgres(url) => f
+                .debug_tuple("Postgres")
+                .field(&PostgresStore::describe_url(url))
+                .finish(),
+        }
+    }
+}
+
+/// The kind of store a CA was created with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// The embedded store.
+    #[default]
+    Sled,
+    /// PostgreSQL.
+    Postgres,
+}
+
+impl StoreKind {
+    fn is_sled(&self) -> bool {
+        *self == Self::Sled
+    }
+}
+
+/// The files of a data directory, and where its records are.
 #[derive(Clone, Debug)]
 pub struct DataDir {
     path: PathBuf,
+    store: StoreLocation,
 }
 
 impl DataDir {
-    /// A data directory at `path` (not checked).
+    /// A data directory at `path` (not checked), with the embedded store inside it.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into() }
+        Self {
+            path: path.into(),
+            store: StoreLocation::DataDir,
+        }
+    }
+
+    /// The same directory with its records at `store`.
+    pub fn with_store(mut self, store: StoreLocation) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// Where the records are.
+    pub fn store_location(&self) -> &StoreLocation {
+        &self.store
+    }
+
+    /// Opens the store the location names (creating an empty one, or bringing a database's
+    /// schema up to date). [`Ca::open`] also checks that it is the kind the CA was created with.
+    pub fn open_store(&self) -> Result<Arc<dyn Store>> {
+        Ok(match &self.store {
+            StoreLocation::DataDir => Arc::new(SledStore::open(&self.store())?),
+            StoreLocation::Sled(path) => Arc::new(SledStore::open(path)?),
+            StoreLocation::Postgres(url) => Arc::new(PostgresStore::open(url)?),
+        })
     }
 
     /// The directory.
@@ -73,7 +166,7 @@ impl DataDir {
         self.file("config.toml")
     }
 
-    /// The store directory.
+    /// The embedded store's default directory.
     pub fn store(&self) -> PathBuf {
         self.file("store")
     }
@@ -105,6 +198,10 @@ pub struct CaConfig {
     /// When `init` ran.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// The kind of store `init` created; absent means the embedded one. The location itself
+    /// (a URL that may hold a password) is given to every command instead.
+    #[serde(default, skip_serializing_if = "StoreKind::is_sled")]
+    pub store: StoreKind,
 }
 
 /// What `init` needs.
@@ -157,7 +254,21 @@ pub fn init(dir: &DataDir, options: &InitOptions) -> Result<InitReport> {
         });
     }
     refuse_existing(dir)?;
+    // A database is checked before anything is written: one that already serves a CA must not
+    // get a second hierarchy issuing over its serials and CRL numbers.
+    let database = match dir.store_location() {
+        StoreLocation::Postgres(url) => {
+            let pg = Arc::new(PostgresStore::open(url)?);
+            refuse_used_database(&pg, dir)?;
+            Some(pg)
+        }
+        StoreLocation::DataDir | StoreLocation::Sled(_) => None,
+    };
     create_private_dir(dir.path())?;
+    let store: Arc<dyn Store> = match &database {
+        Some(pg) => pg.clone(),
+        None => dir.open_store()?,
+    };
 
     let urls = Urls::from_base(&base_url);
     let now = profile::whole_seconds(OffsetDateTime::now_utc());
@@ -218,6 +329,13 @@ pub fn init(dir: &DataDir, options: &InitOptions) -> Result<InitReport> {
         .signed_by(&ra_key, &issuing_issuer)
         .map_err(|e| Error::Signing(format!("SCEP RA certificate: {e}")))?;
 
+    // The database is bound to this root before any file exists, so of two `init`s racing for
+    // one database the loser leaves nothing behind.
+    let root_sha256 = hex::encode(sha256(root_cert.der()));
+    if let Some(pg) = &database {
+        pg.claim_for_ca(&root_sha256)?;
+    }
+
     // Keys first (create_new, 0600), then certificates, then config last: a crash mid-init
     // leaves no config.toml, and a rerun refuses because keys exist — nothing is overwritten.
     for (name, key) in [
@@ -251,12 +369,11 @@ pub fn init(dir: &DataDir, options: &InitOptions) -> Result<InitReport> {
         key_type: options.key_type.to_string(),
         insecure_plaintext_keys: insecure,
         created_at: now,
+        store: dir.store_location().kind(),
     };
-    let store = SledStore::open(&dir.store())?;
     store.commit()?;
     drop(store);
     let audit = AuditLog::open(&dir.audit_log())?;
-    let root_sha256 = hex::encode(sha256(root_cert.der()));
     audit.append_durable(
         "ca.initialized",
         serde_json::json!({
@@ -281,11 +398,109 @@ pub fn init(dir: &DataDir, options: &InitOptions) -> Result<InitReport> {
     })
 }
 
+fn refuse_used_database(store: &PostgresStore, dir: &DataDir) -> Result<()> {
+    if store.ca_identity()?.is_some()
+        || store.serial_count()? != 0
+        || !store.agents()?.is_empty()
+        || store.crl_state()?.is_some()
+    {
+        return Err(Error::DataDir {
+            path: dir.path().to_owned(),
+            reason: "the store already holds a CA's records; `init` needs an empty one (other \
+                     nodes of a CA copy its data directory instead)"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a store of another kind than the CA was created with: an embedded store opened in
+/// place of the CA's database would be empty, and the CA would hand out serials, tokens and
+/// CRL numbers again.
+fn check_store_kind(dir: &DataDir, config: &CaConfig) -> Result<()> {
+    let given = dir.store_location().kind();
+    if given == config.store {
+        return Ok(());
+    }
+    let reason = match config.store {
+        StoreKind::Postgres => {
+            "this CA keeps its records in PostgreSQL: pass --store postgres://… \
+             (or set AGENTCA_STORE)"
+        }
+        StoreKind::Sled => {
+            "this CA keeps its records in its embedded store; --store postgres://… is for CAs \
+             created with `init --store postgres://…`"
+        }
+    };
+    Err(Error::DataDir {
+        path: dir.config(),
+        reason: reason.into(),
+    })
+}
+
+/// Reads `config.toml` and opens the CA's store after checking its kind, without the rest of
+/// the CA (for `audit verify`, which must not open the audit log for appending).
+pub fn open_store(dir: &DataDir) -> Result<Arc<dyn Store>> {
+    let config = read_config(dir)?;
+    open_checked_store(dir, &config)
+}
+
+/// Opens the store after checking that it is the kind the CA was created with and, for a
+/// database, that it serves this CA (the root certificate it was bound to by `init`).
+fn open_checked_store(dir: &DataDir, config: &CaConfig) -> Result<Arc<dyn Store>> {
+    check_store_kind(dir, config)?;
+    let StoreLocation::Postgres(url) = dir.store_location() else {
+        return dir.open_store();
+    };
+    let pg = Arc::new(PostgresStore::open(url)?);
+    let path = dir.file("root.pem");
+    let text =
+        std::fs::read(&path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+    let root = pem::parse(&text).map_err(|e| Error::Der(format!("{}: {e}", path.display())))?;
+    let root_sha256 = hex::encode(sha256(root.contents()));
+    match pg.ca_identity()? {
+        Some(owner) if owner == root_sha256 => Ok(pg),
+        Some(owner) => Err(Error::DataDir {
+            path: dir.path().to_owned(),
+            reason: format!(
+                "the database at {} serves another CA (root SHA-256 {owner}, this one is \
+                 {root_sha256})",
+                pg.target()
+            ),
+        }),
+        None => Err(Error::DataDir {
+            path: dir.path().to_owned(),
+            reason: format!(
+                "the database at {} serves no CA yet: give every node the database `init` \
+                 created",
+                pg.target()
+            ),
+        }),
+    }
+}
+
+fn read_config(dir: &DataDir) -> Result<CaConfig> {
+    let text = std::fs::read_to_string(dir.config()).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::DataDir {
+                path: dir.path().to_owned(),
+                reason: "no CA here; run `agentca init --trust-domain DOMAIN` first".into(),
+            }
+        } else {
+            Error::io(format!("read {}", dir.config().display()), e)
+        }
+    })?;
+    toml::from_str(&text).map_err(|e| Error::DataDir {
+        path: dir.config(),
+        reason: e.to_string(),
+    })
+}
+
 /// An opened CA: configuration, store, audit log and policies; keys load on demand.
 pub struct Ca {
     dir: DataDir,
     config: CaConfig,
-    store: Arc<SledStore>,
+    store: Arc<dyn Store>,
     audit: Arc<AuditLog>,
     policies: PolicySet,
 }
@@ -302,22 +517,9 @@ impl std::fmt::Debug for Ca {
 impl Ca {
     /// Opens the CA in `dir`.
     pub fn open(dir: &DataDir) -> Result<Self> {
-        let text = std::fs::read_to_string(dir.config()).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::DataDir {
-                    path: dir.path().to_owned(),
-                    reason: "no CA here; run `agentca init --trust-domain DOMAIN` first".into(),
-                }
-            } else {
-                Error::io(format!("read {}", dir.config().display()), e)
-            }
-        })?;
-        let config: CaConfig = toml::from_str(&text).map_err(|e| Error::DataDir {
-            path: dir.config(),
-            reason: e.to_string(),
-        })?;
+        let config = read_config(dir)?;
         let policies = PolicySet::load_dir(&dir.policies())?;
-        let store = Arc::new(SledStore::open(&dir.store())?);
+        let store = open_checked_store(dir, &config)?;
         let audit = Arc::new(AuditLog::open(&dir.audit_log())?);
         Ok(Self {
             dir: dir.clone(),
@@ -339,7 +541,7 @@ impl Ca {
     }
 
     /// The store.
-    pub fn store(&self) -> &Arc<SledStore> {
+    pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
 

@@ -2,8 +2,8 @@
 //!
 //! One [`Store`] trait, shaped around what the CA must never lose (design §9): reserved serials
 //! with their intent, issued certificates, revocations, consumed tokens and the CRL number.
-//! Backends: [`SledStore`] (embedded, the default). Every backend runs the same test battery
-//! ([`battery`]).
+//! Backends: [`SledStore`] (embedded, the default) and [`PostgresStore`] (one database shared by
+//! several CA nodes). Every backend runs the same test battery ([`battery`]).
 //!
 //! Writes become visible at once and durable at the next [`Store::commit`]; callers commit
 //! before they acknowledge anything. Concurrent commits share one flush ([`GroupCommit`]).
@@ -15,6 +15,8 @@ mod acme;
 pub mod battery;
 mod error;
 mod group_commit;
+mod postgres_store;
+mod rate;
 mod records;
 mod scep;
 mod sled_acme;
@@ -26,6 +28,7 @@ pub use acme::{
 };
 pub use error::StoreError;
 pub use group_commit::{FlushFailed, GroupCommit};
+pub use postgres_store::{PostgresOptions, PostgresStore};
 pub use records::{
     AgentRecord, CertificateFilter, CertificateRecord, CrlState, EnrollmentMethod, InvalidReason,
     InvalidSerial, IssuanceIntent, Revocation, RevocationReason, RevokedEntry, Serial, SerialEntry,

@@ -5,6 +5,7 @@
 use sled::Transactional;
 use time::OffsetDateTime;
 
+use crate::rate::{Gcra, decode_tat, limited};
 use crate::sled_store::{abort, backend, decode, encode, flatten, use_token};
 use crate::{
     AcmeAccount, AcmeAccountStatus, AcmeAuthorization, AcmeAuthorizationStatus, AcmeOrder,
@@ -331,55 +332,6 @@ impl AcmeTrees {
     }
 }
 
-/// A key's stored theoretical arrival time (16 bytes, big-endian nanoseconds), or `now` for a
-/// key never limited.
-fn decode_tat(key: &str, stored: Option<&[u8]>, now_ns: i128) -> Result<i128> {
-    match stored {
-        None => Ok(now_ns),
-        Some(raw) => <[u8; 16]>::try_from(raw)
-            .map(i128::from_be_bytes)
-            .map_err(|_| StoreError::Corrupt {
-                key: key.to_owned(),
-                reason: "rate limit state is not 16 bytes".into(),
-            }),
-    }
-}
-
-fn limited(wait_ns: i128) -> RateDecision {
-    RateDecision::Limited {
-        retry_after: time::Duration::nanoseconds(i64::try_from(wait_ns).unwrap_or(i64::MAX)),
-    }
-}
-
-/// The generic cell rate algorithm: `limit` units per `window`, bursts up to `limit`.
-/// The only state is the theoretical arrival time (TAT) of the next unit.
-struct Gcra {
-    /// Nanoseconds one unit costs.
-    interval: i128,
-    /// How far the TAT may run ahead of now.
-    tolerance: i128,
-}
-
-impl Gcra {
-    fn new(limit: u32, window: time::Duration) -> Self {
-        let interval = (window.whole_nanoseconds() / i128::from(limit.max(1))).max(1);
-        Self {
-            interval,
-            tolerance: interval * i128::from(limit.max(1)) - interval,
-        }
-    }
-
-    /// The new TAT if a unit may be taken at `now`, else how long to wait (nanoseconds).
-    fn take(&self, tat: i128, now: i128) -> std::result::Result<i128, i128> {
-        let tat = tat.max(now);
-        let earliest = tat - self.tolerance;
-        if now < earliest {
-            return Err(earliest - now);
-        }
-        Ok(tat + self.interval)
-    }
-}
-
 /// `account \0 created (i64 BE seconds) order-id`: an account's orders, oldest first.
 fn account_order_key(account_id: &str, created: OffsetDateTime, order_id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(account_id.len() + 9 + order_id.len());
@@ -441,23 +393,5 @@ fn get<T: serde::de::DeserializeOwned>(tree: &sled::Tree, id: &str) -> Result<Op
 fn not_found(what: &str, id: &str) -> StoreError {
     StoreError::NotFound {
         what: format!("{what} {id}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Gcra;
-
-    #[test]
-    fn gcra_allows_a_burst_then_paces() {
-        let second = 1_000_000_000i128;
-        let g = Gcra::new(3, time::Duration::seconds(3));
-        let mut tat = 0;
-        for _ in 0..3 {
-            tat = g.take(tat, 0).unwrap();
-        }
-        let wait = g.take(tat, 0).unwrap_err();
-        assert_eq!(wait, second);
-        assert!(g.take(tat, second).is_ok());
     }
 }

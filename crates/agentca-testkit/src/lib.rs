@@ -40,6 +40,7 @@ mod link;
 pub mod openssl;
 mod parse;
 pub mod pkilint;
+pub mod postgres;
 mod serial;
 pub mod tools;
 mod validity;

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use agentca_core::ocsp::{CertStatus, HashAlgorithm};
-use agentca_core::store::{CertificateRecord, EnrollmentMethod, IssuanceIntent, Serial, Store};
+use agentca_core::store::{CertificateRecord, EnrollmentMethod, IssuanceIntent, Serial};
 use time::OffsetDateTime;
 
 use super::support::*;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentca_core::ocsp::{self, CertStatus, HashAlgorithm};
-use agentca_core::store::{SerialEntry, Store};
+use agentca_core::store::SerialEntry;
 use axum::routing::get as route_get;
 use http_body_util::{BodyExt, Empty};
 use hyper::StatusCode;

@@ -14,7 +14,7 @@ use agentca_core::keyfile::Protection;
 use agentca_core::ocsp::{
     self, CertStatus, HashAlgorithm, IssuerHashes, OcspResponseStatus, ParsedResponse,
 };
-use agentca_core::store::{AgentRecord, CertificateRecord, EnrollmentMethod, Store};
+use agentca_core::store::{AgentRecord, CertificateRecord, EnrollmentMethod};
 use agentca_server::{BoundAddresses, Hooks, Server, ServerConfig};
 use axum::body::Bytes;
 use http_body_util::{BodyExt, Full};

@@ -1,0 +1,801 @@
+//! The PostgreSQL backend, for several CA nodes on one database.
+//!
+//! Every check-then-write is one SQL statement with a uniqueness or status condition
+//! (`INSERT … ON CONFLICT DO NOTHING`, `UPDATE … WHERE status = $expected`), or a transaction
+//! that locks the row it reads (`SELECT … FOR UPDATE`). Both give one winner among racing
+//! nodes, not only among threads of one process. Sessions run at READ COMMITTED, which these
+//! patterns are written for: a statement that waited for a row lock sees the winner's row.
+//!
+//! Durability: every write is its own synchronous commit, so it is durable (and visible to the
+//! other nodes) when the call returns, and [`Store::commit`] has nothing left to do.
+//! `docs/decisions.md` records why this beats batching asynchronous commits behind one flush.
+//!
+//! Connections run on threads of their own ([`pool`]), so the store may be called from async
+//! code. Errors name the database as `user@host:port/dbname`, never with its password.
+
+mod acme;
+mod pool;
+mod schema;
+
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use postgres::types::FromSql;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use time::OffsetDateTime;
+
+use self::pool::{Connection, Pool, Tx};
+use crate::{
+    AcmeAccount, AcmeAuthorization, AcmeAuthorizationStatus, AcmeOrder, AcmeOrderStatus,
+    AgentRecord, CertificateFilter, CertificateRecord, CrlState, IssuanceIntent, RateDecision,
+    Result, Revocation, RevokedEntry, ScepTransaction, Serial, SerialEntry, Store, StoreError,
+    TokenRecord,
+};
+
+/// How the store connects.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct PostgresOptions {
+    /// Connections (and threads) per store: the number of store calls that can be in flight at
+    /// once in this process.
+    pub connections: usize,
+    /// How long to wait for the server when the URL sets no `connect_timeout`.
+    pub connect_timeout: Duration,
+    /// How long sent data may stay unacknowledged before the connection counts as lost, when
+    /// the URL sets no `tcp_user_timeout` (Linux).
+    pub tcp_user_timeout: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self {
+            connections: 8,
+            connect_timeout: Duration::from_secs(10),
+            tcp_user_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A [`Store`] on a PostgreSQL database, shareable by several agentca processes.
+pub struct PostgresStore {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("database", &self.pool.target())
+            .finish()
+    }
+}
+
+impl PostgresStore {
+    /// Whether `location` names a PostgreSQL database rather than a directory.
+    pub fn is_url(location: &str) -> bool {
+        location.starts_with("postgres://") || location.starts_with("postgresql://")
+    }
+
+    /// Connects to `url` (`postgres://user:password@host:port/dbname?…`, libpq syntax) with
+    /// the default options and brings its schema up to date.
+    pub fn open(url: &str) -> Result<Self> {
+        Self::open_with(url, &PostgresOptions::default())
+    }
+
+    /// Connects with `options` and brings the schema up to date; fails if the database is
+    /// unreachable or was migrated by a newer agentca.
+    pub fn open_with(url: &str, options: &PostgresOptions) -> Result<Self> {
+        let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
+            // The text is not repeated: it may hold a password.
+            StoreError::Backend(format!(
+                "invalid PostgreSQL URL (not shown, it may contain a password): {}",
+                pool::describe(&e)
+            ))
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(options.connect_timeout);
+        }
+        // Without it, a write to a server that vanished without a reset (a partition, a dead
+        // host) blocks until the kernel gives up, many minutes later, and the calls queued
+        // behind it with it.
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(options.tcp_user_timeout);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("agentca");
+        }
+        let target = describe_target(&config);
+        let pool = Pool::start(config, target, options.connections)?;
+        pool.run(|conn| schema::migrate(conn).map(drop))?;
+        Ok(Self { pool })
+    }
+
+    /// A URL's database as `user@host:port/dbname`, without its password, for messages.
+    pub fn describe_url(url: &str) -> String {
+        match url.parse::<postgres::Config>() {
+            Ok(config) => describe_target(&config),
+            Err(_) => "(an invalid PostgreSQL URL)".to_owned(),
+        }
+    }
+
+    /// Binds the database to the CA whose root certificate has this SHA-256 (hex): the first
+    /// claim stands, a later one for the same root is a no-op, one for another root is
+    /// [`StoreError::Conflict`].
+    pub fn claim_for_ca(&self, root_sha256: &str) -> Result<()> {
+        let root = root_sha256.to_owned();
+        let owner = self.pool.run(move |c| {
+            c.execute(
+                "INSERT INTO ca_identity (id, root_sha256) VALUES (1, $1) ON CONFLICT DO NOTHING",
+                &[&root],
+            )?;
+            let rows = c.query("SELECT root_sha256 FROM ca_identity WHERE id = 1", &[])?;
+            match rows.first() {
+                Some(row) => column::<String>(row, 0, "ca_identity"),
+                None => Err(StoreError::Corrupt {
+                    key: "ca_identity".into(),
+                    reason: "claimed but not stored".into(),
+                }),
+            }
+        })?;
+        if owner != root_sha256 {
+            return Err(StoreError::Conflict {
+                what: format!(
+                    "the database at {} serves another CA (root certificate SHA-256 {owner})",
+                    self.target()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The SHA-256 (hex) of the root certificate of the CA the database serves, once claimed.
+    pub fn ca_identity(&self) -> Result<Option<String>> {
+        self.pool.run(|c| {
+            let rows = c.query("SELECT root_sha256 FROM ca_identity WHERE id = 1", &[])?;
+            rows.first()
+                .map(|row| column::<String>(row, 0, "ca_identity"))
+                .transpose()
+        })
+    }
+
+    /// The database, described without secrets (`user@host:port/dbname`).
+    pub fn target(&self) -> &str {
+        self.pool.target()
+    }
+}
+
+/// Settings every session gets, checked or set when it connects.
+fn setup_session(client: &mut postgres::Client, target: &str) -> Result<()> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_encoding'), current_setting('synchronous_commit')",
+            &[],
+        )
+        .map_err(|e| db_error(target, &e))?;
+    let encoding: String = column(&row, 0, "server_encoding")?;
+    let synchronous: String = column(&row, 1, "synchronous_commit")?;
+    if encoding != "UTF8" {
+        return Err(StoreError::Backend(format!(
+            "the database at {target} uses encoding {encoding}; agentca needs UTF8 \
+             (CREATE DATABASE … ENCODING 'UTF8')"
+        )));
+    }
+    // The check-then-write patterns are written for READ COMMITTED; a stricter default would
+    // turn races into serialization errors. A server that commits asynchronously by default
+    // would acknowledge writes that are not durable; `local`, `on` and the remote levels are
+    // kept as the operator chose them.
+    let mut setup = String::from("SET default_transaction_isolation = 'read committed';");
+    if synchronous == "off" {
+        setup.push_str("SET synchronous_commit = on;");
+    }
+    client
+        .batch_execute(&setup)
+        .map_err(|e| db_error(target, &e))
+}
+
+/// `user@host:port/dbname`: enough to find the database, nothing secret.
+fn describe_target(config: &postgres::Config) -> String {
+    let user = config.get_user().unwrap_or("");
+    let ports = config.get_ports();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let name = match host {
+                postgres::config::Host::Tcp(name) => name.clone(),
+                postgres::config::Host::Unix(path) => path.display().to_string(),
+            };
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            format!("{name}:{port}")
+        })
+        .collect();
+    let hosts = if hosts.is_empty() {
+        "localhost:5432".to_owned()
+    } else {
+        hosts.join(",")
+    };
+    let db = config.get_dbname().unwrap_or(user);
+    if user.is_empty() {
+        format!("{hosts}/{db}")
+    } else {
+        format!("{user}@{hosts}/{db}")
+    }
+}
+
+pub(crate) fn db_error(target: &str, e: &postgres::Error) -> StoreError {
+    pool::note_error(e);
+    StoreError::Backend(format!("PostgreSQL at {target}: {}", pool::describe(e)))
+}
+
+/// One column of a row, as a store error (not a panic) if it has an unexpected type.
+pub(crate) fn column<'a, T: FromSql<'a>>(
+    row: &'a postgres::Row,
+    index: usize,
+    what: &str,
+) -> Result<T> {
+    row.try_get(index).map_err(|e| StoreError::Corrupt {
+        key: what.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+pub(crate) fn to_json<T: Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Backend(format!("encode record: {e}")))
+}
+
+pub(crate) fn from_json<T: DeserializeOwned>(key: &str, text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// The record in column `index` of the single row a query returned, if any.
+fn record<T: DeserializeOwned>(
+    rows: &[postgres::Row],
+    index: usize,
+    key: &str,
+) -> Result<Option<T>> {
+    match rows.first() {
+        Some(row) => Ok(Some(from_json(key, &column::<String>(row, index, key)?)?)),
+        None => Ok(None),
+    }
+}
+
+/// Unix seconds as stored in index columns.
+fn unix(t: OffsetDateTime) -> i64 {
+    t.unix_timestamp()
+}
+
+/// A stored serial entry, with its DER once issued.
+fn serial_entry(row: &postgres::Row) -> Result<SerialEntry> {
+    let key = "serial entry";
+    let mut entry: SerialEntry = from_json(key, &column::<String>(row, 0, key)?)?;
+    if let SerialEntry::Issued(record) = &mut entry {
+        record.der =
+            column::<Option<Vec<u8>>>(row, 1, key)?.ok_or_else(|| StoreError::Corrupt {
+                key: record.intent.serial.to_hex(),
+                reason: "certificate recorded without its DER".into(),
+            })?;
+    }
+    Ok(entry)
+}
+
+fn issued(row: &postgres::Row) -> Result<CertificateRecord> {
+    match serial_entry(row)? {
+        SerialEntry::Issued(record) => Ok(record),
+        SerialEntry::Reserved(intent) => Err(StoreError::Corrupt {
+            key: intent.serial.to_hex(),
+            reason: "has DER but is recorded as reserved".into(),
+        }),
+    }
+}
+
+/// Inside a transaction: marks token `id` used at `at`, refusing an unknown or used one.
+/// Shared by `consume_token` and ACME account creation.
+fn use_token(tx: &mut Tx<'_, '_>, id: &str, at: OffsetDateTime) -> Result<TokenRecord> {
+    let rows = tx.query("SELECT body FROM tokens WHERE id = $1 FOR UPDATE", &[&id])?;
+    let Some(mut token) = record::<TokenRecord>(&rows, 0, id)? else {
+        return Err(StoreError::NotFound {
+            what: format!("token {id}"),
+        });
+    };
+    if token.consumed_at.is_some() {
+        return Err(StoreError::Conflict {
+            what: format!("token {id} was already used"),
+        });
+    }
+    token.consumed_at = Some(at);
+    let body = to_json(&token)?;
+    tx.execute("UPDATE tokens SET body = $2 WHERE id = $1", &[&id, &body])?;
+    Ok(token)
+}
+
+fn exists(
+    conn: &mut Connection,
+    sql: &'static str,
+    key: &(dyn postgres::types::ToSql + Sync),
+) -> Result<bool> {
+    Ok(!conn.query(sql, &[key])?.is_empty())
+}
+
+impl Store for PostgresStore {
+    fn insert_agent(&self, agent: &AgentRecord) -> Result<()> {
+        let id = agent.id.clone();
+        let body = to_json(agent)?;
+        let inserted = self.pool.run(move |c| {
+            c.execute(
+                "INSERT INTO agents (id, body) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&id, &body],
+            )
+        })?;
+        if inserted == 0 {
+            return Err(StoreError::AlreadyExists {
+                what: format!("agent {}", agent.id),
+            });
+        }
+        Ok(())
+    }
+
+    fn update_agent(&self, agent: &AgentRecord) -> Result<()> {
+        let id = agent.id.clone();
+        let body = to_json(agent)?;
+        let updated = self
+            .pool
+            .run(move |c| c.execute("UPDATE agents SET body = $2 WHERE id = $1", &[&id, &body]))?;
+        if updated == 0 {
+            return Err(StoreError::NotFound {
+                what: format!("agent {}", agent.id),
+            });
+        }
+        Ok(())
+    }
+
+    fn agent(&self, id: &str) -> Result<Option<AgentRecord>> {
+        let id = id.to_owned();
+        self.pool.run(move |c| {
+            let rows = c.query("SELECT body FROM agents WHERE id = $1", &[&id])?;
+            record(&rows, 0, &id)
+        })
+    }
+
+    fn agents(&self) -> Result<Vec<AgentRecord>> {
+        self.pool.run(|c| {
+            c.query("SELECT body FROM agents ORDER BY id", &[])?
+                .iter()
+                .map(|row| from_json("agent", &column::<String>(row, 0, "agent")?))
+                .collect()
+        })
+    }
+
+    fn reserve_serial(&self, intent: &IssuanceIntent) -> Result<()> {
+        let serial = intent.serial;
+        let agent = intent.agent_id.clone();
+        let key = intent.key_sha256.clone();
+        let not_after = unix(intent.not_after);
+        let entry = to_json(&SerialEntry::Reserved(intent.clone()))?;
+        let inserted = self.pool.run(move |c| {
+            c.execute(
+                "INSERT INTO serials (serial, agent_id, key_sha256, not_after, entry)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                &[
+                    &serial.as_bytes().as_slice(),
+                    &agent,
+                    &key,
+                    &not_after,
+                    &entry,
+                ],
+            )
+        })?;
+        if inserted == 0 {
+            return Err(StoreError::AlreadyExists {
+                what: format!("serial {serial}"),
+            });
+        }
+        Ok(())
+    }
+
+    fn record_certificate(&self, record: &CertificateRecord) -> Result<()> {
+        let serial = record.intent.serial;
+        let agent = record.intent.agent_id.clone();
+        let key = record.intent.key_sha256.clone();
+        let not_after = unix(record.intent.not_after);
+        let entry = to_json(&SerialEntry::Issued(record.clone()))?;
+        let der = record.der.clone();
+        let (stored, reserved) = self.pool.run(move |c| {
+            let bytes = serial.as_bytes().as_slice();
+            // Only a reservation without a certificate moves to issued: racing recorders of
+            // one serial cannot both succeed.
+            let stored = c.execute(
+                "UPDATE serials SET entry = $2, der = $3, agent_id = $4, key_sha256 = $5,
+                     not_after = $6
+                 WHERE serial = $1 AND der IS NULL",
+                &[&bytes, &entry, &der, &agent, &key, &not_after],
+            )?;
+            let reserved =
+                stored == 1 || exists(c, "SELECT 1 FROM serials WHERE serial = $1", &bytes)?;
+            Ok((stored, reserved))
+        })?;
+        match (stored, reserved) {
+            (1, _) => Ok(()),
+            (_, true) => Err(StoreError::Conflict {
+                what: format!("serial {serial} already has a certificate"),
+            }),
+            (_, false) => Err(StoreError::NotFound {
+                what: format!("reservation for serial {serial}"),
+            }),
+        }
+    }
+
+    fn serial(&self, serial: &Serial) -> Result<Option<SerialEntry>> {
+        let serial = *serial;
+        self.pool.run(move |c| {
+            let rows = c.query(
+                "SELECT entry, der FROM serials WHERE serial = $1",
+                &[&serial.as_bytes().as_slice()],
+            )?;
+            rows.first().map(serial_entry).transpose()
+        })
+    }
+
+    fn certificates(&self, filter: &CertificateFilter) -> Result<Vec<CertificateRecord>> {
+        let agent = filter.agent_id.clone();
+        self.pool.run(move |c| {
+            let rows = match &agent {
+                Some(agent) => c.query(
+                    "SELECT entry, der FROM serials WHERE der IS NOT NULL AND agent_id = $1
+                     ORDER BY serial",
+                    &[agent],
+                )?,
+                None => c.query(
+                    "SELECT entry, der FROM serials WHERE der IS NOT NULL ORDER BY serial",
+                    &[],
+                )?,
+            };
+            rows.iter().map(issued).collect()
+        })
+    }
+
+    fn certificates_with_key(&self, key_sha256: &str) -> Result<Vec<CertificateRecord>> {
+        let key = key_sha256.to_owned();
+        self.pool.run(move |c| {
+            c.query(
+                "SELECT entry, der FROM serials WHERE der IS NOT NULL AND key_sha256 = $1
+                 ORDER BY serial",
+                &[&key],
+            )?
+            .iter()
+            .map(issued)
+            .collect()
+        })
+    }
+
+    fn orphaned_intents(&self) -> Result<Vec<IssuanceIntent>> {
+        self.pool.run(|c| {
+            c.query(
+                "SELECT entry, der FROM serials WHERE der IS NULL ORDER BY serial",
+                &[],
+            )?
+            .iter()
+            .map(|row| match serial_entry(row)? {
+                SerialEntry::Reserved(intent) => Ok(intent),
+                SerialEntry::Issued(record) => Err(StoreError::Corrupt {
+                    key: record.intent.serial.to_hex(),
+                    reason: "recorded as issued without its DER".into(),
+                }),
+            })
+            .collect()
+        })
+    }
+
+    fn serial_count(&self) -> Result<u64> {
+        self.pool.run(|c| {
+            let rows = c.query("SELECT count(*) FROM serials", &[])?;
+            let count = match rows.first() {
+                Some(row) => column::<i64>(row, 0, "serial count")?,
+                None => 0,
+            };
+            u64::try_from(count).map_err(|e| StoreError::Backend(format!("serial count: {e}")))
+        })
+    }
+
+    fn revoke(&self, serial: &Serial, revocation: Revocation) -> Result<CertificateRecord> {
+        let serial = *serial;
+        self.pool.run(move |c| {
+            c.transaction(|tx| {
+                let bytes = serial.as_bytes().as_slice();
+                let rows = tx.query(
+                    "SELECT entry, der FROM serials WHERE serial = $1 FOR UPDATE",
+                    &[&bytes],
+                )?;
+                let Some(row) = rows.first() else {
+                    return Err(StoreError::NotFound {
+                        what: format!("certificate {serial}"),
+                    });
+                };
+                let mut record = match serial_entry(row)? {
+                    SerialEntry::Issued(record) => record,
+                    // Signed-but-unrecorded certificates are revoked through reconciliation,
+                    // which first re-creates their record from the audit log.
+                    SerialEntry::Reserved(_) => {
+                        return Err(StoreError::NotFound {
+                            what: format!("certificate {serial} (serial reserved, never stored)"),
+                        });
+                    }
+                };
+                if record.revocation.is_some() {
+                    return Err(StoreError::Conflict {
+                        what: format!("certificate {serial} is already revoked"),
+                    });
+                }
+                record.revocation = Some(revocation);
+                let entry = to_json(&SerialEntry::Issued(record.clone()))?;
+                tx.execute(
+                    "UPDATE serials SET entry = $2, revoked = true WHERE serial = $1",
+                    &[&bytes, &entry],
+                )?;
+                Ok(record)
+            })
+        })
+    }
+
+    fn revoked(&self, expiring_after: OffsetDateTime) -> Result<Vec<RevokedEntry>> {
+        // The column holds whole seconds rounded down, so the scan may return a few entries
+        // that expire just before `expiring_after`; the exact time in the record decides.
+        let floor = unix(expiring_after);
+        self.pool.run(move |c| {
+            let mut out = Vec::new();
+            for row in c.query(
+                "SELECT entry, der FROM serials WHERE revoked AND not_after >= $1
+                 ORDER BY serial",
+                &[&floor],
+            )? {
+                let record = issued(&row)?;
+                let Some(revocation) = record.revocation else {
+                    return Err(StoreError::Corrupt {
+                        key: record.intent.serial.to_hex(),
+                        reason: "flagged revoked without a revocation".into(),
+                    });
+                };
+                if record.intent.not_after >= expiring_after {
+                    out.push(RevokedEntry {
+                        serial: record.intent.serial,
+                        revocation,
+                        not_after: record.intent.not_after,
+                    });
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn block_key(&self, key_sha256: &[u8; 32]) -> Result<()> {
+        let key = *key_sha256;
+        self.pool.run(move |c| {
+            c.execute(
+                "INSERT INTO blocked_keys (key_sha256) VALUES ($1) ON CONFLICT DO NOTHING",
+                &[&key.as_slice()],
+            )
+            .map(drop)
+        })
+    }
+
+    fn is_key_blocked(&self, key_sha256: &[u8; 32]) -> Result<bool> {
+        let key = *key_sha256;
+        self.pool.run(move |c| {
+            exists(
+                c,
+                "SELECT 1 FROM blocked_keys WHERE key_sha256 = $1",
+                &key.as_slice(),
+            )
+        })
+    }
+
+    fn insert_token(&self, token: &TokenRecord) -> Result<()> {
+        let id = token.id.clone();
+        let body = to_json(token)?;
+        let inserted = self.pool.run(move |c| {
+            c.execute(
+                "INSERT INTO tokens (id, body) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&id, &body],
+            )
+        })?;
+        if inserted == 0 {
+            return Err(StoreError::AlreadyExists {
+                what: format!("token {}", token.id),
+            });
+        }
+        Ok(())
+    }
+
+    fn token(&self, id: &str) -> Result<Option<TokenRecord>> {
+        let id = id.to_owned();
+        self.pool.run(move |c| {
+            let rows = c.query("SELECT body FROM tokens WHERE id = $1", &[&id])?;
+            record(&rows, 0, &id)
+        })
+    }
+
+    fn consume_token(&self, id: &str, at: OffsetDateTime) -> Result<TokenRecord> {
+        let id = id.to_owned();
+        self.pool
+            .run(move |c| c.transaction(|tx| use_token(tx, &id, at)))
+    }
+
+    fn next_crl_number(&self, now: OffsetDateTime) -> Result<CrlState> {
+        self.pool.run(move |c| {
+            c.transaction(|tx| {
+                let rows = tx.query("SELECT body FROM crl_state WHERE id = 1 FOR UPDATE", &[])?;
+                let Some(row) = rows.first() else {
+                    return Err(StoreError::Corrupt {
+                        key: "crl_state".into(),
+                        reason: "the CRL state row is missing".into(),
+                    });
+                };
+                let previous = match column::<Option<String>>(row, 0, "crl_state")? {
+                    Some(body) => Some(from_json::<CrlState>("crl_state", &body)?),
+                    None => None,
+                };
+                let next = match previous {
+                    Some(p) => CrlState {
+                        number: p.number.checked_add(1).ok_or_else(|| StoreError::Corrupt {
+                            key: "crl_state".into(),
+                            reason: "the CRL number is exhausted".into(),
+                        })?,
+                        this_update: now.max(p.this_update),
+                    },
+                    None => CrlState {
+                        number: 1,
+                        this_update: now,
+                    },
+                };
+                let body = to_json(&next)?;
+                tx.execute("UPDATE crl_state SET body = $1 WHERE id = 1", &[&body])?;
+                Ok(next)
+            })
+        })
+    }
+
+    fn crl_state(&self) -> Result<Option<CrlState>> {
+        self.pool.run(|c| {
+            let rows = c.query("SELECT body FROM crl_state WHERE id = 1", &[])?;
+            match rows.first() {
+                Some(row) => match column::<Option<String>>(row, 0, "crl_state")? {
+                    Some(body) => Ok(Some(from_json("crl_state", &body)?)),
+                    None => Ok(None),
+                },
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn create_acme_account(
+        &self,
+        account: &AcmeAccount,
+        token_id: &str,
+        at: OffsetDateTime,
+    ) -> Result<()> {
+        acme::create_account(&self.pool, account, token_id, at)
+    }
+
+    fn acme_account(&self, id: &str) -> Result<Option<AcmeAccount>> {
+        acme::account(&self.pool, id)
+    }
+
+    fn acme_account_by_thumbprint(&self, thumbprint: &str) -> Result<Option<AcmeAccount>> {
+        acme::account_by_thumbprint(&self.pool, thumbprint)
+    }
+
+    fn update_acme_account(&self, account: &AcmeAccount) -> Result<()> {
+        acme::update_account(&self.pool, account)
+    }
+
+    fn change_acme_account_key(
+        &self,
+        id: &str,
+        old_thumbprint: &str,
+        new_jwk: &str,
+        new_thumbprint: &str,
+    ) -> Result<AcmeAccount> {
+        acme::change_account_key(&self.pool, id, old_thumbprint, new_jwk, new_thumbprint)
+    }
+
+    fn insert_acme_order(
+        &self,
+        order: &AcmeOrder,
+        authorizations: &[AcmeAuthorization],
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        acme::insert_order(&self.pool, order, authorizations, now)
+    }
+
+    fn acme_order(&self, id: &str) -> Result<Option<AcmeOrder>> {
+        acme::order(&self.pool, id)
+    }
+
+    fn acme_orders_of_account(&self, account_id: &str) -> Result<Vec<String>> {
+        acme::orders_of_account(&self.pool, account_id)
+    }
+
+    fn update_acme_order(&self, order: &AcmeOrder, expected: AcmeOrderStatus) -> Result<()> {
+        acme::update_order(&self.pool, order, expected)
+    }
+
+    fn acme_order_of_certificate(&self, serial: &Serial) -> Result<Option<AcmeOrder>> {
+        acme::order_of_certificate(&self.pool, serial)
+    }
+
+    fn acme_replacement(&self, cert_id: &str) -> Result<Option<AcmeOrder>> {
+        acme::replacement(&self.pool, cert_id)
+    }
+
+    fn acme_authorization(&self, id: &str) -> Result<Option<AcmeAuthorization>> {
+        acme::authorization(&self.pool, id)
+    }
+
+    fn update_acme_authorization(
+        &self,
+        authorization: &AcmeAuthorization,
+        expected: AcmeAuthorizationStatus,
+    ) -> Result<()> {
+        acme::update_authorization(&self.pool, authorization, expected)
+    }
+
+    fn take_rate_limit(
+        &self,
+        key: &str,
+        limit: u32,
+        window: time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<RateDecision> {
+        acme::take_rate_limit(&self.pool, key, limit, window, now)
+    }
+
+    fn check_rate_limit(
+        &self,
+        key: &str,
+        limit: u32,
+        window: time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<RateDecision> {
+        acme::check_rate_limit(&self.pool, key, limit, window, now)
+    }
+
+    fn record_scep_transaction(&self, transaction: &ScepTransaction) -> Result<()> {
+        let key = transaction.request_key.clone().into_bytes();
+        let body = to_json(transaction)?;
+        let inserted = self.pool.run(move |c| {
+            c.execute(
+                "INSERT INTO scep_transactions (request_key, body)
+                 VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&key, &body],
+            )
+        })?;
+        if inserted == 0 {
+            return Err(StoreError::AlreadyExists {
+                what: format!("SCEP transaction {}", transaction.transaction_id),
+            });
+        }
+        Ok(())
+    }
+
+    fn scep_transaction(&self, request_key: &str) -> Result<Option<ScepTransaction>> {
+        let key = request_key.as_bytes().to_vec();
+        let name = request_key.to_owned();
+        self.pool.run(move |c| {
+            let rows = c.query(
+                "SELECT body FROM scep_transactions WHERE request_key = $1",
+                &[&key],
+            )?;
+            record(&rows, 0, &name)
+        })
+    }
+
+    /// Every write was a synchronous commit, durable before it returned.
+    fn commit(&self) -> Result<()> {
+        Ok(())
+    }
+}
