@@ -97,11 +97,9 @@ async fn run(options: Options) -> Result<bool, Box<dyn Error>> {
     let target = parse_url(&options.url)?;
     // The service is known by the SPIFFE ID in its certificate. Only its chain and identity
     // are checked here; the relying service is the one checking revocation.
-    let verifier = Verifier::builder(TrustAnchors::from_pem_or_der(&std::fs::read(
-        &options.ca,
-    )?)?)
-    .expect_id(IdPattern::parse(&options.server_id)?)
-    .build()?;
+    let verifier = Verifier::builder(TrustAnchors::from_pem_or_der(&std::fs::read(&options.ca)?)?)
+        .expect_id(IdPattern::parse(&options.server_id)?)
+        .build()?;
 
     let mut loaded: Option<Loaded> = None;
     let mut call = 0u64;

@@ -20,8 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentca_verify::{
-    AgentAcceptor, IdPattern, Revocation, TrustAnchors, VerifiedAgent, Verifier,
-    read_certificates,
+    AgentAcceptor, IdPattern, Revocation, TrustAnchors, VerifiedAgent, Verifier, read_certificates,
 };
 use clap::Parser;
 use rustls::pki_types::PrivateKeyDer;
