@@ -232,6 +232,13 @@ impl Observer for Log {
         self.line(issued_text("renewed", issued), doc);
     }
 
+    fn revoked(&mut self, detail: &str) {
+        self.line(
+            format!("{detail}; renewing now"),
+            json!({"event": "revoked", "detail": detail}),
+        );
+    }
+
     fn failed(&mut self, error: &AgentError, retry_in: std::time::Duration) {
         self.line(
             format!("renewal failed: {error}; next attempt in {} s", retry_in.as_secs()),

@@ -17,6 +17,7 @@ mod cli {
     mod crash;
     mod crl;
     mod enroll;
+    mod examples;
     mod garbage;
     mod global;
     mod init;

@@ -1,5 +1,6 @@
 //! The renewal daemon: waits for the renewal time, renews, installs, runs the hook, and backs
 //! off on failure; gives up only when the certificate has expired and the CA refuses for good.
+//! While it waits it watches the certificate over OCSP, and renews at once when it is revoked.
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use crate::enroll::{self, Issued, Protocol, REQUEST_TIMEOUT};
 use crate::error::{AgentError, Result};
 use crate::files::CredentialFiles;
 use crate::http::HttpClient;
+use crate::revocation::Watch;
 use crate::schedule::{Backoff, RenewalWindow, jitter, renewal_time};
 
 /// The longest the daemon sleeps before it looks again (the server's window may move, e.g.
@@ -25,6 +27,11 @@ pub trait Observer {
     fn renewed(&mut self, issued: &Issued);
     /// A renewal failed; the next attempt is in `retry_in`.
     fn failed(&mut self, error: &AgentError, retry_in: Duration);
+    /// The installed certificate was found revoked (`detail` says by whom and why), so a
+    /// renewal follows at once instead of at the planned time.
+    fn revoked(&mut self, detail: &str) {
+        let _ = detail;
+    }
 }
 
 /// The validity of the installed leaf.
@@ -69,20 +76,34 @@ pub async fn run(
 ) -> Result<()> {
     let mut backoff = Backoff::new(Duration::from_secs(5), Duration::from_secs(600));
     loop {
-        let now = OffsetDateTime::now_utc();
         let (_, _, not_after) = validity(files)?;
-        let (at, holds) = match next_renewal(files).await {
-            Ok(plan) => plan,
-            Err(e) if e.is_transient() => (now, None),
-            Err(e) => return Err(e),
+        // Asked before the plan, so that a revocation is met with a renewal (and reported as
+        // such) whenever it is first seen. A certificate that names no responder, or cannot
+        // be read, is not watched.
+        let mut watch = Watch::new(files).ok().flatten();
+        let revoked = match watch.as_mut() {
+            Some(watch) => watch.check().await.revoked(),
+            None => None,
         };
-        if at > now {
-            observer.planned(at, None);
-            let until = Duration::try_from(at - now).unwrap_or(Duration::ZERO);
-            let look_again = holds.unwrap_or(MAX_SLEEP).min(MAX_SLEEP);
-            tokio::time::sleep(until.min(look_again).max(Duration::from_secs(1))).await;
-            if until > look_again {
-                continue;
+        if let Some(detail) = revoked {
+            observer.revoked(&detail);
+        } else {
+            let now = OffsetDateTime::now_utc();
+            let (at, holds) = match next_renewal(files).await {
+                Ok(plan) => plan,
+                Err(e) if e.is_transient() => (now, None),
+                Err(e) => return Err(e),
+            };
+            if at > now {
+                observer.planned(at, None);
+                let until = Duration::try_from(at - now).unwrap_or(Duration::ZERO);
+                let look_again = holds.unwrap_or(MAX_SLEEP).min(MAX_SLEEP);
+                let wait = until.min(look_again).max(Duration::from_secs(1));
+                match wait_watching(watch.as_mut(), wait).await {
+                    Some(detail) => observer.revoked(&detail),
+                    None if until > look_again => continue,
+                    None => {}
+                }
             }
         }
         match enroll::renew(files).await {
@@ -106,6 +127,27 @@ pub async fn run(
                 observer.failed(&e, wait);
                 tokio::time::sleep(wait).await;
             }
+        }
+    }
+}
+
+/// Waits `wait`, asking about the certificate's OCSP status every [`Watch::interval`];
+/// returns early, with what the answer said, when it is revoked.
+async fn wait_watching(watch: Option<&mut Watch>, wait: Duration) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let Some(watch) = watch else {
+        tokio::time::sleep_until(deadline).await;
+        return None;
+    };
+    loop {
+        let pause = watch.interval(OffsetDateTime::now_utc());
+        let next = (tokio::time::Instant::now() + pause).min(deadline);
+        tokio::time::sleep_until(next).await;
+        if next >= deadline {
+            return None;
+        }
+        if let Some(detail) = watch.check().await.revoked() {
+            return Some(detail);
         }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! [`files`] keeps an agent's key and certificate chain on disk so that a reader always finds a
 //! matching pair, even across a crash in the middle of a rotation; [`schedule`] decides when a
-//! certificate is renewed.
+//! certificate is renewed, and [`revocation`] notices when it must be renewed at once.
 
 pub mod acme;
 pub mod daemon;
@@ -10,6 +10,7 @@ pub mod enroll;
 pub mod error;
 pub mod files;
 pub mod http;
+pub mod revocation;
 pub mod scep;
 pub mod schedule;
 

@@ -463,6 +463,74 @@ async fn an_ocsp_cache_hit_does_not_refetch() {
     assert_eq!(responder.server.hits(), 2);
 }
 
+/// A poller sees a revocation at its next look although the cached answer was still fresh,
+/// and what it learns is cached for everyone else.
+#[tokio::test]
+async fn verify_fresh_asks_the_responder_every_time() {
+    let pki = Pki::new();
+    let responder = Responder::start(&pki, Duration::hours(12)).await;
+    let verifier = ocsp_verifier(&pki, &responder.server.url).build().unwrap();
+    let leaf = pki.agent("/agent/poller");
+    for expected_hits in 1..=3 {
+        let verified = verifier
+            .verify_fresh(&leaf.cert, &pki.chain())
+            .await
+            .unwrap();
+        assert_eq!(verified.revocation.name(), "good");
+        assert_eq!(responder.server.hits(), expected_hits);
+    }
+    responder.revoke(&leaf.serial, CoreReason::Superseded);
+    assert!(
+        verifier.verify(&leaf.cert, &pki.chain()).await.is_ok(),
+        "the cached answer still stands for verify"
+    );
+    assert!(matches!(
+        verifier.verify_fresh(&leaf.cert, &pki.chain()).await,
+        Err(Error::Revoked {
+            reason: Some(RevocationReason::Superseded),
+            ..
+        })
+    ));
+    assert!(matches!(
+        check(&verifier, &pki, &leaf),
+        Err(Error::Revoked { .. })
+    ));
+
+    // No responder: the failure policy decides, as for verify.
+    let verifier = ocsp_verifier(&pki, &closed_port_url("/ocsp"))
+        .build()
+        .unwrap();
+    assert!(matches!(
+        verifier.verify_fresh(&leaf.cert, &pki.chain()).await,
+        Err(Error::RevocationUnavailable(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_fetched_crl_is_fetched_again_by_verify_fresh() {
+    let pki = Pki::new();
+    let good = pki.agent("/agent/good");
+    let crl = pki.issuing.crl(
+        &[],
+        now() - Duration::minutes(1),
+        now() + Duration::hours(12),
+    );
+    let server = TestServer::fixed("/crl", crl).await;
+    let verifier = builder(&pki)
+        .accept_any_id()
+        .revocation(Revocation::crl_url(&server.url))
+        .build()
+        .unwrap();
+    verifier.verify(&good.cert, &pki.chain()).await.unwrap();
+    verifier.verify(&good.cert, &pki.chain()).await.unwrap();
+    assert_eq!(server.hits(), 1);
+    verifier
+        .verify_fresh(&good.cert, &pki.chain())
+        .await
+        .unwrap();
+    assert_eq!(server.hits(), 2);
+}
+
 #[tokio::test]
 async fn ocsp_answers_are_kept_until_next_update_or_the_maximum_age() {
     let pki = Pki::new();

@@ -328,6 +328,30 @@ impl Verifier {
         leaf: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
     ) -> Result<VerifiedAgent, Error> {
+        self.verify_online(leaf, intermediates, false).await
+    }
+
+    /// Checks like [`Verifier::verify`], but asks the OCSP responder (or fetches the CRL) even
+    /// when a cached answer is still fresh, and caches what it gets. For a party that polls a
+    /// certificate's status, such as an agent watching its own certificate, whose question is
+    /// whether anything changed since the last answer. Without an answer the
+    /// [`FailurePolicy`] decides, as in [`Verifier::verify`].
+    pub async fn verify_fresh(
+        &self,
+        leaf: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+    ) -> Result<VerifiedAgent, Error> {
+        self.verify_online(leaf, intermediates, true).await
+    }
+
+    /// [`Verifier::verify`] (`fresh` false: a fresh cached answer is used) and
+    /// [`Verifier::verify_fresh`] (`fresh` true: the answer is always fetched).
+    async fn verify_online(
+        &self,
+        leaf: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        fresh: bool,
+    ) -> Result<VerifiedAgent, Error> {
         let i = &self.inner;
         let now = i.clock.now();
         let usage = i.usage;
@@ -336,7 +360,7 @@ impl Verifier {
                 self.verify_offline(leaf, intermediates, now, usage, &[], Miss::Policy)
             }
             RevocationState::Crl(holder) => {
-                if holder.current(now).0.is_none() {
+                if fresh || holder.current(now).0.is_none() {
                     // The certificate first, so that a refusal names its own problem.
                     let checked =
                         self.chain_policy()
@@ -356,7 +380,7 @@ impl Verifier {
                     .chain_policy()
                     .check(leaf, intermediates, now, usage, None)?;
                 let key = cache_key(&checked)?;
-                if let Some(hit) = i.cache.lookup(&key, now) {
+                if !fresh && let Some(hit) = i.cache.lookup(&key, now) {
                     if hit.refresh_due {
                         self.spawn_ocsp_refresh(checked.clone(), key);
                     }
