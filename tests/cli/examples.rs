@@ -6,7 +6,7 @@
 //! A 5-minute certificate is backdated 5 minutes, so it spans 10, and agentca's ARI window
 //! puts its renewal 1m40s to 3m20s after issuance. The default tests see one renewal; the
 //! ignored one sees three in a row (`cargo test --test cli -- --ignored several_renewals`,
-//! about ten minutes).
+//! about seven minutes).
 //!
 //! The example binaries are built by `cargo test` (and `cargo build --examples`), not by
 //! `cargo test --test cli` alone.
@@ -578,10 +578,10 @@ fn a_disabled_and_revoked_agent_is_refused_and_cannot_renew() {
     assert_eq!(fleet.installed_serial(), serial);
 }
 
-/// The long run of the issue: several renewals in a row with not one failed call. About ten
+/// The long run of the issue: several renewals in a row with not one failed call. About seven
 /// minutes, so not in the default run.
 #[test]
-#[ignore = "about ten minutes: three natural renewals of 5-minute certificates"]
+#[ignore = "about seven minutes: three natural renewals of 5-minute certificates"]
 fn several_renewals_without_a_failed_call() {
     let mut fleet = Fleet::start("worker-3");
     fleet.wait_ok_calls(Instant::now(), 3, Duration::from_secs(20));

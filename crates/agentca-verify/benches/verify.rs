@@ -10,9 +10,10 @@
 //!
 //! | benchmark | what one iteration does |
 //! |---|---|
-//! | `verify/chain_ocsp_cached` | `Verifier::verify_chain`: path building and both signatures (rustls-webpki), validity, the agent profile, the ID pattern, and the OCSP answer from the cache |
-//! | `verify/chain_no_revocation` | the same with revocation not checked: what the cache lookup adds is the difference |
-//! | `verify/async_ocsp_cached` | `Verifier::verify` on a current-thread runtime, the answer cached |
+//! | `verify/chain_ocsp_cached` | `Verifier::verify_chain` with the default settings, the chain seen before: the leaf's parse and profile checks, the verified path from its cache, the OCSP answer from the cache |
+//! | `verify/chain_full_ocsp_cached` | the same with the path cache off: path building and both signatures (rustls-webpki) on every call |
+//! | `verify/chain_full_no_revocation` | path cache off and revocation not checked: what the OCSP lookup adds is the difference |
+//! | `verify/async_ocsp_cached` | `Verifier::verify` (default settings) on a current-thread runtime, the answer cached |
 //! | `verify/p256_signature` | one ECDSA P-256 SHA-256 signature verification with aws-lc-rs, the floor: a chain has two |
 
 // A benchmark whose fixture fails must stop at once and say where.
@@ -113,12 +114,15 @@ impl Fixture {
         }
     }
 
-    fn verifier(&self, revocation: Revocation) -> Verifier {
-        Verifier::builder(TrustAnchors::from_pem_or_der(&self.anchors_pem).unwrap())
-            .expect_id(IdPattern::parse(&self.pattern).unwrap())
-            .revocation(revocation)
-            .build()
-            .unwrap()
+    fn verifier(&self, revocation: Revocation, path_cache: bool) -> Verifier {
+        let mut builder =
+            Verifier::builder(TrustAnchors::from_pem_or_der(&self.anchors_pem).unwrap())
+                .expect_id(IdPattern::parse(&self.pattern).unwrap())
+                .revocation(revocation);
+        if !path_cache {
+            builder = builder.path_cache_capacity(0);
+        }
+        builder.build().unwrap()
     }
 }
 
@@ -140,16 +144,19 @@ fn verify(c: &mut Criterion) {
         Some(dir) => Fixture::from_dir(Path::new(&dir)),
         None => rt.block_on(Fixture::generated()),
     };
-    let cached = fixture.verifier(fixture.revocation.clone());
+    let cached = fixture.verifier(fixture.revocation.clone(), true);
+    let full = fixture.verifier(fixture.revocation.clone(), false);
     // One fetch fills the cache; every iteration after that is a hit.
-    let warm = rt
-        .block_on(cached.verify(&fixture.leaf, &fixture.intermediates))
-        .expect("the first check, which fetches the OCSP answer");
-    assert!(
-        matches!(warm.revocation, RevocationStatus::Good { .. }),
-        "{warm:?}"
-    );
-    let plain = fixture.verifier(Revocation::None);
+    for verifier in [&cached, &full] {
+        let warm = rt
+            .block_on(verifier.verify(&fixture.leaf, &fixture.intermediates))
+            .expect("the first check, which fetches the OCSP answer");
+        assert!(
+            matches!(warm.revocation, RevocationStatus::Good { .. }),
+            "{warm:?}"
+        );
+    }
+    let plain = fixture.verifier(Revocation::None, false);
     let now = OffsetDateTime::now_utc();
 
     let mut group = c.benchmark_group("verify");
@@ -162,7 +169,13 @@ fn verify(c: &mut Criterion) {
             agent
         })
     });
-    group.bench_function("chain_no_revocation", |b| {
+    group.bench_function("chain_full_ocsp_cached", |b| {
+        b.iter(|| {
+            full.verify_chain(black_box(&fixture.leaf), &fixture.intermediates, now)
+                .unwrap()
+        })
+    });
+    group.bench_function("chain_full_no_revocation", |b| {
         b.iter(|| {
             plain
                 .verify_chain(black_box(&fixture.leaf), &fixture.intermediates, now)

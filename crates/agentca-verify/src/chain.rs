@@ -19,6 +19,7 @@ use x509_parser::prelude::FromDer;
 use crate::anchors::TrustAnchors;
 use crate::clock::{offset_date_time, unix_time};
 use crate::error::Error;
+use crate::paths::{PathCache, Window};
 use crate::pattern::IdPattern;
 use crate::revocation::RevocationSource;
 use crate::spiffe::{self, SpiffeId};
@@ -96,12 +97,15 @@ pub(crate) struct ChainPolicy<'a> {
     pub(crate) anchors: &'a TrustAnchors,
     pub(crate) algs: &'a [&'a dyn SignatureVerificationAlgorithm],
     pub(crate) ids: &'a IdPolicy,
+    /// Paths verified before, used for checks without a CRL.
+    pub(crate) paths: &'a PathCache,
 }
 
 impl ChainPolicy<'_> {
     /// Runs the checks in order: the leaf parses and is not a CA; a path to an anchor exists
     /// for `usage` at `now` (and, with `crl`, the CRL does not list the leaf); the leaf has
-    /// exactly one URI SAN, a canonical SPIFFE ID the identity policy accepts.
+    /// exactly one URI SAN, a canonical SPIFFE ID the identity policy accepts. Without a CRL,
+    /// a path verified before and still valid passes at once (see [`crate::paths`]).
     pub(crate) fn check(
         &self,
         leaf: &CertificateDer<'_>,
@@ -110,6 +114,29 @@ impl ChainPolicy<'_> {
         usage: Usage,
         crl: Option<&CertRevocationList<'_>>,
     ) -> Result<Checked, Error> {
+        if crl.is_some() || !self.paths.enabled() {
+            return self
+                .verify(leaf, intermediates, now, usage, crl)
+                .map(|(c, _)| c);
+        }
+        let key = PathCache::key(usage, leaf, intermediates);
+        if let Some(checked) = self.paths.lookup(&key, now) {
+            return Ok(checked);
+        }
+        let (checked, window) = self.verify(leaf, intermediates, now, usage, None)?;
+        self.paths.insert(key, checked.clone(), window, now);
+        Ok(checked)
+    }
+
+    /// [`ChainPolicy::check`] in full, and when every certificate of the path found is valid.
+    fn verify(
+        &self,
+        leaf: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: OffsetDateTime,
+        usage: Usage,
+        crl: Option<&CertRevocationList<'_>>,
+    ) -> Result<(Checked, Window), Error> {
         let (rest, cert) = X509Certificate::from_der(leaf)
             .map_err(|e| Error::MalformedCertificate(e.to_string()))?;
         if !rest.is_empty() {
@@ -172,14 +199,26 @@ impl ChainPolicy<'_> {
 
         let id = self.ids.check(spiffe_id(&cert)?)?;
         let validity = cert.validity();
-        Ok(Checked {
+        let mut window = Window {
+            from: validity.not_before.to_datetime(),
+            until: validity.not_after.to_datetime(),
+        };
+        for intermediate in path.intermediate_certificates() {
+            let der = intermediate.der();
+            let (_, ca) = X509Certificate::from_der(&der)
+                .map_err(|e| Error::MalformedCertificate(format!("intermediate: {e}")))?;
+            window.from = window.from.max(ca.validity().not_before.to_datetime());
+            window.until = window.until.min(ca.validity().not_after.to_datetime());
+        }
+        let checked = Checked {
             id,
             serial: cert.raw_serial().to_vec(),
             not_before: validity.not_before.to_datetime(),
             not_after: validity.not_after.to_datetime(),
             issuer,
             ocsp_urls: ocsp_urls(&cert),
-        })
+        };
+        Ok((checked, window))
     }
 }
 

@@ -89,6 +89,7 @@ mod crl;
 mod error;
 mod http;
 mod ocsp;
+mod paths;
 mod pattern;
 mod revocation;
 mod signature;

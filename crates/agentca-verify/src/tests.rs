@@ -214,6 +214,98 @@ fn refuses_expired_and_not_yet_valid() {
     ));
 }
 
+/// A verified path is kept, but only while every certificate of it is valid: the leaf's and
+/// the intermediate's windows both end the reuse, and another set of intermediates, another
+/// usage or another verifier is another path.
+#[test]
+fn verified_paths_are_reused_only_while_valid() {
+    let pki = Pki::new();
+    let verifier = any(&pki);
+    let mut long = Leaf::agent("/agent/long");
+    long.not_after = now() + Duration::days(400);
+    let leaf = pki.issuing.issue(&long);
+    let at = |t| verifier.verify_chain(&leaf.cert, &pki.chain(), t);
+    at(now()).unwrap();
+    assert_eq!(verifier.cached_paths(), 1);
+    at(now() + Duration::days(300)).unwrap();
+    assert_eq!(verifier.cached_paths(), 1, "the same path, reused");
+    // The issuing CA (valid for 365 days) expires before the leaf.
+    assert!(matches!(
+        at(now() + Duration::days(370)),
+        Err(Error::Expired { .. })
+    ));
+    assert!(matches!(
+        at(now() - Duration::hours(1)),
+        Err(Error::NotYetValid { .. })
+    ));
+    at(now()).unwrap();
+
+    // Without the intermediate there is no path, cached or not.
+    assert!(matches!(
+        verifier.verify_chain(&leaf.cert, &[], now()),
+        Err(Error::Untrusted(_))
+    ));
+    // Another usage is checked on its own.
+    let server = builder(&pki)
+        .accept_any_id()
+        .usage(Usage::ServerAuth)
+        .build()
+        .unwrap();
+    let mut client_only = Leaf::agent("/agent/client");
+    client_only.eku = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let client_only = pki.issuing.issue(&client_only);
+    verifier
+        .verify_chain(&client_only.cert, &pki.chain(), now())
+        .unwrap();
+    assert!(matches!(
+        server.verify_chain(&client_only.cert, &pki.chain(), now()),
+        Err(Error::WrongUsage(_))
+    ));
+    // Refusals are not kept; a verifier expecting other IDs has its own paths.
+    let strict = builder(&pki)
+        .expect_id(IdPattern::parse(&agent("/agent/other")).unwrap())
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        assert!(matches!(
+            strict.verify_chain(&leaf.cert, &pki.chain(), now()),
+            Err(Error::IdentityMismatch { .. })
+        ));
+    }
+    assert_eq!(strict.cached_paths(), 0);
+
+    let uncached = builder(&pki)
+        .accept_any_id()
+        .path_cache_capacity(0)
+        .build()
+        .unwrap();
+    uncached
+        .verify_chain(&leaf.cert, &pki.chain(), now())
+        .unwrap();
+    assert_eq!(uncached.cached_paths(), 0);
+}
+
+/// A reused path still has its revocation checked on every call.
+#[tokio::test]
+async fn a_reused_path_is_still_checked_for_revocation() {
+    let pki = Pki::new();
+    let responder = Responder::start(&pki, Duration::hours(12)).await;
+    let verifier = ocsp_verifier(&pki, &responder.server.url).build().unwrap();
+    let leaf = pki.agent("/agent/reused");
+    verifier.verify(&leaf.cert, &pki.chain()).await.unwrap();
+    check(&verifier, &pki, &leaf).unwrap();
+    assert_eq!(verifier.cached_paths(), 1);
+    responder.revoke(&leaf.serial, CoreReason::KeyCompromise);
+    assert!(matches!(
+        verifier.verify_fresh(&leaf.cert, &pki.chain()).await,
+        Err(Error::Revoked { .. })
+    ));
+    assert!(matches!(
+        check(&verifier, &pki, &leaf),
+        Err(Error::Revoked { .. })
+    ));
+}
+
 #[test]
 fn refuses_wrong_missing_or_several_uri_sans() {
     let pki = Pki::new();

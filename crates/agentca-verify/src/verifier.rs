@@ -22,6 +22,7 @@ use crate::crl::{CrlHolder, LoadedCrl, MAX_CRL_LEN};
 use crate::error::Error;
 use crate::http::{self, Limits};
 use crate::ocsp::{self, Answer, AnswerStatus, Issuer};
+use crate::paths::PathCache;
 use crate::pattern::IdPattern;
 use crate::revocation::{
     CrlSource, FailurePolicy, OcspSource, Revocation, RevocationSource, RevocationStatus,
@@ -83,6 +84,7 @@ pub struct Builder {
     timeout: Duration,
     skew: Duration,
     cache_capacity: usize,
+    path_cache_capacity: usize,
     max_cache_age: Duration,
     clock: Arc<dyn Clock>,
     runtime: Option<Handle>,
@@ -138,6 +140,15 @@ impl Builder {
     /// How many OCSP answers are cached at most (default 10,000).
     pub fn ocsp_cache_capacity(mut self, entries: usize) -> Self {
         self.cache_capacity = entries;
+        self
+    }
+
+    /// How many verified paths are kept at most (default 10,000; 0 keeps none). A leaf
+    /// presented again with the same intermediates then skips path building and its signature
+    /// verifications while every certificate of the path is valid: the bulk of a check's cost
+    /// when the revocation answer is cached. Checks against a CRL always build the path.
+    pub fn path_cache_capacity(mut self, entries: usize) -> Self {
+        self.path_cache_capacity = entries;
         self
     }
 
@@ -208,6 +219,7 @@ impl Builder {
                 timeout: self.timeout,
                 skew: clock::duration(self.skew),
                 cache: Cache::new(self.cache_capacity, max_age),
+                paths: PathCache::new(self.path_cache_capacity),
                 max_age,
                 clock: self.clock,
                 runtime: self.runtime.or_else(|| Handle::try_current().ok()),
@@ -235,6 +247,7 @@ struct Inner {
     timeout: Duration,
     skew: time::Duration,
     cache: Cache,
+    paths: PathCache,
     max_age: time::Duration,
     clock: Arc<dyn Clock>,
     runtime: Option<Handle>,
@@ -292,6 +305,7 @@ impl Verifier {
             timeout: Duration::from_secs(5),
             skew: Duration::from_secs(300),
             cache_capacity: 10_000,
+            path_cache_capacity: 10_000,
             max_cache_age: Duration::from_secs(3600),
             clock: Arc::new(SystemClock),
             runtime: None,
@@ -400,6 +414,11 @@ impl Verifier {
         }
     }
 
+    #[cfg(test)]
+    pub(crate) fn cached_paths(&self) -> usize {
+        self.inner.paths.len()
+    }
+
     pub(crate) fn provider(&self) -> &Arc<CryptoProvider> {
         &self.inner.provider
     }
@@ -417,6 +436,7 @@ impl Verifier {
             anchors: &self.inner.anchors,
             algs: self.algs(),
             ids: &self.inner.ids,
+            paths: &self.inner.paths,
         }
     }
 
