@@ -16,7 +16,7 @@ use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::harness::AcmeServer;
-use super::support::{BASE_URL, Env, agent_id, now, pem_certs};
+use super::support::{BASE_URL, Env, agent_id, now, pem_certs, serial_hex};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -81,11 +81,6 @@ async fn obtain(
     let certs = pem_certs(&chain);
     assert_eq!(certs.len(), 2, "leaf and issuing CA");
     certs
-}
-
-fn serial_hex(der: &[u8]) -> String {
-    let (_, cert) = X509Certificate::from_der(der).unwrap();
-    hex::encode(cert.raw_serial())
 }
 
 #[test]

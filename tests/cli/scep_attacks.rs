@@ -8,7 +8,7 @@ use agentca_scep::client::{RequestBuilder, Tamper};
 use agentca_scep::{ContentCipher, FailInfo, TransactionId};
 
 use super::scep_clients::{ScepServer, fail_info, issued, pkcs_req, rsa_key};
-use super::support::Env;
+use super::support::{Env, serial_hex};
 
 /// A request tampered with `tamper`, from a fresh transient certificate.
 fn tampered(server: &ScepServer<'_>, challenge: &str, tamper: Tamper) -> FailInfo {
@@ -326,8 +326,7 @@ fn renewals_need_a_current_certificate_of_ours() {
     );
 
     // Signed by a revoked certificate of ours, it does not.
-    use x509_parser::prelude::{FromDer, X509Certificate};
-    let serial = hex::encode(X509Certificate::from_der(&current).unwrap().1.raw_serial());
+    let serial = serial_hex(&current);
     env.run(&["revoke", &serial]).success();
     let request = RequestBuilder::renewal_req(&csr, &key, &current, &server.ra)
         .build()
@@ -544,8 +543,7 @@ fn acknowledged_enrollments_survive_kill_9() {
                     let (parts, transient) = pkcs_req(server, key, Some(challenge));
                     let request = parts.builder(key, &transient).build().unwrap();
                     let leaf = issued(server.exchange(&request, key));
-                    use x509_parser::prelude::{FromDer, X509Certificate};
-                    hex::encode(X509Certificate::from_der(&leaf).unwrap().1.raw_serial())
+                    serial_hex(&leaf)
                 })
             })
             .collect();

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::acme_clients::{ocsp_status_at, spki_of_key};
 use super::harness::{HttpResponse, Server, http, serve_on_free_ports};
-use super::support::{BASE_URL, Env, now, pem_certs};
+use super::support::{BASE_URL, Env, now, pem_certs, serial_hex};
 
 /// A running `serve` with SCEP, and what a client needs to talk to it.
 pub(crate) struct ScepServer<'e> {
@@ -203,12 +203,6 @@ fn check_issued(env: &Env, der: &[u8], agent: &str, key: &Path, signed_at: time:
     env.check_leaf(der, &expect);
 }
 
-fn serial_of(der: &[u8]) -> String {
-    use x509_parser::prelude::{FromDer, X509Certificate};
-    let (_, cert) = X509Certificate::from_der(der).unwrap();
-    hex::encode(cert.raw_serial())
-}
-
 #[test]
 fn scepclient_enrolls_renews_and_cannot_reuse_its_challenge() {
     let env = Env::with_ca();
@@ -232,7 +226,7 @@ fn scepclient_enrolls_renews_and_cannot_reuse_its_challenge() {
     // The agent ID is the one URI SAN, whatever CN the client asked for.
     check_issued(&env, &first, &agent, &client.key(), signed_at);
     assert_eq!(ocsp_status_at(&env, &server.server, &client.cert()), "good");
-    let shown = env.json(&["cert", "show", &serial_of(&first)]);
+    let shown = env.json(&["cert", "show", &serial_hex(&first)]);
     assert_eq!(shown["method"], "scep", "{shown}");
 
     // Renewal: the same key, signed by the certificate it holds, no challenge.
@@ -245,8 +239,8 @@ fn scepclient_enrolls_renews_and_cannot_reuse_its_challenge() {
     );
     let second = pem_certs(&std::fs::read_to_string(client.cert()).unwrap())[0].clone();
     assert_ne!(
-        serial_of(&first),
-        serial_of(&second),
+        serial_hex(&first),
+        serial_hex(&second),
         "a renewal is a new certificate"
     );
     check_issued(&env, &second, &agent, &client.key(), signed_at);
@@ -439,7 +433,7 @@ fn agentca_enrolls_and_renews_over_scep() {
     env.run(&["renew", "--key", &key_arg, "--cert", &cert_arg])
         .success();
     let second = pem_certs(&std::fs::read_to_string(&cert).unwrap())[0].clone();
-    assert_ne!(serial_of(&first), serial_of(&second));
+    assert_ne!(serial_hex(&first), serial_hex(&second));
     check_issued(&env, &second, &agent, &key, signed_at);
     assert_eq!(ocsp_status_at(&env, &server.server, &cert), "good");
 }

@@ -469,3 +469,10 @@ pub(crate) fn expect(agent: &str, csr: &Csr, signed_at: OffsetDateTime) -> Expec
 pub(crate) fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
+
+/// The serial number of a DER certificate, as lowercase hex (as `cert show` takes it).
+pub(crate) fn serial_hex(der: &[u8]) -> String {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).unwrap();
+    hex::encode(cert.raw_serial())
+}
