@@ -260,7 +260,6 @@ impl ScepService {
         drop(guard);
         match durable {
             Ok(record) => {
-                self.events.issued(&record);
                 tracing::info!(
                     serial = %record.intent.serial,
                     agent = %record.intent.agent_id,
@@ -268,7 +267,9 @@ impl ScepService {
                     "SCEP certificate issued"
                 );
                 let worker = self.clone();
+                // Both sign (the OCSP pre-signing and the CertRep): off the async workers.
                 let encoded = tokio::task::spawn_blocking(move || {
+                    worker.events.issued(&record);
                     worker.success(&reply_to, cipher, &record.der)
                 })
                 .await;
