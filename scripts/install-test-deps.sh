@@ -119,6 +119,7 @@ apt_tool scep scepserver      # micromdm scepserver/scepclient: SCEP load genera
 apt_tool certbot certbot      # stock ACME client the ACME server is tested with
 apt_tool lego lego            # stock ACME client the ACME server is tested with
 apt_pg_tool postgresql initdb # PostgreSQL store tests: throwaway clusters (initdb, pg_ctl)
+apt_tool docker-compose docker-compose  # compose file check (docker-compose config); no engine needed
 pip_tool "pkilint~=0.13.3" lint_pkix_cert  # RFC 5280/6960 linter (INV-8); pinned: new releases add findings
 
 echo "install-test-deps: all test tools present"
