@@ -16,6 +16,7 @@ mod cli {
     mod audit;
     mod crash;
     mod crl;
+    mod deployment;
     mod enroll;
     mod examples;
     mod garbage;
