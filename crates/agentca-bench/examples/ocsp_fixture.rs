@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p agentca-bench --example ocsp_fixture -- \
-//!     --data-dir DIR --count 100000 --sample 1000 --threads 32 --out OUT
+//!     --data-dir DIR [--store URL] --count 100000 --sample 1000 --threads 32 --out OUT
 //! ```
 //!
 //! `DIR` holds a CA made by `agentca init --insecure-unencrypted-keys`. Every certificate goes
@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use agentca_core::ca::{Ca, DataDir};
+use agentca_core::ca::{Ca, DataDir, StoreLocation};
 use agentca_core::csr::CertificateRequest;
 use agentca_core::issuer::IssueRequest;
 use agentca_core::store::{AgentRecord, CertificateRecord, EnrollmentMethod};
@@ -36,6 +36,10 @@ struct Args {
     /// The CA's data directory (development CA, plaintext keys).
     #[arg(long)]
     data_dir: PathBuf,
+    /// The CA's store, as `agentca --store` takes it: needed for a CA whose records are in
+    /// PostgreSQL (otherwise AGENTCA_STORE; default: the data directory's embedded store).
+    #[arg(long, env = "AGENTCA_STORE", hide_env_values = true)]
+    store: Option<String>,
     /// Certificates to issue.
     #[arg(long, default_value_t = 100_000)]
     count: usize,
@@ -60,7 +64,11 @@ struct Issued {
 fn main() {
     let args = Args::parse();
     let threads = args.threads.clamp(1, args.count.max(1));
-    let ca = Ca::open(&DataDir::new(&args.data_dir)).expect("open the CA");
+    let mut dir = DataDir::new(&args.data_dir);
+    if let Some(store) = &args.store {
+        dir = dir.with_store(StoreLocation::parse(store).expect("--store"));
+    }
+    let ca = Ca::open(&dir).expect("open the CA");
     let protection = ca
         .protection(None)
         .expect("a development CA (plaintext keys)");
