@@ -424,8 +424,12 @@ const COMPOSE_VARIABLES: [&str; 3] = [
 
 #[test]
 fn compose_file_passes_docker_compose_config() {
+    // An empty variables file instead of a `.env` a developer may keep beside the compose file.
+    let scratch = agentca_testkit::tools::Scratch::new();
+    let env_file = scratch.write("empty.env", b"");
     let run = |passphrase: Option<&str>| {
         let mut cmd = Command::new("docker-compose");
+        cmd.arg("--env-file").arg(&env_file);
         cmd.arg("-f").arg(compose_path()).args(["config", "-q"]);
         cmd.current_dir(root());
         for var in COMPOSE_VARIABLES {
