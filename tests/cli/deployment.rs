@@ -743,8 +743,14 @@ fn the_compose_flow_runs_outside_containers() {
         "{}",
         node_b.admin.display()
     );
-    assert_eq!(std::fs::read(data_a.join("root.pem")).unwrap(), root_before);
-    assert_eq!(std::fs::read(data_b.join("root.pem")).unwrap(), root_before);
+    for data in [&data_a, &data_b] {
+        assert_eq!(std::fs::read(data.join("root.pem")).unwrap(), root_before);
+        assert!(
+            data.join(".copied-from-seed").exists(),
+            "{}",
+            data.display()
+        );
+    }
 
     // enroll-token: the example agent registered, its credential and the root handed over.
     let token = service(&all, "enroll-token");
