@@ -557,6 +557,8 @@ fn compose_and_dockerfile_match_the_cli() {
             );
         }
     }
+    check_build_context(&dockerfile, &manifest);
+
     // Nodes must not share what stays per node.
     let node_volume = |name: &str| {
         service(&all, name)
@@ -569,6 +571,99 @@ fn compose_and_dockerfile_match_the_cli() {
     };
     assert_ne!(node_volume("node-a"), node_volume("node-b"));
     assert_ne!(node_volume("node-a"), node_volume("enroll-token"));
+}
+
+/// The build stage copies everything `cargo build` reads, and `.dockerignore` keeps none of it
+/// out: every workspace member, the binary's sources, and every file a crate includes at
+/// compile time (the default policy).
+fn check_build_context(dockerfile: &str, manifest: &toml::Table) {
+    let build_stage = dockerfile
+        .split("\nFROM ")
+        .find(|stage| stage.starts_with("rust:") || stage.contains("FROM rust:"))
+        .expect("a build stage FROM rust");
+    let sources: Vec<String> = build_stage
+        .lines()
+        .filter_map(|l| l.strip_prefix("COPY "))
+        .filter(|rest| !rest.starts_with("--"))
+        .flat_map(|rest| {
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            words[..words.len() - 1]
+                .iter()
+                .map(|w| w.trim_end_matches('/').to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let copied = |path: &str| {
+        sources
+            .iter()
+            .any(|s| path == s || path.starts_with(&format!("{s}/")))
+    };
+    let mut needed = vec!["Cargo.toml".to_owned(), "Cargo.lock".to_owned()];
+    for member in manifest["workspace"]["members"].as_array().unwrap() {
+        needed.push(member.as_str().unwrap().to_owned());
+    }
+    for bin in manifest["bin"].as_array().unwrap() {
+        needed.push(bin["path"].as_str().unwrap().to_owned());
+    }
+    let mut dirs = vec![root().join("src")];
+    for entry in std::fs::read_dir(root().join("crates")).unwrap() {
+        dirs.push(entry.unwrap().path().join("src"));
+    }
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (_, rest) in text
+                .match_indices("include_str!(\"")
+                .chain(text.match_indices("include_bytes!(\""))
+                .map(|(i, m)| (i, &text[i + m.len()..]))
+            {
+                let literal = &rest[..rest.find('"').unwrap()];
+                let mut full = PathBuf::new();
+                for part in path.parent().unwrap().join(literal).components() {
+                    match part {
+                        std::path::Component::ParentDir => {
+                            full.pop();
+                        }
+                        other => full.push(other),
+                    }
+                }
+                let relative = full.strip_prefix(root()).unwrap_or_else(|_| {
+                    panic!(
+                        "{} includes {literal}, outside the repository",
+                        path.display()
+                    )
+                });
+                needed.push(relative.display().to_string());
+            }
+        }
+    }
+    for path in &needed {
+        assert!(
+            copied(path),
+            "the Dockerfile's build stage does not COPY {path} (copies {sources:?})"
+        );
+    }
+    let ignore = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
+    for pattern in ignore.lines().map(str::trim) {
+        if pattern.is_empty() || pattern.starts_with('#') || pattern.starts_with('!') {
+            continue;
+        }
+        let pattern = pattern.trim_end_matches('/');
+        for source in &sources {
+            assert!(
+                source != pattern && !source.starts_with(&format!("{pattern}/")),
+                ".dockerignore excludes {pattern}, which the Dockerfile copies"
+            );
+        }
+    }
 }
 
 // ---- the compose scripts, run here ----
