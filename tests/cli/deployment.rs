@@ -48,6 +48,8 @@ struct Service {
     environment: BTreeMap<String, String>,
     /// `(volume, mount point)`.
     volumes: Vec<(String, String)>,
+    /// Published ports: `(host address and port, container port)`.
+    ports: Vec<(String, u16)>,
 }
 
 impl Service {
@@ -164,6 +166,14 @@ fn services(doc: &Yaml) -> Vec<Service> {
                 command: strings(&s["command"]),
                 environment,
                 volumes,
+                ports: strings(&s["ports"])
+                    .iter()
+                    .map(|p| {
+                        let (host, container) = p.rsplit_once(':').unwrap();
+                        let container = container.split('/').next().unwrap();
+                        (host.to_owned(), container.parse().unwrap())
+                    })
+                    .collect(),
             }
         })
         .collect()
@@ -558,6 +568,47 @@ fn compose_and_dockerfile_match_the_cli() {
         }
     }
     check_build_context(&dockerfile, &manifest);
+
+    // Published ports lead to what the nodes listen on, no host port is taken twice, and the
+    // agent's ACME URL names node-a's HTTPS port.
+    let mut host_ports = BTreeSet::new();
+    for s in &all {
+        for (host, _) in &s.ports {
+            assert!(
+                host_ports.insert(host.clone()),
+                "host port {host} published twice"
+            );
+        }
+    }
+    for name in ["node-a", "node-b"] {
+        let node = service(&all, name);
+        let serve = invocations(node)
+            .into_iter()
+            .find(|args| args.iter().any(|a| a == "serve"))
+            .unwrap();
+        let flag = |option: &str| {
+            let at = serve.iter().position(|a| a == option).unwrap();
+            let addr: std::net::SocketAddr = serve[at + 1].parse().unwrap();
+            addr.port()
+        };
+        let (https, http) = (flag("--listen"), flag("--http-listen"));
+        let published: BTreeSet<u16> = node.ports.iter().map(|(_, c)| *c).collect();
+        assert_eq!(
+            published,
+            BTreeSet::from([https, http]),
+            "{name}: {:?}",
+            node.ports
+        );
+        if name == "node-a" {
+            let acme = format!("https://node-a:{https}/acme/directory");
+            assert!(
+                service(&all, "agent")
+                    .script()
+                    .is_some_and(|s| s.contains(&acme)),
+                "the agent does not enroll at {acme}"
+            );
+        }
+    }
 
     // Nodes must not share what stays per node.
     let node_volume = |name: &str| {
