@@ -412,6 +412,10 @@ summary() {
     echo "runs that ended while someone else's cargo/rustc ran: $(jq -s '[.[] | select(.builds_after > 0)] | length' "$work/results.jsonl") of $(jq -s length "$work/results.jsonl")"
 }
 
+if [[ " $SETUPS " == *" pg2 "* ]] && ((ACME_CONCURRENCY < 2 || OCSP_CONCURRENCY < 2 || ORDERS < 2)); then
+    echo "the two-node setup splits workers, connections and orders between the nodes: each must be at least 2" >&2
+    exit 1
+fi
 install_missing
 target_dir=$(cargo metadata --no-deps --format-version 1 | jq -r .target_directory)
 if [[ -n ${WORK:-} ]]; then
