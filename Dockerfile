@@ -7,9 +7,9 @@
 # example agent. docs/deployment.md describes the layout.
 
 # ---- build ----
-# The toolchain is newer than the workspace's rust-version (Cargo.toml) because some locked
-# dependencies need it; the Debian release matches the runtime stage so the binary finds the
-# same glibc there.
+# The toolchain the project is tested with (at least the workspace's rust-version, which the
+# deployment tests check); the Debian release matches the runtime stage, so the binary finds
+# the glibc it was linked against.
 FROM rust:1.95-trixie AS build
 WORKDIR /src
 # Only what the build reads: a change to docs or tests does not invalidate this layer.
@@ -18,16 +18,16 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY crates ./crates
 COPY policies ./policies
-# --locked: the image gets exactly the dependency versions the tests ran with.
+# --locked: exactly the dependency versions of Cargo.lock, the ones the tests ran with.
 RUN cargo build --release --locked --bin agentca \
     && install -m 0755 target/release/agentca /usr/local/bin/agentca
 
 # ---- runtime ----
 FROM debian:trixie-slim
-# Nothing else: the binary links only glibc (libc, libm) and libgcc_s, which the base image has, and
-# needs no libpq (the PostgreSQL client is pure Rust). agentca itself trusts only the CA root
-# it is given; ca-certificates is for what an operator runs beside it, such as a
-# `renew --exec` hook that calls a public HTTPS endpoint.
+# Only ca-certificates on top of the base image: the binary links nothing but glibc (libc,
+# libm) and libgcc_s, which the base image has, and needs no libpq (its PostgreSQL client is
+# pure Rust). agentca trusts only the CA root it is given; the system roots are for what an
+# operator runs beside it, such as a `renew --exec` hook that calls a public HTTPS endpoint.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/*
