@@ -50,6 +50,8 @@ struct Service {
     volumes: Vec<(String, String)>,
     /// Published ports: `(host address and port, container port)`.
     ports: Vec<(String, u16)>,
+    /// The healthcheck's `test`, `CMD` first.
+    healthcheck: Vec<String>,
 }
 
 impl Service {
@@ -174,6 +176,7 @@ fn services(doc: &Yaml) -> Vec<Service> {
                         (host.to_owned(), container.parse().unwrap())
                     })
                     .collect(),
+                healthcheck: strings(&s["healthcheck"]["test"]),
             }
         })
         .collect()
@@ -896,6 +899,19 @@ fn the_compose_flow_runs_outside_containers() {
             "{}",
             data.display()
         );
+    }
+
+    // The nodes' healthcheck (bash, no curl in the image) sees them healthy.
+    let check = &service(&all, "node-a").healthcheck;
+    assert_eq!(check.first().map(String::as_str), Some("CMD"), "{check:?}");
+    for node in [&node_a, &node_b] {
+        let args: Vec<String> = check[2..]
+            .iter()
+            .map(|a| a.replace("127.0.0.1/8080", &format!("127.0.0.1/{}", node.http.port())))
+            .collect();
+        let mut probe = Command::new(&check[1]);
+        probe.args(&args);
+        Outcome::of(&mut probe).success();
     }
 
     // enroll-token: the example agent registered, its credential and the root handed over.
