@@ -52,6 +52,9 @@ LOAD_CPU=${LOAD_CPU-0}
 QUIET_WAIT=${QUIET_WAIT:-900}
 
 BENCH_AGENT=spiffe://bench.test/agent/bench/load
+# Every command names its data directory and store itself: a store or passphrase exported in
+# the caller's shell would send the sled setup to a database, or the fixture to another CA.
+unset AGENTCA_STORE AGENTCA_DATA_DIR AGENTCA_PASSPHRASE AGENTCA_PASSPHRASE_FILE
 
 install_missing() {
     install_packages jq:jq taskset:util-linux python3:python3 runuser:util-linux
