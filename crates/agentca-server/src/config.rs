@@ -41,6 +41,10 @@ pub struct ServerConfig {
     pub ocsp_signing_rate: u32,
     /// How long in-flight requests may take to finish at shutdown.
     pub shutdown_grace: std::time::Duration,
+    /// With a store other nodes write too, how often to ask it for their revocations: the
+    /// bound (plus a signature) on how long this node's pre-signed OCSP responses may still
+    /// say `good` for a certificate revoked through another node.
+    pub revocation_poll: std::time::Duration,
 }
 
 impl Default for ServerConfig {
@@ -60,6 +64,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             ocsp_signing_rate: 1000,
             shutdown_grace: std::time::Duration::from_secs(10),
+            revocation_poll: std::time::Duration::from_secs(2),
         }
     }
 }
