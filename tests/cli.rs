@@ -22,6 +22,7 @@ mod cli {
     mod global;
     mod init;
     mod issue;
+    mod multinode;
     mod postgres;
     mod revoke;
     mod scep_attacks;

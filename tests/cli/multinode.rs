@@ -1,0 +1,284 @@
+//! Two `agentca serve` nodes on one PostgreSQL database behave as one CA: ACME nonces from
+//! either node work on the other, an order started on one is finished on the other, races
+//! between the nodes for one order or one EAB credential have one winner, and a revocation
+//! made through one node is answered `revoked` by the other's OCSP responder and listed on its
+//! CRL within the poll interval. Skipped with a notice when PostgreSQL is not installed, a
+//! failure under `AGENTCA_REQUIRE_TOOLS=1`.
+
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use agentca_testkit::acme::{
+    Account, AccountKey, AcmeClient, Eab, EabKnobs, KeyRef, csr, eab_jws, protected, signed,
+};
+use serde_json::json;
+
+use super::acme_clients::ocsp_status_at;
+use super::harness::{Server, serve_on_free_ports};
+use super::support::*;
+
+const SIGNATURES: &str = "agentca_issuing_ca_signatures_total";
+
+/// The default revocation poll (2 s), a signature, and room for a busy machine.
+const LEARN_WITHIN: Duration = Duration::from_secs(8);
+
+/// A CA on a fresh database, and a second data directory copied from the first: two nodes.
+struct TwoNodes {
+    url: String,
+    one: Env,
+    two: Env,
+}
+
+impl TwoNodes {
+    fn new() -> Option<Self> {
+        let url = agentca_testkit::postgres::shared()?.fresh_database();
+        let one = Env::empty();
+        one.init(&["--store", &url]).success();
+        let two = Env::empty();
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(one.data())
+            .arg(two.data())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        Some(Self { url, one, two })
+    }
+
+    fn serve(&self, env: &Env) -> Server {
+        let mut cmd = serve_on_free_ports(env);
+        cmd.args(["--store", &self.url]);
+        Server::start(cmd)
+    }
+
+    /// A single-use EAB credential for `agent`.
+    fn eab(&self, agent: &str) -> Eab {
+        let doc = self.one.json(&[
+            "--store", &self.url, "token", "create", "--agent", agent, "--for", "acme",
+        ]);
+        Eab::new(
+            doc["kid"].as_str().unwrap_or_else(|| panic!("{doc:#}")),
+            doc["hmac"].as_str().unwrap_or_else(|| panic!("{doc:#}")),
+        )
+    }
+}
+
+/// Signatures by the issuing CA key on both nodes.
+fn signatures(a: &Server, b: &Server) -> f64 {
+    a.metric(SIGNATURES) + b.metric(SIGNATURES)
+}
+
+#[test]
+fn acme_works_across_two_nodes() {
+    let Some(nodes) = TwoNodes::new() else { return };
+    let id = nodes.one.add_agent(
+        "/agent/multi",
+        &["--store", &nodes.url, "--dns", "multi.example.org"],
+    );
+    let a = nodes.serve(&nodes.one);
+    let b = nodes.serve(&nodes.two);
+    let root = nodes.one.data_file("root.pem");
+    // Both nodes behind one name, as behind a load balancer.
+    let ca = AcmeClient::new(a.https, &root);
+    let cb = ca.via(b.https);
+
+    // A nonce issued by A is good once, on B; then refused on both.
+    let eab = nodes.eab(&id);
+    let key = AccountKey::es256();
+    let new_account = ca.url("new-account");
+    let payload = json!({
+        "termsOfServiceAgreed": true,
+        "externalAccountBinding": eab_jws(&eab, &key.jwk(), &new_account, &EabKnobs::default()),
+    })
+    .to_string();
+    let header = protected(
+        key.alg().name(),
+        &KeyRef::Jwk(key.jwk()),
+        Some(&ca.nonce()),
+        &new_account,
+    );
+    let body = signed(&header, payload.as_bytes(), &key);
+    let created = cb.post_body(&new_account, &body);
+    assert_eq!(created.status, 201, "{}", created.text());
+    let account = Account {
+        key,
+        url: created.location().unwrap().to_owned(),
+    };
+    for (node, client) in [("A", &ca), ("B", &cb)] {
+        let replayed = client.post_body(&new_account, &body);
+        replayed.assert_problem(400, "badNonce");
+        // The nonce in B's error answer works on A and the other way round.
+        let other = if node == "A" { &cb } else { &ca };
+        let fresh = replayed.nonce().unwrap().to_owned();
+        let header = protected(
+            account.key.alg().name(),
+            &KeyRef::Kid(account.url.clone()),
+            Some(&fresh),
+            &account.url,
+        );
+        let r = other.post_body(&account.url, &signed(&header, b"", &account.key));
+        assert_eq!(r.status, 200, "node {node}'s error nonce: {}", r.text());
+    }
+
+    // An order placed on A, looked at and finalized on B, downloaded from A.
+    let identifiers = json!([{"type": "dns", "value": "multi.example.org"}]);
+    let (order_url, order) = ca.order(&account, &identifiers);
+    let authz = cb.get_as(&account, order["authorizations"][0].as_str().unwrap());
+    assert_eq!(authz.status, 200, "{}", authz.text());
+    assert_eq!(
+        authz.json()["status"],
+        "valid",
+        "pre-authorized: {}",
+        authz.text()
+    );
+    let cert_key = AccountKey::es256();
+    let finalized = cb.finalize(
+        &account,
+        &order,
+        &csr(&cert_key, &["multi.example.org"], &[], &[]),
+    );
+    assert_eq!(finalized.status, 200, "{}", finalized.text());
+    let done = ca.poll_order(&account, &order_url, Duration::from_secs(10));
+    assert_eq!(done["status"], "valid", "{done:#}");
+    let chain = ca.get_as(&account, done["certificate"].as_str().unwrap());
+    assert_eq!(chain.status, 200, "{}", chain.text());
+    assert!(chain.text().starts_with("-----BEGIN CERTIFICATE-----"));
+
+    // Concurrent finalize of one order on both nodes: one certificate.
+    let (order_url, order) = ca.order(&account, &identifiers);
+    let csr_der = csr(&cert_key, &["multi.example.org"], &[], &[]);
+    let before = signatures(&a, &b);
+    let barrier = Barrier::new(8);
+    std::thread::scope(|s| {
+        for i in 0..8 {
+            let client = if i % 2 == 0 { &ca } else { &cb };
+            let (account, order, csr_der, barrier) = (&account, &order, &csr_der, &barrier);
+            s.spawn(move || {
+                barrier.wait();
+                let r = client.finalize(account, order, csr_der);
+                assert!(
+                    r.status == 200 || r.status == 403,
+                    "finalize answered {}: {}",
+                    r.status,
+                    r.text()
+                );
+            });
+        }
+    });
+    let done = cb.poll_order(&account, &order_url, Duration::from_secs(10));
+    assert_eq!(done["status"], "valid", "{done:#}");
+    assert_eq!(
+        signatures(&a, &b) - before,
+        1.0,
+        "eight finalizes of one order on two nodes signed more than once"
+    );
+    let certs = nodes
+        .two
+        .cert_list(&["--store", &nodes.url, "--agent", &id]);
+    assert_eq!(certs.len(), 2, "{certs:#?}");
+
+    // One EAB credential raced on both nodes: one account.
+    let eab = nodes.eab(&id);
+    let barrier = Barrier::new(8);
+    let created: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let client = if i % 2 == 0 { &ca } else { &cb };
+                let (eab, barrier, new_account) = (&eab, &barrier, &new_account);
+                s.spawn(move || {
+                    let key = AccountKey::es256();
+                    let binding = eab_jws(eab, &key.jwk(), new_account, &EabKnobs::default());
+                    let payload =
+                        json!({"termsOfServiceAgreed": true, "externalAccountBinding": binding});
+                    barrier.wait();
+                    client.new_account_raw(&key, &payload).status
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        created.iter().filter(|s| **s == 201).count(),
+        1,
+        "one EAB credential made several accounts: {created:?}"
+    );
+}
+
+#[test]
+fn a_revocation_through_one_node_is_answered_by_the_other() {
+    let Some(nodes) = TwoNodes::new() else { return };
+    let id = nodes
+        .one
+        .add_agent("/agent/revoked", &["--store", &nodes.url]);
+    let a = nodes.serve(&nodes.one);
+    let b = nodes.serve(&nodes.two);
+
+    // Issued through A (its admin socket), so B holds no pre-signed answer for it yet.
+    let doc = nodes
+        .one
+        .issue(&id, &nodes.one.csr("revoked"), &["--store", &nodes.url]);
+    let serial = serial_of(&doc);
+    let leaf = nodes
+        .one
+        .write("leaf.pem", doc["certificate_pem"].as_str().unwrap());
+    // B answers good (signing on demand, then from its cache), and so does A.
+    assert_eq!(ocsp_status_at(&nodes.two, &b, &leaf), "good");
+    assert_eq!(ocsp_status_at(&nodes.two, &b, &leaf), "good");
+    assert_eq!(ocsp_status_at(&nodes.one, &a, &leaf), "good");
+
+    nodes
+        .one
+        .run(&["--store", &nodes.url, "revoke", &serial])
+        .success();
+    // A says revoked as soon as revoke returns; B within the poll interval.
+    assert_eq!(ocsp_status_at(&nodes.one, &a, &leaf), "revoked");
+    let started = Instant::now();
+    loop {
+        if ocsp_status_at(&nodes.two, &b, &leaf) == "revoked" {
+            break;
+        }
+        assert!(
+            started.elapsed() < LEARN_WITHIN,
+            "node B still answers good {:?} after the revocation on node A",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // B's CRL lists it too (a CRL follows the debounce delay).
+    let started = Instant::now();
+    loop {
+        let crl = b.get("/crl");
+        assert_eq!(crl.status, 200);
+        if crl_lists(&nodes.two, &crl.body, &serial) {
+            break;
+        }
+        assert!(
+            started.elapsed() < LEARN_WITHIN,
+            "node B's CRL does not list the certificate revoked through node A"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Whether the DER CRL `der` lists `serial` (hex, as `cert list` prints it).
+fn crl_lists(env: &Env, der: &[u8], serial: &str) -> bool {
+    let path = env.write("node.crl", der);
+    let out = std::process::Command::new("openssl")
+        .args(["crl", "-inform", "DER", "-noout", "-text", "-in"])
+        .arg(&path)
+        .output()
+        .expect("openssl is needed for these tests");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    let wanted = serial.to_ascii_lowercase();
+    let wanted = wanted.trim_start_matches('0');
+    text.lines().any(|l| {
+        l.trim()
+            .strip_prefix("serial number: ")
+            .is_some_and(|s| s.trim_start_matches('0') == wanted)
+    })
+}
