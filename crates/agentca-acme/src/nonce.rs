@@ -52,7 +52,8 @@ enum Mode {
         capacity: usize,
     },
     Shared {
-        key: hmac::Key,
+        // Boxed: an HMAC key is large, and the local mode is the common one.
+        key: Box<hmac::Key>,
         store: Arc<dyn Store>,
     },
 }
@@ -120,7 +121,10 @@ impl NonceService {
     /// node) and redeemed in the store.
     pub fn shared(key: hmac::Key, store: Arc<dyn Store>, lifetime: Duration) -> Self {
         Self {
-            mode: Mode::Shared { key, store },
+            mode: Mode::Shared {
+                key: Box::new(key),
+                store,
+            },
             lifetime,
         }
     }
