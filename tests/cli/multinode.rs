@@ -282,3 +282,161 @@ fn crl_lists(env: &Env, der: &[u8], serial: &str) -> bool {
             .is_some_and(|s| s.trim_start_matches('0') == wanted)
     })
 }
+
+/// Orders one certificate for `name` (pre-authorized) through `client`; `Some(serial)` once
+/// the certificate is downloaded (acknowledged), `None` if any step failed.
+fn order_certificate(client: &AcmeClient, account: &Account, name: &str) -> Option<String> {
+    let r = client.new_order(account, &json!([{"type": "dns", "value": name}]));
+    if r.status != 201 {
+        return None;
+    }
+    let order_url = r.location()?.to_owned();
+    let order = r.json();
+    let key = AccountKey::es256();
+    let finalized = client.finalize(account, &order, &csr(&key, &[name], &[], &[]));
+    if finalized.status != 200 {
+        return None;
+    }
+    let done = client.get_as(account, &order_url).json();
+    let chain = client.get_as(account, done["certificate"].as_str()?);
+    if chain.status != 200 {
+        return None;
+    }
+    let der = pem_certs(&chain.text()).into_iter().next()?;
+    Some(serial_hex(&der))
+}
+
+#[test]
+fn a_node_killed_mid_issuance_loses_nothing_and_the_other_keeps_serving() {
+    let Some(nodes) = TwoNodes::new() else { return };
+    let id = nodes.one.add_agent(
+        "/agent/crash",
+        &["--store", &nodes.url, "--dns", "crash.example.org"],
+    );
+    let a = nodes.serve(&nodes.one);
+    let b = nodes.serve(&nodes.two);
+    let root = nodes.one.data_file("root.pem");
+    let ca = AcmeClient::new(a.https, &root);
+    let cb = ca.via(b.https);
+    let account = cb.new_account(AccountKey::es256(), &nodes.eab(&id));
+
+    // Four clients order through A until it is killed; every certificate they downloaded was
+    // acknowledged and must be in the database.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let acknowledged = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            let (ca, account, stop, acknowledged) = (&ca, &account, &stop, &acknowledged);
+            s.spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let name = "crash.example.org";
+                    let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        order_certificate(ca, account, name)
+                    }));
+                    match got {
+                        Ok(Some(serial)) => acknowledged.lock().unwrap().push(serial),
+                        // Requests cut by the kill: nothing was acknowledged.
+                        Ok(None) | Err(_) => {}
+                    }
+                }
+            });
+        }
+        while acknowledged.lock().unwrap().len() < 12 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        a.kill();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    let acknowledged = acknowledged.into_inner().unwrap();
+    assert!(acknowledged.len() >= 12);
+
+    // B still issues, for the same account.
+    let after = order_certificate(&cb, &account, "crash.example.org")
+        .expect("the surviving node could not issue");
+
+    let stored = nodes
+        .two
+        .listed_serials(&["--store", &nodes.url, "--agent", &id]);
+    for serial in acknowledged.iter().chain([&after]) {
+        assert!(
+            stored.contains(serial),
+            "acknowledged certificate {serial} is not in the database"
+        );
+    }
+    let mut unique = stored.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), stored.len(), "duplicate serials: {stored:?}");
+    // A starts again on its data directory: a torn audit line is recovered, what it signed
+    // but never stored is reconciled, and its audit chain verifies.
+    let a = nodes.serve(&nodes.one);
+    assert_eq!(a.get("/healthz").status, 200);
+    drop(a);
+    let audit = nodes.one.json(&["--store", &nodes.url, "audit", "verify"]);
+    assert_eq!(audit["intact"], true, "{audit:#}");
+}
+
+#[test]
+fn a_lost_database_makes_issuance_retry_later_while_ocsp_answers_from_its_cache() {
+    // A cluster of this test's own: it is stopped and started again.
+    let cluster = match agentca_testkit::postgres::PgCluster::start(&[("fsync", "off")]) {
+        Ok(Some(cluster)) => cluster,
+        Ok(None) => return,
+        Err(e) => panic!("could not start a PostgreSQL cluster: {e}"),
+    };
+    let url = cluster.fresh_database();
+    let env = Env::empty();
+    env.init(&["--store", &url]).success();
+    let id = env.add_agent(
+        "/agent/lost",
+        &["--store", &url, "--dns", "lost.example.org"],
+    );
+    let doc = env.issue(&id, &env.csr("lost"), &["--store", &url]);
+    let leaf = env.write("leaf.pem", doc["certificate_pem"].as_str().unwrap());
+    let mut cmd = serve_on_free_ports(&env);
+    cmd.args(["--store", &url]);
+    let server = Server::start(cmd);
+    let client = AcmeClient::new(server.https, &env.data_file("root.pem"));
+    let account = client.new_account(AccountKey::es256(), &{
+        let doc = env.json(&[
+            "--store", &url, "token", "create", "--agent", &id, "--for", "acme",
+        ]);
+        Eab::new(doc["kid"].as_str().unwrap(), doc["hmac"].as_str().unwrap())
+    });
+    assert!(order_certificate(&client, &account, "lost.example.org").is_some());
+    assert_eq!(ocsp_status_at(&env, &server, &leaf), "good");
+    let signed = server.metric(SIGNATURES);
+
+    cluster.stop_server().unwrap();
+    // Issuance: serverInternal with Retry-After, never a signature.
+    let r = client.new_order(
+        &account,
+        &json!([{"type": "dns", "value": "lost.example.org"}]),
+    );
+    r.assert_problem(503, "serverInternal");
+    assert!(r.header("retry-after").is_some(), "{r:?}");
+    assert!(r.nonce().is_some(), "no fresh nonce on the error answer");
+    // Status: answered from the pre-signed cache.
+    assert_eq!(ocsp_status_at(&env, &server, &leaf), "good");
+    let crl = server.get("/crl");
+    assert_eq!(crl.status, 200);
+    // Health says so.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(server.get("/healthz").status, 503);
+    assert_eq!(server.metric(SIGNATURES), signed);
+
+    // Back without a restart of the node.
+    cluster.restart_server().unwrap();
+    let started = Instant::now();
+    loop {
+        if order_certificate(&client, &account, "lost.example.org").is_some() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "issuance did not recover after the database came back"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(server.get("/healthz").status, 200);
+}
