@@ -77,6 +77,14 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<(), ServerError> {
         let fail = |what: String| Err(ServerError::Config(what));
         let minute = time::Duration::minutes(1);
+        if self.revocation_poll < std::time::Duration::from_secs(1)
+            || self.revocation_poll > std::time::Duration::from_secs(300)
+        {
+            return fail(format!(
+                "revocation_poll {:?} must be between 1 second and 5 minutes",
+                self.revocation_poll
+            ));
+        }
         if self.ocsp_validity < minute || self.ocsp_validity > MAX_STATUS_VALIDITY {
             return fail(format!(
                 "OCSP validity {} must be between 1 minute and 10 days",
