@@ -1,9 +1,12 @@
 //! Two `agentca serve` nodes on one PostgreSQL database behave as one CA: ACME nonces from
 //! either node work on the other, an order started on one is finished on the other, races
-//! between the nodes for one order or one EAB credential have one winner, and a revocation
-//! made through one node is answered `revoked` by the other's OCSP responder and listed on its
-//! CRL within the poll interval. Skipped with a notice when PostgreSQL is not installed, a
-//! failure under `AGENTCA_REQUIRE_TOOLS=1`.
+//! between the nodes for one order or one EAB credential have one winner, a SCEP challenge
+//! spent on one node is refused by the other, and a revocation made through one node is
+//! answered `revoked` by the other's OCSP responder and listed on its CRL within the poll
+//! interval. Faults: a node killed mid-issuance loses nothing it acknowledged while the other
+//! keeps issuing; a database lost mid-run makes issuance retry later while OCSP answers from
+//! the cache, and service recovers without a restart. Skipped with a notice when PostgreSQL is
+//! not installed, a failure under `AGENTCA_REQUIRE_TOOLS=1`.
 
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
@@ -438,4 +441,72 @@ fn a_lost_database_makes_issuance_retry_later_while_ocsp_answers_from_its_cache(
     }
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(server.get("/healthz").status, 200);
+}
+
+/// `agentca enroll --scep` with `challenge` through `node`, into `dir`; the outcome.
+fn scep_enroll(env: &Env, node: &Server, agent: &str, challenge: &str, dir: &str) -> Outcome {
+    std::fs::create_dir_all(env.path(dir)).unwrap();
+    let key = env.path(&format!("{dir}/key.pem")).display().to_string();
+    let cert = env.path(&format!("{dir}/cert.pem")).display().to_string();
+    let root = env.data_file("root.pem").display().to_string();
+    env.run(&[
+        "enroll",
+        "--agent",
+        agent,
+        "--key",
+        &key,
+        "--cert",
+        &cert,
+        "--scep",
+        &node.url("/scep"),
+        "--challenge",
+        challenge,
+        "--ca",
+        &root,
+    ])
+}
+
+#[test]
+fn a_scep_challenge_is_spent_on_every_node() {
+    let Some(nodes) = TwoNodes::new() else { return };
+    let id = nodes
+        .one
+        .add_agent("/agent/scep-multi", &["--store", &nodes.url]);
+    let a = nodes.serve(&nodes.one);
+    let b = nodes.serve(&nodes.two);
+    let created = nodes.one.json(&[
+        "--store", &nodes.url, "token", "create", "--agent", &id, "--for", "scep",
+    ]);
+    let challenge = created["challenge"].as_str().unwrap();
+
+    scep_enroll(&nodes.one, &b, &id, challenge, "first").success();
+    let signed = signatures(&a, &b);
+    let again = scep_enroll(&nodes.one, &a, &id, challenge, "second");
+    assert_ne!(
+        again.status.code(),
+        Some(0),
+        "a spent challenge worked on the other node:\n{again}"
+    );
+    assert_eq!(
+        signatures(&a, &b),
+        signed,
+        "a refused enrollment was signed"
+    );
+
+    // The renewal (a RenewalReq signed by the certificate B issued) and its status on A.
+    let key = nodes.one.path("first/key.pem").display().to_string();
+    let cert = nodes.one.path("first/cert.pem");
+    let before = std::fs::read_to_string(&cert).unwrap();
+    nodes
+        .one
+        .run(&[
+            "renew",
+            "--key",
+            &key,
+            "--cert",
+            &cert.display().to_string(),
+        ])
+        .success();
+    assert_ne!(std::fs::read_to_string(&cert).unwrap(), before);
+    assert_eq!(ocsp_status_at(&nodes.one, &a, &cert), "good");
 }
