@@ -1,0 +1,1081 @@
+//! Backups of a CA's records, and restoring them into an empty store of either kind (the path
+//! from one embedded store to a PostgreSQL database shared by several nodes, and back).
+//!
+//! # File format (version 1)
+//!
+//! UTF-8 text, one JSON document per line, each line ending in `\n`:
+//!
+//! 1. a header: `{"format":"agentca-backup","version":1,"agentca":…,"root_sha256":…,
+//!    "created_at":…,"source":"sled"|"postgres","audit":{"seq":…,"hash":…}|null}` — the CA it
+//!    belongs to (SHA-256 of its root certificate) and the audit log's last entry when the
+//!    snapshot was taken;
+//! 2. one line per record, `{"kind":…,"record":…}` ([`BackupRecord`]), kind by kind;
+//! 3. a trailer: `{"end":{"records":N,"counts":{kind: n, …}},"sha256":…}`, where `sha256` is the
+//!    SHA-256 (hex) of every byte before the trailer line.
+//!
+//! A reader refuses a file that does not start with the header, a version it does not know, a
+//! missing or damaged trailer (truncation), a checksum or count mismatch, and a backup of
+//! another CA, before it changes anything.
+//!
+//! # What a restore adds to the snapshot
+//!
+//! The snapshot is older than the CA's last acknowledged operations. The audit log in the data
+//! directory (and the logs of other nodes, given with `--audit-log`) is replayed over it:
+//! revocations, serials issued after the snapshot (reserved again, so never reused; their
+//! certificates cannot come back because audit lines do not carry the DER), agents added or
+//! disabled, EAB keys spent, ACME accounts deactivated or re-keyed. The CRL number restarts
+//! above every number the snapshot, the audit logs (`crl.published`) and any published CRL
+//! files given show, plus a margin for numbers published where no log saw them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use agentca_store::{
+    AcmeAccountStatus, AgentRecord, Backup, BackupRecord, CrlState, EnrollmentMethod,
+    IssuanceIntent, PostgresStore, RecordCounts, Revocation, RevocationReason, Serial, SledStore,
+    TokenKind,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use crate::audit::{self, AuditLog, Entry};
+use crate::ca::{self, CaConfig, DataDir, StoreKind, StoreLocation};
+use crate::error::{Error, Result};
+use crate::issuer::rfc3339;
+
+/// The header's `format`.
+pub const MAGIC: &str = "agentca-backup";
+/// The format version this agentca writes and the only one it reads.
+pub const VERSION: u64 = 1;
+
+/// A restore moves the CRL number at least this far above the highest number it knows of, for
+/// numbers published where no audit log it read saw them (another node, a lost log).
+pub const CRL_NUMBER_MARGIN: u64 = 1_000_000;
+/// And this much more per second since the backup: a node publishes at most about one CRL a
+/// second (revocations are debounced), so this covers 16 nodes publishing flat out.
+pub const CRL_NUMBERS_PER_SECOND: u64 = 16;
+
+/// The header line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// [`MAGIC`].
+    pub format: String,
+    /// [`VERSION`].
+    pub version: u64,
+    /// The agentca version that wrote it.
+    pub agentca: String,
+    /// SHA-256 (hex) of the CA's root certificate.
+    pub root_sha256: String,
+    /// When the snapshot was taken.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// The kind of store it was taken from.
+    pub source: StoreKind,
+    /// The data directory's last audit entry when the snapshot was taken.
+    pub audit: Option<AuditPoint>,
+}
+
+/// One entry of an audit log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditPoint {
+    /// Its `seq`.
+    pub seq: u64,
+    /// Its `hash`.
+    pub hash: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Trailer {
+    end: End,
+    sha256: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct End {
+    records: u64,
+    counts: BTreeMap<String, u64>,
+}
+
+/// What `backup` wrote.
+#[derive(Clone, Debug, Serialize)]
+pub struct BackupReport {
+    /// The file.
+    pub path: PathBuf,
+    /// Its header.
+    pub header: Header,
+    /// Records per kind.
+    pub counts: BTreeMap<String, u64>,
+    /// Records in all.
+    pub records: u64,
+    /// SHA-256 of the file (hex).
+    pub file_sha256: String,
+}
+
+/// A backup read and verified.
+#[derive(Debug)]
+pub struct BackupFile {
+    /// Its header.
+    pub header: Header,
+    /// Its records, in file order.
+    pub records: Vec<BackupRecord>,
+    /// SHA-256 of the whole file (hex).
+    pub file_sha256: String,
+}
+
+/// SHA-256 (hex) of the data directory's root certificate.
+pub fn root_sha256(dir: &DataDir) -> Result<String> {
+    let path = dir.file("root.pem");
+    let text =
+        std::fs::read(&path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+    let root = pem::parse(&text).map_err(|e| Error::Der(format!("{}: {e}", path.display())))?;
+    Ok(hex::encode(Sha256::digest(root.contents())))
+}
+
+fn read_config(dir: &DataDir) -> Result<CaConfig> {
+    let path = dir.config();
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::DataDir {
+                path: dir.path().to_owned(),
+                reason: "no CA here; run `agentca init --trust-domain DOMAIN` first".into(),
+            }
+        } else {
+            Error::io(format!("read {}", path.display()), e)
+        }
+    })?;
+    toml::from_str(&text).map_err(|e| Error::DataDir {
+        path,
+        reason: e.to_string(),
+    })
+}
+
+/// The last entry of the audit log, if it has one. Read without opening the log for appending,
+/// so a server may hold it meanwhile.
+fn audit_point(path: &Path) -> Result<Option<AuditPoint>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let mut last = None;
+    audit::verify_each(path, |entry| {
+        last = Some(AuditPoint {
+            seq: entry.seq,
+            hash: entry.hash.clone(),
+        });
+    })?;
+    Ok(last)
+}
+
+fn is_sled_in_use(e: &agentca_store::StoreError) -> bool {
+    e.to_string().contains("in use by another process")
+}
+
+fn open_sled(path: &Path) -> Result<SledStore> {
+    SledStore::open(path).map_err(|e| {
+        if is_sled_in_use(&e) {
+            Error::DataDir {
+                path: path.to_owned(),
+                reason: "the embedded store is held by a running `agentca serve` (it allows one \
+                         process); stop the server first"
+                    .into(),
+            }
+        } else {
+            e.into()
+        }
+    })
+}
+
+/// Writes a backup of the CA in `dir` (its store as `--store` names it) to `out`: a temporary
+/// file beside it (mode 0600), fsync, rename, directory fsync.
+pub fn backup(dir: &DataDir, out: &Path) -> Result<BackupReport> {
+    let config = read_config(dir)?;
+    let root = root_sha256(dir)?;
+    // Checks that the store is the CA's (kind, and the database's CA) before reading it.
+    drop(ca::open_store(dir)?);
+    // Taken before the snapshot: every entry up to here describes a write the snapshot holds
+    // (the store is written before the audit line), and a restore replays the rest.
+    let point = audit_point(&dir.audit_log())?;
+    let header = Header {
+        format: MAGIC.into(),
+        version: VERSION,
+        agentca: env!("CARGO_PKG_VERSION").into(),
+        root_sha256: root,
+        created_at: OffsetDateTime::now_utc(),
+        source: config.store,
+        audit: point,
+    };
+    let store: Box<dyn Backup> = match dir.store_location() {
+        StoreLocation::DataDir => Box::new(open_sled(&dir.store())?),
+        StoreLocation::Sled(path) => Box::new(open_sled(path)?),
+        StoreLocation::Postgres(url) => Box::new(PostgresStore::open(url)?),
+    };
+    let mut writer = AtomicWriter::create(out)?;
+    let mut line = serde_json::to_vec(&header).map_err(encode_error)?;
+    line.push(b'\n');
+    writer.write(&line)?;
+    let mut counts = RecordCounts::default();
+    store.export(&mut |record| {
+        counts.add(&record);
+        let mut line = serde_json::to_vec(&record)
+            .map_err(|e| agentca_store::StoreError::Backend(format!("encode record: {e}")))?;
+        line.push(b'\n');
+        writer
+            .write(&line)
+            .map_err(|e| agentca_store::StoreError::Backend(e.to_string()))
+    })?;
+    let counts_map: BTreeMap<String, u64> = counts
+        .iter()
+        .map(|(kind, n)| (kind.to_owned(), n))
+        .collect();
+    let trailer = Trailer {
+        end: End {
+            records: counts.total(),
+            counts: counts_map.clone(),
+        },
+        sha256: hex::encode(writer.digest.clone().finalize()),
+    };
+    let mut line = serde_json::to_vec(&trailer).map_err(encode_error)?;
+    line.push(b'\n');
+    writer.write(&line)?;
+    let file_sha256 = writer.commit()?;
+    Ok(BackupReport {
+        path: out.to_owned(),
+        header,
+        counts: counts_map,
+        records: counts.total(),
+        file_sha256,
+    })
+}
+
+fn encode_error(e: serde_json::Error) -> Error {
+    Error::Audit(format!("encode backup line: {e}"))
+}
+
+/// A file written under a temporary name and renamed into place once complete and durable.
+struct AtomicWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    file: std::io::BufWriter<File>,
+    /// Over everything written so far.
+    digest: Sha256,
+    done: bool,
+}
+
+impl AtomicWriter {
+    fn create(path: &Path) -> Result<Self> {
+        let name = path
+            .file_name()
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!("--out {}: not a file name", path.display()))
+            })?
+            .to_string_lossy()
+            .into_owned();
+        let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+        Ok(Self {
+            path: path.to_owned(),
+            tmp,
+            file: std::io::BufWriter::new(file),
+            digest: Sha256::new(),
+            done: false,
+        })
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.digest.update(bytes);
+        self.file
+            .write_all(bytes)
+            .map_err(|e| Error::io(format!("write {}", self.path.display()), e))
+    }
+
+    /// Makes the file durable under its name; returns the SHA-256 of its contents.
+    fn commit(mut self) -> Result<String> {
+        let io = |e| Error::io(format!("write {}", self.path.display()), e);
+        self.file.flush().map_err(io)?;
+        self.file.get_ref().sync_all().map_err(io)?;
+        std::fs::rename(&self.tmp, &self.path).map_err(io)?;
+        self.done = true;
+        sync_parent(&self.path)?;
+        Ok(hex::encode(self.digest.clone().finalize()))
+    }
+}
+
+impl Drop for AtomicWriter {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+fn sync_parent(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("sync {}", dir.display()), e))
+}
+
+fn refused(path: &Path, why: impl Into<String>) -> Error {
+    Error::InvalidArgument(format!(
+        "{} is refused: {}; nothing was changed",
+        path.display(),
+        why.into()
+    ))
+}
+
+/// Reads and verifies a backup: header, version, checksum, counts, and (when given) that it
+/// belongs to the CA whose root certificate has SHA-256 `expected_root`.
+pub fn read(path: &Path, expected_root: Option<&str>) -> Result<BackupFile> {
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+    let file_sha256 = hex::encode(Sha256::digest(&bytes));
+    let Some(header_end) = bytes.iter().position(|b| *b == b'\n') else {
+        return Err(refused(path, "not an agentca backup (no header line)"));
+    };
+    let header: Value = serde_json::from_slice(&bytes[..header_end]).map_err(|_| {
+        refused(
+            path,
+            "not an agentca backup (the first line is not its header)",
+        )
+    })?;
+    if header.get("format").and_then(Value::as_str) != Some(MAGIC) {
+        return Err(refused(path, "not an agentca backup"));
+    }
+    match header.get("version").and_then(Value::as_u64) {
+        Some(VERSION) => {}
+        Some(v) => {
+            return Err(refused(
+                path,
+                format!(
+                    "backup format version {v} is not one this agentca reads (it reads version \
+                     {VERSION}); use the agentca that wrote it"
+                ),
+            ));
+        }
+        None => return Err(refused(path, "the header has no format version")),
+    }
+    let header: Header = serde_json::from_value(header)
+        .map_err(|e| refused(path, format!("damaged header: {e}")))?;
+
+    // The trailer is the last line; a file cut anywhere lacks it (or its newline).
+    let truncated = || refused(path, "truncated or damaged: its end line is missing");
+    if bytes.last() != Some(&b'\n') {
+        return Err(truncated());
+    }
+    let body = &bytes[..bytes.len() - 1];
+    let trailer_start = body.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    if trailer_start <= header_end {
+        return Err(truncated());
+    }
+    let trailer: Trailer =
+        serde_json::from_slice(&body[trailer_start..]).map_err(|_| truncated())?;
+    let sum = hex::encode(Sha256::digest(&bytes[..trailer_start]));
+    if sum != trailer.sha256 {
+        return Err(refused(
+            path,
+            "checksum mismatch: the file was damaged or edited",
+        ));
+    }
+    if let Some(expected) = expected_root
+        && header.root_sha256 != expected
+    {
+        return Err(refused(
+            path,
+            format!(
+                "it is a backup of another CA (root certificate SHA-256 {}, this data \
+                 directory's is {expected})",
+                header.root_sha256
+            ),
+        ));
+    }
+
+    let mut records = Vec::new();
+    let mut counts = RecordCounts::default();
+    let mut lines: Vec<&[u8]> = bytes[header_end + 1..trailer_start]
+        .split(|b| *b == b'\n')
+        .collect();
+    // Every line ends in a newline, so the split ends with an empty piece.
+    lines.pop();
+    for (i, line) in lines.into_iter().enumerate() {
+        let record: BackupRecord = serde_json::from_slice(line)
+            .map_err(|e| refused(path, format!("line {}: {e}", i + 2)))?;
+        counts.add(&record);
+        records.push(record);
+    }
+    let counted: BTreeMap<String, u64> = counts
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| (k.to_owned(), n))
+        .collect();
+    let declared: BTreeMap<String, u64> = trailer
+        .end
+        .counts
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    if counted != declared || counts.total() != trailer.end.records {
+        return Err(refused(path, "its record counts do not match its end line"));
+    }
+    Ok(BackupFile {
+        header,
+        records,
+        file_sha256,
+    })
+}
+
+/// What `restore` may read besides the backup.
+#[derive(Clone, Debug, Default)]
+pub struct RestoreOptions {
+    /// Audit logs of the CA's other nodes, replayed like the data directory's own.
+    pub audit_logs: Vec<PathBuf>,
+    /// CRLs the CA published (DER or PEM), whose numbers the new CRL number must exceed.
+    pub published_crls: Vec<PathBuf>,
+}
+
+/// What `restore` did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RestoreReport {
+    /// The backup's header.
+    pub backup_created_at: String,
+    /// The store kind it was taken from.
+    pub source: String,
+    /// The store kind restored into.
+    pub target: String,
+    /// SHA-256 of the backup file.
+    pub file_sha256: String,
+    /// Records loaded per kind (after the replay).
+    pub counts: BTreeMap<String, u64>,
+    /// Audit entries read (all logs).
+    pub audit_entries_read: u64,
+    /// Entries of the data directory's log written after the snapshot, when the log continues
+    /// the one the backup was taken with.
+    pub audit_entries_after_backup: Option<u64>,
+    /// Revocations the snapshot lacked, applied from the audit logs.
+    pub revocations_replayed: Vec<String>,
+    /// Serials issued after the snapshot, reserved again (never reused) but without their
+    /// certificate, which the audit log does not carry: they answer OCSP `unknown`.
+    pub certificates_not_restorable: Vec<String>,
+    /// Revocations of such certificates: recorded in the audit log and reported here, but the
+    /// store cannot list them on CRLs without the certificate.
+    pub revocations_not_restorable: Vec<String>,
+    /// Keys blocked because a replayed revocation was for keyCompromise.
+    pub keys_blocked: u64,
+    /// Agents added or disabled after the snapshot, applied.
+    pub agents_replayed: u64,
+    /// One-time tokens marked used (spent after the snapshot, or possibly spent).
+    pub tokens_marked_used: Vec<String>,
+    /// ACME accounts deactivated (after the snapshot, or re-keyed with a key the log lacks).
+    pub accounts_deactivated: Vec<String>,
+    /// The highest CRL number known from the snapshot, the logs and the CRL files.
+    pub crl_number_known: u64,
+    /// The CRL number the store now holds as its last; the next CRL gets a higher one.
+    pub crl_number: u64,
+    /// Whether `config.toml` was changed to the target's store kind.
+    pub config_updated: bool,
+    /// Things the operator should know.
+    pub warnings: Vec<String>,
+}
+
+/// What the audit logs say happened, folded for replay.
+#[derive(Default)]
+struct Replay {
+    issued: BTreeMap<Serial, IssuanceIntent>,
+    revoked: BTreeMap<Serial, Revocation>,
+    agents_added: BTreeMap<String, AgentRecord>,
+    agents_disabled: BTreeSet<String>,
+    eab_spent: BTreeMap<String, OffsetDateTime>,
+    /// SCEP issuances by agent (when, which serial): a challenge of that agent created before
+    /// one may have paid for it, since the log does not name the challenge.
+    scep_issued: BTreeMap<String, Vec<(OffsetDateTime, Serial)>>,
+    accounts_deactivated: BTreeSet<String>,
+    /// The last key each re-keyed account moved to (its thumbprint; the log lacks the JWK).
+    accounts_rekeyed: BTreeMap<String, String>,
+    crl_number: u64,
+    crl_this_update: Option<OffsetDateTime>,
+    entries: u64,
+}
+
+fn field<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
+    fields.get(name).and_then(Value::as_str)
+}
+
+fn time_field(fields: &Map<String, Value>, name: &str) -> Option<OffsetDateTime> {
+    field(fields, name)
+        .and_then(|s| OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok())
+}
+
+impl Replay {
+    fn visit(&mut self, entry: &Entry) {
+        self.entries += 1;
+        let f = &entry.fields;
+        match entry.event.as_str() {
+            "cert.issued" => {
+                let intent = (|| {
+                    Some(IssuanceIntent {
+                        serial: field(f, "serial")?.parse().ok()?,
+                        agent_id: field(f, "agent")?.to_owned(),
+                        method: serde_json::from_value::<EnrollmentMethod>(
+                            f.get("method")?.clone(),
+                        )
+                        .ok()?,
+                        not_before: time_field(f, "not_before")?,
+                        not_after: time_field(f, "not_after")?,
+                        key_sha256: field(f, "key_sha256")?.to_owned(),
+                        reserved_at: entry.time,
+                    })
+                })();
+                if let Some(intent) = intent {
+                    if intent.method == EnrollmentMethod::Scep {
+                        self.scep_issued
+                            .entry(intent.agent_id.clone())
+                            .or_default()
+                            .push((entry.time, intent.serial));
+                    }
+                    self.issued.entry(intent.serial).or_insert(intent);
+                }
+            }
+            "cert.revoked" => {
+                let revocation = (|| {
+                    Some((
+                        field(f, "serial")?.parse::<Serial>().ok()?,
+                        Revocation {
+                            revoked_at: time_field(f, "revoked_at").unwrap_or(entry.time),
+                            reason: field(f, "reason")?.parse::<RevocationReason>().ok()?,
+                        },
+                    ))
+                })();
+                if let Some((serial, revocation)) = revocation {
+                    // The first revocation stands, as in the store.
+                    self.revoked.entry(serial).or_insert(revocation);
+                }
+            }
+            "agent.added" => {
+                if let Some(id) = field(f, "id") {
+                    let agent = AgentRecord {
+                        id: id.to_owned(),
+                        owner: field(f, "owner").map(str::to_owned),
+                        policy: field(f, "explicit_policy").map(str::to_owned),
+                        dns: f
+                            .get("dns")
+                            .and_then(Value::as_array)
+                            .map(|a| {
+                                a.iter()
+                                    .filter_map(Value::as_str)
+                                    .map(str::to_owned)
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        disabled: false,
+                        created_at: time_field(f, "created_at").unwrap_or(entry.time),
+                    };
+                    self.agents_added.entry(agent.id.clone()).or_insert(agent);
+                }
+            }
+            "agent.disabled" => {
+                if let Some(id) = field(f, "agent") {
+                    self.agents_disabled.insert(id.to_owned());
+                }
+            }
+            "acme.account.created" => {
+                if let Some(kid) = field(f, "eab_kid") {
+                    self.eab_spent.entry(kid.to_owned()).or_insert(entry.time);
+                }
+            }
+            "acme.account.deactivated" => {
+                if let Some(id) = field(f, "account") {
+                    self.accounts_deactivated.insert(id.to_owned());
+                }
+            }
+            "acme.account.key-changed" => {
+                if let (Some(id), Some(new)) = (field(f, "account"), field(f, "new_thumbprint")) {
+                    self.accounts_rekeyed.insert(id.to_owned(), new.to_owned());
+                }
+            }
+            "crl.published" => {
+                if let Some(n) = f.get("number").and_then(Value::as_u64) {
+                    self.crl_number = self.crl_number.max(n);
+                }
+                if let Some(t) = time_field(f, "this_update") {
+                    self.crl_this_update = Some(self.crl_this_update.map_or(t, |p| p.max(t)));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Reads one audit log into `replay`; a broken chain refuses the restore (what is after the
+/// break cannot be trusted, and what it hides could be a revocation).
+fn replay_log(path: &Path, replay: &mut Replay) -> Result<Vec<AuditPoint>> {
+    let mut seen = Vec::new();
+    let report = audit::verify_each(path, |entry| {
+        replay.visit(entry);
+        seen.push(AuditPoint {
+            seq: entry.seq,
+            hash: entry.hash.clone(),
+        });
+    })?;
+    report.ensure_intact().map_err(|e| {
+        Error::Audit(format!(
+            "the audit log {} is damaged ({e}); a restore replays it and cannot trust it; \
+             nothing was changed",
+            path.display()
+        ))
+    })?;
+    Ok(seen)
+}
+
+/// The CRL number and `thisUpdate` of a CRL file (DER or PEM) of this CA's issuing CA.
+fn published_crl(path: &Path, issuing_der: &[u8]) -> Result<(u64, OffsetDateTime)> {
+    use x509_parser::prelude::FromDer;
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+    let der = match pem::parse(&bytes) {
+        Ok(p) if p.tag() == "X509 CRL" => p.into_contents(),
+        _ => bytes,
+    };
+    let bad =
+        |why: &str| Error::InvalidArgument(format!("--published-crl {}: {why}", path.display()));
+    let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(&der)
+        .map_err(|_| bad("not a CRL (DER or PEM)"))?;
+    let (_, issuing) = x509_parser::certificate::X509Certificate::from_der(issuing_der)
+        .map_err(|_| bad("cannot read issuing.pem"))?;
+    if crl.issuer().as_raw() != issuing.subject().as_raw() {
+        return Err(bad("not issued by this CA's issuing CA"));
+    }
+    let number = crl.crl_number().ok_or_else(|| bad("has no CRL number"))?;
+    let digits = number.to_bytes_be();
+    if digits.len() > 8 {
+        return Err(bad("its CRL number is larger than agentca's"));
+    }
+    let number = digits.iter().fold(0u64, |n, d| (n << 8) | u64::from(*d));
+    let this_update = crl.last_update().to_datetime();
+    Ok((number, this_update))
+}
+
+fn issuing_der(dir: &DataDir) -> Result<Vec<u8>> {
+    let path = dir.file("issuing.pem");
+    let text =
+        std::fs::read(&path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+    Ok(pem::parse(&text)
+        .map_err(|e| Error::Der(format!("{}: {e}", path.display())))?
+        .into_contents())
+}
+
+/// The restore target, checked and ready to load.
+enum Target {
+    /// An embedded store loaded into `staging` and moved to `path` when complete.
+    Sled {
+        path: PathBuf,
+        staging: PathBuf,
+        store: Option<Box<SledStore>>,
+    },
+    Postgres(PostgresStore),
+}
+
+impl Target {
+    fn open(dir: &DataDir) -> Result<Self> {
+        let path = match dir.store_location() {
+            StoreLocation::Postgres(url) => {
+                let pg = PostgresStore::open(url)?;
+                let root = root_sha256(dir)?;
+                if let Some(owner) = pg.ca_identity()?
+                    && owner != root
+                {
+                    return Err(Error::DataDir {
+                        path: dir.path().to_owned(),
+                        reason: format!(
+                            "the database at {} serves another CA (root SHA-256 {owner}); \
+                             nothing was changed",
+                            pg.target()
+                        ),
+                    });
+                }
+                if !Backup::is_empty(&pg)? {
+                    return Err(Error::DataDir {
+                        path: dir.path().to_owned(),
+                        reason: format!(
+                            "the database at {} already holds records; restore into an empty \
+                             database; nothing was changed",
+                            pg.target()
+                        ),
+                    });
+                }
+                return Ok(Self::Postgres(pg));
+            }
+            StoreLocation::DataDir => dir.store(),
+            StoreLocation::Sled(path) => path.clone(),
+        };
+        if path.exists() {
+            let existing = open_sled(&path)?;
+            if !Backup::is_empty(&existing)? {
+                return Err(Error::DataDir {
+                    path: path.clone(),
+                    reason: "the store already holds records; a restore needs an empty store \
+                             (move this directory aside, or give --store a new directory); \
+                             nothing was changed"
+                        .into(),
+                });
+            }
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "store".into());
+        let staging = path.with_file_name(format!(".{name}.restoring-{}", std::process::id()));
+        if let Some(parent) = staging.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::io(format!("create {}", parent.display()), e))?;
+        }
+        std::fs::create_dir(&staging)
+            .map_err(|e| Error::io(format!("create {}", staging.display()), e))?;
+        let store = match SledStore::open(&staging) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                return Err(e.into());
+            }
+        };
+        Ok(Self::Sled {
+            path,
+            staging,
+            store: Some(Box::new(store)),
+        })
+    }
+
+    fn kind(&self) -> StoreKind {
+        match self {
+            Self::Sled { .. } => StoreKind::Sled,
+            Self::Postgres(_) => StoreKind::Postgres,
+        }
+    }
+
+    fn store(&self) -> Result<&dyn Backup> {
+        match self {
+            Self::Sled { store: Some(s), .. } => Ok(s.as_ref()),
+            Self::Sled { store: None, .. } => Err(Error::Unreachable("staging store closed")),
+            Self::Postgres(pg) => Ok(pg),
+        }
+    }
+
+    /// Puts the loaded store in place.
+    fn finish(mut self, root: &str) -> Result<()> {
+        match &mut self {
+            Self::Postgres(pg) => {
+                pg.claim_for_ca(root)?;
+                Ok(())
+            }
+            Self::Sled {
+                path,
+                staging,
+                store,
+            } => {
+                // Closed (and its lock released) before it moves.
+                drop(store.take());
+                if path.exists() {
+                    // Checked empty when opened: an embedded store with no records.
+                    std::fs::remove_dir_all(&*path)
+                        .map_err(|e| Error::io(format!("replace {}", path.display()), e))?;
+                }
+                std::fs::rename(&*staging, &*path).map_err(|e| {
+                    Error::io(format!("move the restored store to {}", path.display()), e)
+                })?;
+                // Nothing left to clean up.
+                *staging = PathBuf::new();
+                sync_parent(path)
+            }
+        }
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Self::Sled { staging, store, .. } = self {
+            drop(store.take());
+            if !staging.as_os_str().is_empty() {
+                let _ = std::fs::remove_dir_all(&*staging);
+            }
+        }
+    }
+}
+
+/// Restores `file` into the empty store `dir` names, replays the audit logs over it, raises
+/// the CRL number, records the kind of store in `config.toml` and audits `store.restored`.
+/// Every check runs before anything is written; the server must be stopped.
+pub fn restore(dir: &DataDir, file: &Path, options: &RestoreOptions) -> Result<RestoreReport> {
+    let mut config = read_config(dir)?;
+    let root = root_sha256(dir)?;
+    let backup = read(file, Some(&root))?;
+    // Held to the end: no other process appends while the log is replayed and extended.
+    let audit_log = AuditLog::open(&dir.audit_log())?;
+
+    let mut replay = Replay::default();
+    let mut report = RestoreReport {
+        backup_created_at: rfc3339(backup.header.created_at),
+        source: kind_name(backup.header.source).into(),
+        file_sha256: backup.file_sha256.clone(),
+        ..RestoreReport::default()
+    };
+    let own = replay_log(&dir.audit_log(), &mut replay)?;
+    let continues = match &backup.header.audit {
+        None => true,
+        Some(point) => own
+            .iter()
+            .any(|e| e.seq == point.seq && e.hash == point.hash),
+    };
+    if continues {
+        let after = backup.header.audit.as_ref().map_or(0, |p| p.seq);
+        report.audit_entries_after_backup =
+            Some(own.iter().filter(|e| e.seq > after).count() as u64);
+    } else {
+        report.warnings.push(format!(
+            "the audit log {} does not contain the entry the backup was taken at: events after \
+             the snapshot may be missing, so every unused one-time token is restored as used",
+            dir.audit_log().display()
+        ));
+    }
+    for log in &options.audit_logs {
+        replay_log(log, &mut replay)?;
+    }
+    report.audit_entries_read = replay.entries;
+
+    let issuing = issuing_der(dir)?;
+    let mut known_crl = replay.crl_number;
+    let mut this_update = replay.crl_this_update;
+    for crl in &options.published_crls {
+        let (number, t) = published_crl(crl, &issuing)?;
+        known_crl = known_crl.max(number);
+        this_update = Some(this_update.map_or(t, |p| p.max(t)));
+    }
+
+    let target = Target::open(dir)?;
+    report.target = kind_name(target.kind()).into();
+
+    let now = OffsetDateTime::now_utc();
+    let mut records = backup.records;
+    apply(&mut records, &replay, continues, now, &mut report);
+
+    // CRL number: above every number anyone may have seen, with the margin.
+    let snapshot_crl = records.iter().find_map(|r| match r {
+        BackupRecord::CrlState(s) => Some(*s),
+        _ => None,
+    });
+    if let Some(s) = snapshot_crl {
+        known_crl = known_crl.max(s.number);
+        this_update = Some(this_update.map_or(s.this_update, |p| p.max(s.this_update)));
+    }
+    let elapsed = u64::try_from((now - backup.header.created_at).whole_seconds()).unwrap_or(0);
+    let number = known_crl
+        .saturating_add(CRL_NUMBER_MARGIN)
+        .saturating_add(elapsed.saturating_mul(CRL_NUMBERS_PER_SECOND));
+    records.retain(|r| !matches!(r, BackupRecord::CrlState(_)));
+    records.push(BackupRecord::CrlState(CrlState {
+        number,
+        this_update: this_update.unwrap_or(now),
+    }));
+    report.crl_number_known = known_crl;
+    report.crl_number = number;
+
+    let counts = target.store()?.import(&mut records.into_iter())?;
+    report.counts = counts
+        .iter()
+        .map(|(kind, n)| (kind.to_owned(), n))
+        .collect();
+    target.finish(&root)?;
+
+    if config.store != report_kind(&report.target) {
+        config.store = report_kind(&report.target);
+        write_config(dir, &config)?;
+        report.config_updated = true;
+    }
+    if !report.revocations_not_restorable.is_empty() {
+        report.warnings.push(format!(
+            "{} revocation(s) of certificates issued after the snapshot cannot be put on CRLs \
+             (the certificates are not in the backup); their serials answer OCSP `unknown`",
+            report.revocations_not_restorable.len()
+        ));
+    }
+
+    audit_log.append_durable(
+        "store.restored",
+        json!({
+            "backup_sha256": report.file_sha256,
+            "backup_created_at": report.backup_created_at,
+            "source": report.source,
+            "target": report.target,
+            "records": report.counts,
+            "audit_entries_read": report.audit_entries_read,
+            "revocations_replayed": report.revocations_replayed,
+            "certificates_not_restorable": report.certificates_not_restorable,
+            "revocations_not_restorable": report.revocations_not_restorable,
+            "tokens_marked_used": report.tokens_marked_used,
+            "accounts_deactivated": report.accounts_deactivated,
+            "crl_number": report.crl_number,
+        }),
+    )?;
+    Ok(report)
+}
+
+fn kind_name(kind: StoreKind) -> &'static str {
+    match kind {
+        StoreKind::Sled => "sled",
+        StoreKind::Postgres => "postgres",
+    }
+}
+
+fn report_kind(name: &str) -> StoreKind {
+    if name == "postgres" {
+        StoreKind::Postgres
+    } else {
+        StoreKind::Sled
+    }
+}
+
+fn write_config(dir: &DataDir, config: &CaConfig) -> Result<()> {
+    let text = toml::to_string(config).map_err(|_| Error::Unreachable("config encodes as TOML"))?;
+    let mut writer = AtomicWriter::create(&dir.config())?;
+    writer.write(text.as_bytes())?;
+    writer.commit().map(drop)
+}
+
+/// Folds the replay into the snapshot's records.
+fn apply(
+    records: &mut Vec<BackupRecord>,
+    replay: &Replay,
+    log_continues: bool,
+    now: OffsetDateTime,
+    report: &mut RestoreReport,
+) {
+    let mut serials: BTreeMap<Serial, usize> = BTreeMap::new();
+    let mut agents: BTreeSet<String> = BTreeSet::new();
+    let mut blocked: BTreeSet<String> = BTreeSet::new();
+    for (i, r) in records.iter().enumerate() {
+        match r {
+            BackupRecord::Reservation(intent) => {
+                serials.insert(intent.serial, i);
+            }
+            BackupRecord::Certificate { certificate, .. } => {
+                serials.insert(certificate.intent.serial, i);
+            }
+            BackupRecord::Agent(a) => {
+                agents.insert(a.id.clone());
+            }
+            BackupRecord::BlockedKey { key_sha256 } => {
+                blocked.insert(key_sha256.clone());
+            }
+            _ => {}
+        }
+    }
+    let certified: BTreeSet<Serial> = records
+        .iter()
+        .filter_map(|r| match r {
+            BackupRecord::Certificate { certificate, .. } => Some(certificate.intent.serial),
+            _ => None,
+        })
+        .collect();
+    let mut extra = Vec::new();
+
+    for (serial, intent) in &replay.issued {
+        match serials.get(serial).map(|i| &records[*i]) {
+            Some(BackupRecord::Certificate { .. }) => {}
+            Some(_) => report.certificates_not_restorable.push(serial.to_hex()),
+            None => {
+                report.certificates_not_restorable.push(serial.to_hex());
+                extra.push(BackupRecord::Reservation(intent.clone()));
+            }
+        }
+    }
+    for (serial, revocation) in &replay.revoked {
+        let key = match serials.get(serial).map(|i| &mut records[*i]) {
+            Some(BackupRecord::Certificate { certificate, .. }) => {
+                if certificate.revocation.is_none() {
+                    certificate.revocation = Some(*revocation);
+                    report.revocations_replayed.push(serial.to_hex());
+                }
+                Some(certificate.intent.key_sha256.clone())
+            }
+            _ => {
+                report.revocations_not_restorable.push(serial.to_hex());
+                replay.issued.get(serial).map(|i| i.key_sha256.clone())
+            }
+        };
+        if revocation.reason == RevocationReason::KeyCompromise
+            && let Some(key) = key
+            && key.len() == 64
+            && blocked.insert(key.clone())
+        {
+            report.keys_blocked += 1;
+            extra.push(BackupRecord::BlockedKey { key_sha256: key });
+        }
+    }
+    for (id, agent) in &replay.agents_added {
+        if agents.insert(id.clone()) {
+            let mut agent = agent.clone();
+            agent.disabled = replay.agents_disabled.contains(id);
+            report.agents_replayed += 1;
+            extra.push(BackupRecord::Agent(agent));
+        }
+    }
+
+    for record in records.iter_mut() {
+        match record {
+            BackupRecord::Agent(agent)
+                if !agent.disabled && replay.agents_disabled.contains(&agent.id) =>
+            {
+                agent.disabled = true;
+                report.agents_replayed += 1;
+            }
+            BackupRecord::Token(token) if token.consumed_at.is_none() => {
+                let spent = match token.kind {
+                    TokenKind::Acme => replay.eab_spent.get(&token.id).copied(),
+                    // Only issuances the snapshot lacks: one it holds was paid for before it.
+                    TokenKind::Scep => replay.scep_issued.get(&token.agent_id).and_then(|issued| {
+                        issued
+                            .iter()
+                            .filter(|(t, serial)| {
+                                *t >= token.created_at && !certified.contains(serial)
+                            })
+                            .map(|(t, _)| *t)
+                            .min()
+                    }),
+                    _ => None,
+                };
+                let spent = spent.or((!log_continues).then_some(now));
+                if let Some(at) = spent {
+                    token.consumed_at = Some(at);
+                    report.tokens_marked_used.push(token.id.clone());
+                }
+            }
+            BackupRecord::AcmeAccount(account) => {
+                let stale_key = replay
+                    .accounts_rekeyed
+                    .get(&account.id)
+                    .is_some_and(|new| *new != account.thumbprint);
+                if account.status == AcmeAccountStatus::Valid
+                    && (replay.accounts_deactivated.contains(&account.id) || stale_key)
+                {
+                    account.status = AcmeAccountStatus::Deactivated;
+                    report.accounts_deactivated.push(account.id.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    records.extend(extra);
+}
