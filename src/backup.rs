@@ -31,6 +31,10 @@ pub(crate) struct RestoreArgs {
     /// above its number (repeatable).
     #[arg(long = "published-crl", value_name = "FILE")]
     published_crls: Vec<PathBuf>,
+    /// A certificate issued after the backup (PEM or DER, e.g. from its agent): restored if
+    /// it is the one the audit log recorded (repeatable).
+    #[arg(long = "certificate", value_name = "FILE")]
+    certificates: Vec<PathBuf>,
 }
 
 /// Both commands need the data directory to themselves for the embedded store (it allows one
@@ -85,6 +89,7 @@ pub(crate) fn run_restore(dir: &DataDir, out: OutputFormat, args: RestoreArgs) -
         &RestoreOptions {
             audit_logs: args.audit_logs,
             published_crls: args.published_crls,
+            certificates: args.certificates,
         },
     )?;
     let loaded: u64 = report.counts.values().sum();
@@ -100,8 +105,10 @@ pub(crate) fn run_restore(dir: &DataDir, out: OutputFormat, args: RestoreArgs) -
             .map_or_else(|| "unknown how many".to_owned(), |n| n.to_string())
     ));
     text.push_str(&format!(
-        "  revocations replayed: {}\n  serials reserved without their certificate: {}\n",
+        "  revocations replayed: {}\n  certificates issued after the backup: {} restored, \
+         {} reserved without their certificate\n",
         report.revocations_replayed.len(),
+        report.certificates_restored.len(),
         report.certificates_not_restorable.len()
     ));
     if report.agents_replayed > 0 || !report.tokens_marked_used.is_empty() {

@@ -34,9 +34,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use agentca_store::{
-    AcmeAccountStatus, AgentRecord, Backup, BackupRecord, CrlState, EnrollmentMethod,
-    IssuanceIntent, PostgresStore, RecordCounts, Revocation, RevocationReason, Serial, SledStore,
-    TokenKind,
+    AcmeAccountStatus, AgentRecord, Backup, BackupRecord, CertificateRecord, CrlState,
+    EnrollmentMethod, IssuanceIntent, PostgresStore, RecordCounts, Revocation, RevocationReason,
+    Serial, SledStore, TokenKind,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -444,6 +444,9 @@ pub struct RestoreOptions {
     pub audit_logs: Vec<PathBuf>,
     /// CRLs the CA published (DER or PEM), whose numbers the new CRL number must exceed.
     pub published_crls: Vec<PathBuf>,
+    /// Certificates issued after the snapshot (PEM or DER files, e.g. collected from their
+    /// agents): each one whose SHA-256 matches its `cert.issued` audit line is restored.
+    pub certificates: Vec<PathBuf>,
 }
 
 /// What `restore` did.
@@ -469,6 +472,8 @@ pub struct RestoreReport {
     /// Serials issued after the snapshot, reserved again (never reused) but without their
     /// certificate, which the audit log does not carry: they answer OCSP `unknown`.
     pub certificates_not_restorable: Vec<String>,
+    /// Certificates issued after the snapshot and restored from the files given.
+    pub certificates_restored: Vec<String>,
     /// Revocations of such certificates: recorded in the audit log and reported here, but the
     /// store cannot list them on CRLs without the certificate.
     pub revocations_not_restorable: Vec<String>,
@@ -494,6 +499,9 @@ pub struct RestoreReport {
 #[derive(Default)]
 struct Replay {
     issued: BTreeMap<Serial, IssuanceIntent>,
+    /// The `cert_sha256` and time of each `cert.issued` line.
+    issued_sha256: BTreeMap<Serial, String>,
+    issued_at: BTreeMap<Serial, OffsetDateTime>,
     revoked: BTreeMap<Serial, Revocation>,
     agents_added: BTreeMap<String, AgentRecord>,
     agents_disabled: BTreeSet<String>,
@@ -545,6 +553,12 @@ impl Replay {
                             .or_default()
                             .push((entry.time, intent.serial));
                     }
+                    if let Some(sum) = field(f, "cert_sha256") {
+                        self.issued_sha256
+                            .entry(intent.serial)
+                            .or_insert_with(|| sum.to_owned());
+                    }
+                    self.issued_at.entry(intent.serial).or_insert(entry.time);
                     self.issued.entry(intent.serial).or_insert(intent);
                 }
             }
@@ -665,6 +679,34 @@ fn published_crl(path: &Path, issuing_der: &[u8]) -> Result<(u64, OffsetDateTime
     let number = digits.iter().fold(0u64, |n, d| (n << 8) | u64::from(*d));
     let this_update = crl.last_update().to_datetime();
     Ok((number, this_update))
+}
+
+/// Every certificate in a PEM file (any number of `CERTIFICATE` blocks) or one DER file.
+fn certificates_in(path: &Path) -> Result<Vec<Vec<u8>>> {
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+    if let Ok(blocks) = pem::parse_many(&bytes)
+        && !blocks.is_empty()
+    {
+        return Ok(blocks
+            .into_iter()
+            .filter(|b| b.tag() == "CERTIFICATE")
+            .map(pem::Pem::into_contents)
+            .collect());
+    }
+    Ok(vec![bytes])
+}
+
+/// The serial of an agentca certificate, or `None` for anything else (a CA certificate of a
+/// chain file, garbage).
+fn leaf_serial(der: &[u8]) -> Option<Serial> {
+    use x509_parser::prelude::FromDer;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
+    if cert.is_ca() {
+        return None;
+    }
+    let bytes: [u8; Serial::LEN] = cert.raw_serial().try_into().ok()?;
+    Serial::from_bytes(bytes)
 }
 
 fn issuing_der(dir: &DataDir) -> Result<Vec<u8>> {
@@ -869,7 +911,22 @@ pub fn restore(dir: &DataDir, file: &Path, options: &RestoreOptions) -> Result<R
 
     let now = OffsetDateTime::now_utc();
     let mut records = backup.records;
-    apply(&mut records, &replay, continues, now, &mut report);
+    let mut supplied = BTreeMap::new();
+    for path in &options.certificates {
+        for der in certificates_in(path)? {
+            if let Some(serial) = leaf_serial(&der) {
+                supplied.insert(serial, der);
+            }
+        }
+    }
+    apply(
+        &mut records,
+        &replay,
+        &supplied,
+        continues,
+        now,
+        &mut report,
+    );
 
     // CRL number: above every number anyone may have seen, with the margin.
     let snapshot_crl = records.iter().find_map(|r| match r {
@@ -922,6 +979,7 @@ pub fn restore(dir: &DataDir, file: &Path, options: &RestoreOptions) -> Result<R
             "records": report.counts,
             "audit_entries_read": report.audit_entries_read,
             "revocations_replayed": report.revocations_replayed,
+            "certificates_restored": report.certificates_restored,
             "certificates_not_restorable": report.certificates_not_restorable,
             "revocations_not_restorable": report.revocations_not_restorable,
             "tokens_marked_used": report.tokens_marked_used,
@@ -958,6 +1016,7 @@ fn write_config(dir: &DataDir, config: &CaConfig) -> Result<()> {
 fn apply(
     records: &mut Vec<BackupRecord>,
     replay: &Replay,
+    supplied: &BTreeMap<Serial, Vec<u8>>,
     log_continues: bool,
     now: OffsetDateTime,
     report: &mut RestoreReport,
@@ -992,13 +1051,52 @@ fn apply(
     let mut extra = Vec::new();
 
     for (serial, intent) in &replay.issued {
-        match serials.get(serial).map(|i| &records[*i]) {
-            Some(BackupRecord::Certificate { .. }) => {}
-            Some(_) => report.certificates_not_restorable.push(serial.to_hex()),
+        let at = serials.get(serial).copied();
+        if let Some(i) = at
+            && matches!(records[i], BackupRecord::Certificate { .. })
+        {
+            continue;
+        }
+        // A certificate the operator supplied, and the very one the log recorded.
+        let restored = supplied.get(serial).and_then(|der| {
+            let sum = hex::encode(Sha256::digest(der));
+            (replay.issued_sha256.get(serial) == Some(&sum)).then(|| {
+                BackupRecord::certificate(CertificateRecord {
+                    intent: intent.clone(),
+                    der: der.clone(),
+                    issued_at: replay
+                        .issued_at
+                        .get(serial)
+                        .copied()
+                        .unwrap_or(intent.reserved_at),
+                    revocation: None,
+                })
+            })
+        });
+        let record = match restored {
+            Some(record) => {
+                report.certificates_restored.push(serial.to_hex());
+                record
+            }
             None => {
                 report.certificates_not_restorable.push(serial.to_hex());
-                extra.push(BackupRecord::Reservation(intent.clone()));
+                BackupRecord::Reservation(intent.clone())
             }
+        };
+        match at {
+            Some(i) => records[i] = record,
+            None => {
+                serials.insert(*serial, records.len());
+                records.push(record);
+            }
+        }
+    }
+    for serial in supplied.keys() {
+        if !report.certificates_restored.contains(&serial.to_hex()) {
+            report.warnings.push(format!(
+                "certificate {serial} was given but is not one the audit logs record as issued \
+                 after the snapshot (or its SHA-256 differs): ignored"
+            ));
         }
     }
     for (serial, revocation) in &replay.revoked {
