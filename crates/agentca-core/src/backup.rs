@@ -1177,3 +1177,320 @@ fn apply(
     }
     records.extend(extra);
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use agentca_store::{AcmeAccount, TokenRecord};
+    use time::Duration;
+
+    use super::*;
+
+    const A: &str = "spiffe://example.org/agent/a";
+    const B: &str = "spiffe://example.org/agent/b";
+
+    fn t(secs: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_800_000_000 + secs).unwrap()
+    }
+
+    fn serial(n: u8) -> Serial {
+        let mut bytes = [0x22u8; Serial::LEN];
+        bytes[15] = n;
+        Serial::from_bytes(bytes).unwrap()
+    }
+
+    fn intent(n: u8, agent: &str) -> IssuanceIntent {
+        IssuanceIntent {
+            serial: serial(n),
+            agent_id: agent.into(),
+            method: EnrollmentMethod::Scep,
+            not_before: t(0),
+            not_after: t(0) + Duration::hours(24),
+            key_sha256: format!("{n:02x}").repeat(32),
+            reserved_at: t(0),
+        }
+    }
+
+    fn entry(seq: u64, at: OffsetDateTime, event: &str, fields: Value) -> Entry {
+        let Value::Object(fields) = fields else {
+            panic!("fields must be an object")
+        };
+        Entry {
+            seq,
+            time: at,
+            event: event.into(),
+            fields,
+            prev: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    fn issued(seq: u64, n: u8, agent: &str) -> Entry {
+        let i = intent(n, agent);
+        entry(
+            seq,
+            t(100 + seq as i64),
+            "cert.issued",
+            json!({
+                "serial": i.serial.to_hex(),
+                "agent": agent,
+                "method": "scep",
+                "not_before": rfc3339(i.not_before),
+                "not_after": rfc3339(i.not_after),
+                "key_sha256": i.key_sha256,
+            }),
+        )
+    }
+
+    fn token(id: &str, kind: TokenKind, agent: &str) -> BackupRecord {
+        BackupRecord::Token(TokenRecord {
+            id: id.into(),
+            kind,
+            agent_id: agent.into(),
+            verifier: "00".into(),
+            expires_at: t(10_000),
+            created_at: t(10),
+            consumed_at: None,
+        })
+    }
+
+    fn account(id: &str, thumbprint: &str) -> BackupRecord {
+        BackupRecord::AcmeAccount(AcmeAccount {
+            id: id.into(),
+            jwk: "{}".into(),
+            thumbprint: thumbprint.into(),
+            agent_id: A.into(),
+            eab_kid: format!("kid-{id}"),
+            contact: vec![],
+            status: AcmeAccountStatus::Valid,
+            created_at: t(0),
+        })
+    }
+
+    fn snapshot() -> Vec<BackupRecord> {
+        vec![
+            BackupRecord::Agent(AgentRecord {
+                id: A.into(),
+                owner: None,
+                policy: None,
+                dns: vec![],
+                disabled: false,
+                created_at: t(0),
+            }),
+            BackupRecord::certificate(CertificateRecord {
+                intent: intent(1, A),
+                der: vec![0x30, 0x00],
+                issued_at: t(0),
+                revocation: None,
+            }),
+            BackupRecord::certificate(CertificateRecord {
+                intent: intent(2, B),
+                der: vec![0x30, 0x00],
+                issued_at: t(0),
+                revocation: None,
+            }),
+            token("scep-a", TokenKind::Scep, A),
+            token("scep-b", TokenKind::Scep, B),
+            token("eab", TokenKind::Acme, A),
+            token("idle", TokenKind::Acme, B),
+            account("rekeyed", "old"),
+            account("current", "new"),
+            account("quit", "q"),
+        ]
+    }
+
+    fn log() -> Replay {
+        let mut replay = Replay::default();
+        for e in [
+            // In the snapshot already: B's SCEP certificate does not spend B's challenge.
+            issued(1, 2, B),
+            entry(
+                2,
+                t(200),
+                "cert.revoked",
+                json!({"serial": serial(1).to_hex(), "reason": "keyCompromise",
+                       "revoked_at": rfc3339(t(200))}),
+            ),
+            // After the snapshot: A's SCEP certificate, then its revocation.
+            issued(3, 3, A),
+            entry(
+                4,
+                t(210),
+                "cert.revoked",
+                json!({"serial": serial(3).to_hex(), "reason": "superseded"}),
+            ),
+            entry(5, t(220), "acme.account.created", json!({"eab_kid": "eab"})),
+            entry(
+                6,
+                t(230),
+                "acme.account.key-changed",
+                json!({"account": "rekeyed", "new_thumbprint": "newer"}),
+            ),
+            entry(
+                7,
+                t(231),
+                "acme.account.key-changed",
+                json!({"account": "current", "new_thumbprint": "new"}),
+            ),
+            entry(
+                8,
+                t(240),
+                "acme.account.deactivated",
+                json!({"account": "quit"}),
+            ),
+            entry(
+                9,
+                t(250),
+                "agent.added",
+                json!({"id": B, "owner": "ops", "explicit_policy": null, "dns": ["b.example.org"],
+                       "disabled": false, "created_at": rfc3339(t(250))}),
+            ),
+            entry(10, t(260), "agent.disabled", json!({"agent": A})),
+            entry(
+                11,
+                t(270),
+                "crl.published",
+                json!({"number": 41, "this_update": rfc3339(t(270))}),
+            ),
+            entry(12, t(280), "crl.published", json!({"number": 40})),
+        ] {
+            replay.visit(&e);
+        }
+        replay
+    }
+
+    fn find<'a>(
+        records: &'a [BackupRecord],
+        pick: impl Fn(&BackupRecord) -> bool,
+    ) -> &'a BackupRecord {
+        records.iter().find(|r| pick(r)).unwrap()
+    }
+
+    fn token_used(records: &[BackupRecord], id: &str) -> bool {
+        records
+            .iter()
+            .any(|r| matches!(r, BackupRecord::Token(t) if t.id == id && t.consumed_at.is_some()))
+    }
+
+    fn account_status(records: &[BackupRecord], id: &str) -> AcmeAccountStatus {
+        match find(
+            records,
+            |r| matches!(r, BackupRecord::AcmeAccount(a) if a.id == id),
+        ) {
+            BackupRecord::AcmeAccount(a) => a.status,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn the_audit_log_is_folded_into_the_snapshot() {
+        let replay = log();
+        assert_eq!(replay.crl_number, 41);
+        let mut records = snapshot();
+        let mut report = RestoreReport::default();
+        apply(
+            &mut records,
+            &replay,
+            &BTreeMap::new(),
+            true,
+            t(1000),
+            &mut report,
+        );
+
+        assert_eq!(report.revocations_replayed, [serial(1).to_hex()]);
+        assert!(matches!(
+            find(&records, |r| matches!(r, BackupRecord::Certificate { certificate, .. }
+                if certificate.intent.serial == serial(1))),
+            BackupRecord::Certificate { certificate, .. }
+                if certificate.revocation.is_some_and(|r| r.reason == RevocationReason::KeyCompromise)
+        ));
+        assert!(records.contains(&BackupRecord::BlockedKey {
+            key_sha256: "01".repeat(32)
+        }));
+        // Issued after the snapshot: reserved, and its revocation reported.
+        assert!(records.contains(&BackupRecord::Reservation(IssuanceIntent {
+            reserved_at: t(103),
+            ..intent(3, A)
+        })));
+        assert_eq!(report.certificates_not_restorable, [serial(3).to_hex()]);
+        assert_eq!(report.revocations_not_restorable, [serial(3).to_hex()]);
+
+        assert!(
+            token_used(&records, "scep-a"),
+            "spent by the later SCEP issuance"
+        );
+        assert!(
+            !token_used(&records, "scep-b"),
+            "its agent's SCEP issuance is in the snapshot"
+        );
+        assert!(token_used(&records, "eab"));
+        assert!(!token_used(&records, "idle"));
+        assert_eq!(
+            account_status(&records, "rekeyed"),
+            AcmeAccountStatus::Deactivated
+        );
+        assert_eq!(
+            account_status(&records, "current"),
+            AcmeAccountStatus::Valid
+        );
+        assert_eq!(
+            account_status(&records, "quit"),
+            AcmeAccountStatus::Deactivated
+        );
+        assert!(
+            records
+                .iter()
+                .any(|r| matches!(r, BackupRecord::Agent(a) if a.id == A && a.disabled))
+        );
+        assert!(records.iter().any(|r| matches!(r, BackupRecord::Agent(a)
+            if a.id == B && !a.disabled && a.dns == ["b.example.org"])));
+    }
+
+    #[test]
+    fn without_the_backups_point_in_the_log_every_unused_token_is_spent() {
+        let mut records = snapshot();
+        let mut report = RestoreReport::default();
+        apply(
+            &mut records,
+            &Replay::default(),
+            &BTreeMap::new(),
+            false,
+            t(1000),
+            &mut report,
+        );
+        for id in ["scep-a", "scep-b", "eab", "idle"] {
+            assert!(token_used(&records, id), "{id}");
+        }
+    }
+
+    #[test]
+    fn a_supplied_certificate_comes_back_only_if_its_hash_matches() {
+        let mut replay = log();
+        let der = vec![0x30, 0x03, 0x02, 0x01, 0x03];
+        replay
+            .issued_sha256
+            .insert(serial(3), hex::encode(Sha256::digest(&der)));
+        let mut wrong = BTreeMap::new();
+        wrong.insert(serial(3), vec![0x30, 0x00]);
+        let mut records = snapshot();
+        let mut report = RestoreReport::default();
+        apply(&mut records, &replay, &wrong, true, t(1000), &mut report);
+        assert!(report.certificates_restored.is_empty());
+        assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+
+        let mut right = BTreeMap::new();
+        right.insert(serial(3), der.clone());
+        let mut records = snapshot();
+        let mut report = RestoreReport::default();
+        apply(&mut records, &replay, &right, true, t(1000), &mut report);
+        assert_eq!(report.certificates_restored, [serial(3).to_hex()]);
+        assert!(report.revocations_not_restorable.is_empty());
+        assert!(records.iter().any(
+            |r| matches!(r, BackupRecord::Certificate { certificate, der: hex_der }
+            if certificate.intent.serial == serial(3)
+                && certificate.revocation.is_some()
+                && *hex_der == hex::encode(&der))
+        ));
+    }
+}
