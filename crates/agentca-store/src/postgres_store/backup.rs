@@ -453,3 +453,67 @@ mod tests {
         assert!(target.is_empty().unwrap());
     }
 }
+
+#[cfg(test)]
+mod snapshot_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use agentca_testkit::postgres::shared;
+    use time::OffsetDateTime;
+
+    use crate::{
+        AgentRecord, Backup, BackupRecord, PostgresOptions, PostgresStore, Store, TokenKind,
+        TokenRecord,
+    };
+
+    /// A write that commits while the export runs is not in it: the export reads one snapshot.
+    #[test]
+    fn an_export_is_one_snapshot_while_other_writers_commit() {
+        let Some(cluster) = shared() else { return };
+        let options = PostgresOptions {
+            connections: 2,
+            ..PostgresOptions::default()
+        };
+        let store = PostgresStore::open_with(&cluster.fresh_database(), &options).unwrap();
+        let now = OffsetDateTime::now_utc();
+        // More agents than the channel holds, so the export is still sending agents (and has
+        // not read the tokens yet) when the first one reaches the callback.
+        for i in 0..(super::CHANNEL + 50) {
+            store
+                .insert_agent(&AgentRecord {
+                    id: format!("spiffe://example.org/agent/{i:04}"),
+                    owner: None,
+                    policy: None,
+                    dns: vec![],
+                    disabled: false,
+                    created_at: now,
+                })
+                .unwrap();
+        }
+        let late = TokenRecord {
+            id: "late".into(),
+            kind: TokenKind::Scep,
+            agent_id: "spiffe://example.org/agent/0000".into(),
+            verifier: "00".into(),
+            expires_at: now + time::Duration::hours(1),
+            created_at: now,
+            consumed_at: None,
+        };
+        let mut exported = Vec::new();
+        store
+            .export(&mut |record| {
+                if exported.is_empty() {
+                    store.insert_token(&late).unwrap();
+                }
+                exported.push(record);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(exported.len(), super::CHANNEL + 50);
+        assert!(
+            !exported.iter().any(|r| matches!(r, BackupRecord::Token(_))),
+            "a token committed during the export is in it"
+        );
+        assert!(store.token("late").unwrap().is_some());
+    }
+}
