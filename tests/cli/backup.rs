@@ -254,3 +254,63 @@ fn sled_migrates_to_postgres_and_back() {
     assert_eq!(cert_status(&env, &pg_only, &[]), "valid");
     assert!(crl_number(&env, &[]) > on_pg);
 }
+
+#[test]
+fn a_restore_replays_the_other_nodes_audit_logs() {
+    let (Some(url), Some(fresh)) = (database(), database()) else {
+        return;
+    };
+    let one = Env::empty();
+    one.init(&["--store", &url]).success();
+    let two = Env::empty();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(one.data())
+        .arg(two.data())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let pg = ["--store", url.as_str()];
+    let agent = agent_id("/agent/nodes");
+    one.run(&["--store", &url, "agent", "add", &agent])
+        .success();
+    let early = serial_of(&one.issue(&agent, &one.csr("early"), &pg));
+    let snapshot = backup(&one, "nodes.agentca-backup", &pg);
+
+    // The other node revokes, issues and publishes after the snapshot; only its own audit
+    // log says so.
+    two.run(&["--store", &url, "revoke", &early]).success();
+    let later = serial_of(&two.issue(&agent, &two.csr("later"), &pg));
+    let published = crl_number(&two, &pg);
+
+    let other_log = two.data_file("audit.log");
+    let doc = one.json(&[
+        "--store",
+        &fresh,
+        "restore",
+        snapshot.to_str().unwrap(),
+        "--audit-log",
+        other_log.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        doc["revocations_replayed"],
+        serde_json::json!([early]),
+        "{doc:#}"
+    );
+    assert_eq!(
+        doc["certificates_not_restorable"],
+        serde_json::json!([later]),
+        "{doc:#}"
+    );
+    assert!(
+        doc["crl_number_known"].as_u64().unwrap() >= published,
+        "{doc:#}"
+    );
+    let restored = ["--store", fresh.as_str()];
+    assert_eq!(cert_status(&one, &early, &restored), "revoked");
+    let (kind, _) = one.json_error(&["--store", &fresh, "cert", "show", &later]);
+    assert_eq!(kind, "unknownSerial");
+    assert!(crl_number(&one, &restored) > published);
+    // The other node works on the restored database too.
+    assert_eq!(cert_status(&two, &early, &restored), "revoked");
+}
