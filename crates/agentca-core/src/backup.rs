@@ -215,7 +215,7 @@ pub fn backup(dir: &DataDir, out: &Path) -> Result<BackupReport> {
         StoreLocation::Sled(path) => Box::new(open_sled(path)?),
         StoreLocation::Postgres(url) => Box::new(PostgresStore::open(url)?),
     };
-    let mut writer = AtomicWriter::create(out)?;
+    let mut writer = AtomicWriter::create(out, 0o600)?;
     let mut line = serde_json::to_vec(&header).map_err(encode_error)?;
     line.push(b'\n');
     writer.write(&line)?;
@@ -253,8 +253,8 @@ pub fn backup(dir: &DataDir, out: &Path) -> Result<BackupReport> {
     })
 }
 
-fn encode_error(e: serde_json::Error) -> Error {
-    Error::Audit(format!("encode backup line: {e}"))
+fn encode_error(_: serde_json::Error) -> Error {
+    Error::Unreachable("backup lines encode as JSON")
 }
 
 /// A file written under a temporary name and renamed into place once complete and durable.
@@ -268,7 +268,7 @@ struct AtomicWriter {
 }
 
 impl AtomicWriter {
-    fn create(path: &Path) -> Result<Self> {
+    fn create(path: &Path, mode: u32) -> Result<Self> {
         let name = path
             .file_name()
             .ok_or_else(|| {
@@ -280,7 +280,7 @@ impl AtomicWriter {
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(mode)
             .open(&tmp)
             .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
         Ok(Self {
@@ -907,7 +907,8 @@ pub fn restore(dir: &DataDir, file: &Path, options: &RestoreOptions) -> Result<R
     }
 
     let target = Target::open(dir)?;
-    report.target = kind_name(target.kind()).into();
+    let target_kind = target.kind();
+    report.target = kind_name(target_kind).into();
 
     let now = OffsetDateTime::now_utc();
     let mut records = backup.records;
@@ -956,8 +957,9 @@ pub fn restore(dir: &DataDir, file: &Path, options: &RestoreOptions) -> Result<R
         .collect();
     target.finish(&root)?;
 
-    if config.store != report_kind(&report.target) {
-        config.store = report_kind(&report.target);
+    // After the store is in place: until then the CA keeps refusing the new store's kind.
+    if config.store != target_kind {
+        config.store = target_kind;
         write_config(dir, &config)?;
         report.config_updated = true;
     }
@@ -997,17 +999,10 @@ fn kind_name(kind: StoreKind) -> &'static str {
     }
 }
 
-fn report_kind(name: &str) -> StoreKind {
-    if name == "postgres" {
-        StoreKind::Postgres
-    } else {
-        StoreKind::Sled
-    }
-}
-
 fn write_config(dir: &DataDir, config: &CaConfig) -> Result<()> {
     let text = toml::to_string(config).map_err(|_| Error::Unreachable("config encodes as TOML"))?;
-    let mut writer = AtomicWriter::create(&dir.config())?;
+    // As `init` wrote it: the configuration holds no secret.
+    let mut writer = AtomicWriter::create(&dir.config(), 0o644)?;
     writer.write(text.as_bytes())?;
     writer.commit().map(drop)
 }
