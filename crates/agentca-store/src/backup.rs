@@ -5,6 +5,10 @@
 //! key → serials, thumbprint → account, …) are not exported and [`Backup::import`] rebuilds
 //! them, so a list exported from one backend loads into the other.
 //!
+//! A new kind of record needs a variant here and its export, import and emptiness check in
+//! every backend, or backups silently leave it out; the battery's round trip fails for a kind
+//! a backend does not carry.
+//!
 //! Not exported: rate-limit state. It is a throttle over a short window whose loss only lets a
 //! client make a few more requests right after a restore, and carrying one node's timing state
 //! to another would mean nothing there.
