@@ -98,7 +98,7 @@ pub(crate) fn run_restore(dir: &DataDir, out: OutputFormat, args: RestoreArgs) -
         report.source, report.backup_created_at, report.target
     );
     text.push_str(&format!(
-        "  audit entries replayed: {} ({} after the backup)\n",
+        "  audit entries read: {} ({} after the backup)\n",
         report.audit_entries_read,
         report
             .audit_entries_after_backup
