@@ -14,6 +14,7 @@ mod cli {
     mod acme_flows;
     mod agent;
     mod audit;
+    mod backup;
     mod crash;
     mod crl;
     mod enroll;

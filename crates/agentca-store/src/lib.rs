@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 mod acme;
+mod backup;
 pub mod battery;
 mod error;
 mod group_commit;
@@ -27,6 +28,7 @@ pub use acme::{
     AcmeAccount, AcmeAccountStatus, AcmeAuthorization, AcmeAuthorizationStatus, AcmeChallenge,
     AcmeChallengeStatus, AcmeIdentifier, AcmeOrder, AcmeOrderStatus, RateDecision,
 };
+pub use backup::{Backup, BackupRecord, RecordCounts};
 pub use error::StoreError;
 pub use group_commit::{FlushFailed, GroupCommit};
 pub use nodes::{REVOCATION_FEED_OVERLAP, RevocationFeed};

@@ -8,6 +8,8 @@
 //! Layout: one tree per record kind. Certificates keep their metadata (JSON) apart from their
 //! DER, so listings and revocation do not drag the DER along.
 
+mod backup;
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

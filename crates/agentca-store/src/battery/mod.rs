@@ -13,6 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 pub mod acme;
+pub mod backup;
 pub mod nodes;
 
 use time::{Duration, OffsetDateTime};

@@ -14,6 +14,7 @@
 //! code. Errors name the database as `user@host:port/dbname`, never with its password.
 
 mod acme;
+mod backup;
 mod pool;
 mod schema;
 
