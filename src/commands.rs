@@ -31,6 +31,8 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Enroll(args) => return crate::agent::enroll(out, args),
         Command::Renew(args) => return crate::agent::renew(out, args),
         Command::Verify(args) => return crate::verify::run(&dir, out, args),
+        Command::Backup(args) => return crate::backup::run_backup(&dir, out, args),
+        Command::Restore(args) => return crate::backup::run_restore(&dir, out, args),
         Command::Serve(args) => {
             crate::serve::serve(&dir, passphrase_file, args)?;
             return Ok(ExitCode::SUCCESS);

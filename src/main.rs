@@ -4,6 +4,7 @@
 
 mod admin;
 mod agent;
+mod backup;
 mod bench;
 mod commands;
 mod operations;
@@ -81,6 +82,12 @@ enum Command {
     /// Check the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Write every record of the CA's store to a portable, checksummed file (server stopped
+    /// for the embedded store; any time for PostgreSQL).
+    Backup(backup::BackupArgs),
+    /// Load a backup into an empty store (embedded or PostgreSQL, as --store says), replay
+    /// the audit log over it and move the CRL number past every published one.
+    Restore(backup::RestoreArgs),
     /// One-time enrollment credentials bound to one agent.
     #[command(subcommand)]
     Token(TokenCommand),

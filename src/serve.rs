@@ -37,6 +37,8 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     tls_names: Option<Vec<String>>,
     crl_interval: Option<String>,
+    /// With a PostgreSQL store: how often to ask it for other nodes' revocations.
+    revocation_poll: Option<String>,
     #[serde(default)]
     acme: AcmeFileConfig,
 }
@@ -199,6 +201,11 @@ pub(crate) fn serve(dir: &DataDir, passphrase_file: Option<&Path>, args: ServeAr
         let d = agentca_core::policy::parse_duration(&interval)
             .map_err(|e| Error::InvalidArgument(format!("crl_interval: {e}")))?;
         config.crl_interval = Duration::from_secs(d.whole_seconds().unsigned_abs());
+    }
+    if let Some(poll) = file.revocation_poll {
+        let d = agentca_core::policy::parse_duration(&poll)
+            .map_err(|e| Error::InvalidArgument(format!("revocation_poll: {e}")))?;
+        config.revocation_poll = Duration::from_secs(d.whole_seconds().unsigned_abs());
     }
 
     let acme_config = file.acme.to_config()?;

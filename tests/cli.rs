@@ -14,6 +14,7 @@ mod cli {
     mod acme_flows;
     mod agent;
     mod audit;
+    mod backup;
     mod crash;
     mod crl;
     mod deployment;
@@ -23,6 +24,7 @@ mod cli {
     mod global;
     mod init;
     mod issue;
+    mod multinode;
     mod postgres;
     mod revoke;
     mod scep_attacks;

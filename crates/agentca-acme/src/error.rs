@@ -256,7 +256,10 @@ impl From<JoseError> for AcmeError {
 
 impl From<NonceError> for AcmeError {
     fn from(e: NonceError) -> Self {
-        Self::new(ProblemType::BadNonce, e.to_string())
+        match e {
+            NonceError::Unavailable => Self::internal(e),
+            _ => Self::new(ProblemType::BadNonce, e.to_string()),
+        }
     }
 }
 

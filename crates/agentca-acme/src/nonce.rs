@@ -1,30 +1,74 @@
 //! Anti-replay nonces (RFC 8555 §6.5).
 //!
-//! Every response carries a fresh `Replay-Nonce`; every JWS must carry one that this server
-//! issued, that has not been used, and that is not too old. A nonce is 128 random bits, so it
-//! cannot be guessed; the set of outstanding nonces is bounded (oldest dropped first), so a
-//! client fetching nonces it never uses cannot grow memory. Nonces do not survive a restart,
-//! which is fail-safe: a client gets `badNonce` and retries with the fresh nonce from the error
-//! response (RFC 8555 §6.5 requires clients to).
+//! Every response carries a fresh `Replay-Nonce`; every JWS must carry one that this CA
+//! issued, that has not been used, and that is not too old. Two ways to keep that promise:
+//!
+//! - **One node** ([`NonceService::local`]): a nonce is 128 random bits, remembered in memory
+//!   until used; the set is bounded (oldest dropped first), so a client fetching nonces it
+//!   never uses cannot grow memory. Nonces do not survive a restart, which is fail-safe: a
+//!   client gets `badNonce` and retries with the fresh nonce from the error response (RFC 8555
+//!   §6.5 requires clients to).
+//! - **Several nodes on one store** ([`NonceService::shared`]): a nonce is 128 random bits,
+//!   the time it was issued, and a MAC under a key every node derives from the CA's
+//!   token-sealing secret, so any node can tell its nodes' nonces from forgeries without
+//!   asking anyone. Single use across nodes comes from the store: redeeming inserts the nonce
+//!   into a shared table, and only the first insert wins. Nothing is kept for nonces issued
+//!   and never used, and forged or expired nonces are refused before the store is touched.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use agentca_core::store::Store;
+use aws_lc_rs::hmac;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use time::OffsetDateTime;
 
-/// How long a nonce stays valid.
+/// How long a nonce stays valid on a single node.
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
-/// How many unused nonces are kept at most.
+/// How long a nonce stays valid across nodes: every used one is kept in the store until then.
+pub const SHARED_LIFETIME: Duration = Duration::from_secs(15 * 60);
+/// How many unused nonces a single node keeps at most.
 pub const DEFAULT_CAPACITY: usize = 100_000;
+/// How far ahead of this node's clock another node's clock may be.
+const CLOCK_SKEW: u64 = 30;
+/// Bytes of a shared nonce: random id, issue time (Unix seconds, big-endian), MAC.
+const SHARED_LEN: usize = 16 + 8 + 16;
+/// Its base64url length (unpadded).
+const SHARED_TEXT_LEN: usize = (SHARED_LEN * 4).div_ceil(3);
+/// Domain separation of the MAC.
+const MAC_LABEL: &[u8] = b"agentca acme nonce v1";
 
 /// Issues and redeems nonces; safe to share between request handlers.
-#[derive(Debug)]
 pub struct NonceService {
-    inner: Mutex<Outstanding>,
+    mode: Mode,
     lifetime: Duration,
-    capacity: usize,
+}
+
+enum Mode {
+    Local {
+        inner: Mutex<Outstanding>,
+        capacity: usize,
+    },
+    Shared {
+        // Boxed: an HMAC key is large, and the local mode is the common one.
+        key: Box<hmac::Key>,
+        store: Arc<dyn Store>,
+    },
+}
+
+impl std::fmt::Debug for NonceService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mode = match self.mode {
+            Mode::Local { .. } => "local",
+            Mode::Shared { .. } => "shared",
+        };
+        f.debug_struct("NonceService")
+            .field("mode", &mode)
+            .field("lifetime", &self.lifetime)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -35,7 +79,7 @@ struct Outstanding {
     order: VecDeque<[u8; 16]>,
 }
 
-/// Why a nonce was refused; all map to `badNonce`.
+/// Why a nonce was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum NonceError {
@@ -48,88 +92,169 @@ pub enum NonceError {
     /// Never issued, already used, expired, or dropped.
     #[error("the nonce is unknown, used or expired")]
     Invalid,
-}
-
-impl NonceError {
-    /// The ACME problem type suffix.
-    pub fn problem_type(&self) -> &'static str {
-        "badNonce"
-    }
+    /// The store that records used nonces could not be reached: the nonce is neither accepted
+    /// nor spent (answered `serverInternal`, to be retried, not `badNonce`).
+    #[error("the nonce could not be checked")]
+    Unavailable,
 }
 
 impl Default for NonceService {
     fn default() -> Self {
-        Self::new(DEFAULT_LIFETIME, DEFAULT_CAPACITY)
+        Self::local(DEFAULT_LIFETIME, DEFAULT_CAPACITY)
     }
 }
 
 impl NonceService {
-    /// A service whose nonces live `lifetime`, keeping at most `capacity` outstanding.
-    pub fn new(lifetime: Duration, capacity: usize) -> Self {
+    /// A single node's service whose nonces live `lifetime`, keeping at most `capacity`
+    /// outstanding.
+    pub fn local(lifetime: Duration, capacity: usize) -> Self {
         Self {
-            inner: Mutex::new(Outstanding::default()),
+            mode: Mode::Local {
+                inner: Mutex::new(Outstanding::default()),
+                capacity: capacity.max(1),
+            },
             lifetime,
-            capacity: capacity.max(1),
+        }
+    }
+
+    /// A service for nodes sharing `store`: nonces authenticated with `key` (the same on every
+    /// node) and redeemed in the store.
+    pub fn shared(key: hmac::Key, store: Arc<dyn Store>, lifetime: Duration) -> Self {
+        Self {
+            mode: Mode::Shared {
+                key: Box::new(key),
+                store,
+            },
+            lifetime,
         }
     }
 
     /// A fresh nonce for a `Replay-Nonce` header.
     pub fn issue(&self) -> String {
-        let mut nonce = [0u8; 16];
+        let mut id = [0u8; 16];
         // Fail closed if the system RNG ever fails: hand out a value of the wrong length, which
         // `redeem` refuses, never a predictable nonce that would be accepted.
-        if aws_lc_rs::rand::fill(&mut nonce).is_err() {
+        if aws_lc_rs::rand::fill(&mut id).is_err() {
             return URL_SAFE_NO_PAD.encode([0u8; 17]);
         }
-        let mut inner = self.lock();
-        let now = Instant::now();
-        inner.issued.insert(nonce, now);
-        inner.order.push_back(nonce);
-        while inner.issued.len() > self.capacity || inner.order.len() > self.capacity * 2 {
-            match inner.order.pop_front() {
-                Some(old) => {
-                    inner.issued.remove(&old);
+        match &self.mode {
+            Mode::Local { inner, capacity } => {
+                let mut inner = lock(inner);
+                inner.issued.insert(id, Instant::now());
+                inner.order.push_back(id);
+                while inner.issued.len() > *capacity || inner.order.len() > capacity * 2 {
+                    match inner.order.pop_front() {
+                        Some(old) => {
+                            inner.issued.remove(&old);
+                        }
+                        None => break,
+                    }
                 }
-                None => break,
+                URL_SAFE_NO_PAD.encode(id)
+            }
+            Mode::Shared { key, .. } => {
+                let issued = unix_now().to_be_bytes();
+                let mut nonce = [0u8; SHARED_LEN];
+                nonce[..16].copy_from_slice(&id);
+                nonce[16..24].copy_from_slice(&issued);
+                nonce[24..].copy_from_slice(&mac(key, &id, &issued).as_ref()[..16]);
+                URL_SAFE_NO_PAD.encode(nonce)
             }
         }
-        URL_SAFE_NO_PAD.encode(nonce)
     }
 
     /// Redeems a nonce: succeeds once per issued nonce, within its lifetime.
     pub fn redeem(&self, nonce: Option<&str>) -> Result<(), NonceError> {
         let nonce = nonce.ok_or(NonceError::Missing)?;
-        // 16 bytes are 22 base64url characters; anything else was not issued here.
-        if nonce.len() != 22 {
-            return Err(NonceError::Malformed);
+        match &self.mode {
+            Mode::Local { inner, .. } => {
+                let id: [u8; 16] = decode(nonce, 22)?;
+                let issued_at = lock(inner).issued.remove(&id).ok_or(NonceError::Invalid)?;
+                if issued_at.elapsed() > self.lifetime {
+                    return Err(NonceError::Invalid);
+                }
+                Ok(())
+            }
+            Mode::Shared { key, store } => {
+                let bytes: [u8; SHARED_LEN] = decode(nonce, SHARED_TEXT_LEN)?;
+                let (id, rest) = bytes.split_at(16);
+                let (issued, tag) = rest.split_at(8);
+                let expected = mac(key, id, issued);
+                aws_lc_rs::constant_time::verify_slices_are_equal(&expected.as_ref()[..16], tag)
+                    .map_err(|_| NonceError::Invalid)?;
+                let issued =
+                    u64::from_be_bytes(issued.try_into().map_err(|_| NonceError::Malformed)?);
+                let now = unix_now();
+                let lifetime = self.lifetime.as_secs();
+                if issued > now.saturating_add(CLOCK_SKEW) || now.saturating_sub(issued) > lifetime
+                {
+                    return Err(NonceError::Invalid);
+                }
+                let id: [u8; 16] = id.try_into().map_err(|_| NonceError::Malformed)?;
+                let expires = i64::try_from(issued.saturating_add(lifetime + CLOCK_SKEW))
+                    .ok()
+                    .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+                    .ok_or(NonceError::Malformed)?;
+                match store.redeem_nonce(&id, expires) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(NonceError::Invalid),
+                    Err(e) => {
+                        tracing::error!(error = %e, "recording a used nonce failed");
+                        Err(NonceError::Unavailable)
+                    }
+                }
+            }
         }
-        let bytes: [u8; 16] = URL_SAFE_NO_PAD
-            .decode(nonce)
-            .ok()
-            .and_then(|v| v.try_into().ok())
-            .ok_or(NonceError::Malformed)?;
-        let issued_at = self
-            .lock()
-            .issued
-            .remove(&bytes)
-            .ok_or(NonceError::Invalid)?;
-        if issued_at.elapsed() > self.lifetime {
-            return Err(NonceError::Invalid);
-        }
-        Ok(())
     }
 
-    /// How many nonces are outstanding (for metrics and tests).
+    /// How many nonces are outstanding on this node (for metrics and tests; 0 when shared,
+    /// where nothing is kept for unused nonces).
     pub fn outstanding(&self) -> usize {
-        self.lock().issued.len()
+        match &self.mode {
+            Mode::Local { inner, .. } => lock(inner).issued.len(),
+            Mode::Shared { .. } => 0,
+        }
     }
 
+    #[cfg(test)]
     fn lock(&self) -> std::sync::MutexGuard<'_, Outstanding> {
-        // Plain maps: a panic elsewhere cannot leave them inconsistent.
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        match &self.mode {
+            Mode::Local { inner, .. } => lock(inner),
+            Mode::Shared { .. } => unreachable!("tests lock local services only"),
+        }
     }
+}
+
+fn lock(inner: &Mutex<Outstanding>) -> std::sync::MutexGuard<'_, Outstanding> {
+    // Plain maps: a panic elsewhere cannot leave them inconsistent.
+    inner
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Decodes a nonce of exactly `text_len` base64url characters into `N` bytes.
+fn decode<const N: usize>(nonce: &str, text_len: usize) -> Result<[u8; N], NonceError> {
+    // Length first: anything else was not issued here, and it bounds the decoding work.
+    if nonce.len() != text_len {
+        return Err(NonceError::Malformed);
+    }
+    URL_SAFE_NO_PAD
+        .decode(nonce)
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .ok_or(NonceError::Malformed)
+}
+
+fn mac(key: &hmac::Key, id: &[u8], issued: &[u8]) -> hmac::Tag {
+    let mut ctx = hmac::Context::with_key(key);
+    ctx.update(MAC_LABEL);
+    ctx.update(id);
+    ctx.update(issued);
+    ctx.sign()
+}
+
+fn unix_now() -> u64 {
+    u64::try_from(OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -180,7 +305,7 @@ mod tests {
 
     #[test]
     fn expired_nonces_are_refused() {
-        let service = NonceService::new(Duration::from_millis(20), 10);
+        let service = NonceService::local(Duration::from_millis(20), 10);
         let nonce = service.issue();
         std::thread::sleep(Duration::from_millis(40));
         assert_eq!(service.redeem(Some(&nonce)), Err(NonceError::Invalid));
@@ -188,7 +313,7 @@ mod tests {
 
     #[test]
     fn memory_is_bounded_and_the_oldest_go_first() {
-        let service = NonceService::new(DEFAULT_LIFETIME, 100);
+        let service = NonceService::local(DEFAULT_LIFETIME, 100);
         let first = service.issue();
         let mut last = String::new();
         for _ in 0..10_000 {
@@ -214,6 +339,98 @@ mod tests {
             for _ in 0..16 {
                 s.spawn(|| {
                     if service.redeem(Some(&nonce)).is_ok() {
+                        wins.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        assert_eq!(wins.into_inner(), 1);
+    }
+
+    fn shared_pair() -> (tempfile::TempDir, NonceService, NonceService) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(agentca_core::store::SledStore::open(dir.path()).unwrap());
+        let key = || hmac::Key::new(hmac::HMAC_SHA256, &[42u8; 32]);
+        let a = NonceService::shared(key(), store.clone(), SHARED_LIFETIME);
+        let b = NonceService::shared(key(), store, SHARED_LIFETIME);
+        (dir, a, b)
+    }
+
+    #[test]
+    fn a_shared_nonce_is_good_once_on_any_node() {
+        let (_dir, a, b) = shared_pair();
+        let nonce = a.issue();
+        assert_eq!(nonce.len(), SHARED_TEXT_LEN);
+        b.redeem(Some(&nonce)).unwrap();
+        assert_eq!(a.redeem(Some(&nonce)), Err(NonceError::Invalid));
+        assert_eq!(b.redeem(Some(&nonce)), Err(NonceError::Invalid));
+        let set: std::collections::HashSet<String> = (0..1000).map(|_| a.issue()).collect();
+        assert_eq!(set.len(), 1000);
+        assert_eq!(a.outstanding(), 0);
+    }
+
+    #[test]
+    fn shared_nonces_refuse_forgeries_other_keys_and_old_ones() {
+        let (dir, a, _b) = shared_pair();
+        let nonce = a.issue();
+        let mut bytes: [u8; SHARED_LEN] = decode(&nonce, SHARED_TEXT_LEN).unwrap();
+        // Any changed bit: the id, the time, the tag.
+        for i in [0, 17, 30] {
+            let mut forged = bytes;
+            forged[i] ^= 1;
+            assert_eq!(
+                a.redeem(Some(&URL_SAFE_NO_PAD.encode(forged))),
+                Err(NonceError::Invalid)
+            );
+        }
+        // Another CA's key.
+        let store: Arc<dyn Store> =
+            Arc::new(agentca_core::store::SledStore::open(&dir.path().join("other")).unwrap());
+        let other = NonceService::shared(
+            hmac::Key::new(hmac::HMAC_SHA256, &[43u8; 32]),
+            store,
+            SHARED_LIFETIME,
+        );
+        assert_eq!(other.redeem(Some(&nonce)), Err(NonceError::Invalid));
+        // A local nonce, a malformed one, none.
+        let local = NonceService::default().issue();
+        assert_eq!(a.redeem(Some(&local)), Err(NonceError::Malformed));
+        assert_eq!(
+            a.redeem(Some(&"A".repeat(5000))),
+            Err(NonceError::Malformed)
+        );
+        assert_eq!(a.redeem(None), Err(NonceError::Missing));
+        // Too old, and from too far in the future, with a valid MAC.
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &[42u8; 32]);
+        for issued in [
+            unix_now() - SHARED_LIFETIME.as_secs() - 1,
+            unix_now() + CLOCK_SKEW + 60,
+        ] {
+            let issued = issued.to_be_bytes();
+            bytes[16..24].copy_from_slice(&issued);
+            let tag = mac(&key, &bytes[..16], &issued);
+            bytes[24..].copy_from_slice(&tag.as_ref()[..16]);
+            assert_eq!(
+                a.redeem(Some(&URL_SAFE_NO_PAD.encode(bytes))),
+                Err(NonceError::Invalid)
+            );
+        }
+        // The untouched original is still good.
+        a.redeem(Some(&nonce)).unwrap();
+    }
+
+    #[test]
+    fn concurrent_uses_of_a_shared_nonce_on_two_nodes_have_one_winner() {
+        let (_dir, a, b) = shared_pair();
+        let nonce = a.issue();
+        let wins = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for i in 0..16 {
+                let node = if i % 2 == 0 { &a } else { &b };
+                let (nonce, wins) = (&nonce, &wins);
+                s.spawn(move || {
+                    if node.redeem(Some(nonce)).is_ok() {
                         wins.fetch_add(1, Ordering::SeqCst);
                     }
                 });

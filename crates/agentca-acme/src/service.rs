@@ -78,11 +78,20 @@ impl AcmeService {
         let validator = Validator::new(config.validation.clone()).map_err(|e| e.to_string())?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| "the ACME service needs a tokio runtime".to_owned())?;
+        let nonces = if authority.store().is_shared() {
+            NonceService::shared(
+                sealer.acme_nonce_key().clone(),
+                authority.shared_store(),
+                crate::nonce::SHARED_LIFETIME,
+            )
+        } else {
+            NonceService::default()
+        };
         Ok(Self {
             authority,
             sealer,
             events,
-            nonces: NonceService::default(),
+            nonces,
             validator,
             config,
             validating: Mutex::new(HashSet::new()),

@@ -52,6 +52,16 @@ pub fn publish(authority: &Authority, now: OffsetDateTime, validity: Duration) -
         next_update,
         &entries,
     )?;
+    // The data directory's record of the highest number published, kept apart from the store
+    // so that restoring an older snapshot of the store cannot bring the number back (REL-9).
+    authority.audit().append_durable(
+        "crl.published",
+        serde_json::json!({
+            "number": state.number,
+            "this_update": crate::issuer::rfc3339(this_update),
+            "entries": entries.len(),
+        }),
+    )?;
     Ok(Crl {
         der,
         number: state.number,

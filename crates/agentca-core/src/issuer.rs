@@ -321,6 +321,11 @@ impl Authority {
         self.store.as_ref()
     }
 
+    /// The store, to keep (for services that outlive a borrow of the authority).
+    pub fn shared_store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
     /// The audit log.
     pub fn audit(&self) -> &AuditLog {
         &self.audit

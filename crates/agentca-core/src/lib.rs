@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod backup;
 pub mod ca;
 pub mod crl;
 pub mod csr;

@@ -38,9 +38,14 @@ pub struct CreatedToken {
     pub secret: Zeroizing<String>,
 }
 
-/// Seals and opens EAB HMAC keys.
+/// Seals and opens EAB HMAC keys, and derives the other keys every node of a CA must share.
+///
+/// The token-sealing secret is the one secret every node has from its copy of the data
+/// directory, so keys that nodes must agree on without talking to each other are derived from
+/// it, each with its own HKDF label.
 pub struct TokenSealer {
     key: LessSafeKey,
+    nonce_key: aws_lc_rs::hmac::Key,
 }
 
 impl std::fmt::Debug for TokenSealer {
@@ -59,15 +64,29 @@ impl TokenSealer {
             }
         }
         let prk = Salt::new(HKDF_SHA256, b"agentca token seal v1").extract(secret);
-        let mut key = Zeroizing::new([0u8; 32]);
-        prk.expand(&[b"eab-hmac-key"], Len)
-            .and_then(|okm| okm.fill(key.as_mut()))
-            .map_err(|_| Error::Unreachable("HKDF output of 32 bytes"))?;
-        let key = UnboundKey::new(&AES_256_GCM, key.as_ref())
+        let derive = |label: &[u8]| -> Result<Zeroizing<[u8; 32]>> {
+            let mut key = Zeroizing::new([0u8; 32]);
+            prk.expand(&[label], Len)
+                .and_then(|okm| okm.fill(key.as_mut()))
+                .map_err(|_| Error::Unreachable("HKDF output of 32 bytes"))?;
+            Ok(key)
+        };
+        let key = UnboundKey::new(&AES_256_GCM, derive(b"eab-hmac-key")?.as_ref())
             .map_err(|_| Error::Unreachable("AES-256 key of 32 bytes"))?;
+        let nonce_key = aws_lc_rs::hmac::Key::new(
+            aws_lc_rs::hmac::HMAC_SHA256,
+            derive(b"acme-nonce-mac")?.as_ref(),
+        );
         Ok(Self {
             key: LessSafeKey::new(key),
+            nonce_key,
         })
+    }
+
+    /// The key that authenticates ACME nonces, the same on every node of the CA (so a nonce
+    /// issued by one node is accepted by another).
+    pub fn acme_nonce_key(&self) -> &aws_lc_rs::hmac::Key {
+        &self.nonce_key
     }
 
     fn seal(&self, plaintext: &[u8], binding: &str) -> Result<String> {

@@ -167,6 +167,17 @@ impl ResponseCache {
         }
     }
 
+    /// Whether `serial` is known here to be revoked.
+    pub(crate) fn is_marked_revoked(&self, serial: &Serial) -> bool {
+        let shard = self
+            .shard(serial)
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        HashAlgorithm::ALL
+            .iter()
+            .all(|hash| shard.get(&(*serial, *hash)).is_some_and(|s| s.revoked))
+    }
+
     /// Slots whose response is missing, signed before `signed_before`, or by a responder
     /// generation older than `generation`; and drops slots of certificates expired at `now`.
     pub(crate) fn due(

@@ -41,6 +41,10 @@ pub struct ServerConfig {
     pub ocsp_signing_rate: u32,
     /// How long in-flight requests may take to finish at shutdown.
     pub shutdown_grace: std::time::Duration,
+    /// With a store other nodes write too, how often to ask it for their revocations: the
+    /// bound (plus a signature) on how long this node's pre-signed OCSP responses may still
+    /// say `good` for a certificate revoked through another node.
+    pub revocation_poll: std::time::Duration,
 }
 
 impl Default for ServerConfig {
@@ -60,6 +64,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             ocsp_signing_rate: 1000,
             shutdown_grace: std::time::Duration::from_secs(10),
+            revocation_poll: std::time::Duration::from_secs(2),
         }
     }
 }
@@ -72,6 +77,14 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<(), ServerError> {
         let fail = |what: String| Err(ServerError::Config(what));
         let minute = time::Duration::minutes(1);
+        if self.revocation_poll < std::time::Duration::from_secs(1)
+            || self.revocation_poll > std::time::Duration::from_secs(300)
+        {
+            return fail(format!(
+                "revocation_poll {:?} must be between 1 second and 5 minutes",
+                self.revocation_poll
+            ));
+        }
         if self.ocsp_validity < minute || self.ocsp_validity > MAX_STATUS_VALIDITY {
             return fail(format!(
                 "OCSP validity {} must be between 1 minute and 10 days",

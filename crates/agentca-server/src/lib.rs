@@ -56,6 +56,7 @@ mod http;
 mod listener;
 mod metrics;
 mod ocsp;
+mod peers;
 mod rotation;
 mod scheduler;
 mod tls;
@@ -316,6 +317,26 @@ impl Server {
             },
         ];
 
+        let revocation_watch = if self.authority.store().is_shared() {
+            let store = self.authority.shared_store();
+            let since = {
+                let store = store.clone();
+                tokio::task::spawn_blocking(move || {
+                    peers::RevocationWatch::start_point(store.as_ref())
+                })
+                .await
+                .map_err(|e| ServerError::Task(e.to_string()))??
+            };
+            Some(peers::RevocationWatch {
+                store,
+                ocsp: self.ocsp.clone(),
+                crl: self.crl.clone(),
+                interval: self.config.revocation_poll,
+                since,
+            })
+        } else {
+            None
+        };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let halt = Arc::new(AtomicBool::new(false));
         let scheduler = Scheduler::start(
@@ -325,6 +346,7 @@ impl Server {
                 maintenance: self.maintenance.clone(),
                 crl_interval: self.config.crl_interval,
                 crl_debounce: self.config.crl_debounce,
+                revocation_watch,
             },
             stop_rx.clone(),
             halt.clone(),

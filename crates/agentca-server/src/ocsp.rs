@@ -35,7 +35,9 @@ use agentca_core::ocsp::{
 };
 use agentca_core::signer::Signer;
 use agentca_core::status::{StatusResponder, status_of};
-use agentca_core::store::{CertificateFilter, CertificateRecord, Serial, SerialEntry};
+use agentca_core::store::{
+    CertificateFilter, CertificateRecord, RevokedEntry, Serial, SerialEntry,
+};
 use axum::body::Bytes;
 use time::{Duration, OffsetDateTime};
 
@@ -473,6 +475,26 @@ impl OcspService {
                 tracing::warn!(serial = %record.intent.serial, "revocation hook called for a certificate that is not revoked; ignored");
             }
         }
+        self.revoke_in_cache(all)
+    }
+
+    /// Revocations another node made, as the store's feed lists them: those not yet known
+    /// here (and not expired) are handled as [`OcspService::revoked`] does. Returns how many
+    /// were new.
+    pub(crate) fn learned(&self, entries: &[RevokedEntry]) -> usize {
+        let now = OffsetDateTime::now_utc();
+        let new: Vec<(Serial, OffsetDateTime)> = entries
+            .iter()
+            .filter(|e| e.not_after > now && !self.cache.is_marked_revoked(&e.serial))
+            .map(|e| (e.serial, e.not_after))
+            .collect();
+        if new.is_empty() {
+            return 0;
+        }
+        self.revoke_in_cache(new)
+    }
+
+    fn revoke_in_cache(&self, mut all: Vec<(Serial, OffsetDateTime)>) -> usize {
         all.sort();
         all.dedup();
         // First withdraw every `good` answer, then sign the `revoked` ones: a lookup in

@@ -121,12 +121,21 @@ pub(crate) struct Jobs {
     pub(crate) maintenance: Arc<Maintenance>,
     pub(crate) crl_interval: Duration,
     pub(crate) crl_debounce: Duration,
+    /// With a store other nodes write: the watch for their revocations.
+    pub(crate) revocation_watch: Option<crate::peers::RevocationWatch>,
 }
 
 impl Scheduler {
     /// Starts every job; they end when `stop` turns true (blocking work checks `halt`).
     pub(crate) fn start(jobs: Jobs, stop: watch::Receiver<bool>, halt: Arc<AtomicBool>) -> Self {
-        let tasks = vec![
+        let mut tasks = Vec::with_capacity(4);
+        if let Some(watch) = jobs.revocation_watch {
+            tasks.push(tokio::spawn(crate::peers::revocation_watch_job(
+                watch,
+                stop.clone(),
+            )));
+        }
+        tasks.extend([
             tokio::spawn(crl_job(
                 jobs.crl,
                 jobs.crl_interval,
@@ -140,7 +149,7 @@ impl Scheduler {
                 halt.clone(),
             )),
             tokio::spawn(maintenance_job(jobs.maintenance, stop)),
-        ];
+        ]);
         Self { tasks }
     }
 

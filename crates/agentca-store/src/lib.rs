@@ -12,9 +12,11 @@
 #![warn(missing_docs)]
 
 mod acme;
+mod backup;
 pub mod battery;
 mod error;
 mod group_commit;
+mod nodes;
 mod postgres_store;
 mod rate;
 mod records;
@@ -26,8 +28,10 @@ pub use acme::{
     AcmeAccount, AcmeAccountStatus, AcmeAuthorization, AcmeAuthorizationStatus, AcmeChallenge,
     AcmeChallengeStatus, AcmeIdentifier, AcmeOrder, AcmeOrderStatus, RateDecision,
 };
+pub use backup::{Backup, BackupRecord, RecordCounts};
 pub use error::StoreError;
 pub use group_commit::{FlushFailed, GroupCommit};
+pub use nodes::{REVOCATION_FEED_OVERLAP, RevocationFeed};
 pub use postgres_store::{PostgresOptions, PostgresStore};
 pub use records::{
     AgentRecord, CertificateFilter, CertificateRecord, CrlState, EnrollmentMethod, InvalidReason,
@@ -187,6 +191,27 @@ pub trait Store: Send + Sync {
     fn record_scep_transaction(&self, transaction: &ScepTransaction) -> Result<()>;
     /// The SCEP request recorded under `request_key`.
     fn scep_transaction(&self, request_key: &str) -> Result<Option<ScepTransaction>>;
+
+    /// Whether other processes (other CA nodes) write this store while this one runs. Their
+    /// revocations then reach this node only through [`Store::revocations_since`], nonces must
+    /// be redeemed through [`Store::redeem_nonce`], and every call may cross a network, so
+    /// callers keep them off async workers.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// The revocations the store recorded at or after `since`, by the store's own clock, and
+    /// that clock's reading taken before the scan. A node polling this passes the previous
+    /// `as_of`, less a margin for writes in flight ([`REVOCATION_FEED_OVERLAP`]), so it may
+    /// see a revocation twice but never misses one.
+    fn revocations_since(&self, since: OffsetDateTime) -> Result<RevocationFeed>;
+
+    /// Records an anti-replay nonce as used; `Ok(false)` if it already was. Kept until
+    /// `expires_at` (after that the nonce is refused by its age alone).
+    fn redeem_nonce(&self, nonce: &[u8; 16], expires_at: OffsetDateTime) -> Result<bool>;
+
+    /// Forgets used nonces that expired before `now`; returns how many.
+    fn purge_nonces(&self, now: OffsetDateTime) -> Result<u64>;
 
     /// Makes every write that this thread (or any thread) completed before the call durable.
     /// Concurrent callers share flushes.

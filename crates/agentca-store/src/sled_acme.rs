@@ -333,7 +333,11 @@ impl AcmeTrees {
 }
 
 /// `account \0 created (i64 BE seconds) order-id`: an account's orders, oldest first.
-fn account_order_key(account_id: &str, created: OffsetDateTime, order_id: &str) -> Vec<u8> {
+pub(crate) fn account_order_key(
+    account_id: &str,
+    created: OffsetDateTime,
+    order_id: &str,
+) -> Vec<u8> {
     let mut key = Vec::with_capacity(account_id.len() + 9 + order_id.len());
     key.extend_from_slice(account_id.as_bytes());
     key.push(0);

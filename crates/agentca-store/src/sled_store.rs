@@ -8,6 +8,8 @@
 //! Layout: one tree per record kind. Certificates keep their metadata (JSON) apart from their
 //! DER, so listings and revocation do not drag the DER along.
 
+mod backup;
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -22,8 +24,8 @@ use crate::sled_acme::AcmeTrees;
 use crate::{
     AcmeAccount, AcmeAuthorization, AcmeAuthorizationStatus, AcmeOrder, AcmeOrderStatus,
     AgentRecord, CertificateFilter, CertificateRecord, CrlState, GroupCommit, IssuanceIntent,
-    RateDecision, Result, Revocation, RevocationReason, RevokedEntry, ScepTransaction, Serial,
-    SerialEntry, Store, StoreError, TokenRecord,
+    RateDecision, Result, Revocation, RevocationFeed, RevocationReason, RevokedEntry,
+    ScepTransaction, Serial, SerialEntry, Store, StoreError, TokenRecord,
 };
 
 /// How long `open` waits for another process to release the database.
@@ -43,6 +45,8 @@ pub struct SledStore {
     tokens: Tree,
     scep_transactions: Tree,
     meta: Tree,
+    /// Used ACME nonces (16 bytes) → when they expire (Unix seconds, big-endian).
+    nonces: Tree,
     acme: AcmeTrees,
     group: GroupCommit,
     /// sled's data file, kept open for fsync.
@@ -101,6 +105,7 @@ impl SledStore {
             tokens: tree("tokens")?,
             scep_transactions: tree("scep_transactions")?,
             meta: tree("meta")?,
+            nonces: tree("acme_nonces")?,
             acme: AcmeTrees::open(&db)?,
             path: path.to_owned(),
             db,
@@ -552,6 +557,48 @@ impl Store for SledStore {
         now: OffsetDateTime,
     ) -> Result<RateDecision> {
         self.acme.check_rate_limit(key, limit, window, now)
+    }
+
+    fn revocations_since(&self, since: OffsetDateTime) -> Result<RevocationFeed> {
+        // One process writes this store, and it stamps revocations with its own clock.
+        let as_of = OffsetDateTime::now_utc();
+        let mut entries = Vec::new();
+        for kv in self.revoked.iter() {
+            let (k, v) = kv.map_err(backend)?;
+            let entry = decode_revoked(&k, &v)?;
+            if entry.revocation.revoked_at >= since {
+                entries.push(entry);
+            }
+        }
+        Ok(RevocationFeed { entries, as_of })
+    }
+
+    fn redeem_nonce(&self, nonce: &[u8; 16], expires_at: OffsetDateTime) -> Result<bool> {
+        let expires = expires_at.unix_timestamp().to_be_bytes();
+        Ok(self
+            .nonces
+            .compare_and_swap(nonce, None::<&[u8]>, Some(&expires[..]))
+            .map_err(backend)?
+            .is_ok())
+    }
+
+    fn purge_nonces(&self, now: OffsetDateTime) -> Result<u64> {
+        let now = now.unix_timestamp();
+        let mut purged = 0;
+        for kv in self.nonces.iter() {
+            let (k, v) = kv.map_err(backend)?;
+            let expires = <[u8; 8]>::try_from(v.as_ref())
+                .map(i64::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt {
+                    key: hex::encode(&k),
+                    reason: "a used nonce without an expiry".into(),
+                })?;
+            if expires < now {
+                self.nonces.remove(&k).map_err(backend)?;
+                purged += 1;
+            }
+        }
+        Ok(purged)
     }
 
     fn commit(&self) -> Result<()> {

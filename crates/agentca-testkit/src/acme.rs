@@ -577,6 +577,16 @@ impl AcmeClient {
         }
     }
 
+    /// This client, connecting to `addr` instead but still naming the same host in `Host`
+    /// and in URLs: another node behind the same public name.
+    pub fn via(&self, addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            host: self.host.clone(),
+            tls: self.tls.clone(),
+        }
+    }
+
     /// The server's address.
     pub fn addr(&self) -> SocketAddr {
         self.addr

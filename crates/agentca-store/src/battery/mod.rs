@@ -13,6 +13,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 pub mod acme;
+pub mod backup;
+pub mod nodes;
 
 use time::{Duration, OffsetDateTime};
 
@@ -72,6 +74,14 @@ macro_rules! store_battery {
             #[test]
             fn revoked_entries_stay_until_expiry() {
                 with_store($crate::battery::revoked_entries_stay_until_expiry)
+            }
+            #[test]
+            fn revocation_feed_lists_what_was_revoked_since() {
+                with_store($crate::battery::nodes::revocation_feed_lists_what_was_revoked_since)
+            }
+            #[test]
+            fn nonces_are_redeemed_once() {
+                with_store($crate::battery::nodes::nonces_are_redeemed_once)
             }
             #[test]
             fn tokens_are_single_use() {
@@ -190,7 +200,7 @@ fn certificate(intent: IssuanceIntent) -> CertificateRecord {
     }
 }
 
-fn issue(store: &dyn Store, intent: IssuanceIntent) -> CertificateRecord {
+pub(crate) fn issue(store: &dyn Store, intent: IssuanceIntent) -> CertificateRecord {
     store.reserve_serial(&intent).unwrap();
     let record = certificate(intent);
     store.record_certificate(&record).unwrap();

@@ -14,6 +14,7 @@
 //! code. Errors name the database as `user@host:port/dbname`, never with its password.
 
 mod acme;
+mod backup;
 mod pool;
 mod schema;
 
@@ -31,8 +32,8 @@ use self::pool::{Connection, Pool, Tx};
 use crate::{
     AcmeAccount, AcmeAuthorization, AcmeAuthorizationStatus, AcmeOrder, AcmeOrderStatus,
     AgentRecord, CertificateFilter, CertificateRecord, CrlState, IssuanceIntent, RateDecision,
-    Result, Revocation, RevokedEntry, ScepTransaction, Serial, SerialEntry, Store, StoreError,
-    TokenRecord,
+    Result, Revocation, RevocationFeed, RevokedEntry, ScepTransaction, Serial, SerialEntry, Store,
+    StoreError, TokenRecord,
 };
 
 /// How the store connects.
@@ -268,6 +269,20 @@ fn record<T: DeserializeOwned>(
 /// Unix seconds as stored in index columns.
 fn unix(t: OffsetDateTime) -> i64 {
     t.unix_timestamp()
+}
+
+/// Microseconds since the Unix epoch, as revocations are stamped.
+fn unix_micros(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(i64::MIN)
+}
+
+fn from_unix_micros(micros: i64) -> Result<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000).map_err(|e| {
+        StoreError::Corrupt {
+            key: "clock".into(),
+            reason: e.to_string(),
+        }
+    })
 }
 
 /// A stored serial entry, with its DER once issued.
@@ -534,7 +549,10 @@ impl Store for PostgresStore {
                 record.revocation = Some(revocation);
                 let entry = to_json(&SerialEntry::Issued(record.clone()))?;
                 tx.execute(
-                    "UPDATE serials SET entry = $2, revoked = true WHERE serial = $1",
+                    "UPDATE serials SET entry = $2, revoked = true,
+                         revocation_recorded_us = (extract(epoch FROM clock_timestamp())
+                             * 1000000)::bigint
+                     WHERE serial = $1",
                     &[&bytes, &entry],
                 )?;
                 Ok(record)
@@ -792,6 +810,70 @@ impl Store for PostgresStore {
             )?;
             record(&rows, 0, &name)
         })
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn revocations_since(&self, since: OffsetDateTime) -> Result<RevocationFeed> {
+        // The database's clock, not this node's: nodes' clocks may disagree, and the stamp
+        // is the database's too.
+        let since = unix_micros(since);
+        self.pool.run(move |c| {
+            let rows = c.query(
+                "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint",
+                &[],
+            )?;
+            let as_of = match rows.first() {
+                Some(row) => column::<i64>(row, 0, "clock")?,
+                None => {
+                    return Err(StoreError::Backend(
+                        "the clock query returned nothing".into(),
+                    ));
+                }
+            };
+            let mut entries = Vec::new();
+            for row in c.query(
+                "SELECT entry, der FROM serials WHERE revocation_recorded_us >= $1",
+                &[&since],
+            )? {
+                let record = issued(&row)?;
+                let Some(revocation) = record.revocation else {
+                    return Err(StoreError::Corrupt {
+                        key: record.intent.serial.to_hex(),
+                        reason: "stamped revoked without a revocation".into(),
+                    });
+                };
+                entries.push(RevokedEntry {
+                    serial: record.intent.serial,
+                    revocation,
+                    not_after: record.intent.not_after,
+                });
+            }
+            Ok(RevocationFeed {
+                entries,
+                as_of: from_unix_micros(as_of)?,
+            })
+        })
+    }
+
+    fn redeem_nonce(&self, nonce: &[u8; 16], expires_at: OffsetDateTime) -> Result<bool> {
+        let nonce = *nonce;
+        let expires = unix(expires_at);
+        self.pool.run(move |c| {
+            let inserted = c.execute(
+                "INSERT INTO acme_nonces (nonce, expires) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&nonce.as_slice(), &expires],
+            )?;
+            Ok(inserted == 1)
+        })
+    }
+
+    fn purge_nonces(&self, now: OffsetDateTime) -> Result<u64> {
+        let now = unix(now);
+        self.pool
+            .run(move |c| c.execute("DELETE FROM acme_nonces WHERE expires < $1", &[&now]))
     }
 
     /// Every write was a synchronous commit, durable before it returned.

@@ -34,10 +34,11 @@ pub(crate) struct Migration {
 }
 
 /// Every step, oldest first.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "initial schema",
-    sql: r#"
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "initial schema",
+        sql: r#"
 CREATE TABLE agents (
     id text COLLATE "C" PRIMARY KEY,
     body text NOT NULL
@@ -124,7 +125,28 @@ CREATE TABLE rate_limits (
     tat bytea NOT NULL
 );
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        description: "what nodes learn from each other: revocation stamps, used ACME nonces",
+        sql: r#"
+-- When the database recorded a revocation (its clock, microseconds since the Unix epoch), so
+-- that every node can ask for the revocations made since it last looked. Revocations made
+-- before this step keep NULL: they are older than any node now running.
+ALTER TABLE serials ADD COLUMN revocation_recorded_us bigint;
+CREATE INDEX serials_revocation_recorded ON serials (revocation_recorded_us)
+    WHERE revocation_recorded_us IS NOT NULL;
+
+-- ACME nonces any node has accepted; a nonce is single-use across all nodes. Rows go once the
+-- nonce has expired (Unix seconds), when its age alone refuses it.
+CREATE TABLE acme_nonces (
+    nonce bytea PRIMARY KEY,
+    expires bigint NOT NULL
+);
+CREATE INDEX acme_nonces_by_expiry ON acme_nonces (expires);
+"#,
+    },
+];
 
 /// The newest version this binary knows.
 #[cfg(test)]

@@ -1,0 +1,512 @@
+//! Two `agentca serve` nodes on one PostgreSQL database behave as one CA: ACME nonces from
+//! either node work on the other, an order started on one is finished on the other, races
+//! between the nodes for one order or one EAB credential have one winner, a SCEP challenge
+//! spent on one node is refused by the other, and a revocation made through one node is
+//! answered `revoked` by the other's OCSP responder and listed on its CRL within the poll
+//! interval. Faults: a node killed mid-issuance loses nothing it acknowledged while the other
+//! keeps issuing; a database lost mid-run makes issuance retry later while OCSP answers from
+//! the cache, and service recovers without a restart. Skipped with a notice when PostgreSQL is
+//! not installed, a failure under `AGENTCA_REQUIRE_TOOLS=1`.
+
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use agentca_testkit::acme::{
+    Account, AccountKey, AcmeClient, Eab, EabKnobs, KeyRef, csr, eab_jws, protected, signed,
+};
+use serde_json::json;
+
+use super::acme_clients::ocsp_status_at;
+use super::harness::{Server, serve_on_free_ports};
+use super::support::*;
+
+const SIGNATURES: &str = "agentca_issuing_ca_signatures_total";
+
+/// The default revocation poll (2 s), a signature, and room for a busy machine.
+const LEARN_WITHIN: Duration = Duration::from_secs(8);
+
+/// A CA on a fresh database, and a second data directory copied from the first: two nodes.
+struct TwoNodes {
+    url: String,
+    one: Env,
+    two: Env,
+}
+
+impl TwoNodes {
+    fn new() -> Option<Self> {
+        let url = agentca_testkit::postgres::shared()?.fresh_database();
+        let one = Env::empty();
+        one.init(&["--store", &url]).success();
+        let two = Env::empty();
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(one.data())
+            .arg(two.data())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        Some(Self { url, one, two })
+    }
+
+    fn serve(&self, env: &Env) -> Server {
+        let mut cmd = serve_on_free_ports(env);
+        cmd.args(["--store", &self.url]);
+        Server::start(cmd)
+    }
+
+    /// A single-use EAB credential for `agent`.
+    fn eab(&self, agent: &str) -> Eab {
+        let doc = self.one.json(&[
+            "--store", &self.url, "token", "create", "--agent", agent, "--for", "acme",
+        ]);
+        Eab::new(
+            doc["kid"].as_str().unwrap_or_else(|| panic!("{doc:#}")),
+            doc["hmac"].as_str().unwrap_or_else(|| panic!("{doc:#}")),
+        )
+    }
+}
+
+/// Signatures by the issuing CA key on both nodes.
+fn signatures(a: &Server, b: &Server) -> f64 {
+    a.metric(SIGNATURES) + b.metric(SIGNATURES)
+}
+
+#[test]
+fn acme_works_across_two_nodes() {
+    let Some(nodes) = TwoNodes::new() else { return };
+    let id = nodes.one.add_agent(
+        "/agent/multi",
+        &["--store", &nodes.url, "--dns", "multi.example.org"],
+    );
+    let a = nodes.serve(&nodes.one);
+    let b = nodes.serve(&nodes.two);
+    let root = nodes.one.data_file("root.pem");
+    // Both nodes behind one name, as behind a load balancer.
+    let ca = AcmeClient::new(a.https, &root);
+    let cb = ca.via(b.https);
+
+    // A nonce issued by A is good once, on B; then refused on both.
+    let eab = nodes.eab(&id);
+    let key = AccountKey::es256();
+    let new_account = ca.url("new-account");
+    let payload = json!({
+        "termsOfServiceAgreed": true,
+        "externalAccountBinding": eab_jws(&eab, &key.jwk(), &new_account, &EabKnobs::default()),
+    })
+    .to_string();
+    let header = protected(
+        key.alg().name(),
+        &KeyRef::Jwk(key.jwk()),
+        Some(&ca.nonce()),
+        &new_account,
+    );
+    let body = signed(&header, payload.as_bytes(), &key);
+    let created = cb.post_body(&new_account, &body);
+    assert_eq!(created.status, 201, "{}", created.text());
+    let account = Account {
+        key,
+        url: created.location().unwrap().to_owned(),
+    };
+    for (node, client) in [("A", &ca), ("B", &cb)] {
+        let replayed = client.post_body(&new_account, &body);
+        replayed.assert_problem(400, "badNonce");
+        // The nonce in B's error answer works on A and the other way round.
+        let other = if node == "A" { &cb } else { &ca };
+        let fresh = replayed.nonce().unwrap().to_owned();
+        let header = protected(
+            account.key.alg().name(),
+            &KeyRef::Kid(account.url.clone()),
+            Some(&fresh),
+            &account.url,
+        );
+        let r = other.post_body(&account.url, &signed(&header, b"", &account.key));
+        assert_eq!(r.status, 200, "node {node}'s error nonce: {}", r.text());
+    }
+
+    // An order placed on A, looked at and finalized on B, downloaded from A.
+    let identifiers = json!([{"type": "dns", "value": "multi.example.org"}]);
+    let (order_url, order) = ca.order(&account, &identifiers);
+    let authz = cb.get_as(&account, order["authorizations"][0].as_str().unwrap());
+    assert_eq!(authz.status, 200, "{}", authz.text());
+    assert_eq!(
+        authz.json()["status"],
+        "valid",
+        "pre-authorized: {}",
+        authz.text()
+    );
+    let cert_key = AccountKey::es256();
+    let finalized = cb.finalize(
+        &account,
+        &order,
+        &csr(&cert_key, &["multi.example.org"], &[], &[]),
+    );
+    assert_eq!(finalized.status, 200, "{}", finalized.text());
+    let done = ca.poll_order(&account, &order_url, Duration::from_secs(10));
+    assert_eq!(done["status"], "valid", "{done:#}");
+    let chain = ca.get_as(&account, done["certificate"].as_str().unwrap());
+    assert_eq!(chain.status, 200, "{}", chain.text());
+    assert!(chain.text().starts_with("-----BEGIN CERTIFICATE-----"));
+
+    // Concurrent finalize of one order on both nodes: one certificate.
+    let (order_url, order) = ca.order(&account, &identifiers);
+    let csr_der = csr(&cert_key, &["multi.example.org"], &[], &[]);
+    let before = signatures(&a, &b);
+    let barrier = Barrier::new(8);
+    std::thread::scope(|s| {
+        for i in 0..8 {
+            let client = if i % 2 == 0 { &ca } else { &cb };
+            let (account, order, csr_der, barrier) = (&account, &order, &csr_der, &barrier);
+            s.spawn(move || {
+                barrier.wait();
+                let r = client.finalize(account, order, csr_der);
+                assert!(
+                    r.status == 200 || r.status == 403,
+                    "finalize answered {}: {}",
+                    r.status,
+                    r.text()
+                );
+            });
+        }
+    });
+    let done = cb.poll_order(&account, &order_url, Duration::from_secs(10));
+    assert_eq!(done["status"], "valid", "{done:#}");
+    assert_eq!(
+        signatures(&a, &b) - before,
+        1.0,
+        "eight finalizes of one order on two nodes signed more than once"
+    );
+    let certs = nodes
+        .two
+        .cert_list(&["--store", &nodes.url, "--agent", &id]);
+    assert_eq!(certs.len(), 2, "{certs:#?}");
+
+    // One EAB credential raced on both nodes: one account.
+    let eab = nodes.eab(&id);
+    let barrier = Barrier::new(8);
+    let created: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let client = if i % 2 == 0 { &ca } else { &cb };
+                let (eab, barrier, new_account) = (&eab, &barrier, &new_account);
+                s.spawn(move || {
+                    let key = AccountKey::es256();
+                    let binding = eab_jws(eab, &key.jwk(), new_account, &EabKnobs::default());
+                    let payload =
+                        json!({"termsOfServiceAgreed": true, "externalAccountBinding": binding});
+                    barrier.wait();
+                    client.new_account_raw(&key, &payload).status
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        created.iter().filter(|s| **s == 201).count(),
+        1,
+        "one EAB credential made several accounts: {created:?}"
+    );
+}
+
+#[test]
+fn a_revocation_through_one_node_is_answered_by_the_other() {
+    let Some(nodes) = TwoNodes::new() else { return };
+    let id = nodes
+        .one
+        .add_agent("/agent/revoked", &["--store", &nodes.url]);
+    let a = nodes.serve(&nodes.one);
+    let b = nodes.serve(&nodes.two);
+
+    // Issued through A (its admin socket), so B holds no pre-signed answer for it yet.
+    let doc = nodes
+        .one
+        .issue(&id, &nodes.one.csr("revoked"), &["--store", &nodes.url]);
+    let serial = serial_of(&doc);
+    let leaf = nodes
+        .one
+        .write("leaf.pem", doc["certificate_pem"].as_str().unwrap());
+    // B answers good (signing on demand, then from its cache), and so does A.
+    assert_eq!(ocsp_status_at(&nodes.two, &b, &leaf), "good");
+    assert_eq!(ocsp_status_at(&nodes.two, &b, &leaf), "good");
+    assert_eq!(ocsp_status_at(&nodes.one, &a, &leaf), "good");
+
+    nodes
+        .one
+        .run(&["--store", &nodes.url, "revoke", &serial])
+        .success();
+    // A says revoked as soon as revoke returns; B within the poll interval.
+    assert_eq!(ocsp_status_at(&nodes.one, &a, &leaf), "revoked");
+    let started = Instant::now();
+    loop {
+        if ocsp_status_at(&nodes.two, &b, &leaf) == "revoked" {
+            break;
+        }
+        assert!(
+            started.elapsed() < LEARN_WITHIN,
+            "node B still answers good {:?} after the revocation on node A",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // B's CRL lists it too (a CRL follows the debounce delay).
+    let started = Instant::now();
+    loop {
+        let crl = b.get("/crl");
+        assert_eq!(crl.status, 200);
+        if crl_lists(&nodes.two, &crl.body, &serial) {
+            break;
+        }
+        assert!(
+            started.elapsed() < LEARN_WITHIN,
+            "node B's CRL does not list the certificate revoked through node A"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Whether the DER CRL `der` lists `serial` (hex, as `cert list` prints it).
+fn crl_lists(env: &Env, der: &[u8], serial: &str) -> bool {
+    let path = env.write("node.crl", der);
+    let out = std::process::Command::new("openssl")
+        .args(["crl", "-inform", "DER", "-noout", "-text", "-in"])
+        .arg(&path)
+        .output()
+        .expect("openssl is needed for these tests");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    let wanted = serial.to_ascii_lowercase();
+    let wanted = wanted.trim_start_matches('0');
+    text.lines().any(|l| {
+        l.trim()
+            .strip_prefix("serial number: ")
+            .is_some_and(|s| s.trim_start_matches('0') == wanted)
+    })
+}
+
+/// Orders one certificate for `name` (pre-authorized) through `client`; `Some(serial)` once
+/// the certificate is downloaded (acknowledged), `None` if any step failed.
+fn order_certificate(client: &AcmeClient, account: &Account, name: &str) -> Option<String> {
+    let r = client.new_order(account, &json!([{"type": "dns", "value": name}]));
+    if r.status != 201 {
+        return None;
+    }
+    let order_url = r.location()?.to_owned();
+    let order = r.json();
+    let key = AccountKey::es256();
+    let finalized = client.finalize(account, &order, &csr(&key, &[name], &[], &[]));
+    if finalized.status != 200 {
+        return None;
+    }
+    let done = client.get_as(account, &order_url).json();
+    let chain = client.get_as(account, done["certificate"].as_str()?);
+    if chain.status != 200 {
+        return None;
+    }
+    let der = pem_certs(&chain.text()).into_iter().next()?;
+    Some(serial_hex(&der))
+}
+
+#[test]
+fn a_node_killed_mid_issuance_loses_nothing_and_the_other_keeps_serving() {
+    let Some(nodes) = TwoNodes::new() else { return };
+    let id = nodes.one.add_agent(
+        "/agent/crash",
+        &["--store", &nodes.url, "--dns", "crash.example.org"],
+    );
+    let a = nodes.serve(&nodes.one);
+    let b = nodes.serve(&nodes.two);
+    let root = nodes.one.data_file("root.pem");
+    let ca = AcmeClient::new(a.https, &root);
+    let cb = ca.via(b.https);
+    let account = cb.new_account(AccountKey::es256(), &nodes.eab(&id));
+
+    // Four clients order through A until it is killed; every certificate they downloaded was
+    // acknowledged and must be in the database.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let acknowledged = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            let (ca, account, stop, acknowledged) = (&ca, &account, &stop, &acknowledged);
+            s.spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let name = "crash.example.org";
+                    let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        order_certificate(ca, account, name)
+                    }));
+                    // Requests cut by the kill acknowledged nothing.
+                    if let Ok(Some(serial)) = got {
+                        acknowledged.lock().unwrap().push(serial);
+                    }
+                }
+            });
+        }
+        while acknowledged.lock().unwrap().len() < 12 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        a.kill();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    let acknowledged = acknowledged.into_inner().unwrap();
+    assert!(acknowledged.len() >= 12);
+
+    // B still issues, for the same account.
+    let after = order_certificate(&cb, &account, "crash.example.org")
+        .expect("the surviving node could not issue");
+
+    let stored = nodes
+        .two
+        .listed_serials(&["--store", &nodes.url, "--agent", &id]);
+    for serial in acknowledged.iter().chain([&after]) {
+        assert!(
+            stored.contains(serial),
+            "acknowledged certificate {serial} is not in the database"
+        );
+    }
+    let mut unique = stored.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), stored.len(), "duplicate serials: {stored:?}");
+    // A starts again on its data directory: a torn audit line is recovered, what it signed
+    // but never stored is reconciled, and its audit chain verifies.
+    let a = nodes.serve(&nodes.one);
+    assert_eq!(a.get("/healthz").status, 200);
+    drop(a);
+    let audit = nodes.one.json(&["--store", &nodes.url, "audit", "verify"]);
+    assert_eq!(audit["intact"], true, "{audit:#}");
+}
+
+#[test]
+fn a_lost_database_makes_issuance_retry_later_while_ocsp_answers_from_its_cache() {
+    // A cluster of this test's own: it is stopped and started again.
+    let cluster = match agentca_testkit::postgres::PgCluster::start(&[("fsync", "off")]) {
+        Ok(Some(cluster)) => cluster,
+        Ok(None) => return,
+        Err(e) => panic!("could not start a PostgreSQL cluster: {e}"),
+    };
+    let url = cluster.fresh_database();
+    let env = Env::empty();
+    env.init(&["--store", &url]).success();
+    let id = env.add_agent(
+        "/agent/lost",
+        &["--store", &url, "--dns", "lost.example.org"],
+    );
+    let doc = env.issue(&id, &env.csr("lost"), &["--store", &url]);
+    let leaf = env.write("leaf.pem", doc["certificate_pem"].as_str().unwrap());
+    let mut cmd = serve_on_free_ports(&env);
+    cmd.args(["--store", &url]);
+    let server = Server::start(cmd);
+    let client = AcmeClient::new(server.https, &env.data_file("root.pem"));
+    let account = client.new_account(AccountKey::es256(), &{
+        let doc = env.json(&[
+            "--store", &url, "token", "create", "--agent", &id, "--for", "acme",
+        ]);
+        Eab::new(doc["kid"].as_str().unwrap(), doc["hmac"].as_str().unwrap())
+    });
+    assert!(order_certificate(&client, &account, "lost.example.org").is_some());
+    assert_eq!(ocsp_status_at(&env, &server, &leaf), "good");
+    let signed = server.metric(SIGNATURES);
+
+    cluster.stop_server().unwrap();
+    // Issuance: serverInternal with Retry-After, never a signature.
+    let r = client.new_order(
+        &account,
+        &json!([{"type": "dns", "value": "lost.example.org"}]),
+    );
+    r.assert_problem(503, "serverInternal");
+    assert!(r.header("retry-after").is_some(), "{r:?}");
+    assert!(r.nonce().is_some(), "no fresh nonce on the error answer");
+    // Status: answered from the pre-signed cache.
+    assert_eq!(ocsp_status_at(&env, &server, &leaf), "good");
+    let crl = server.get("/crl");
+    assert_eq!(crl.status, 200);
+    // Health says so.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(server.get("/healthz").status, 503);
+    assert_eq!(server.metric(SIGNATURES), signed);
+
+    // Back without a restart of the node.
+    cluster.restart_server().unwrap();
+    let started = Instant::now();
+    loop {
+        if order_certificate(&client, &account, "lost.example.org").is_some() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "issuance did not recover after the database came back"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(server.get("/healthz").status, 200);
+}
+
+/// `agentca enroll --scep` with `challenge` through `node`, into `dir`; the outcome.
+fn scep_enroll(env: &Env, node: &Server, agent: &str, challenge: &str, dir: &str) -> Outcome {
+    std::fs::create_dir_all(env.path(dir)).unwrap();
+    let key = env.path(&format!("{dir}/key.pem")).display().to_string();
+    let cert = env.path(&format!("{dir}/cert.pem")).display().to_string();
+    let root = env.data_file("root.pem").display().to_string();
+    env.run(&[
+        "enroll",
+        "--agent",
+        agent,
+        "--key",
+        &key,
+        "--cert",
+        &cert,
+        "--scep",
+        &node.url("/scep"),
+        "--challenge",
+        challenge,
+        "--ca",
+        &root,
+    ])
+}
+
+#[test]
+fn a_scep_challenge_is_spent_on_every_node() {
+    let Some(nodes) = TwoNodes::new() else { return };
+    let id = nodes
+        .one
+        .add_agent("/agent/scep-multi", &["--store", &nodes.url]);
+    let a = nodes.serve(&nodes.one);
+    let b = nodes.serve(&nodes.two);
+    let created = nodes.one.json(&[
+        "--store", &nodes.url, "token", "create", "--agent", &id, "--for", "scep",
+    ]);
+    let challenge = created["challenge"].as_str().unwrap();
+
+    scep_enroll(&nodes.one, &b, &id, challenge, "first").success();
+    let signed = signatures(&a, &b);
+    let again = scep_enroll(&nodes.one, &a, &id, challenge, "second");
+    assert_ne!(
+        again.status.code(),
+        Some(0),
+        "a spent challenge worked on the other node:\n{again}"
+    );
+    assert_eq!(
+        signatures(&a, &b),
+        signed,
+        "a refused enrollment was signed"
+    );
+
+    // The renewal (a RenewalReq signed by the certificate B issued) and its status on A.
+    let key = nodes.one.path("first/key.pem").display().to_string();
+    let cert = nodes.one.path("first/cert.pem");
+    let before = std::fs::read_to_string(&cert).unwrap();
+    nodes
+        .one
+        .run(&[
+            "renew",
+            "--key",
+            &key,
+            "--cert",
+            &cert.display().to_string(),
+        ])
+        .success();
+    assert_ne!(std::fs::read_to_string(&cert).unwrap(), before);
+    assert_eq!(ocsp_status_at(&nodes.one, &a, &cert), "good");
+}
