@@ -198,32 +198,8 @@ fn renewals_killed_at_random_points_never_leave_a_mismatched_pair() {
         &root,
     ])
     .success();
-    let mut seen = std::collections::BTreeSet::new();
+    let mut seen = kill_renewals(&env, &key, &cert, 12, std::time::Duration::from_millis(7));
     seen.insert(check_pair(&env, &key, &cert, &agent, enrolled_at));
-    let matching = || {
-        let chain = pem_certs(&std::fs::read_to_string(&cert).unwrap());
-        let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0]).unwrap();
-        assert_eq!(
-            leaf.public_key().raw,
-            spki_of_key(&key),
-            "a mismatched pair"
-        );
-        chain[0].clone()
-    };
-    for round in 0..12u64 {
-        let mut renew = env
-            .bare()
-            .args(["renew", "--key", &key_arg, "--cert", &cert_arg])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        // Spread the kills over a renewal's life (it takes tens of milliseconds here).
-        std::thread::sleep(std::time::Duration::from_millis(3 + round * 7));
-        let _ = renew.kill();
-        let _ = renew.wait();
-        seen.insert(matching());
-    }
     // At the end a renewal still works from whatever the kills left.
     let renewed_at = now();
     env.run(&["renew", "--key", &key_arg, "--cert", &cert_arg])
@@ -231,4 +207,45 @@ fn renewals_killed_at_random_points_never_leave_a_mismatched_pair() {
     seen.insert(check_pair(&env, &key, &cert, &agent, renewed_at));
     println!("{} distinct certificates seen installed", seen.len());
     assert!(seen.len() >= 2);
+}
+
+/// CLI-5 against any CA: `renew` started `rounds` times and killed with SIGKILL, a little
+/// later each round (3 ms, then `step` more per round), so the kills spread over a renewal's
+/// life. After each kill the key and the certificate read through the two paths belong
+/// together and the key is mode 0600. Returns the leaves seen installed.
+pub(super) fn kill_renewals(
+    env: &Env,
+    key: &std::path::Path,
+    cert: &std::path::Path,
+    rounds: u32,
+    step: std::time::Duration,
+) -> std::collections::BTreeSet<Vec<u8>> {
+    let (key_arg, cert_arg) = (key.display().to_string(), cert.display().to_string());
+    let mut seen = std::collections::BTreeSet::new();
+    for round in 0..rounds {
+        let mut renew = env
+            .bare()
+            .args(["renew", "--key", &key_arg, "--cert", &cert_arg])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(3) + step * round);
+        let _ = renew.kill();
+        let _ = renew.wait();
+        let chain = pem_certs(&std::fs::read_to_string(cert).unwrap());
+        let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0]).unwrap();
+        assert_eq!(
+            leaf.public_key().raw,
+            spki_of_key(key),
+            "a mismatched pair after a kill in round {round}"
+        );
+        assert_eq!(
+            std::fs::metadata(key).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "the key's mode after a kill in round {round}"
+        );
+        seen.insert(chain[0].clone());
+    }
+    seen
 }
