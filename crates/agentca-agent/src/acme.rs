@@ -819,6 +819,8 @@ pub fn parse_http_date(text: &str) -> Option<OffsetDateTime> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
@@ -874,5 +876,176 @@ mod tests {
         assert!(!refuses_identifier_type(
             "urn:ietf:params:acme:error:badNonce"
         ));
+    }
+
+    /// What the scripted CA saw.
+    #[derive(Default)]
+    struct Seen {
+        finalizes: usize,
+        order_polls: usize,
+        new_orders: Vec<String>,
+    }
+
+    /// A scripted ACME server over plain HTTP for what pebble never does (CLI-4): its order
+    /// says `ready` at once but the first finalize is refused with `orderNotReady`, the order
+    /// is `pending` when looked at again and `ready` only after that. Its first newOrder is
+    /// refused with `badNonce`, carrying the nonce the retry must use. JWS signatures are not
+    /// checked: this is about states and nonces.
+    async fn scripted_ca() -> (String, std::sync::Arc<std::sync::Mutex<Seen>>) {
+        use http_body_util::BodyExt;
+        use std::sync::{Arc, Mutex};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let seen: Arc<Mutex<Seen>> = Arc::default();
+        let state = seen.clone();
+        let origin = base.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let (seen, base) = (state.clone(), origin.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |request: hyper::Request<hyper::body::Incoming>| {
+                            let (seen, base) = (seen.clone(), base.clone());
+                            async move {
+                                let path = request.uri().path().to_owned();
+                                let body = request.into_body().collect().await.unwrap().to_bytes();
+                                let nonce = serde_json::from_slice::<Value>(&body)
+                                    .ok()
+                                    .and_then(|jws| {
+                                        let protected = URL_SAFE_NO_PAD
+                                            .decode(jws["protected"].as_str()?)
+                                            .ok()?;
+                                        let header: Value =
+                                            serde_json::from_slice(&protected).ok()?;
+                                        header["nonce"].as_str().map(str::to_owned)
+                                    })
+                                    .unwrap_or_default();
+                                let mut seen = seen.lock().unwrap();
+                                let order = |status: &str| {
+                                    json!({
+                                        "status": status,
+                                        "identifiers": [{"type": "dns", "value": "a.test"}],
+                                        "authorizations": [],
+                                        "finalize": format!("{base}/finalize/1"),
+                                        "certificate": format!("{base}/cert/1"),
+                                    })
+                                };
+                                let bad_nonce = json!({
+                                    "type": "urn:ietf:params:acme:error:badNonce",
+                                    "detail": "try again",
+                                });
+                                let not_ready = json!({
+                                    "type": "urn:ietf:params:acme:error:orderNotReady",
+                                    "detail": "not yet",
+                                });
+                                let (status, doc, nonce_out) = match path.as_str() {
+                                    "/dir" => (
+                                        200,
+                                        json!({
+                                            "newNonce": format!("{base}/nonce"),
+                                            "newAccount": format!("{base}/account"),
+                                            "newOrder": format!("{base}/new-order"),
+                                        }),
+                                        "n-1",
+                                    ),
+                                    "/nonce" => (200, Value::Null, "n-1"),
+                                    "/new-order" => {
+                                        seen.new_orders.push(nonce);
+                                        if seen.new_orders.len() == 1 {
+                                            (400, bad_nonce, "n-from-error")
+                                        } else {
+                                            (201, order("ready"), "n-2")
+                                        }
+                                    }
+                                    "/finalize/1" => {
+                                        seen.finalizes += 1;
+                                        if seen.finalizes == 1 {
+                                            (403, not_ready, "n-3")
+                                        } else {
+                                            (200, order("processing"), "n-4")
+                                        }
+                                    }
+                                    "/order/1" => {
+                                        seen.order_polls += 1;
+                                        match (seen.finalizes, seen.order_polls) {
+                                            (1, 1) => (200, order("pending"), "n-5"),
+                                            (1, _) => (200, order("ready"), "n-6"),
+                                            _ => (200, order("valid"), "n-7"),
+                                        }
+                                    }
+                                    "/cert/1" => (200, Value::Null, "n-8"),
+                                    _ => (404, Value::Null, "n-9"),
+                                };
+                                let text = if path == "/cert/1" {
+                                    "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+                                        .to_owned()
+                                } else if doc.is_null() {
+                                    String::new()
+                                } else {
+                                    doc.to_string()
+                                };
+                                let response = hyper::Response::builder()
+                                    .status(status)
+                                    .header("replay-nonce", nonce_out)
+                                    .header("retry-after", "0")
+                                    .header("location", format!("{base}/order/1"))
+                                    .body(http_body_util::Full::new(bytes::Bytes::from(text)))
+                                    .unwrap();
+                                Ok::<_, std::convert::Infallible>(response)
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (base, seen)
+    }
+
+    /// CLI-4 and CLI-1 against the scripted CA: an order that was `ready` but is refused at
+    /// finalize is polled until `ready` again and finalized a second time; a `badNonce`
+    /// answer is retried with the nonce it carried.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn order_not_ready_at_finalize_is_polled_then_finalized_again() {
+        let (base, seen) = scripted_ca().await;
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .unwrap();
+        let record = AccountRecord {
+            directory: format!("{base}/dir"),
+            url: format!("{base}/account/1"),
+            key_pkcs8: URL_SAFE_NO_PAD.encode(pkcs8.as_ref()),
+        };
+        // Plain HTTP: the roots are never used, but the client wants some.
+        let root = rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .self_signed(&rcgen::KeyPair::generate().unwrap())
+            .unwrap();
+        let http = HttpClient::new(root.pem().as_bytes(), Duration::from_secs(5)).unwrap();
+        let mut client = AcmeClient::resume(http, &record).await.unwrap();
+        let request = OrderRequest {
+            identifiers: vec![Identifier::dns("a.test")],
+            ..OrderRequest::default()
+        };
+        let obtained = client
+            .obtain(&request, &|_| Ok(vec![0x30, 0x00]))
+            .await
+            .unwrap();
+        assert!(obtained.chain_pem.contains("BEGIN CERTIFICATE"));
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.finalizes, 2, "finalized again after orderNotReady");
+        assert!(
+            seen.order_polls >= 2,
+            "polled until ready: {}",
+            seen.order_polls
+        );
+        assert_eq!(seen.new_orders.len(), 2);
+        assert_eq!(
+            seen.new_orders[1], "n-from-error",
+            "the retry used the error's nonce"
+        );
     }
 }
