@@ -571,6 +571,13 @@ fn renewals_killed_at_random_points_cli_5() {
     assert!(seen.len() >= 2);
 }
 
+fn rfc3339(value: &Value) -> time::OffsetDateTime {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a time: {value}"));
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap()
+}
+
 /// What one daemon reported: its JSON events, by line.
 fn events(lines: &[String], name: &str) -> Vec<Value> {
     lines
@@ -608,9 +615,10 @@ fn daemons_with_skewed_clocks_renew_on_the_cas_time_cli_6_cli_7() {
     for (n, (name, skew)) in skews.iter().enumerate() {
         let mut agent = Agent::new(&env, name);
         agent.http01_port = Some(free_port());
-        agent
+        let enrolled = agent
             .enroll(&pebble, EAB_KIDS[n], None, &["--identifiers", "dns"])
             .success();
+        let enrolled_nb = rfc3339(&enrolled.json()["not_before"]);
         let mut cmd = match skew {
             Some(offset) => env.wrapped("faketime", &["-f", offset]),
             None => env.bare(),
@@ -632,10 +640,10 @@ fn daemons_with_skewed_clocks_renew_on_the_cas_time_cli_6_cli_7() {
                 .map_while(Result::ok)
                 .collect::<Vec<String>>()
         });
-        daemons.push((name, skew, agent, child, reader));
+        daemons.push((name, skew, agent, child, reader, enrolled_nb));
     }
     std::thread::sleep(Duration::from_secs(33));
-    for (name, skew, agent, mut child, reader) in daemons {
+    for (name, skew, agent, mut child, reader, enrolled_nb) in daemons {
         let _ = Command::new("kill")
             .args(["-KILL", "--", &format!("-{}", child.id())])
             .status();
@@ -649,6 +657,18 @@ fn daemons_with_skewed_clocks_renew_on_the_cas_time_cli_6_cli_7() {
             "the daemon whose clock is {name} renewed {renewed} times in 33 s:\n{transcript}"
         );
         assert!(events(&lines, "failed").is_empty(), "{name}:\n{transcript}");
+        // Without ARI each renewal comes two thirds into the lifetime (20 s), moved earlier
+        // by up to a twentieth (1.5 s); it takes a second or so, more on a loaded machine.
+        let mut previous = enrolled_nb;
+        for event in events(&lines, "renewed") {
+            let nb = rfc3339(&event["not_before"]);
+            let after = (nb - previous).whole_seconds();
+            assert!(
+                (17..=27).contains(&after),
+                "{name}: renewed {after} s into a 30 s lifetime:\n{transcript}"
+            );
+            previous = nb;
+        }
         let skew_events = events(&lines, "clock_skew");
         match skew {
             Some(offset) => {
