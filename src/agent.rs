@@ -53,7 +53,7 @@ pub(crate) struct EnrollArgs {
     ca: PathBuf,
     /// Roots (PEM) trusted for the ACME server's TLS instead of --ca, for CAs whose web
     /// server certificate comes from elsewhere.
-    #[arg(long, requires = "acme")]
+    #[arg(long)]
     tls_ca: Option<PathBuf>,
     /// A DNS name to order besides the agent identity (repeatable): registered for the agent
     /// at agentca (`agent add --dns`), or proven over http-01 with --http-01-listen.
@@ -62,12 +62,12 @@ pub(crate) struct EnrollArgs {
     /// Which identifiers ACME orders name: `uri` (agentca's identifier for the agent ID, plus
     /// the --dns names), `dns` (the --dns names only, for CAs that know no `uri`), or `auto`
     /// (`uri`, and `dns` when the CA refuses that type). Kept for renewals.
-    #[arg(long, value_enum, default_value_t = Identifiers::Auto, requires = "acme")]
+    #[arg(long, value_enum, default_value_t = Identifiers::Auto)]
     identifiers: Identifiers,
     /// Answer http-01 challenges from a built-in responder listening on ADDR (e.g.
     /// 127.0.0.1:80 or 0.0.0.0:80) while an order needs it; kept for renewals. Without it,
     /// every name must be pre-authorized by the CA.
-    #[arg(long = "http-01-listen", value_name = "ADDR", requires = "acme")]
+    #[arg(long = "http-01-listen", value_name = "ADDR")]
     http01_listen: Option<SocketAddr>,
 }
 
@@ -189,6 +189,14 @@ pub(crate) fn enroll(out: OutputFormat, args: EnrollArgs) -> Result<ExitCode> {
             if !args.dns.is_empty() {
                 return Err(Error::InvalidArgument(
                     "--dns is for ACME; SCEP certificates name the agent only".into(),
+                ));
+            }
+            if args.http01_listen.is_some()
+                || args.tls_ca.is_some()
+                || args.identifiers != Identifiers::Auto
+            {
+                return Err(Error::InvalidArgument(
+                    "--http-01-listen, --tls-ca and --identifiers are for ACME".into(),
                 ));
             }
             rt.block_on(enroll::enroll_scep(

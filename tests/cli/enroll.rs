@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use super::acme_clients::spki_of_key;
 use super::harness::AcmeServer;
-use super::support::{BASE_URL, Env, agent_id, now, pem_certs};
+use super::support::{BASE_URL, Env, Outcome, agent_id, now, pem_certs};
 
 #[test]
 fn an_agent_enrolls_over_acme_and_renews_with_replaces() {
@@ -248,4 +248,54 @@ pub(super) fn kill_renewals(
         seen.insert(chain[0].clone());
     }
     seen
+}
+
+/// The ACME-only options are refused with SCEP, and `--identifiers dns` needs a DNS name,
+/// before anything is sent or written.
+#[test]
+fn enroll_refuses_options_that_do_not_fit() {
+    let env = Env::empty();
+    let ca = env.write("ca.pem", "not used");
+    let base = |protocol: &[&str]| {
+        let mut args = vec![
+            "enroll".to_owned(),
+            "--agent".into(),
+            agent_id("/agent/args"),
+            "--key".into(),
+            env.path("key.pem").display().to_string(),
+            "--cert".into(),
+            env.path("cert.pem").display().to_string(),
+            "--ca".into(),
+            ca.display().to_string(),
+        ];
+        args.extend(protocol.iter().map(|s| (*s).to_owned()));
+        args
+    };
+    let scep = ["--scep", "http://127.0.0.1:9/scep", "--challenge", "c"];
+    for extra in [
+        &["--http-01-listen", "127.0.0.1:80"][..],
+        &["--tls-ca", "ca.pem"],
+        &["--identifiers", "dns"],
+    ] {
+        let mut args = base(&scep);
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let outcome = Outcome::of(env.bare().args(&args));
+        assert!(outcome.error_line().contains("are for ACME"), "{outcome}");
+    }
+    let acme = [
+        "--acme",
+        "https://127.0.0.1:9/dir",
+        "--eab-kid",
+        "k",
+        "--eab-hmac",
+        "h",
+        "--identifiers",
+        "dns",
+    ];
+    let outcome = Outcome::of(env.bare().args(base(&acme)));
+    assert!(
+        outcome.error_line().contains("needs at least one --dns"),
+        "{outcome}"
+    );
+    assert!(!env.path("key.pem").exists() && !env.path("cert.pem").exists());
 }
