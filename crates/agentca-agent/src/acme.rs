@@ -884,14 +884,17 @@ mod tests {
         finalizes: usize,
         order_polls: usize,
         new_orders: Vec<String>,
+        /// Whether each newOrder carried `replaces`.
+        replaces: Vec<bool>,
     }
 
     /// A scripted ACME server over plain HTTP for what pebble never does (CLI-4): its order
     /// says `ready` at once but the first finalize is refused with `orderNotReady`, the order
     /// is `pending` when looked at again and `ready` only after that. Its first newOrder is
-    /// refused with `badNonce`, carrying the nonce the retry must use. JWS signatures are not
-    /// checked: this is about states and nonces.
-    async fn scripted_ca() -> (String, std::sync::Arc<std::sync::Mutex<Seen>>) {
+    /// refused with `badNonce`, carrying the nonce the retry must use; with `ari` its directory
+    /// has `renewalInfo` and a newOrder with `replaces` is refused as `alreadyReplaced` (409).
+    /// JWS signatures are not checked: this is about states and nonces.
+    async fn scripted_ca(ari: bool) -> (String, std::sync::Arc<std::sync::Mutex<Seen>>) {
         use http_body_util::BodyExt;
         use std::sync::{Arc, Mutex};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -910,17 +913,20 @@ mod tests {
                             async move {
                                 let path = request.uri().path().to_owned();
                                 let body = request.into_body().collect().await.unwrap().to_bytes();
-                                let nonce = serde_json::from_slice::<Value>(&body)
-                                    .ok()
-                                    .and_then(|jws| {
-                                        let protected = URL_SAFE_NO_PAD
-                                            .decode(jws["protected"].as_str()?)
-                                            .ok()?;
-                                        let header: Value =
-                                            serde_json::from_slice(&protected).ok()?;
-                                        header["nonce"].as_str().map(str::to_owned)
-                                    })
-                                    .unwrap_or_default();
+                                let jws: Value =
+                                    serde_json::from_slice(&body).unwrap_or(Value::Null);
+                                let part = |name: &str| -> Value {
+                                    jws[name]
+                                        .as_str()
+                                        .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+                                        .and_then(|p| serde_json::from_slice(&p).ok())
+                                        .unwrap_or(Value::Null)
+                                };
+                                let nonce = part("protected")["nonce"]
+                                    .as_str()
+                                    .unwrap_or_default()
+                                    .to_owned();
+                                let replacing = !part("payload")["replaces"].is_null();
                                 let mut seen = seen.lock().unwrap();
                                 let order = |status: &str| {
                                     json!({
@@ -935,25 +941,35 @@ mod tests {
                                     "type": "urn:ietf:params:acme:error:badNonce",
                                     "detail": "try again",
                                 });
+                                let already_replaced = json!({
+                                    "type": "urn:ietf:params:acme:error:alreadyReplaced",
+                                    "detail": "an earlier order holds it",
+                                });
                                 let not_ready = json!({
                                     "type": "urn:ietf:params:acme:error:orderNotReady",
                                     "detail": "not yet",
                                 });
                                 let (status, doc, nonce_out) = match path.as_str() {
-                                    "/dir" => (
-                                        200,
-                                        json!({
+                                    "/dir" => {
+                                        let mut directory = json!({
                                             "newNonce": format!("{base}/nonce"),
                                             "newAccount": format!("{base}/account"),
                                             "newOrder": format!("{base}/new-order"),
-                                        }),
-                                        "n-1",
-                                    ),
+                                        });
+                                        if ari {
+                                            directory["renewalInfo"] =
+                                                json!(format!("{base}/renewal-info"));
+                                        }
+                                        (200, directory, "n-1")
+                                    }
                                     "/nonce" => (200, Value::Null, "n-1"),
                                     "/new-order" => {
                                         seen.new_orders.push(nonce);
+                                        seen.replaces.push(replacing);
                                         if seen.new_orders.len() == 1 {
                                             (400, bad_nonce, "n-from-error")
+                                        } else if replacing {
+                                            (409, already_replaced, "n-10")
                                         } else {
                                             (201, order("ready"), "n-2")
                                         }
@@ -1005,12 +1021,8 @@ mod tests {
         (base, seen)
     }
 
-    /// CLI-4 and CLI-1 against the scripted CA: an order that was `ready` but is refused at
-    /// finalize is polled until `ready` again and finalized a second time; a `badNonce`
-    /// answer is retried with the nonce it carried.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn order_not_ready_at_finalize_is_polled_then_finalized_again() {
-        let (base, seen) = scripted_ca().await;
+    /// A client for an account at the scripted CA.
+    async fn client_of(base: &str) -> AcmeClient {
         let pkcs8 =
             EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
                 .unwrap();
@@ -1025,9 +1037,20 @@ mod tests {
             .self_signed(&rcgen::KeyPair::generate().unwrap())
             .unwrap();
         let http = HttpClient::new(root.pem().as_bytes(), Duration::from_secs(5)).unwrap();
-        let mut client = AcmeClient::resume(http, &record).await.unwrap();
+        AcmeClient::resume(http, &record).await.unwrap()
+    }
+
+    /// CLI-4 and CLI-1 against the scripted CA: an order that was `ready` but is refused at
+    /// finalize is polled until `ready` again and finalized a second time; a `badNonce`
+    /// answer is retried with the nonce it carried.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn order_not_ready_at_finalize_is_polled_then_finalized_again() {
+        let (base, seen) = scripted_ca(false).await;
+        let mut client = client_of(&base).await;
+        // `replaces` is not sent to a server without ARI.
         let request = OrderRequest {
             identifiers: vec![Identifier::dns("a.test")],
+            replaces: Some("aki.serial"),
             ..OrderRequest::default()
         };
         let obtained = client
@@ -1047,5 +1070,26 @@ mod tests {
             seen.new_orders[1], "n-from-error",
             "the retry used the error's nonce"
         );
+        assert_eq!(seen.replaces, [false, false]);
+    }
+
+    /// CLI-6: a replacement already claimed (`alreadyReplaced`, 409 — say, by a renewal
+    /// killed before it finalized) is ordered again without `replaces`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn already_replaced_orders_again_without_replaces() {
+        let (base, seen) = scripted_ca(true).await;
+        let mut client = client_of(&base).await;
+        let request = OrderRequest {
+            identifiers: vec![Identifier::dns("a.test")],
+            replaces: Some("aki.serial"),
+            ..OrderRequest::default()
+        };
+        client
+            .obtain(&request, &|_| Ok(vec![0x30, 0x00]))
+            .await
+            .unwrap();
+        let seen = seen.lock().unwrap();
+        // The badNonce retry keeps `replaces`; the 409 drops it.
+        assert_eq!(seen.replaces, [true, true, false]);
     }
 }
