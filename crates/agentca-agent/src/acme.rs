@@ -261,11 +261,18 @@ impl AcmeClient {
                         .await;
                     order = match answer {
                         Ok(r) => json_body(&r)?,
-                        // CLI-4: the order was not ready after all; look again (and wait
-                        // first if it is still pending).
+                        // CLI-4: the order was not ready after all; look again after a pause
+                        // (a server that keeps saying so is given up at the deadline).
                         Err(AgentError::Refused { kind, .. })
                             if kind.ends_with(":orderNotReady") =>
                         {
+                            if Instant::now() >= deadline {
+                                return Err(AgentError::Unavailable(format!(
+                                    "the order at {order_url} is still not ready after \
+                                     {POLL_DEADLINE:?}"
+                                )));
+                            }
+                            self.pause().await;
                             self.post_json(&order_url, None).await?
                         }
                         Err(e) => return Err(e),
@@ -685,11 +692,15 @@ fn refusal(response: &Response) -> AgentError {
     }
 }
 
+/// `Retry-After` as seconds or as an HTTP date (RFC 9110 §10.2.3); a date in the past is no
+/// wait.
 fn header_retry_after(response: &Response) -> Option<Duration> {
-    response
-        .header("retry-after")
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
+    let value = response.header("retry-after")?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = parse_http_date(value)?;
+    Some(Duration::try_from(at - OffsetDateTime::now_utc()).unwrap_or(Duration::ZERO))
 }
 
 fn location(response: &Response) -> Result<String> {
@@ -831,6 +842,35 @@ mod tests {
         );
         assert_eq!(parse_http_date("yesterday"), None);
         assert_eq!(parse_http_date("Thu, 03 Dec 2026 07:22:27 +0100"), None);
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_a_date() {
+        let with = |value: &str| {
+            let mut headers = hyper::HeaderMap::new();
+            headers.insert(
+                "retry-after",
+                hyper::header::HeaderValue::from_str(value).unwrap(),
+            );
+            header_retry_after(&Response {
+                status: StatusCode::OK,
+                headers,
+                body: bytes::Bytes::new(),
+            })
+        };
+        assert_eq!(with("7"), Some(Duration::from_secs(7)));
+        assert_eq!(with("Thu, 01 Jan 2015 00:00:00 GMT"), Some(Duration::ZERO));
+        let later = (OffsetDateTime::now_utc() + time::Duration::minutes(10))
+            .format(time::macros::format_description!(
+                "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+            ))
+            .unwrap();
+        let wait = with(&later).unwrap();
+        assert!(
+            wait > Duration::from_secs(590) && wait <= Duration::from_secs(600),
+            "{wait:?}"
+        );
+        assert_eq!(with("soon"), None);
     }
 
     #[test]
