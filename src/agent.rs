@@ -102,6 +102,7 @@ fn agent_error(e: AgentError) -> Error {
         AgentError::Refused { kind, .. } => kind.rsplit(':').next().unwrap_or("refused").to_owned(),
         AgentError::Unavailable(_) => "unavailable".to_owned(),
         AgentError::Io { .. } => "io".to_owned(),
+        AgentError::Responder(_) => "responder".to_owned(),
         _ => "agent".to_owned(),
     };
     Error::Remote {

@@ -40,14 +40,12 @@ pub struct Responder {
 impl Responder {
     /// Listens on `addr` (port 0 picks a free one; [`Responder::local_addr`] says which).
     pub async fn bind(addr: SocketAddr) -> Result<Self> {
-        let listener = TcpListener::bind(addr).await.map_err(|e| {
-            AgentError::Credentials(format!(
-                "the http-01 responder cannot listen on {addr}: {e}"
-            ))
-        })?;
-        let addr = listener.local_addr().map_err(|e| {
-            AgentError::Credentials(format!("the http-01 responder's address: {e}"))
-        })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| AgentError::Responder(format!("cannot listen on {addr}: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| AgentError::Responder(format!("its address: {e}")))?;
         let tokens: Tokens = Arc::default();
         let task = tokio::spawn(serve(listener, tokens.clone()));
         Ok(Self { addr, tokens, task })
