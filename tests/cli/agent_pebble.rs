@@ -659,13 +659,14 @@ fn daemons_with_skewed_clocks_renew_on_the_cas_time_cli_6_cli_7() {
         );
         assert!(events(&lines, "failed").is_empty(), "{name}:\n{transcript}");
         // Without ARI each renewal comes two thirds into the lifetime (20 s), moved earlier
-        // by up to a twentieth (1.5 s); it takes a second or so, more on a loaded machine.
+        // by up to a twentieth (1.5 s); it takes a second or so, more on a loaded machine,
+        // and must be done before the 30 s are over.
         let mut previous = enrolled_nb;
         for event in events(&lines, "renewed") {
             let nb = rfc3339(&event["not_before"]);
             let after = (nb - previous).whole_seconds();
             assert!(
-                (17..=27).contains(&after),
+                (16..=29).contains(&after),
                 "{name}: renewed {after} s into a 30 s lifetime:\n{transcript}"
             );
             previous = nb;
