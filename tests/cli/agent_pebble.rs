@@ -579,6 +579,20 @@ fn rfc3339(value: &Value) -> time::OffsetDateTime {
     time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap()
 }
 
+/// A process started in a process group of its own (`process_group(0)`): dropping it kills
+/// the whole group (faketime and the daemon it runs), also when a test fails half-way.
+struct Group(Child);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        // Not reaped before this, so the group's id is still this process's own.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
 /// What one daemon reported: its JSON events, by line.
 fn events(lines: &[String], name: &str) -> Vec<Value> {
     lines
@@ -633,8 +647,8 @@ fn daemons_with_skewed_clocks_renew_on_the_cas_time_cli_6_cli_7() {
             .stderr(Stdio::piped())
             // A group of its own: faketime runs the daemon as its child, and both must go.
             .process_group(0);
-        let mut child = cmd.spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
+        let mut child = Group(cmd.spawn().unwrap());
+        let stderr = child.0.stderr.take().unwrap();
         let reader = std::thread::spawn(move || {
             BufReader::new(stderr)
                 .lines()
@@ -644,12 +658,15 @@ fn daemons_with_skewed_clocks_renew_on_the_cas_time_cli_6_cli_7() {
         daemons.push((name, skew, agent, child, reader, enrolled_nb));
     }
     std::thread::sleep(Duration::from_secs(33));
-    for (name, skew, agent, mut child, reader, enrolled_nb) in daemons {
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", child.id())])
-            .status();
-        let _ = child.wait();
-        let lines = reader.join().unwrap();
+    // All stopped before anything is asserted, so a failure leaves none running.
+    let stopped: Vec<_> = daemons
+        .into_iter()
+        .map(|(name, skew, agent, child, reader, enrolled_nb)| {
+            drop(child);
+            (name, skew, agent, reader.join().unwrap(), enrolled_nb)
+        })
+        .collect();
+    for (name, skew, agent, lines, enrolled_nb) in stopped {
         let exited = std::fs::read_to_string(env.path(&format!("{name}.stdout"))).unwrap();
         let transcript = format!("{}\nstandard output: {exited}", lines.join("\n"));
         let renewed = events(&lines, "renewed").len();
