@@ -1,16 +1,17 @@
 //! `agentca enroll` and `agentca renew`: the agent side, on `agentca-agent`.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use agentca_agent::AgentError;
 use agentca_agent::acme::Eab;
 use agentca_agent::daemon::{self, Observer};
-use agentca_agent::enroll::{self, Issued};
+use agentca_agent::enroll::{self, AcmeEnrollment, IdentifierMode, Issued};
 use agentca_agent::files::CredentialFiles;
 use agentca_agent::schedule::RenewalWindow;
 use agentca_core::{Error, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -45,12 +46,37 @@ pub(crate) struct EnrollArgs {
     /// One-time SCEP challenge from `agentca token create --for scep`.
     #[arg(long, env = "AGENTCA_SCEP_CHALLENGE", hide_env_values = true)]
     challenge: Option<String>,
-    /// The CA's root certificate (PEM), the only one trusted for the CA's TLS.
+    /// The CA's root certificate (PEM): the root the certificate chain must lead to (among
+    /// the chains an ACME server offers, the one that does is kept), and the only one
+    /// trusted for the CA's TLS unless --tls-ca is given.
     #[arg(long)]
     ca: PathBuf,
-    /// A DNS name registered for the agent to order besides its identity (repeatable).
+    /// Roots (PEM) trusted for the ACME server's TLS instead of --ca, for CAs whose web
+    /// server certificate comes from elsewhere.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// A DNS name to order besides the agent identity (repeatable): registered for the agent
+    /// at agentca (`agent add --dns`), or proven over http-01 with --http-01-listen.
     #[arg(long)]
     dns: Vec<String>,
+    /// Which identifiers ACME orders name: `uri` (agentca's identifier for the agent ID, plus
+    /// the --dns names), `dns` (the --dns names only, for CAs that know no `uri`), or `auto`
+    /// (`uri`, and `dns` when the CA refuses that type). Kept for renewals.
+    #[arg(long, value_enum, default_value_t = Identifiers::Auto)]
+    identifiers: Identifiers,
+    /// Answer http-01 challenges from a built-in responder listening on ADDR (e.g.
+    /// 127.0.0.1:80 or 0.0.0.0:80) while an order needs it; kept for renewals. Without it,
+    /// every name must be pre-authorized by the CA.
+    #[arg(long = "http-01-listen", value_name = "ADDR")]
+    http01_listen: Option<SocketAddr>,
+}
+
+/// `--identifiers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Identifiers {
+    Auto,
+    Uri,
+    Dns,
 }
 
 /// `renew`: once, or as a daemon.
@@ -76,6 +102,7 @@ fn agent_error(e: AgentError) -> Error {
         AgentError::Refused { kind, .. } => kind.rsplit(':').next().unwrap_or("refused").to_owned(),
         AgentError::Unavailable(_) => "unavailable".to_owned(),
         AgentError::Io { .. } => "io".to_owned(),
+        AgentError::Responder(_) => "responder".to_owned(),
         _ => "agent".to_owned(),
     };
     Error::Remote {
@@ -123,13 +150,35 @@ pub(crate) fn enroll(out: OutputFormat, args: EnrollArgs) -> Result<ExitCode> {
                 ));
             };
             let eab = Eab { kid, hmac_b64 };
+            let identifiers = match args.identifiers {
+                Identifiers::Auto => IdentifierMode::Auto,
+                Identifiers::Uri => IdentifierMode::Uri,
+                Identifiers::Dns => IdentifierMode::Dns,
+            };
+            if identifiers == IdentifierMode::Dns && args.dns.is_empty() {
+                return Err(Error::InvalidArgument(
+                    "--identifiers dns needs at least one --dns NAME".into(),
+                ));
+            }
+            let tls_ca_pem = match &args.tls_ca {
+                Some(path) => Some(
+                    std::fs::read(path)
+                        .map_err(|e| Error::io(format!("read {}", path.display()), e))?,
+                ),
+                None => None,
+            };
             rt.block_on(enroll::enroll_acme(
                 &files,
                 &ca_pem,
-                &directory,
-                &eab,
-                &args.agent,
-                &args.dns,
+                &AcmeEnrollment {
+                    directory: &directory,
+                    eab: &eab,
+                    agent_id: &args.agent,
+                    dns: &args.dns,
+                    identifiers,
+                    http01_listen: args.http01_listen,
+                    tls_ca_pem: tls_ca_pem.as_deref(),
+                },
             ))
         }
         (None, Some(url)) => {
@@ -141,6 +190,14 @@ pub(crate) fn enroll(out: OutputFormat, args: EnrollArgs) -> Result<ExitCode> {
             if !args.dns.is_empty() {
                 return Err(Error::InvalidArgument(
                     "--dns is for ACME; SCEP certificates name the agent only".into(),
+                ));
+            }
+            if args.http01_listen.is_some()
+                || args.tls_ca.is_some()
+                || args.identifiers != Identifiers::Auto
+            {
+                return Err(Error::InvalidArgument(
+                    "--http-01-listen, --tls-ca and --identifiers are for ACME".into(),
                 ));
             }
             rt.block_on(enroll::enroll_scep(
@@ -236,6 +293,18 @@ impl Observer for Log {
         self.line(
             format!("{detail}; renewing now"),
             json!({"event": "revoked", "detail": detail}),
+        );
+    }
+
+    fn clock_skew(&mut self, offset: time::Duration) {
+        let seconds = offset.whole_seconds();
+        self.line(
+            format!(
+                "the CA's clock is {} s {} ours; planning in the CA's time",
+                seconds.abs(),
+                if seconds >= 0 { "ahead of" } else { "behind" }
+            ),
+            json!({"event": "clock_skew", "offset_s": seconds}),
         );
     }
 

@@ -13,6 +13,7 @@ mod cli {
     mod acme_clients;
     mod acme_flows;
     mod agent;
+    mod agent_pebble;
     mod audit;
     mod backup;
     mod crash;

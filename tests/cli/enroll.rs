@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use super::acme_clients::spki_of_key;
 use super::harness::AcmeServer;
-use super::support::{BASE_URL, Env, agent_id, now, pem_certs};
+use super::support::{BASE_URL, Env, Outcome, agent_id, now, pem_certs};
 
 #[test]
 fn an_agent_enrolls_over_acme_and_renews_with_replaces() {
@@ -198,32 +198,8 @@ fn renewals_killed_at_random_points_never_leave_a_mismatched_pair() {
         &root,
     ])
     .success();
-    let mut seen = std::collections::BTreeSet::new();
+    let mut seen = kill_renewals(&env, &key, &cert, 12, std::time::Duration::from_millis(7));
     seen.insert(check_pair(&env, &key, &cert, &agent, enrolled_at));
-    let matching = || {
-        let chain = pem_certs(&std::fs::read_to_string(&cert).unwrap());
-        let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0]).unwrap();
-        assert_eq!(
-            leaf.public_key().raw,
-            spki_of_key(&key),
-            "a mismatched pair"
-        );
-        chain[0].clone()
-    };
-    for round in 0..12u64 {
-        let mut renew = env
-            .bare()
-            .args(["renew", "--key", &key_arg, "--cert", &cert_arg])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        // Spread the kills over a renewal's life (it takes tens of milliseconds here).
-        std::thread::sleep(std::time::Duration::from_millis(3 + round * 7));
-        let _ = renew.kill();
-        let _ = renew.wait();
-        seen.insert(matching());
-    }
     // At the end a renewal still works from whatever the kills left.
     let renewed_at = now();
     env.run(&["renew", "--key", &key_arg, "--cert", &cert_arg])
@@ -231,4 +207,95 @@ fn renewals_killed_at_random_points_never_leave_a_mismatched_pair() {
     seen.insert(check_pair(&env, &key, &cert, &agent, renewed_at));
     println!("{} distinct certificates seen installed", seen.len());
     assert!(seen.len() >= 2);
+}
+
+/// CLI-5 against any CA: `renew` started `rounds` times and killed with SIGKILL, a little
+/// later each round (3 ms, then `step` more per round), so the kills spread over a renewal's
+/// life. After each kill the key and the certificate read through the two paths belong
+/// together and the key is mode 0600. Returns the leaves seen installed.
+pub(super) fn kill_renewals(
+    env: &Env,
+    key: &std::path::Path,
+    cert: &std::path::Path,
+    rounds: u32,
+    step: std::time::Duration,
+) -> std::collections::BTreeSet<Vec<u8>> {
+    let (key_arg, cert_arg) = (key.display().to_string(), cert.display().to_string());
+    let mut seen = std::collections::BTreeSet::new();
+    for round in 0..rounds {
+        let mut renew = env
+            .bare()
+            .args(["renew", "--key", &key_arg, "--cert", &cert_arg])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(3) + step * round);
+        let _ = renew.kill();
+        let _ = renew.wait();
+        let chain = pem_certs(&std::fs::read_to_string(cert).unwrap());
+        let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0]).unwrap();
+        assert_eq!(
+            leaf.public_key().raw,
+            spki_of_key(key),
+            "a mismatched pair after a kill in round {round}"
+        );
+        assert_eq!(
+            std::fs::metadata(key).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "the key's mode after a kill in round {round}"
+        );
+        seen.insert(chain[0].clone());
+    }
+    seen
+}
+
+/// The ACME-only options are refused with SCEP, and `--identifiers dns` needs a DNS name,
+/// before anything is sent or written.
+#[test]
+fn enroll_refuses_options_that_do_not_fit() {
+    let env = Env::empty();
+    let ca = env.write("ca.pem", "not used");
+    let base = |protocol: &[&str]| {
+        let mut args = vec![
+            "enroll".to_owned(),
+            "--agent".into(),
+            agent_id("/agent/args"),
+            "--key".into(),
+            env.path("key.pem").display().to_string(),
+            "--cert".into(),
+            env.path("cert.pem").display().to_string(),
+            "--ca".into(),
+            ca.display().to_string(),
+        ];
+        args.extend(protocol.iter().map(|s| (*s).to_owned()));
+        args
+    };
+    let scep = ["--scep", "http://127.0.0.1:9/scep", "--challenge", "c"];
+    for extra in [
+        &["--http-01-listen", "127.0.0.1:80"][..],
+        &["--tls-ca", "ca.pem"],
+        &["--identifiers", "dns"],
+    ] {
+        let mut args = base(&scep);
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let outcome = Outcome::of(env.bare().args(&args));
+        assert!(outcome.error_line().contains("are for ACME"), "{outcome}");
+    }
+    let acme = [
+        "--acme",
+        "https://127.0.0.1:9/dir",
+        "--eab-kid",
+        "k",
+        "--eab-hmac",
+        "h",
+        "--identifiers",
+        "dns",
+    ];
+    let outcome = Outcome::of(env.bare().args(base(&acme)));
+    assert!(
+        outcome.error_line().contains("needs at least one --dns"),
+        "{outcome}"
+    );
+    assert!(!env.path("key.pem").exists() && !env.path("cert.pem").exists());
 }

@@ -112,7 +112,18 @@ impl Env {
     /// The binary with a clean environment: run in the scratch directory, none of agentca's
     /// variables inherited, the test passphrase in `AGENTCA_PASSPHRASE`. No arguments yet.
     pub(crate) fn bare(&self) -> Command {
-        let mut cmd = Command::new(bin());
+        self.clean(Command::new(bin()))
+    }
+
+    /// [`Env::bare`] run through `wrapper` (e.g. `faketime -f +2h`): `wrapper`, its
+    /// `wrapper_args`, then the binary.
+    pub(crate) fn wrapped(&self, wrapper: &str, wrapper_args: &[&str]) -> Command {
+        let mut cmd = Command::new(wrapper);
+        cmd.args(wrapper_args).arg(bin());
+        self.clean(cmd)
+    }
+
+    fn clean(&self, mut cmd: Command) -> Command {
         cmd.current_dir(self.tmp.path());
         for var in OWN_VARS {
             cmd.env_remove(var);

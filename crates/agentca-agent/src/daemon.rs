@@ -1,6 +1,11 @@
 //! The renewal daemon: waits for the renewal time, renews, installs, runs the hook, and backs
 //! off on failure; gives up only when the certificate has expired and the CA refuses for good.
 //! While it waits it watches the certificate over OCSP, and renews at once when it is revoked.
+//!
+//! Time is the CA's: the plan compares the certificate's validity and the ARI window with
+//! this machine's clock corrected by how far the CA's `Date` says it is off (CLI-7), so a
+//! machine whose clock runs hours ahead does not see every new certificate as expired and
+//! renew in a loop, and one whose clock lags does not let its certificate expire.
 
 use std::time::Duration;
 
@@ -18,6 +23,9 @@ use crate::schedule::{Backoff, RenewalWindow, jitter, renewal_time};
 /// The longest the daemon sleeps before it looks again (the server's window may move, e.g.
 /// after a revocation, and the files may have been replaced).
 const MAX_SLEEP: Duration = Duration::from_secs(6 * 3600);
+/// The smallest clock difference reported to the observer: `Date` has one-second resolution
+/// and the request takes time, so differences below a few seconds are measurement noise.
+pub const REPORTED_SKEW: time::Duration = time::Duration::seconds(5);
 
 /// What the daemon reports as it goes.
 pub trait Observer {
@@ -27,6 +35,11 @@ pub trait Observer {
     fn renewed(&mut self, issued: &Issued);
     /// A renewal failed; the next attempt is in `retry_in`.
     fn failed(&mut self, error: &AgentError, retry_in: Duration);
+    /// The CA's clock (its `Date`) differs from this machine's by `offset` (positive: the CA
+    /// is ahead), by at least [`REPORTED_SKEW`]; plans are made in the CA's time.
+    fn clock_skew(&mut self, offset: time::Duration) {
+        let _ = offset;
+    }
     /// The installed certificate was found revoked (`detail` says by whom and why), so a
     /// renewal follows at once instead of at the planned time.
     fn revoked(&mut self, detail: &str) {
@@ -47,24 +60,42 @@ fn validity(files: &CredentialFiles) -> Result<(Vec<u8>, OffsetDateTime, OffsetD
     Ok((leaf, nb, na))
 }
 
+/// When to renew, as [`next_renewal`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    /// When to renew, in the CA's time.
+    pub at: OffsetDateTime,
+    /// How long the server's ARI answer holds (its `Retry-After`).
+    pub holds: Option<Duration>,
+    /// How far the CA's clock is ahead of this machine's, when the CA sent a `Date`.
+    pub clock_offset: Option<time::Duration>,
+}
+
 /// When the installed certificate should be renewed, asking the server's ARI when it has
-/// one; and how long that answer holds.
-pub async fn next_renewal(files: &CredentialFiles) -> Result<(OffsetDateTime, Option<Duration>)> {
+/// one; how long that answer holds; and how the CA's clock differs from ours.
+pub async fn next_renewal(files: &CredentialFiles) -> Result<Plan> {
     let (leaf, nb, na) = validity(files)?;
     let (record, ca) = enroll::read_enrollment(files)?;
     // Only ACME has ARI; SCEP agents renew at two thirds of the lifetime.
-    let window = match &record.protocol {
+    let (window, clock_offset) = match &record.protocol {
         Protocol::Acme(account) => {
-            let http = HttpClient::new(&ca, REQUEST_TIMEOUT)?;
+            let http = HttpClient::new(&enroll::tls_roots(files, &ca)?, REQUEST_TIMEOUT)?;
             match AcmeClient::resume(http, account).await {
-                Ok(client) => client.renewal_window(&leaf).await.ok().flatten(),
-                Err(_) => None,
+                Ok(client) => (
+                    client.renewal_window(&leaf).await.ok().flatten(),
+                    client.server_clock_offset(),
+                ),
+                Err(_) => (None, None),
             }
         }
-        Protocol::Scep { .. } => None,
+        Protocol::Scep { .. } => (None, None),
     };
     let at = renewal_time(nb, na, window.map(|(w, _)| w), jitter());
-    Ok((at, window.and_then(|(_, retry)| retry)))
+    Ok(Plan {
+        at,
+        holds: window.and_then(|(_, retry)| retry),
+        clock_offset,
+    })
 }
 
 /// Runs until an unrecoverable error: renews the certificate at `files` whenever it is due,
@@ -75,6 +106,10 @@ pub async fn run(
     mut after_rotation: impl FnMut(&Issued),
 ) -> Result<()> {
     let mut backoff = Backoff::new(Duration::from_secs(5), Duration::from_secs(600));
+    // The CA's clock minus ours, as last measured; zero until the CA has sent a `Date`.
+    let mut offset = time::Duration::ZERO;
+    let mut reported = time::Duration::ZERO;
+    let ca_now = |offset: time::Duration| OffsetDateTime::now_utc() + offset;
     loop {
         let (_, _, not_after) = validity(files)?;
         // Asked before the plan, so that a revocation is met with a renewal (and reported as
@@ -88,12 +123,21 @@ pub async fn run(
         if let Some(detail) = revoked {
             observer.revoked(&detail);
         } else {
-            let now = OffsetDateTime::now_utc();
             let (at, holds) = match next_renewal(files).await {
-                Ok(plan) => plan,
-                Err(e) if e.is_transient() => (now, None),
+                Ok(plan) => {
+                    if let Some(measured) = plan.clock_offset {
+                        offset = measured;
+                        if (offset - reported).abs() >= REPORTED_SKEW {
+                            observer.clock_skew(offset);
+                            reported = offset;
+                        }
+                    }
+                    (plan.at, plan.holds)
+                }
+                Err(e) if e.is_transient() => (ca_now(offset), None),
                 Err(e) => return Err(e),
             };
+            let now = ca_now(offset);
             if at > now {
                 observer.planned(at, None);
                 let until = Duration::try_from(at - now).unwrap_or(Duration::ZERO);
@@ -113,7 +157,7 @@ pub async fn run(
                 after_rotation(&issued);
             }
             Err(e) => {
-                let now = OffsetDateTime::now_utc();
+                let now = ca_now(offset);
                 if now >= not_after && !e.is_transient() {
                     return Err(AgentError::Refused {
                         kind: "expired".into(),

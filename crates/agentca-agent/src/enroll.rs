@@ -3,6 +3,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
-use crate::acme::{AccountRecord, AcmeClient, Eab, Identifier, ari_cert_id};
+use crate::acme::{AccountRecord, AcmeClient, Eab, Identifier, OrderRequest, ari_cert_id};
 use crate::error::{AgentError, Result};
 use crate::files::{CredentialFiles, Credentials};
 use crate::http::HttpClient;
@@ -20,6 +21,8 @@ use agentca_scep::client::SignerKey;
 
 const ENROLLMENT_FILE: &str = "enrollment.json";
 const CA_FILE: &str = "ca.pem";
+/// The roots trusted for the ACME server's TLS when they are not `ca.pem` (`--tls-ca`).
+const TLS_CA_FILE: &str = "tls-ca.pem";
 /// The timeout of each request to the CA.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -33,6 +36,49 @@ pub struct EnrollmentRecord {
     pub dns: Vec<String>,
     /// How the agent renews.
     pub protocol: Protocol,
+    /// Which identifiers ACME orders name (records from before this field: `auto`, which
+    /// for an agent without DNS names is agentca's `uri` identifier as before).
+    #[serde(default)]
+    pub identifiers: IdentifierMode,
+    /// Where the http-01 responder listens when a CA asks for a challenge (ACME only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http01_listen: Option<SocketAddr>,
+}
+
+/// Which identifiers an ACME order names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentifierMode {
+    /// `uri` first; when the CA refuses that identifier type and there are DNS names, `dns`.
+    /// Enrollment keeps whichever worked, so renewals do not ask again.
+    #[default]
+    Auto,
+    /// The agent ID as agentca's `uri` identifier, plus the DNS names; the certificate must
+    /// carry the agent ID as its URI SAN.
+    Uri,
+    /// The DNS names only, for CAs that know no `uri` identifier (RFC 8555 defines `dns`, RFC
+    /// 8738 `ip`); the certificate names those hosts, and carries no agent ID unless the CA
+    /// adds it.
+    Dns,
+}
+
+/// An ACME enrollment: where, with which credential, and how orders are placed.
+#[derive(Debug, Clone, Copy)]
+pub struct AcmeEnrollment<'a> {
+    /// The directory URL.
+    pub directory: &'a str,
+    /// The single-use EAB credential.
+    pub eab: &'a Eab,
+    /// The agent ID.
+    pub agent_id: &'a str,
+    /// DNS names ordered besides (or, with [`IdentifierMode::Dns`], instead of) the agent ID.
+    pub dns: &'a [String],
+    /// Which identifiers to order.
+    pub identifiers: IdentifierMode,
+    /// Where to answer http-01 challenges; `None` when the CA pre-authorizes every name.
+    pub http01_listen: Option<SocketAddr>,
+    /// Roots trusted for the server's TLS, when they are not the issuing root (`ca_pem`).
+    pub tls_ca_pem: Option<&'a [u8]>,
 }
 
 /// The protocol an agent enrolled with, and what renewing over it needs.
@@ -63,27 +109,27 @@ pub struct Issued {
     pub leaf_der: Vec<u8>,
 }
 
-/// Enrolls `agent_id` at the ACME `directory` with the single-use `eab` credential,
-/// trusting `ca_pem`; installs the pair at `files` and keeps the account for renewals.
+/// Enrolls at an ACME server as `request` says, with `ca_pem` the root the chain must lead
+/// to (and, unless `request.tls_ca_pem` says otherwise, the only root trusted for the
+/// server's TLS); installs the pair at `files` and keeps the account for renewals.
 pub async fn enroll_acme(
     files: &CredentialFiles,
     ca_pem: &[u8],
-    directory: &str,
-    eab: &Eab,
-    agent_id: &str,
-    dns: &[String],
+    request: &AcmeEnrollment<'_>,
 ) -> Result<Issued> {
-    let http = HttpClient::new(ca_pem, REQUEST_TIMEOUT)?;
-    let (mut client, account) = AcmeClient::register(http, directory, eab).await?;
-    let record = EnrollmentRecord {
-        agent_id: agent_id.to_owned(),
-        dns: dns.to_vec(),
+    let http = HttpClient::new(request.tls_ca_pem.unwrap_or(ca_pem), REQUEST_TIMEOUT)?;
+    let (mut client, account) = AcmeClient::register(http, request.directory, request.eab).await?;
+    let mut record = EnrollmentRecord {
+        agent_id: request.agent_id.to_owned(),
+        dns: request.dns.to_vec(),
         protocol: Protocol::Acme(account),
+        identifiers: request.identifiers,
+        http01_listen: request.http01_listen,
     };
     // Kept before the order: the EAB credential is spent now, and a crash after this point
     // must not leave an account nobody can use again.
-    keep_enrollment(files, &record, ca_pem)?;
-    obtain_and_install(&mut client, files, &record, None).await
+    keep_enrollment(files, &record, ca_pem, request.tls_ca_pem)?;
+    obtain_and_install(&mut client, files, &mut record, ca_pem, None).await
 }
 
 /// Enrolls `agent_id` at the SCEP `url` with the one-time `challenge`, trusting `ca_pem`
@@ -109,8 +155,10 @@ pub async fn enroll_scep(
         protocol: Protocol::Scep {
             url: url.to_owned(),
         },
+        identifiers: IdentifierMode::default(),
+        http01_listen: None,
     };
-    keep_enrollment(files, &record, ca_pem)?;
+    keep_enrollment(files, &record, ca_pem, None)?;
     install_scep(files, &server, &key, &leaf, agent_id)
 }
 
@@ -148,9 +196,25 @@ fn keep_enrollment(
     files: &CredentialFiles,
     record: &EnrollmentRecord,
     ca_pem: &[u8],
+    tls_ca_pem: Option<&[u8]>,
 ) -> Result<()> {
     fs::create_dir_all(files.state_dir()).map_err(|e| AgentError::io(files.state_dir(), e))?;
     write_private(&files.state_dir().join(CA_FILE), ca_pem)?;
+    let tls_path = files.state_dir().join(TLS_CA_FILE);
+    match tls_ca_pem {
+        Some(pem) => write_private(&tls_path, pem)?,
+        // A file left by an earlier enrollment would be trusted instead of the new root.
+        None => match fs::remove_file(&tls_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(AgentError::io(&tls_path, e));
+            }
+            _ => {}
+        },
+    }
+    keep_record(files, record)
+}
+
+fn keep_record(files: &CredentialFiles, record: &EnrollmentRecord) -> Result<()> {
     write_private(
         &files.state_dir().join(ENROLLMENT_FILE),
         &serde_json::to_vec_pretty(record)
@@ -200,7 +264,7 @@ fn install_scep(
         .iter()
         .map(|der| pem::encode(&pem::Pem::new("CERTIFICATE", der.clone())))
         .collect();
-    let issued = check_chain(&chain_pem, key, agent_id)?;
+    let issued = check_chain(&chain_pem, key, agent_id, &[Identifier::agent(agent_id)])?;
     files.install(&Credentials {
         key_pem: key.serialize_pem().into_bytes(),
         chain_pem: chain_pem.into_bytes(),
@@ -218,13 +282,32 @@ async fn renew_acme(files: &CredentialFiles) -> Result<Issued> {
             reason: "not an ACME enrollment".into(),
         });
     };
-    let http = HttpClient::new(&ca_pem, REQUEST_TIMEOUT)?;
-    let mut client = AcmeClient::resume(http, account).await?;
-    let replaces = match current_leaf(files)? {
-        Some(leaf) => Some(ari_cert_id(&leaf)?),
-        None => None,
-    };
-    obtain_and_install(&mut client, files, &record, replaces.as_deref()).await
+    let account = account.clone();
+    let mut record = record;
+    let http = HttpClient::new(&tls_roots(files, &ca_pem)?, REQUEST_TIMEOUT)?;
+    let mut client = AcmeClient::resume(http, &account).await?;
+    // A certificate without an authority key id has no ARI CertID: renewed without
+    // `replaces`, which is only ever a hint to the server.
+    let replaces = current_leaf(files)?.and_then(|leaf| ari_cert_id(&leaf).ok());
+    obtain_and_install(
+        &mut client,
+        files,
+        &mut record,
+        &ca_pem,
+        replaces.as_deref(),
+    )
+    .await
+}
+
+/// The roots trusted for the ACME server's TLS: `--tls-ca` as kept at enrollment, else the
+/// CA's root.
+pub fn tls_roots(files: &CredentialFiles, ca_pem: &[u8]) -> Result<Vec<u8>> {
+    let path = files.state_dir().join(TLS_CA_FILE);
+    match fs::read(&path) {
+        Ok(pem) => Ok(pem),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ca_pem.to_vec()),
+        Err(e) => Err(AgentError::io(&path, e)),
+    }
 }
 
 /// The enrollment record and the CA certificates kept by [`enroll_acme`].
@@ -256,34 +339,77 @@ pub fn current_leaf(files: &CredentialFiles) -> Result<Option<Vec<u8>>> {
 async fn obtain_and_install(
     client: &mut AcmeClient,
     files: &CredentialFiles,
-    record: &EnrollmentRecord,
+    record: &mut EnrollmentRecord,
+    ca_pem: &[u8],
     replaces: Option<&str>,
 ) -> Result<Issued> {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .map_err(|e| AgentError::Credentials(format!("generating the key: {e}")))?;
-    let csr = csr_for(&key, &record.agent_id, &record.dns)?;
-    let mut identifiers = vec![Identifier::agent(&record.agent_id)];
-    identifiers.extend(record.dns.iter().map(|d| Identifier::dns(d)));
-    let chain_pem = client.obtain(&identifiers, &csr, replaces).await?;
-    let issued = check_chain(&chain_pem, &key, &record.agent_id)?;
+    let dns: Vec<Identifier> = record.dns.iter().map(|d| Identifier::dns(d)).collect();
+    let mut with_uri = vec![Identifier::agent(&record.agent_id)];
+    with_uri.extend(dns.iter().cloned());
+    let (identifiers, fallback) = match record.identifiers {
+        IdentifierMode::Uri => (with_uri, None),
+        IdentifierMode::Dns => (dns, None),
+        IdentifierMode::Auto => {
+            let fallback = (!dns.is_empty()).then_some(dns);
+            (with_uri, fallback)
+        }
+    };
+    // The chain is picked among the server's alternates to lead to the root given at
+    // enrollment (CLI-3).
+    let roots: Vec<Vec<u8>> = pem::parse_many(ca_pem)
+        .map_err(|e| AgentError::Credentials(format!("CA certificates: {e}")))?
+        .into_iter()
+        .filter(|b| b.tag() == "CERTIFICATE")
+        .map(pem::Pem::into_contents)
+        .collect();
+    let request = OrderRequest {
+        identifiers,
+        fallback,
+        replaces,
+        http01_listen: record.http01_listen,
+        preferred_roots: &roots,
+    };
+    let obtained = client
+        .obtain(&request, &|ordered| csr_for(&key, ordered))
+        .await?;
+    let issued = check_chain(
+        &obtained.chain_pem,
+        &key,
+        &record.agent_id,
+        &obtained.identifiers,
+    )?;
     files.install(&Credentials {
         key_pem: key.serialize_pem().into_bytes(),
-        chain_pem: chain_pem.into_bytes(),
+        chain_pem: obtained.chain_pem.into_bytes(),
     })?;
+    if record.identifiers == IdentifierMode::Auto {
+        // What the server accepted is kept, so renewals order it straight away. After a
+        // crash before this point the next renewal finds out again.
+        record.identifiers = if obtained.identifiers.iter().any(|i| i.kind == "uri") {
+            IdentifierMode::Uri
+        } else {
+            IdentifierMode::Dns
+        };
+        keep_record(files, record)?;
+    }
     Ok(issued)
 }
 
-fn csr_for(key: &rcgen::KeyPair, agent_id: &str, dns: &[String]) -> Result<Vec<u8>> {
+/// A CSR for exactly the identifiers ordered: RFC 8555 §7.4 has the server refuse a CSR
+/// that names anything else.
+fn csr_for(key: &rcgen::KeyPair, identifiers: &[Identifier]) -> Result<Vec<u8>> {
     let mut params = rcgen::CertificateParams::default();
-    let mut sans = vec![rcgen::SanType::URI(
-        rcgen::string::Ia5String::try_from(agent_id)
-            .map_err(|e| AgentError::Credentials(format!("agent ID: {e}")))?,
-    )];
-    for name in dns {
-        sans.push(rcgen::SanType::DnsName(
-            rcgen::string::Ia5String::try_from(name.as_str())
-                .map_err(|e| AgentError::Credentials(format!("DNS name {name:?}: {e}")))?,
-        ));
+    let mut sans = Vec::new();
+    for identifier in identifiers {
+        let value = rcgen::string::Ia5String::try_from(identifier.value.as_str()).map_err(|e| {
+            AgentError::Credentials(format!("{} {:?}: {e}", identifier.kind, identifier.value))
+        })?;
+        sans.push(match identifier.kind {
+            "uri" => rcgen::SanType::URI(value),
+            _ => rcgen::SanType::DnsName(value),
+        });
     }
     params.subject_alt_names = sans;
     params.distinguished_name = rcgen::DistinguishedName::new();
@@ -293,9 +419,15 @@ fn csr_for(key: &rcgen::KeyPair, agent_id: &str, dns: &[String]) -> Result<Vec<u
     Ok(csr.der().to_vec())
 }
 
-/// The chain's leaf must certify our key and carry the agent ID as its one URI SAN: a pair
-/// that does not match is never installed.
-fn check_chain(chain_pem: &str, key: &rcgen::KeyPair, agent_id: &str) -> Result<Issued> {
+/// The chain's leaf must certify our key, name every DNS name ordered, and carry the agent ID
+/// as its one URI SAN when that was ordered (or no URI SAN but that one when it was not): a
+/// pair that does not match is never installed.
+fn check_chain(
+    chain_pem: &str,
+    key: &rcgen::KeyPair,
+    agent_id: &str,
+    ordered: &[Identifier],
+) -> Result<Issued> {
     let leaf = pem::parse_many(chain_pem)
         .map_err(|e| AgentError::Protocol(format!("the chain is not PEM: {e}")))?
         .into_iter()
@@ -309,25 +441,35 @@ fn check_chain(chain_pem: &str, key: &rcgen::KeyPair, agent_id: &str) -> Result<
             "the certificate does not certify the key made for it".into(),
         ));
     }
-    let uris: Vec<&str> = cert
+    let names: Vec<&GeneralName<'_>> = cert
         .subject_alternative_name()
         .ok()
         .flatten()
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .filter_map(|n| match n {
-                    GeneralName::URI(u) => Some(*u),
-                    _ => None,
-                })
-                .collect()
-        })
+        .map(|san| san.value.general_names.iter().collect())
         .unwrap_or_default();
-    if uris != [agent_id] {
+    let uris: Vec<&str> = names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::URI(u) => Some(*u),
+            _ => None,
+        })
+        .collect();
+    let uri_ordered = ordered.iter().any(|i| i.kind == "uri");
+    if uris != [agent_id] && (uri_ordered || !uris.is_empty()) {
         return Err(AgentError::Credentials(format!(
             "the certificate names {uris:?}, not {agent_id}"
         )));
+    }
+    for wanted in ordered.iter().filter(|i| i.kind == "dns") {
+        let present = names
+            .iter()
+            .any(|n| matches!(n, GeneralName::DNSName(d) if d.eq_ignore_ascii_case(&wanted.value)));
+        if !present {
+            return Err(AgentError::Credentials(format!(
+                "the certificate does not name {}",
+                wanted.value
+            )));
+        }
     }
     Ok(Issued {
         agent_id: agent_id.to_owned(),

@@ -29,6 +29,10 @@ pub enum AgentError {
     /// The CA could not be reached or did not answer in time; worth retrying.
     #[error("CA unavailable: {0}")]
     Unavailable(String),
+    /// The http-01 responder could not listen (the address is taken, or binding it needs
+    /// privileges); worth retrying, since whoever holds it may let go.
+    #[error("http-01 responder: {0}")]
+    Responder(String),
     /// The CA answered something this client cannot use (not the protocol).
     #[error("protocol: {0}")]
     Protocol(String),
@@ -52,7 +56,7 @@ impl AgentError {
     /// the rate.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Unavailable(_) => true,
+            Self::Unavailable(_) | Self::Responder(_) => true,
             Self::Refused { kind, .. } => {
                 kind.ends_with(":rateLimited")
                     || kind.ends_with(":serverInternal")

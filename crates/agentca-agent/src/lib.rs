@@ -10,6 +10,7 @@ pub mod enroll;
 pub mod error;
 pub mod files;
 pub mod http;
+pub mod http01;
 pub mod revocation;
 pub mod scep;
 pub mod schedule;
