@@ -1355,10 +1355,7 @@ mod tests {
         replay
     }
 
-    fn find<'a>(
-        records: &'a [BackupRecord],
-        pick: impl Fn(&BackupRecord) -> bool,
-    ) -> &'a BackupRecord {
+    fn find(records: &[BackupRecord], pick: impl Fn(&BackupRecord) -> bool) -> &BackupRecord {
         records.iter().find(|r| pick(r)).unwrap()
     }
 
