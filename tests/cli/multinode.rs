@@ -119,8 +119,13 @@ fn acme_works_across_two_nodes() {
             Some(&fresh),
             &account.url,
         );
-        let r = other.post_body(&account.url, &signed(&header, b"", &account.key));
+        let body = signed(&header, b"", &account.key);
+        let r = other.post_body(&account.url, &body);
         assert_eq!(r.status, 200, "node {node}'s error nonce: {}", r.text());
+        // The same request signed with an account (kid) again, on either node: spent.
+        for again in [&ca, &cb] {
+            again.post_body(&account.url, &body).assert_problem(400, "badNonce");
+        }
     }
 
     // An order placed on A, looked at and finalized on B, downloaded from A.

@@ -79,6 +79,39 @@ struct Outstanding {
     order: VecDeque<[u8; 16]>,
 }
 
+/// What is left to do for a nonce that passed [`NonceService::check`].
+#[derive(Debug)]
+#[must_use = "a shared nonce is not spent until it is recorded"]
+pub enum Redemption {
+    /// Spent already (a single node's nonce).
+    Done,
+    /// Valid, to be recorded in the shared store; only the first record wins.
+    Record(PendingNonce),
+}
+
+/// A shared nonce that passed its checks, not yet spent.
+#[derive(Debug)]
+pub struct PendingNonce {
+    /// Its random id, the key of the store's record.
+    pub id: [u8; 16],
+    /// When its record may go (after that, its age alone refuses it).
+    pub expires_at: OffsetDateTime,
+}
+
+/// The answer of the store to an attempt to spend a nonce.
+pub(crate) fn fresh(
+    recorded: Result<bool, agentca_core::store::StoreError>,
+) -> Result<(), NonceError> {
+    match recorded {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(NonceError::Invalid),
+        Err(e) => {
+            tracing::error!(error = %e, "recording a used nonce failed");
+            Err(NonceError::Unavailable)
+        }
+    }
+}
+
 /// Why a nonce was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -165,6 +198,16 @@ impl NonceService {
 
     /// Redeems a nonce: succeeds once per issued nonce, within its lifetime.
     pub fn redeem(&self, nonce: Option<&str>) -> Result<(), NonceError> {
+        match self.check(nonce)? {
+            Redemption::Done => Ok(()),
+            Redemption::Record(pending) => self.record(&pending),
+        }
+    }
+
+    /// The first half of [`NonceService::redeem`]: a nonce of this CA, not too old. A single
+    /// node's nonce is spent here; a shared one is spent only once it is recorded in the store
+    /// ([`NonceService::record`], or together with another read of the request).
+    pub fn check(&self, nonce: Option<&str>) -> Result<Redemption, NonceError> {
         let nonce = nonce.ok_or(NonceError::Missing)?;
         match &self.mode {
             Mode::Local { inner, .. } => {
@@ -173,9 +216,9 @@ impl NonceService {
                 if issued_at.elapsed() > self.lifetime {
                     return Err(NonceError::Invalid);
                 }
-                Ok(())
+                Ok(Redemption::Done)
             }
-            Mode::Shared { key, store } => {
+            Mode::Shared { key, .. } => {
                 let bytes: [u8; SHARED_LEN] = decode(nonce, SHARED_TEXT_LEN)?;
                 let (id, rest) = bytes.split_at(16);
                 let (issued, tag) = rest.split_at(8);
@@ -191,20 +234,21 @@ impl NonceService {
                     return Err(NonceError::Invalid);
                 }
                 let id: [u8; 16] = id.try_into().map_err(|_| NonceError::Malformed)?;
-                let expires = i64::try_from(issued.saturating_add(lifetime + CLOCK_SKEW))
+                let expires_at = i64::try_from(issued.saturating_add(lifetime + CLOCK_SKEW))
                     .ok()
                     .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
                     .ok_or(NonceError::Malformed)?;
-                match store.redeem_nonce(&id, expires) {
-                    Ok(true) => Ok(()),
-                    Ok(false) => Err(NonceError::Invalid),
-                    Err(e) => {
-                        tracing::error!(error = %e, "recording a used nonce failed");
-                        Err(NonceError::Unavailable)
-                    }
-                }
+                Ok(Redemption::Record(PendingNonce { id, expires_at }))
             }
         }
+    }
+
+    /// Spends a checked shared nonce in the store.
+    pub fn record(&self, pending: &PendingNonce) -> Result<(), NonceError> {
+        let Mode::Shared { store, .. } = &self.mode else {
+            return Ok(());
+        };
+        fresh(store.redeem_nonce(&pending.id, pending.expires_at))
     }
 
     /// How many nonces are outstanding on this node (for metrics and tests; 0 when shared,

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 
 use crate::error::{AcmeError, Result};
 use crate::jose::{Jwk, Jws, KeyRef, parse_json};
-use crate::nonce::NonceService;
+use crate::nonce::{NonceService, Redemption};
 use crate::validation::{ValidationConfig, Validator};
 
 /// Told about issuances and revocations so status publication (pre-signed OCSP, CRLs) follows
@@ -131,9 +131,10 @@ impl AcmeService {
                 "the JWS url header does not match the URL the request was sent to",
             ));
         }
-        self.nonces.redeem(header.nonce())?;
+        let redemption = self.nonces.check(header.nonce())?;
         match (header.key(), mode) {
             (KeyRef::Jwk(jwk), KeyMode::Jwk | KeyMode::Either) => {
+                self.spend(redemption)?;
                 jws.verify(jwk)?;
                 let jwk = jwk.clone();
                 Ok(Authenticated {
@@ -142,7 +143,7 @@ impl AcmeService {
                 })
             }
             (KeyRef::Kid(kid), KeyMode::Kid | KeyMode::Either) => {
-                let account = self.account_for_kid(links, kid)?;
+                let account = self.account_for_kid(links, kid, redemption)?;
                 let jwk = stored_jwk(&account)?;
                 jws.verify(&jwk)?;
                 if account.status != AcmeAccountStatus::Valid {
@@ -155,27 +156,64 @@ impl AcmeService {
                     signer: Signer::Account(Box::new(account), jwk),
                 })
             }
-            (KeyRef::Kid(_), KeyMode::Jwk) => Err(AcmeError::malformed(
-                "this request must be signed with a jwk, not an account kid",
-            )),
-            (KeyRef::Jwk(_), KeyMode::Kid) => Err(AcmeError::malformed(
-                "this request must name its account with kid, not carry a jwk",
-            )),
+            (KeyRef::Kid(_), KeyMode::Jwk) => {
+                self.spend(redemption)?;
+                Err(AcmeError::malformed(
+                    "this request must be signed with a jwk, not an account kid",
+                ))
+            }
+            (KeyRef::Jwk(_), KeyMode::Kid) => {
+                self.spend(redemption)?;
+                Err(AcmeError::malformed(
+                    "this request must name its account with kid, not carry a jwk",
+                ))
+            }
         }
     }
 
-    fn account_for_kid(&self, links: &Links, kid: &str) -> Result<AcmeAccount> {
-        let id = kid
+    /// Spends a checked nonce: a refusal of the nonce comes before anything else the
+    /// request did wrong.
+    fn spend(&self, redemption: Redemption) -> Result<()> {
+        match redemption {
+            Redemption::Done => Ok(()),
+            Redemption::Record(pending) => Ok(self.nonces.record(&pending)?),
+        }
+    }
+
+    /// The account `kid` names, spending the request's nonce first — in the same store call
+    /// when the nonce is a shared one.
+    fn account_for_kid(
+        &self,
+        links: &Links,
+        kid: &str,
+        redemption: Redemption,
+    ) -> Result<AcmeAccount> {
+        let Some(id) = kid
             .strip_prefix(&links.account_prefix())
             .filter(|id| !id.is_empty() && !id.contains('/'))
-            .ok_or_else(|| {
-                AcmeError::new(
-                    crate::error::ProblemType::AccountDoesNotExist,
-                    "kid is not an account URL of this server",
-                )
-                .with_status(400)
-            })?;
-        self.store().acme_account(id)?.ok_or_else(|| {
+        else {
+            self.spend(redemption)?;
+            return Err(AcmeError::new(
+                crate::error::ProblemType::AccountDoesNotExist,
+                "kid is not an account URL of this server",
+            )
+            .with_status(400));
+        };
+        let account = match redemption {
+            Redemption::Done => self.store().acme_account(id)?,
+            Redemption::Record(pending) => {
+                let read =
+                    self.store()
+                        .redeem_nonce_and_get_account(&pending.id, pending.expires_at, id);
+                let (fresh, account) = match read {
+                    Ok((fresh, account)) => (Ok(fresh), account),
+                    Err(e) => (Err(e), None),
+                };
+                crate::nonce::fresh(fresh)?;
+                account
+            }
+        };
+        account.ok_or_else(|| {
             AcmeError::new(
                 crate::error::ProblemType::AccountDoesNotExist,
                 "no account with this kid",

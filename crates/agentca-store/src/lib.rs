@@ -210,6 +210,21 @@ pub trait Store: Send + Sync {
     /// `expires_at` (after that the nonce is refused by its age alone).
     fn redeem_nonce(&self, nonce: &[u8; 16], expires_at: OffsetDateTime) -> Result<bool>;
 
+    /// [`Store::redeem_nonce`], then [`Store::acme_account`] of `account_id`, for the requests
+    /// that name their account: one round trip where a call is one. The account is read
+    /// whether or not the nonce was fresh.
+    fn redeem_nonce_and_get_account(
+        &self,
+        nonce: &[u8; 16],
+        expires_at: OffsetDateTime,
+        account_id: &str,
+    ) -> Result<(bool, Option<AcmeAccount>)> {
+        Ok((
+            self.redeem_nonce(nonce, expires_at)?,
+            self.acme_account(account_id)?,
+        ))
+    }
+
     /// Forgets used nonces that expired before `now`; returns how many.
     fn purge_nonces(&self, now: OffsetDateTime) -> Result<u64>;
 

@@ -80,6 +80,10 @@ macro_rules! store_battery {
                 with_store($crate::battery::nodes::revocation_feed_lists_what_was_revoked_since)
             }
             #[test]
+            fn a_nonce_and_an_account_in_one_call() {
+                with_store($crate::battery::nodes::a_nonce_and_an_account_in_one_call)
+            }
+            #[test]
             fn nonces_are_redeemed_once() {
                 with_store($crate::battery::nodes::nonces_are_redeemed_once)
             }

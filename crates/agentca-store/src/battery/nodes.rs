@@ -75,3 +75,24 @@ pub fn nonces_are_redeemed_once(store: &dyn Store) {
     assert!(!store.redeem_nonce(&nonce, expires).unwrap());
     assert!(store.redeem_nonce(&expired, expires).unwrap());
 }
+
+pub fn a_nonce_and_an_account_in_one_call(store: &dyn Store) {
+    let expires = now() + Duration::minutes(10);
+    let (fresh, account) = store
+        .redeem_nonce_and_get_account(&[20u8; 16], expires, "no-such-account")
+        .unwrap();
+    assert!(fresh);
+    assert!(account.is_none());
+    let (fresh, _) = store
+        .redeem_nonce_and_get_account(&[20u8; 16], expires, "no-such-account")
+        .unwrap();
+    assert!(!fresh, "a nonce was redeemed twice");
+    assert!(!store.redeem_nonce(&[20u8; 16], expires).unwrap());
+
+    let created = super::acme::account_in(store, "nonce-account");
+    let (fresh, account) = store
+        .redeem_nonce_and_get_account(&[21u8; 16], expires, &created.id)
+        .unwrap();
+    assert!(fresh);
+    assert_eq!(account, Some(created));
+}

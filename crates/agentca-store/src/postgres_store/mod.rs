@@ -870,6 +870,40 @@ impl Store for PostgresStore {
         })
     }
 
+    fn redeem_nonce_and_get_account(
+        &self,
+        nonce: &[u8; 16],
+        expires_at: OffsetDateTime,
+        account_id: &str,
+    ) -> Result<(bool, Option<AcmeAccount>)> {
+        let nonce = *nonce;
+        let expires = unix(expires_at);
+        let id = account_id.to_owned();
+        self.pool.run(move |c| {
+            // One statement, so one round trip and one commit: the insert in a CTE, the
+            // account beside it.
+            let rows = c.query(
+                "WITH used AS (
+                     INSERT INTO acme_nonces (nonce, expires) VALUES ($1, $2)
+                     ON CONFLICT DO NOTHING RETURNING 1
+                 )
+                 SELECT (SELECT count(*) FROM used),
+                        (SELECT body FROM acme_accounts WHERE id = $3)",
+                &[&nonce.as_slice(), &expires, &id],
+            )?;
+            let Some(row) = rows.first() else {
+                return Err(StoreError::Backend(
+                    "the nonce query returned nothing".into(),
+                ));
+            };
+            let fresh = column::<i64>(row, 0, "nonce")? == 1;
+            let account = column::<Option<String>>(row, 1, &id)?
+                .map(|body| from_json::<AcmeAccount>(&id, &body))
+                .transpose()?;
+            Ok((fresh, account))
+        })
+    }
+
     fn purge_nonces(&self, now: OffsetDateTime) -> Result<u64> {
         let now = unix(now);
         self.pool
