@@ -124,7 +124,9 @@ fn acme_works_across_two_nodes() {
         assert_eq!(r.status, 200, "node {node}'s error nonce: {}", r.text());
         // The same request signed with an account (kid) again, on either node: spent.
         for again in [&ca, &cb] {
-            again.post_body(&account.url, &body).assert_problem(400, "badNonce");
+            again
+                .post_body(&account.url, &body)
+                .assert_problem(400, "badNonce");
         }
     }
 
