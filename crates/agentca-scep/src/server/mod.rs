@@ -35,7 +35,7 @@ mod in_progress;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use agentca_core::issuer::Authority;
+use agentca_core::issuer::{Authority, InFlightGuard};
 use agentca_core::store::CertificateRecord;
 
 use crate::alg::{ContentCipher, ScepOptions};
@@ -223,18 +223,22 @@ impl ScepService {
         crate::certs::get_ca_cert_response(self.ra.certificate(), &self.ca_chain)
     }
 
-    /// Answers a PKIOperation body (DER or BER). Blocking work (RSA, store, signing) runs on
-    /// blocking threads; waiting for the disk holds no thread.
+    /// Answers a PKIOperation body (DER or BER). The whole request runs on one blocking
+    /// thread: RSA, the store, the wait for the commit thread (about a millisecond) and the
+    /// reply's signature. Handing the request from thread to thread around that wait cost more
+    /// CPU than holding the thread does.
     pub async fn pki_operation(self: &Arc<Self>, body: Vec<u8>) -> ScepReply {
         let in_flight = self.authority.in_flight().enter();
         let worker = self.clone();
-        let step = match tokio::task::spawn_blocking(move || worker.handle(&body)).await {
-            Ok(step) => step,
-            Err(e) => {
-                return self.unavailable(RequestKind::Unparseable, format!("request task: {e}"));
-            }
-        };
-        let (kind, issuing) = match step {
+        match tokio::task::spawn_blocking(move || worker.answer(&body, &in_flight)).await {
+            Ok(reply) => reply,
+            Err(e) => self.unavailable(RequestKind::Unparseable, format!("request task: {e}")),
+        }
+    }
+
+    /// [`ScepService::pki_operation`] on the blocking thread.
+    fn answer(&self, body: &[u8], in_flight: &InFlightGuard) -> ScepReply {
+        let (kind, issuing) = match self.handle(body) {
             enroll::Step::Done(kind, reply, answer) => {
                 self.events.answered(kind, answer);
                 return reply;
@@ -247,13 +251,13 @@ impl ScepService {
             cipher,
             guard,
         } = *issuing;
-        let (tell, durable) = tokio::sync::oneshot::channel();
+        let (tell, durable) = std::sync::mpsc::sync_channel(1);
         self.authority
-            .commit_staged(staged, &in_flight, move |result| {
+            .commit_staged(staged, in_flight, move |result| {
                 let _ = tell.send(result);
             });
         let durable = durable
-            .await
+            .recv()
             .unwrap_or(Err(agentca_core::Error::Unreachable(
                 "the commit thread dropped a job",
             )));
@@ -266,20 +270,13 @@ impl ScepService {
                     transaction = %reply_to.transaction_id().as_str(),
                     "SCEP certificate issued"
                 );
-                let worker = self.clone();
-                // Both sign (the OCSP pre-signing and the CertRep): off the async workers.
-                let encoded = tokio::task::spawn_blocking(move || {
-                    worker.events.issued(&record);
-                    worker.success(&reply_to, cipher, &record.der)
-                })
-                .await;
-                match encoded {
-                    Ok(Ok(bytes)) => {
+                self.events.issued(&record);
+                match self.success(&reply_to, cipher, &record.der) {
+                    Ok(bytes) => {
                         self.events.answered(kind, Answer::Success);
                         ScepReply::CertRep(bytes)
                     }
-                    Ok(Err(e)) => self.unavailable(kind, format!("encode CertRep: {e}")),
-                    Err(e) => self.unavailable(kind, format!("request task: {e}")),
+                    Err(e) => self.unavailable(kind, format!("encode CertRep: {e}")),
                 }
             }
             Err(e) => self.unavailable(kind, format!("the certificate was not recorded: {e}")),
