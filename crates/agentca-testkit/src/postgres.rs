@@ -16,7 +16,7 @@
 
 use std::io::Write;
 use std::net::TcpListener;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +36,25 @@ pub struct PgCluster {
     run_as: Option<String>,
     watchdog: Mutex<Option<(Child, ChildStdin)>>,
     databases: AtomicU64,
+    tls: Option<PgTls>,
+}
+
+/// The client side of a cluster started with TLS: PEM files in the cluster's directory.
+#[derive(Debug, Clone)]
+pub struct PgTls {
+    /// The root that issued the server's certificate.
+    pub root: PathBuf,
+    /// A root of another CA, which issued nothing the server has.
+    pub other_root: PathBuf,
+}
+
+/// Which connections a TLS cluster accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsAccess {
+    /// TLS and plain TCP alike.
+    Optional,
+    /// TLS only (`hostssl` lines in `pg_hba.conf`); plain TCP is refused.
+    Required,
 }
 
 /// The cluster shared by every test of this test binary, started on first use. `None` (after a
@@ -54,6 +73,19 @@ impl PgCluster {
     /// Starts a new cluster with extra `postgresql.conf` settings. `Ok(None)` (after a notice)
     /// when the binaries or a user to run them as are missing and tools are not required.
     pub fn start(settings: &[(&str, &str)]) -> Result<Option<Self>, String> {
+        Self::start_with(settings, None)
+    }
+
+    /// Like [`start`](Self::start), with `ssl = on`, a fresh CA and a server certificate for
+    /// `127.0.0.1` and `localhost`; [`tls`](Self::tls) names the client's files.
+    pub fn start_tls(settings: &[(&str, &str)], access: TlsAccess) -> Result<Option<Self>, String> {
+        Self::start_with(settings, Some(access))
+    }
+
+    fn start_with(
+        settings: &[(&str, &str)],
+        tls: Option<TlsAccess>,
+    ) -> Result<Option<Self>, String> {
         let Some(bin) = find_bin_dir() else {
             crate::tools::missing("initdb", PURPOSE);
             return Ok(None);
@@ -87,6 +119,7 @@ impl PgCluster {
             run_as,
             watchdog: Mutex::new(None),
             databases: AtomicU64::new(0),
+            tls: None,
         };
         // From here on a failure removes the directory (and stops a started server) on drop.
         cluster.arm_watchdog()?;
@@ -101,8 +134,16 @@ impl PgCluster {
             }
         }
         cluster.initdb(settings)?;
+        if let Some(access) = tls {
+            cluster.tls = Some(cluster.set_up_tls(access)?);
+        }
         cluster.start_server()?;
         Ok(Some(cluster))
+    }
+
+    /// The client's certificate files, for a cluster started with [`start_tls`](Self::start_tls).
+    pub fn tls(&self) -> Option<&PgTls> {
+        self.tls.as_ref()
     }
 
     /// The loopback port the server listens on.
@@ -184,6 +225,57 @@ impl PgCluster {
             .open(self.dir.join("data").join("postgresql.conf"))
             .and_then(|mut f| f.write_all(conf.as_bytes()))
             .map_err(|e| format!("postgresql.conf: {e}"))
+    }
+
+    /// Writes the server's key and certificate into the data directory (private to the server's
+    /// user, as PostgreSQL insists), the roots beside it, and turns TLS on.
+    fn set_up_tls(&self, access: TlsAccess) -> Result<PgTls, String> {
+        let (root_pem, server_cert_pem, server_key_pem) =
+            tls_files("agentca test database root")
+                .map_err(|e| format!("test certificates: {e}"))?;
+        // Another name too: a root of the same name would be taken for the issuer, and fail on
+        // the signature rather than as an unknown issuer.
+        let (other_root_pem, _, _) = tls_files("agentca test database root (another CA)")
+            .map_err(|e| format!("test certificates: {e}"))?;
+        let data = self.dir.join("data");
+        for (name, contents) in [
+            ("server.crt", &server_cert_pem),
+            ("server.key", &server_key_pem),
+        ] {
+            let path = data.join(name);
+            std::fs::write(&path, contents).map_err(|e| format!("{name}: {e}"))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| format!("{name}: {e}"))?;
+            if let Some(user) = &self.run_as {
+                let status = Command::new("chown")
+                    .arg(format!("{user}:"))
+                    .arg(&path)
+                    .status()
+                    .map_err(|e| format!("chown: {e}"))?;
+                if !status.success() {
+                    return Err(format!("chown {user} {} failed", path.display()));
+                }
+            }
+        }
+        let files = PgTls {
+            root: self.dir.join("root.pem"),
+            other_root: self.dir.join("other-root.pem"),
+        };
+        std::fs::write(&files.root, root_pem).map_err(|e| format!("root.pem: {e}"))?;
+        std::fs::write(&files.other_root, other_root_pem)
+            .map_err(|e| format!("other-root.pem: {e}"))?;
+        // server.crt and server.key are the defaults, relative to the data directory.
+        append(&data.join("postgresql.conf"), "ssl = on\n")?;
+        if access == TlsAccess::Required {
+            // Replaces initdb's lines: the unix socket (createdb's way in is TCP, and libpq's
+            // default `prefer` takes TLS) stays open, TCP needs TLS.
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )
+            .map_err(|e| format!("pg_hba.conf: {e}"))?;
+        }
+        Ok(files)
     }
 
     fn start_server(&mut self) -> Result<(), String> {
@@ -295,6 +387,39 @@ impl Drop for PgCluster {
             let _ = child.wait();
         }
     }
+}
+
+fn append(path: &std::path::Path, text: &str) -> Result<(), String> {
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A fresh CA named `root_name` and a server certificate it issued for `127.0.0.1` and
+/// `localhost`, as PEM: the root, the server's certificate and the server's key.
+fn tls_files(root_name: &str) -> Result<(String, String, String), rcgen::Error> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+
+    let root_key = KeyPair::generate()?;
+    let mut root = CertificateParams::new(Vec::<String>::new())?;
+    root.distinguished_name.push(DnType::CommonName, root_name);
+    root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    root.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let root_pem = root.self_signed(&root_key)?.pem();
+    let issuer = Issuer::from_params(&root, &root_key);
+
+    let server_key = KeyPair::generate()?;
+    let mut server = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?;
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "agentca test database");
+    server.use_authority_key_identifier_extension = true;
+    let server_pem = server.signed_by(&server_key, &issuer)?.pem();
+    Ok((root_pem, server_pem, server_key.serialize_pem()))
 }
 
 /// The newest `/usr/lib/postgresql/N/bin` (Debian keeps initdb off PATH), else the directory of

@@ -567,3 +567,226 @@ where
         Pin::new(&mut *self.0).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::OnceLock;
+
+    use agentca_testkit::postgres::{PgCluster, TlsAccess, shared};
+
+    use super::super::{PostgresOptions, PostgresStore, column};
+    use super::*;
+
+    const PASSWORD: &str = "pw-not-for-logs";
+
+    fn options() -> PostgresOptions {
+        PostgresOptions {
+            connections: 2,
+            ..PostgresOptions::default()
+        }
+    }
+
+    /// A cluster with TLS on and plain TCP still accepted, shared by this module's tests.
+    fn tls_cluster() -> Option<&'static PgCluster> {
+        static CLUSTER: OnceLock<Option<PgCluster>> = OnceLock::new();
+        CLUSTER
+            .get_or_init(|| PgCluster::start_tls(&[("fsync", "off")], TlsAccess::Optional).unwrap())
+            .as_ref()
+    }
+
+    /// A fresh database's URL on `cluster`, with a password (trust authentication ignores it)
+    /// that must never be printed, and `query` appended.
+    fn url(cluster: &PgCluster, query: &str) -> String {
+        let url = cluster.fresh_database();
+        let url = url.replacen("postgres@", &format!("postgres:{PASSWORD}@"), 1);
+        format!("{url}?{query}")
+    }
+
+    fn root(cluster: &PgCluster) -> String {
+        cluster.tls().unwrap().root.display().to_string()
+    }
+
+    /// Whether the store's session runs over TLS, as the server sees it.
+    fn encrypted(store: &PostgresStore) -> bool {
+        store
+            .pool
+            .run(|c| {
+                let rows = c.query(
+                    "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    &[],
+                )?;
+                column::<bool>(&rows[0], 0, "pg_stat_ssl")
+            })
+            .unwrap()
+    }
+
+    fn open_error(url: &str) -> String {
+        let err = PostgresStore::open_with(url, &options())
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains(PASSWORD), "the password leaked: {err}");
+        err
+    }
+
+    #[test]
+    fn postgres_tls_options_are_taken_out_of_the_url() {
+        let (config, tls) = parse_url(&format!(
+            "postgres://u:{PASSWORD}@db.example:5433/ca?application_name=x&sslmode=verify-full\
+             &sslrootcert=%2Fetc%2Fagentca%2Fdb%20roots.pem"
+        ))
+        .unwrap();
+        assert_eq!(config.get_ssl_mode(), postgres::config::SslMode::Require);
+        assert_eq!(config.get_application_name(), Some("x"));
+        assert_eq!(tls.mode, SslMode::VerifyFull);
+        assert_eq!(
+            tls.root_cert.as_deref(),
+            Some(Path::new("/etc/agentca/db roots.pem"))
+        );
+        let (config, tls) = parse_url("postgres://u@h/d").unwrap();
+        assert_eq!(config.get_ssl_mode(), postgres::config::SslMode::Prefer);
+        assert_eq!(tls.mode, SslMode::Prefer);
+        let (config, _) = parse_url("postgres://u@h/d?sslmode=disable").unwrap();
+        assert_eq!(config.get_ssl_mode(), postgres::config::SslMode::Disable);
+
+        assert_eq!(
+            PostgresStore::describe_url(&format!(
+                "postgres://u:{PASSWORD}@db.example:5433/ca?sslmode=verify-ca&sslrootcert=r.pem"
+            )),
+            "u@db.example:5433/ca"
+        );
+        for (query, expected) in [
+            ("sslmode=verify", "sslmode=verify "),
+            ("sslrootcert=system", "sslrootcert=system is not supported"),
+            ("sslrootcert=%zz", "bad escape in sslrootcert"),
+        ] {
+            let err = open_error(&format!("postgres://u:{PASSWORD}@h/d?{query}"));
+            assert!(err.contains(expected), "{query}: {err}");
+        }
+        // Checked before any connection is tried.
+        let err = open_error(&format!(
+            "postgres://u:{PASSWORD}@db.example:5433/ca?sslmode=verify-full"
+        ));
+        assert!(err.contains("needs sslrootcert"), "{err}");
+        assert!(err.contains("u@db.example:5433/ca"), "{err}");
+        let err = open_error(&format!(
+            "postgres://u:{PASSWORD}@db.example:5433/ca?sslmode=verify-ca&sslrootcert=/nonexistent.pem"
+        ));
+        assert!(
+            err.contains("cannot read sslrootcert /nonexistent.pem"),
+            "{err}"
+        );
+        let err = open_error(&format!(
+            "postgres://u:{PASSWORD}@db.example:5433/ca?sslmode=require&sslcert=/c.pem"
+        ));
+        assert!(
+            err.contains("sslcert and sslkey must be given together"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn postgres_verify_full_with_the_right_root_serves_the_store() {
+        let Some(cluster) = tls_cluster() else { return };
+        let url = url(
+            cluster,
+            &format!("sslmode=verify-full&sslrootcert={}", root(cluster)),
+        );
+        let store = PostgresStore::open_with(&url, &options()).unwrap();
+        assert!(encrypted(&store));
+        crate::battery::agents(&store);
+        crate::battery::serial_reservation_is_insert_if_absent(&store);
+    }
+
+    #[test]
+    fn postgres_verify_full_refuses_a_server_of_another_ca() {
+        let Some(cluster) = tls_cluster() else { return };
+        let other = cluster.tls().unwrap().other_root.display().to_string();
+        let url = url(cluster, &format!("sslmode=verify-full&sslrootcert={other}"));
+        let err = open_error(&url);
+        let target = PostgresStore::describe_url(&url);
+        assert!(err.contains(&target), "{err}");
+        assert!(err.contains("certificate is not trusted"), "{err}");
+        assert!(err.contains("UnknownIssuer"), "{err}");
+        // verify-ca checks the chain as well.
+        let url = url_with(&url, "verify-full", "verify-ca");
+        assert!(open_error(&url).contains("certificate is not trusted"));
+    }
+
+    fn url_with(url: &str, from: &str, to: &str) -> String {
+        url.replacen(&format!("sslmode={from}"), &format!("sslmode={to}"), 1)
+    }
+
+    #[test]
+    fn postgres_verify_full_checks_the_host_name_and_verify_ca_does_not() {
+        let Some(cluster) = tls_cluster() else { return };
+        // The server's certificate names 127.0.0.1 and localhost, not this host.
+        let url = url(
+            cluster,
+            &format!(
+                "hostaddr=127.0.0.1&sslmode=verify-full&sslrootcert={}",
+                root(cluster)
+            ),
+        )
+        .replacen("@127.0.0.1:", "@db.invalid:", 1);
+        let err = open_error(&url);
+        assert!(err.contains("does not name the host"), "{err}");
+        assert!(err.contains("db.invalid:"), "{err}");
+        let store =
+            PostgresStore::open_with(&url_with(&url, "verify-full", "verify-ca"), &options())
+                .unwrap();
+        assert!(encrypted(&store));
+    }
+
+    #[test]
+    fn postgres_require_encrypts_without_checking_and_needs_tls() {
+        let Some(cluster) = tls_cluster() else { return };
+        let store = PostgresStore::open_with(&url(cluster, "sslmode=require"), &options()).unwrap();
+        assert!(encrypted(&store));
+        // As in libpq, a root file makes `require` check the chain.
+        let other = cluster.tls().unwrap().other_root.display().to_string();
+        let err = open_error(&url(
+            cluster,
+            &format!("sslmode=require&sslrootcert={other}"),
+        ));
+        assert!(err.contains("certificate is not trusted"), "{err}");
+        // A server without TLS is refused.
+        let Some(plain) = shared() else { return };
+        let err = open_error(&url(plain, "sslmode=require"));
+        assert!(err.contains("server does not support TLS"), "{err}");
+    }
+
+    #[test]
+    fn postgres_prefer_takes_tls_when_offered_and_plain_otherwise() {
+        let Some(cluster) = tls_cluster() else { return };
+        let store = PostgresStore::open_with(&url(cluster, "sslmode=prefer"), &options()).unwrap();
+        assert!(encrypted(&store));
+        let Some(plain) = shared() else { return };
+        let store = PostgresStore::open_with(&url(plain, "sslmode=prefer"), &options()).unwrap();
+        assert!(!encrypted(&store));
+        crate::battery::agents(&store);
+    }
+
+    #[test]
+    fn postgres_disable_is_refused_by_a_server_that_requires_tls() {
+        let Some(cluster) = PgCluster::start_tls(&[("fsync", "off")], TlsAccess::Required).unwrap()
+        else {
+            return;
+        };
+        let url = url(&cluster, "sslmode=disable");
+        let err = open_error(&url);
+        assert!(err.contains(&PostgresStore::describe_url(&url)), "{err}");
+        assert!(err.contains("no pg_hba.conf entry"), "{err}");
+        let store = PostgresStore::open_with(
+            &format!(
+                "{}&sslrootcert={}",
+                url_with(&url, "disable", "verify-full"),
+                root(&cluster)
+            ),
+            &options(),
+        )
+        .unwrap();
+        assert!(encrypted(&store));
+    }
+}
