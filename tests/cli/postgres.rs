@@ -183,9 +183,13 @@ fn serve_reports_a_lost_database_and_reconnects() {
 #[test]
 fn a_ca_on_a_database_reached_over_verified_tls() {
     use agentca_testkit::postgres::{PgCluster, TlsAccess};
-    // Its own cluster, which refuses plain TCP: every session below is TLS.
-    let Some(cluster) = PgCluster::start_tls(&[("fsync", "off")], TlsAccess::Required).unwrap()
-    else {
+    // Its own cluster, which refuses plain TCP and wants the password: every session below is
+    // TLS, authenticated with SCRAM.
+    let Some(cluster) = PgCluster::start_tls(
+        &[("fsync", "off")],
+        TlsAccess::Password(PASSWORD.to_owned()),
+    )
+    .unwrap() else {
         return;
     };
     let Some(tls) = cluster.tls() else {

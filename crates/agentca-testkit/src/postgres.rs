@@ -37,6 +37,8 @@ pub struct PgCluster {
     watchdog: Mutex<Option<(Child, ChildStdin)>>,
     databases: AtomicU64,
     tls: Option<PgTls>,
+    /// Whether TCP asks for a password (databases are then created over the unix socket).
+    password: bool,
 }
 
 /// The client side of a cluster started with TLS: PEM files in the cluster's directory.
@@ -49,12 +51,13 @@ pub struct PgTls {
 }
 
 /// Which connections a TLS cluster accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TlsAccess {
-    /// TLS and plain TCP alike.
+    /// TLS and plain TCP alike, without a password.
     Optional,
-    /// TLS only (`hostssl` lines in `pg_hba.conf`); plain TCP is refused.
-    Required,
+    /// TLS only (`hostssl` lines in `pg_hba.conf`), and SCRAM authentication with this password for `postgres` (so that
+    /// channel binding is used); plain TCP is refused.
+    Password(String),
 }
 
 /// The cluster shared by every test of this test binary, started on first use. `None` (after a
@@ -120,6 +123,7 @@ impl PgCluster {
             watchdog: Mutex::new(None),
             databases: AtomicU64::new(0),
             tls: None,
+            password: false,
         };
         // From here on a failure removes the directory (and stops a started server) on drop.
         cluster.arm_watchdog()?;
@@ -134,10 +138,13 @@ impl PgCluster {
             }
         }
         cluster.initdb(settings)?;
-        if let Some(access) = tls {
+        if let Some(access) = &tls {
             cluster.tls = Some(cluster.set_up_tls(access)?);
         }
         cluster.start_server()?;
+        if let Some(TlsAccess::Password(password)) = &tls {
+            cluster.set_password(password)?;
+        }
         Ok(Some(cluster))
     }
 
@@ -160,15 +167,13 @@ impl PgCluster {
     pub fn fresh_database(&self) -> String {
         let n = self.databases.fetch_add(1, Ordering::SeqCst);
         let name = format!("agentca_test_{}_{n}", std::process::id());
+        let host = if self.password {
+            self.dir.display().to_string()
+        } else {
+            "127.0.0.1".to_owned()
+        };
         let output = Command::new(self.bin.join("createdb"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-            ])
+            .args(["-h", &host, "-p", &self.port.to_string(), "-U", "postgres"])
             .arg(&name)
             .output();
         match output {
@@ -229,7 +234,7 @@ impl PgCluster {
 
     /// Writes the server's key and certificate into the data directory (private to the server's
     /// user, as PostgreSQL insists), the roots beside it, and turns TLS on.
-    fn set_up_tls(&self, access: TlsAccess) -> Result<PgTls, String> {
+    fn set_up_tls(&self, access: &TlsAccess) -> Result<PgTls, String> {
         let (root_pem, server_cert_pem, server_key_pem) =
             tls_files("agentca test database root")
                 .map_err(|e| format!("test certificates: {e}"))?;
@@ -266,16 +271,48 @@ impl PgCluster {
             .map_err(|e| format!("other-root.pem: {e}"))?;
         // server.crt and server.key are the defaults, relative to the data directory.
         append(&data.join("postgresql.conf"), "ssl = on\n")?;
-        if access == TlsAccess::Required {
-            // Replaces initdb's lines: the unix socket (createdb's way in is TCP, and libpq's
-            // default `prefer` takes TLS) stays open, TCP needs TLS.
-            std::fs::write(
-                data.join("pg_hba.conf"),
-                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
-            )
-            .map_err(|e| format!("pg_hba.conf: {e}"))?;
+        // Replaces initdb's lines: the unix socket stays open without a password (createdb
+        // goes by TCP otherwise, where libpq's default `prefer` takes TLS), TCP needs TLS.
+        let hba = match access {
+            TlsAccess::Optional => None,
+            TlsAccess::Password(_) => {
+                Some("local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n")
+            }
+        };
+        if let Some(hba) = hba {
+            std::fs::write(data.join("pg_hba.conf"), hba)
+                .map_err(|e| format!("pg_hba.conf: {e}"))?;
         }
         Ok(files)
+    }
+
+    /// Gives `postgres` a password (stored as SCRAM, PostgreSQL's default since 14), over the
+    /// unix socket.
+    fn set_password(&mut self, password: &str) -> Result<(), String> {
+        let sql = format!(
+            "ALTER ROLE postgres PASSWORD '{}'",
+            password.replace('\'', "''")
+        );
+        let output = Command::new(self.bin.join("psql"))
+            .arg("-h")
+            .arg(&self.dir)
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-qAt",
+                "-c",
+                &sql,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("psql: {e}"))?;
+        if !output.status.success() {
+            return Err(format!("psql: {}", crate::tools::transcript(&output)));
+        }
+        self.password = true;
+        Ok(())
     }
 
     fn start_server(&mut self) -> Result<(), String> {

@@ -769,24 +769,43 @@ mod tests {
     }
 
     #[test]
-    fn postgres_disable_is_refused_by_a_server_that_requires_tls() {
-        let Some(cluster) = PgCluster::start_tls(&[("fsync", "off")], TlsAccess::Required).unwrap()
-        else {
+    fn postgres_a_server_requiring_tls_and_a_password() {
+        let Some(cluster) = PgCluster::start_tls(
+            &[("fsync", "off")],
+            TlsAccess::Password(PASSWORD.to_owned()),
+        )
+        .unwrap() else {
             return;
         };
         let url = url(&cluster, "sslmode=disable");
         let err = open_error(&url);
         assert!(err.contains(&PostgresStore::describe_url(&url)), "{err}");
         assert!(err.contains("no pg_hba.conf entry"), "{err}");
-        let store = PostgresStore::open_with(
-            &format!(
-                "{}&sslrootcert={}",
-                url_with(&url, "disable", "verify-full"),
-                root(&cluster)
-            ),
-            &options(),
-        )
-        .unwrap();
+        assert!(err.contains("no encryption"), "{err}");
+
+        // SCRAM with channel binding: the server checks the hash of its certificate that the
+        // client computed, so an unverified session is still bound to it.
+        let verified = format!(
+            "{}&sslrootcert={}&channel_binding=require",
+            url_with(&url, "disable", "verify-full"),
+            root(&cluster)
+        );
+        let store = PostgresStore::open_with(&verified, &options()).unwrap();
         assert!(encrypted(&store));
+        crate::battery::agents(&store);
+        let unverified = format!(
+            "{}&channel_binding=require",
+            url_with(&url, "disable", "require")
+        );
+        assert!(encrypted(
+            &PostgresStore::open_with(&unverified, &options()).unwrap()
+        ));
+
+        let wrong = verified.replacen(PASSWORD, "not-the-password", 1);
+        let err = PostgresStore::open_with(&wrong, &options())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("password authentication failed"), "{err}");
+        assert!(!err.contains("not-the-password"), "{err}");
     }
 }
