@@ -37,7 +37,7 @@ pub struct PgCluster {
     watchdog: Mutex<Option<(Child, ChildStdin)>>,
     databases: AtomicU64,
     tls: Option<PgTls>,
-    /// Whether TCP asks for a password (databases are then created over the unix socket).
+    /// Whether TCP asks for more than TLS (databases are then created over the unix socket).
     password: bool,
 }
 
@@ -48,6 +48,10 @@ pub struct PgTls {
     pub root: PathBuf,
     /// A root of another CA, which issued nothing the server has.
     pub other_root: PathBuf,
+    /// A client certificate for the `postgres` role, from [`root`](Self::root).
+    pub client_cert: PathBuf,
+    /// Its key (PKCS#8, mode 0600).
+    pub client_key: PathBuf,
 }
 
 /// Which connections a TLS cluster accepts.
@@ -58,6 +62,9 @@ pub enum TlsAccess {
     /// TLS only (`hostssl` lines in `pg_hba.conf`), and SCRAM authentication with this password for `postgres` (so that
     /// channel binding is used); plain TCP is refused.
     Password(String),
+    /// TLS only, and the client must present a certificate for `postgres` from the cluster's
+    /// root ([`PgTls::client_cert`]); plain TCP is refused.
+    ClientCertificate,
 }
 
 /// The cluster shared by every test of this test binary, started on first use. `None` (after a
@@ -142,8 +149,10 @@ impl PgCluster {
             cluster.tls = Some(cluster.set_up_tls(access)?);
         }
         cluster.start_server()?;
-        if let Some(TlsAccess::Password(password)) = &tls {
-            cluster.set_password(password)?;
+        match &tls {
+            Some(TlsAccess::Password(password)) => cluster.set_password(password)?,
+            Some(TlsAccess::ClientCertificate) => cluster.password = true,
+            _ => {}
         }
         Ok(Some(cluster))
     }
@@ -235,17 +244,18 @@ impl PgCluster {
     /// Writes the server's key and certificate into the data directory (private to the server's
     /// user, as PostgreSQL insists), the roots beside it, and turns TLS on.
     fn set_up_tls(&self, access: &TlsAccess) -> Result<PgTls, String> {
-        let (root_pem, server_cert_pem, server_key_pem) =
-            tls_files("agentca test database root")
-                .map_err(|e| format!("test certificates: {e}"))?;
+        let pki = tls_files("agentca test database root")
+            .map_err(|e| format!("test certificates: {e}"))?;
         // Another name too: a root of the same name would be taken for the issuer, and fail on
         // the signature rather than as an unknown issuer.
-        let (other_root_pem, _, _) = tls_files("agentca test database root (another CA)")
+        let other = tls_files("agentca test database root (another CA)")
             .map_err(|e| format!("test certificates: {e}"))?;
         let data = self.dir.join("data");
+        // root.crt is read only when client certificates are asked for (ssl_ca_file).
         for (name, contents) in [
-            ("server.crt", &server_cert_pem),
-            ("server.key", &server_key_pem),
+            ("server.crt", &pki.server_cert),
+            ("server.key", &pki.server_key),
+            ("root.crt", &pki.root),
         ] {
             let path = data.join(name);
             std::fs::write(&path, contents).map_err(|e| format!("{name}: {e}"))?;
@@ -265,10 +275,19 @@ impl PgCluster {
         let files = PgTls {
             root: self.dir.join("root.pem"),
             other_root: self.dir.join("other-root.pem"),
+            client_cert: self.dir.join("client.pem"),
+            client_key: self.dir.join("client.key"),
         };
-        std::fs::write(&files.root, root_pem).map_err(|e| format!("root.pem: {e}"))?;
-        std::fs::write(&files.other_root, other_root_pem)
-            .map_err(|e| format!("other-root.pem: {e}"))?;
+        for (path, contents) in [
+            (&files.root, &pki.root),
+            (&files.other_root, &other.root),
+            (&files.client_cert, &pki.client_cert),
+            (&files.client_key, &pki.client_key),
+        ] {
+            std::fs::write(path, contents).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        std::fs::set_permissions(&files.client_key, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("client.key: {e}"))?;
         // server.crt and server.key are the defaults, relative to the data directory.
         append(&data.join("postgresql.conf"), "ssl = on\n")?;
         // Replaces initdb's lines: the unix socket stays open without a password (createdb
@@ -277,6 +296,10 @@ impl PgCluster {
             TlsAccess::Optional => None,
             TlsAccess::Password(_) => {
                 Some("local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n")
+            }
+            TlsAccess::ClientCertificate => {
+                append(&data.join("postgresql.conf"), "ssl_ca_file = 'root.crt'\n")?;
+                Some("local all all trust\nhostssl all all 127.0.0.1/32 cert\n")
             }
         };
         if let Some(hba) = hba {
@@ -434,11 +457,21 @@ fn append(path: &std::path::Path, text: &str) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// A fresh CA named `root_name` and a server certificate it issued for `127.0.0.1` and
-/// `localhost`, as PEM: the root, the server's certificate and the server's key.
-fn tls_files(root_name: &str) -> Result<(String, String, String), rcgen::Error> {
+/// A fresh CA's PEM files: its root, a server certificate for `127.0.0.1` and `localhost`, a
+/// client certificate for the `postgres` role, and their keys.
+struct TestPki {
+    root: String,
+    server_cert: String,
+    server_key: String,
+    client_cert: String,
+    client_key: String,
+}
+
+/// A [`TestPki`] whose root is named `root_name`.
+fn tls_files(root_name: &str) -> Result<TestPki, rcgen::Error> {
     use rcgen::{
-        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
     };
 
     let root_key = KeyPair::generate()?;
@@ -455,8 +488,24 @@ fn tls_files(root_name: &str) -> Result<(String, String, String), rcgen::Error> 
         .distinguished_name
         .push(DnType::CommonName, "agentca test database");
     server.use_authority_key_identifier_extension = true;
-    let server_pem = server.signed_by(&server_key, &issuer)?.pem();
-    Ok((root_pem, server_pem, server_key.serialize_pem()))
+    let server_cert = server.signed_by(&server_key, &issuer)?.pem();
+
+    // PostgreSQL's `cert` authentication takes the role from the common name.
+    let client_key = KeyPair::generate()?;
+    let mut client = CertificateParams::new(Vec::<String>::new())?;
+    client
+        .distinguished_name
+        .push(DnType::CommonName, "postgres");
+    client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    client.use_authority_key_identifier_extension = true;
+    let client_cert = client.signed_by(&client_key, &issuer)?.pem();
+    Ok(TestPki {
+        root: root_pem,
+        server_cert,
+        server_key: server_key.serialize_pem(),
+        client_cert,
+        client_key: client_key.serialize_pem(),
+    })
 }
 
 /// The newest `/usr/lib/postgresql/N/bin` (Debian keeps initdb off PATH), else the directory of

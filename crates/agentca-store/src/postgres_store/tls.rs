@@ -283,6 +283,12 @@ fn read_key(path: &Path, target: &str) -> Result<PrivateKeyDer<'static>> {
         ))
     })?;
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+        let e = match e {
+            rustls::pki_types::pem::Error::NoItemsFound => {
+                "no PEM private key in it (PKCS#8, PKCS#1 or SEC1, unencrypted)".to_owned()
+            }
+            other => other.to_string(),
+        };
         StoreError::Backend(format!(
             "PostgreSQL at {target}: sslkey {}: {e}",
             path.display()
@@ -627,6 +633,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!err.contains(PASSWORD), "the password leaked: {err}");
+        // Shown with --nocapture: the messages are part of what is tested.
+        eprintln!("{err}");
         err
     }
 
@@ -807,5 +815,36 @@ mod tests {
             .to_string();
         assert!(err.contains("password authentication failed"), "{err}");
         assert!(!err.contains("not-the-password"), "{err}");
+    }
+
+    #[test]
+    fn postgres_a_client_certificate_authenticates() {
+        let Some(cluster) =
+            PgCluster::start_tls(&[("fsync", "off")], TlsAccess::ClientCertificate).unwrap()
+        else {
+            return;
+        };
+        let files = cluster.tls().unwrap();
+        let url = url(
+            &cluster,
+            &format!("sslmode=verify-full&sslrootcert={}", root(&cluster)),
+        );
+        let err = open_error(&url);
+        assert!(err.contains("requires a valid client certificate"), "{err}");
+        let with_cert = format!(
+            "{url}&sslcert={}&sslkey={}",
+            files.client_cert.display(),
+            files.client_key.display()
+        );
+        let store = PostgresStore::open_with(&with_cert, &options()).unwrap();
+        assert!(encrypted(&store));
+        // A file without a key.
+        let keyless = format!(
+            "{url}&sslcert={}&sslkey={}",
+            files.client_cert.display(),
+            files.root.display()
+        );
+        let err = open_error(&keyless);
+        assert!(err.contains("no PEM private key"), "{err}");
     }
 }
