@@ -213,7 +213,7 @@ impl TlsOptions {
             .map_err(|e| StoreError::Backend(format!("TLS to PostgreSQL at {target}: {e}")))?
             .dangerous()
             .with_custom_certificate_verifier(verifier);
-        let config = match (&self.client_cert, &self.client_key) {
+        let mut config = match (&self.client_cert, &self.client_key) {
             (None, None) => builder.with_no_client_auth(),
             (Some(cert), Some(key)) => {
                 let chain = read_certs(cert, "sslcert", target)?;
@@ -230,6 +230,9 @@ impl TlsOptions {
                 )));
             }
         };
+        // PostgreSQL 17 insists on this ALPN name when the URL asks for
+        // `sslnegotiation=direct`; older servers ignore it.
+        config.alpn_protocols = vec![b"postgresql".to_vec()];
         Ok(RustlsConnect {
             config: Arc::new(config),
             mode: self.mode,
