@@ -186,14 +186,10 @@ impl TlsOptions {
             }
             None => None,
         };
-        let check = match (self.mode, roots) {
-            (SslMode::VerifyFull, Some(roots)) => Check::Full(roots),
-            (_, Some(roots)) => Check::Chain(roots),
-            (_, None) => Check::Nothing,
-        };
-        let verifier: Arc<dyn ServerCertVerifier> = match check {
-            Check::Nothing => Arc::new(Unverified(Arc::clone(&provider))),
-            Check::Chain(roots) | Check::Full(roots) => {
+        // With roots every mode checks the chain (libpq's rule); only verify-full the name.
+        let verifier: Arc<dyn ServerCertVerifier> = match roots {
+            None => Arc::new(Unverified(Arc::clone(&provider))),
+            Some(roots) => {
                 let webpki = WebPkiServerVerifier::builder_with_provider(
                     Arc::new(roots),
                     Arc::clone(&provider),
@@ -239,12 +235,6 @@ impl TlsOptions {
             root_cert: self.root_cert.clone(),
         })
     }
-}
-
-enum Check {
-    Nothing,
-    Chain(RootCertStore),
-    Full(RootCertStore),
 }
 
 fn read_certs(path: &Path, option: &str, target: &str) -> Result<Vec<CertificateDer<'static>>> {
