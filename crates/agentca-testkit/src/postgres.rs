@@ -162,6 +162,11 @@ impl PgCluster {
         self.tls.as_ref()
     }
 
+    /// The directory of the server's unix socket.
+    pub fn socket_dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     /// The loopback port the server listens on.
     pub fn port(&self) -> u16 {
         self.port

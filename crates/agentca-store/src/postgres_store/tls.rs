@@ -759,6 +759,25 @@ mod tests {
     }
 
     #[test]
+    fn postgres_a_unix_socket_has_no_tls() {
+        let Some(cluster) = tls_cluster() else { return };
+        // PostgreSQL offers no TLS on its unix socket even with `ssl = on`: `prefer` goes
+        // plain there, `require` is refused rather than quietly ignored as libpq does.
+        let tcp = cluster.fresh_database();
+        let name = tcp.rsplit('/').next().unwrap();
+        let socket = format!(
+            "postgres://postgres:{PASSWORD}@/{name}?host={}&port={}",
+            cluster.socket_dir().display(),
+            cluster.port()
+        );
+        let store =
+            PostgresStore::open_with(&format!("{socket}&sslmode=prefer"), &options()).unwrap();
+        assert!(!encrypted(&store));
+        let err = open_error(&format!("{socket}&sslmode=require"));
+        assert!(err.contains("server does not support TLS"), "{err}");
+    }
+
+    #[test]
     fn postgres_prefer_takes_tls_when_offered_and_plain_otherwise() {
         let Some(cluster) = tls_cluster() else { return };
         let store = PostgresStore::open_with(&url(cluster, "sslmode=prefer"), &options()).unwrap();
