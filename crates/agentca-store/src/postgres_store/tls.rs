@@ -405,14 +405,19 @@ pub(crate) struct RustlsConnect {
 impl RustlsConnect {
     /// What the handshake was held to, for the message of a failed one.
     fn describe_check(&self) -> String {
-        match &self.root_cert {
-            Some(root) => format!(
-                "sslmode={}, sslrootcert {}",
-                self.mode.as_str(),
-                root.display()
-            ),
-            None => format!("sslmode={}", self.mode.as_str()),
+        let mut check = format!("sslmode={}", self.mode.as_str());
+        if let Some(root) = &self.root_cert {
+            check.push_str(&format!(", sslrootcert {}", root.display()));
         }
+        // libpq retries without TLS here; agentca reports a server whose TLS fails instead of
+        // hiding it, and says how to go without.
+        if self.mode == SslMode::Prefer {
+            check.push_str(
+                ", which does not fall back to plain TCP after a failed handshake: \
+                 sslmode=disable goes without TLS",
+            );
+        }
+        check
     }
 }
 
@@ -752,6 +757,12 @@ mod tests {
             &format!("sslmode=require&sslrootcert={other}"),
         ));
         assert!(err.contains("certificate is not trusted"), "{err}");
+        let err = open_error(&url(
+            cluster,
+            &format!("sslmode=prefer&sslrootcert={other}"),
+        ));
+        assert!(err.contains("certificate is not trusted"), "{err}");
+        assert!(err.contains("does not fall back"), "{err}");
         // A server without TLS is refused.
         let Some(plain) = shared() else { return };
         let err = open_error(&url(plain, "sslmode=require"));
