@@ -38,7 +38,7 @@ pub struct PgCluster {
     databases: AtomicU64,
     tls: Option<PgTls>,
     /// Whether TCP asks for more than TLS (databases are then created over the unix socket).
-    password: bool,
+    tcp_needs_credentials: bool,
 }
 
 /// The client side of a cluster started with TLS: PEM files in the cluster's directory.
@@ -59,8 +59,8 @@ pub struct PgTls {
 pub enum TlsAccess {
     /// TLS and plain TCP alike, without a password.
     Optional,
-    /// TLS only (`hostssl` lines in `pg_hba.conf`), and SCRAM authentication with this password for `postgres` (so that
-    /// channel binding is used); plain TCP is refused.
+    /// TLS only (`hostssl` lines in `pg_hba.conf`), and SCRAM authentication with this
+    /// password for `postgres` (so that channel binding is used); plain TCP is refused.
     Password(String),
     /// TLS only, and the client must present a certificate for `postgres` from the cluster's
     /// root ([`PgTls::client_cert`]); plain TCP is refused.
@@ -130,7 +130,7 @@ impl PgCluster {
             watchdog: Mutex::new(None),
             databases: AtomicU64::new(0),
             tls: None,
-            password: false,
+            tcp_needs_credentials: false,
         };
         // From here on a failure removes the directory (and stops a started server) on drop.
         cluster.arm_watchdog()?;
@@ -151,7 +151,7 @@ impl PgCluster {
         cluster.start_server()?;
         match &tls {
             Some(TlsAccess::Password(password)) => cluster.set_password(password)?,
-            Some(TlsAccess::ClientCertificate) => cluster.password = true,
+            Some(TlsAccess::ClientCertificate) => cluster.tcp_needs_credentials = true,
             _ => {}
         }
         Ok(Some(cluster))
@@ -181,7 +181,7 @@ impl PgCluster {
     pub fn fresh_database(&self) -> String {
         let n = self.databases.fetch_add(1, Ordering::SeqCst);
         let name = format!("agentca_test_{}_{n}", std::process::id());
-        let host = if self.password {
+        let host = if self.tcp_needs_credentials {
             self.dir.display().to_string()
         } else {
             "127.0.0.1".to_owned()
@@ -339,7 +339,7 @@ impl PgCluster {
         if !output.status.success() {
             return Err(format!("psql: {}", crate::tools::transcript(&output)));
         }
-        self.password = true;
+        self.tcp_needs_credentials = true;
         Ok(())
     }
 
