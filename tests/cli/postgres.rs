@@ -179,3 +179,53 @@ fn serve_reports_a_lost_database_and_reconnects() {
     env.add_agent("/agent/after-restart", &[]);
     server.kill();
 }
+
+#[test]
+fn a_ca_on_a_database_reached_over_verified_tls() {
+    use agentca_testkit::postgres::{PgCluster, TlsAccess};
+    // Its own cluster, which refuses plain TCP and wants the password: every session below is
+    // TLS, authenticated with SCRAM.
+    let Some(cluster) = PgCluster::start_tls(
+        &[("fsync", "off")],
+        TlsAccess::Password(PASSWORD.to_owned()),
+    )
+    .unwrap() else {
+        return;
+    };
+    let Some(tls) = cluster.tls() else {
+        panic!("a TLS cluster without its files")
+    };
+    let plain = cluster
+        .fresh_database()
+        .replacen("postgres@", &format!("postgres:{PASSWORD}@"), 1);
+    let url = format!(
+        "{plain}?sslmode=verify-full&sslrootcert={}",
+        tls.root.display()
+    );
+    let env = Env::empty();
+    env.init(&["--store", &url]).success();
+    let id = agent_id("/agent/over-tls");
+    env.run(&["--store", &url, "agent", "add", &id]).success();
+    let listed = env.run(&["--store", &url, "agent", "list"]).success();
+    assert!(listed.stdout.contains(&id), "{listed}");
+
+    // The same database behind a certificate of another CA is refused, with the reason.
+    let wrong = format!(
+        "{plain}?sslmode=verify-full&sslrootcert={}",
+        tls.other_root.display()
+    );
+    let out = env.run(&["--store", &wrong, "agent", "list"]);
+    assert_ne!(out.status.code(), Some(0), "{out}");
+    assert!(out.stderr.contains("certificate is not trusted"), "{out}");
+    assert!(out.stderr.contains("postgres@127.0.0.1:"), "{out}");
+    assert!(!out.stderr.contains(PASSWORD), "password printed:\n{out}");
+    // And so is plain TCP.
+    let out = env.run(&[
+        "--store",
+        &format!("{plain}?sslmode=disable"),
+        "agent",
+        "list",
+    ]);
+    assert!(out.stderr.contains("no pg_hba.conf entry"), "{out}");
+    assert!(!out.stderr.contains(PASSWORD), "password printed:\n{out}");
+}

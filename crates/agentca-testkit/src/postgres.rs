@@ -16,7 +16,7 @@
 
 use std::io::Write;
 use std::net::TcpListener;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +36,35 @@ pub struct PgCluster {
     run_as: Option<String>,
     watchdog: Mutex<Option<(Child, ChildStdin)>>,
     databases: AtomicU64,
+    tls: Option<PgTls>,
+    /// Whether TCP asks for more than TLS (databases are then created over the unix socket).
+    tcp_needs_credentials: bool,
+}
+
+/// The client side of a cluster started with TLS: PEM files in the cluster's directory.
+#[derive(Debug, Clone)]
+pub struct PgTls {
+    /// The root that issued the server's certificate.
+    pub root: PathBuf,
+    /// A root of another CA, which issued nothing the server has.
+    pub other_root: PathBuf,
+    /// A client certificate for the `postgres` role, from [`root`](Self::root).
+    pub client_cert: PathBuf,
+    /// Its key (PKCS#8, mode 0600).
+    pub client_key: PathBuf,
+}
+
+/// Which connections a TLS cluster accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsAccess {
+    /// TLS and plain TCP alike, without a password.
+    Optional,
+    /// TLS only (`hostssl` lines in `pg_hba.conf`), and SCRAM authentication with this
+    /// password for `postgres` (so that channel binding is used); plain TCP is refused.
+    Password(String),
+    /// TLS only, and the client must present a certificate for `postgres` from the cluster's
+    /// root ([`PgTls::client_cert`]); plain TCP is refused.
+    ClientCertificate,
 }
 
 /// The cluster shared by every test of this test binary, started on first use. `None` (after a
@@ -54,6 +83,19 @@ impl PgCluster {
     /// Starts a new cluster with extra `postgresql.conf` settings. `Ok(None)` (after a notice)
     /// when the binaries or a user to run them as are missing and tools are not required.
     pub fn start(settings: &[(&str, &str)]) -> Result<Option<Self>, String> {
+        Self::start_with(settings, None)
+    }
+
+    /// Like [`start`](Self::start), with `ssl = on`, a fresh CA and a server certificate for
+    /// `127.0.0.1` and `localhost`; [`tls`](Self::tls) names the client's files.
+    pub fn start_tls(settings: &[(&str, &str)], access: TlsAccess) -> Result<Option<Self>, String> {
+        Self::start_with(settings, Some(access))
+    }
+
+    fn start_with(
+        settings: &[(&str, &str)],
+        tls: Option<TlsAccess>,
+    ) -> Result<Option<Self>, String> {
         let Some(bin) = find_bin_dir() else {
             crate::tools::missing("initdb", PURPOSE);
             return Ok(None);
@@ -87,6 +129,8 @@ impl PgCluster {
             run_as,
             watchdog: Mutex::new(None),
             databases: AtomicU64::new(0),
+            tls: None,
+            tcp_needs_credentials: false,
         };
         // From here on a failure removes the directory (and stops a started server) on drop.
         cluster.arm_watchdog()?;
@@ -101,8 +145,26 @@ impl PgCluster {
             }
         }
         cluster.initdb(settings)?;
+        if let Some(access) = &tls {
+            cluster.tls = Some(cluster.set_up_tls(access)?);
+        }
         cluster.start_server()?;
+        match &tls {
+            Some(TlsAccess::Password(password)) => cluster.set_password(password)?,
+            Some(TlsAccess::ClientCertificate) => cluster.tcp_needs_credentials = true,
+            _ => {}
+        }
         Ok(Some(cluster))
+    }
+
+    /// The client's certificate files, for a cluster started with [`start_tls`](Self::start_tls).
+    pub fn tls(&self) -> Option<&PgTls> {
+        self.tls.as_ref()
+    }
+
+    /// The directory of the server's unix socket.
+    pub fn socket_dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     /// The loopback port the server listens on.
@@ -119,15 +181,13 @@ impl PgCluster {
     pub fn fresh_database(&self) -> String {
         let n = self.databases.fetch_add(1, Ordering::SeqCst);
         let name = format!("agentca_test_{}_{n}", std::process::id());
+        let host = if self.tcp_needs_credentials {
+            self.dir.display().to_string()
+        } else {
+            "127.0.0.1".to_owned()
+        };
         let output = Command::new(self.bin.join("createdb"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-            ])
+            .args(["-h", &host, "-p", &self.port.to_string(), "-U", "postgres"])
             .arg(&name)
             .output();
         match output {
@@ -184,6 +244,103 @@ impl PgCluster {
             .open(self.dir.join("data").join("postgresql.conf"))
             .and_then(|mut f| f.write_all(conf.as_bytes()))
             .map_err(|e| format!("postgresql.conf: {e}"))
+    }
+
+    /// Writes the server's key and certificate into the data directory (private to the server's
+    /// user, as PostgreSQL insists), the roots beside it, and turns TLS on.
+    fn set_up_tls(&self, access: &TlsAccess) -> Result<PgTls, String> {
+        let pki = tls_files("agentca test database root")
+            .map_err(|e| format!("test certificates: {e}"))?;
+        // Another name too: a root of the same name would be taken for the issuer, and fail on
+        // the signature rather than as an unknown issuer.
+        let other = tls_files("agentca test database root (another CA)")
+            .map_err(|e| format!("test certificates: {e}"))?;
+        let data = self.dir.join("data");
+        // root.crt is read only when client certificates are asked for (ssl_ca_file).
+        for (name, contents) in [
+            ("server.crt", &pki.server_cert),
+            ("server.key", &pki.server_key),
+            ("root.crt", &pki.root),
+        ] {
+            let path = data.join(name);
+            std::fs::write(&path, contents).map_err(|e| format!("{name}: {e}"))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| format!("{name}: {e}"))?;
+            if let Some(user) = &self.run_as {
+                let status = Command::new("chown")
+                    .arg(format!("{user}:"))
+                    .arg(&path)
+                    .status()
+                    .map_err(|e| format!("chown: {e}"))?;
+                if !status.success() {
+                    return Err(format!("chown {user} {} failed", path.display()));
+                }
+            }
+        }
+        let files = PgTls {
+            root: self.dir.join("root.pem"),
+            other_root: self.dir.join("other-root.pem"),
+            client_cert: self.dir.join("client.pem"),
+            client_key: self.dir.join("client.key"),
+        };
+        for (path, contents) in [
+            (&files.root, &pki.root),
+            (&files.other_root, &other.root),
+            (&files.client_cert, &pki.client_cert),
+            (&files.client_key, &pki.client_key),
+        ] {
+            std::fs::write(path, contents).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        std::fs::set_permissions(&files.client_key, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("client.key: {e}"))?;
+        // server.crt and server.key are the defaults, relative to the data directory.
+        append(&data.join("postgresql.conf"), "ssl = on\n")?;
+        // Replaces initdb's lines: the unix socket stays open without a password (createdb
+        // goes by TCP otherwise, where libpq's default `prefer` takes TLS), TCP needs TLS.
+        let hba = match access {
+            TlsAccess::Optional => None,
+            TlsAccess::Password(_) => {
+                Some("local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n")
+            }
+            TlsAccess::ClientCertificate => {
+                append(&data.join("postgresql.conf"), "ssl_ca_file = 'root.crt'\n")?;
+                Some("local all all trust\nhostssl all all 127.0.0.1/32 cert\n")
+            }
+        };
+        if let Some(hba) = hba {
+            std::fs::write(data.join("pg_hba.conf"), hba)
+                .map_err(|e| format!("pg_hba.conf: {e}"))?;
+        }
+        Ok(files)
+    }
+
+    /// Gives `postgres` a password (stored as SCRAM, PostgreSQL's default since 14), over the
+    /// unix socket.
+    fn set_password(&mut self, password: &str) -> Result<(), String> {
+        let sql = format!(
+            "ALTER ROLE postgres PASSWORD '{}'",
+            password.replace('\'', "''")
+        );
+        let output = Command::new(self.bin.join("psql"))
+            .arg("-h")
+            .arg(&self.dir)
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-qAt",
+                "-c",
+                &sql,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("psql: {e}"))?;
+        if !output.status.success() {
+            return Err(format!("psql: {}", crate::tools::transcript(&output)));
+        }
+        self.tcp_needs_credentials = true;
+        Ok(())
     }
 
     fn start_server(&mut self) -> Result<(), String> {
@@ -295,6 +452,65 @@ impl Drop for PgCluster {
             let _ = child.wait();
         }
     }
+}
+
+fn append(path: &std::path::Path, text: &str) -> Result<(), String> {
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A fresh CA's PEM files: its root, a server certificate for `127.0.0.1` and `localhost`, a
+/// client certificate for the `postgres` role, and their keys.
+struct TestPki {
+    root: String,
+    server_cert: String,
+    server_key: String,
+    client_cert: String,
+    client_key: String,
+}
+
+/// A [`TestPki`] whose root is named `root_name`.
+fn tls_files(root_name: &str) -> Result<TestPki, rcgen::Error> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+
+    let root_key = KeyPair::generate()?;
+    let mut root = CertificateParams::new(Vec::<String>::new())?;
+    root.distinguished_name.push(DnType::CommonName, root_name);
+    root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    root.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let root_pem = root.self_signed(&root_key)?.pem();
+    let issuer = Issuer::from_params(&root, &root_key);
+
+    let server_key = KeyPair::generate()?;
+    let mut server = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?;
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "agentca test database");
+    server.use_authority_key_identifier_extension = true;
+    let server_cert = server.signed_by(&server_key, &issuer)?.pem();
+
+    // PostgreSQL's `cert` authentication takes the role from the common name.
+    let client_key = KeyPair::generate()?;
+    let mut client = CertificateParams::new(Vec::<String>::new())?;
+    client
+        .distinguished_name
+        .push(DnType::CommonName, "postgres");
+    client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    client.use_authority_key_identifier_extension = true;
+    let client_cert = client.signed_by(&client_key, &issuer)?.pem();
+    Ok(TestPki {
+        root: root_pem,
+        server_cert,
+        server_key: server_key.serialize_pem(),
+        client_cert,
+        client_key: client_key.serialize_pem(),
+    })
 }
 
 /// The newest `/usr/lib/postgresql/N/bin` (Debian keeps initdb off PATH), else the directory of

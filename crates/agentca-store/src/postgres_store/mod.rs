@@ -17,6 +17,7 @@ mod acme;
 mod backup;
 mod pool;
 mod schema;
+mod tls;
 
 #[cfg(test)]
 mod tests;
@@ -88,13 +89,7 @@ impl PostgresStore {
     /// Connects with `options` and brings the schema up to date; fails if the database is
     /// unreachable or was migrated by a newer agentca.
     pub fn open_with(url: &str, options: &PostgresOptions) -> Result<Self> {
-        let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
-            // The text is not repeated: it may hold a password.
-            StoreError::Backend(format!(
-                "invalid PostgreSQL URL (not shown, it may contain a password): {}",
-                pool::describe(&e)
-            ))
-        })?;
+        let (mut config, tls) = tls::parse_url(url)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(options.connect_timeout);
         }
@@ -108,15 +103,15 @@ impl PostgresStore {
             config.application_name("agentca");
         }
         let target = describe_target(&config);
-        let pool = Pool::start(config, target, options.connections)?;
+        let pool = Pool::start_with_tls(config, &tls, target, options.connections)?;
         pool.run(|conn| schema::migrate(conn).map(drop))?;
         Ok(Self { pool })
     }
 
     /// A URL's database as `user@host:port/dbname`, without its password, for messages.
     pub fn describe_url(url: &str) -> String {
-        match url.parse::<postgres::Config>() {
-            Ok(config) => describe_target(&config),
+        match tls::parse_url(url) {
+            Ok((config, _)) => describe_target(&config),
             Err(_) => "(an invalid PostgreSQL URL)".to_owned(),
         }
     }

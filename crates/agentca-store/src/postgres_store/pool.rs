@@ -18,9 +18,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use postgres::{Client, NoTls, Statement};
+use postgres::{Client, Statement};
 
 use super::db_error;
+use super::tls::{RustlsConnect, TlsOptions};
 use crate::{Result, StoreError};
 
 /// How long a connection may take to answer a liveness check after another one was lost.
@@ -31,6 +32,8 @@ type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 /// What every connection shares.
 struct Shared {
     config: postgres::Config,
+    /// TLS as the URL's `ssl…` options ask (read once, at start).
+    tls: RustlsConnect,
     /// Printable description of the database, without secrets.
     target: String,
     /// Bumped whenever a connection is found lost.
@@ -45,12 +48,27 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    /// Starts `size` connection threads; they connect on their first job.
+    /// Starts `size` connection threads with libpq's default TLS (`prefer`, nothing checked);
+    /// they connect on their first job.
+    #[cfg(test)]
     pub(crate) fn start(config: postgres::Config, target: String, size: usize) -> Result<Self> {
+        Self::start_with_tls(config, &TlsOptions::default(), target, size)
+    }
+
+    /// Starts `size` connection threads; they connect on their first job. The TLS files are
+    /// read here, so a missing one fails the start rather than every connection.
+    pub(crate) fn start_with_tls(
+        config: postgres::Config,
+        tls: &TlsOptions,
+        target: String,
+        size: usize,
+    ) -> Result<Self> {
+        let tls = tls.connector(&target)?;
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         let shared = Arc::new(Shared {
             config,
+            tls,
             target,
             losses: AtomicU64::new(0),
         });
@@ -183,15 +201,19 @@ impl Connection {
             self.seen_losses = losses;
         }
         if self.client.is_none() {
-            let mut client = self.shared.config.connect(NoTls).map_err(|e| {
-                // The server is unreachable: sessions opened earlier are suspect too.
-                self.seen_losses = self.shared.losses.fetch_add(1, Ordering::SeqCst) + 1;
-                StoreError::Backend(format!(
-                    "cannot connect to PostgreSQL at {}: {}",
-                    self.shared.target,
-                    describe(&e)
-                ))
-            })?;
+            let mut client = self
+                .shared
+                .config
+                .connect(self.shared.tls.clone())
+                .map_err(|e| {
+                    // The server is unreachable: sessions opened earlier are suspect too.
+                    self.seen_losses = self.shared.losses.fetch_add(1, Ordering::SeqCst) + 1;
+                    StoreError::Backend(format!(
+                        "cannot connect to PostgreSQL at {}: {}",
+                        self.shared.target,
+                        describe(&e)
+                    ))
+                })?;
             super::setup_session(&mut client, &self.shared.target)?;
             self.statements.clear();
             self.client = Some(client);
