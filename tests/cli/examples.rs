@@ -20,6 +20,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -168,6 +169,8 @@ struct Call {
     at: Instant,
     ok: bool,
     serial: String,
+    /// The line as printed, which says why a call failed.
+    line: String,
 }
 
 fn calls(client: &Running) -> Vec<Call> {
@@ -185,6 +188,7 @@ fn calls(client: &Running) -> Vec<Call> {
                 at,
                 ok,
                 serial: serial.to_owned(),
+                line: line.clone(),
             })
         })
         .collect()
@@ -242,11 +246,13 @@ struct Fleet {
     service: Running,
     client: Running,
     service_url: String,
+    stalls: Stalls,
 }
 
 impl Fleet {
     fn start(name: &str, protocol: Protocol) -> Self {
         let started = Instant::now();
+        let stalls = Stalls::start();
         // The certificates' OCSP URL must reach this server: the daemon and the relying
         // service ask the responder the certificate names.
         let env = Env::empty();
@@ -378,6 +384,7 @@ impl Fleet {
             service,
             client,
             service_url,
+            stalls,
         }
     }
 
@@ -430,6 +437,82 @@ impl Fleet {
 
     fn failed_calls(&self) -> Vec<Call> {
         calls(&self.client).into_iter().filter(|c| !c.ok).collect()
+    }
+
+    /// Asserts that no call has failed so far (`when` says at which point of the run). The
+    /// message gives each failed call's line, with when it and its neighbours came, and any
+    /// moment the test process itself was not scheduled for seconds: a machine that stalls
+    /// everything for longer than a call's 10 s timeout fails a call whatever the agent does,
+    /// and the message should tell that apart from a rotation gone wrong.
+    fn assert_no_failed_call(&self, when: &str) {
+        let all = calls(&self.client);
+        let since = |at: Instant| at.saturating_duration_since(self.started);
+        let mut report = Vec::new();
+        for (i, call) in all.iter().enumerate().filter(|(_, c)| !c.ok) {
+            let before = i.checked_sub(1).map(|j| since(all[j].at));
+            let after = all.get(i + 1).map(|c| since(c.at));
+            report.push(format!(
+                "at {:?}: {} (call before at {before:?}, after at {after:?})",
+                since(call.at),
+                call.line
+            ));
+        }
+        assert!(
+            report.is_empty(),
+            "{} failed call(s) {when}:\n{}\nthe test process stalled (at, for): {:?}\n\
+             service:\n{}",
+            report.len(),
+            report.join("\n"),
+            self.stalls
+                .seen()
+                .into_iter()
+                .map(|(at, gap)| (since(at), gap))
+                .collect::<Vec<_>>(),
+            self.service.transcript()
+        );
+    }
+}
+
+/// Watches how regularly this test process is scheduled: a thread that wakes every 100 ms
+/// notes every wake-up that came seconds late.
+struct Stalls {
+    seen: Arc<Mutex<Vec<(Instant, Duration)>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Stalls {
+    /// Later than this is a stall: far beyond scheduling noise, well under a call's timeout.
+    const NOTED: Duration = Duration::from_secs(2);
+
+    fn start() -> Self {
+        let seen: Arc<Mutex<Vec<(Instant, Duration)>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sink, stopped) = (seen.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let tick = Duration::from_millis(100);
+            let mut last = Instant::now();
+            while !stopped.load(Ordering::Relaxed) {
+                std::thread::sleep(tick);
+                let now = Instant::now();
+                let gap = now - last;
+                if gap > Self::NOTED {
+                    sink.lock().unwrap().push((last, gap));
+                }
+                last = now;
+            }
+        });
+        Self { seen, stop }
+    }
+
+    /// When a stall began, and how long it lasted.
+    fn seen(&self) -> Vec<(Instant, Duration)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Stalls {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -580,6 +663,8 @@ fn renew_without_a_failed_call(fleet: &mut Fleet, renewals: usize) {
             "the renewed certificate in use",
             |l| l.starts_with("ok ") && l.contains(&format!("serial {serial}:")),
         );
+        // Checked at each renewal too, so that a failure ends the run minutes earlier.
+        fleet.assert_no_failed_call(&format!("up to renewal {round}"));
         println!(
             "{:?} renewal {round}: {} -> {serial}, issued {} after the previous one, OCSP {status}",
             fleet.protocol,
@@ -589,12 +674,7 @@ fn renew_without_a_failed_call(fleet: &mut Fleet, renewals: usize) {
         held.push(renewed);
     }
 
-    let failed = fleet.failed_calls();
-    assert!(
-        failed.is_empty(),
-        "failed calls around renewals: {failed:#?}\nservice:\n{}",
-        fleet.service.transcript()
-    );
+    fleet.assert_no_failed_call(&format!("over {renewals} renewal(s)"));
     let calls = calls(&fleet.client);
     for h in &held {
         assert!(
