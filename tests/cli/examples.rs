@@ -72,6 +72,36 @@ fn example(name: &str) -> PathBuf {
     path
 }
 
+/// The end of a short wait (for a line, a file, a few calls), counted in time this test
+/// process was running: a stall of the whole machine (seconds or minutes without being
+/// scheduled) moves it later, since the awaited process was most likely stopped as well and
+/// cannot have been late. The long waits, for renewals, are bounded in wall time instead.
+struct Deadline {
+    at: Instant,
+    last: Instant,
+}
+
+impl Deadline {
+    fn new(timeout: Duration) -> Self {
+        let now = Instant::now();
+        Self {
+            at: now + timeout,
+            last: now,
+        }
+    }
+
+    /// Whether the wait is over; call it at least every few hundred milliseconds.
+    fn passed(&mut self) -> bool {
+        let now = Instant::now();
+        let gap = now - self.last;
+        if gap > Stalls::NOTED {
+            self.at += gap;
+        }
+        self.last = now;
+        now >= self.at
+    }
+}
+
 /// A child process whose standard output and error lines are collected as they come, with the
 /// time each arrived. Killed when dropped.
 struct Running {
@@ -129,7 +159,7 @@ impl Running {
         what: &str,
         wanted: impl Fn(&str) -> bool,
     ) -> (Instant, String) {
-        let deadline = Instant::now() + timeout;
+        let mut deadline = Deadline::new(timeout);
         loop {
             if let Some(found) = self
                 .lines()
@@ -146,7 +176,7 @@ impl Running {
                 );
             }
             assert!(
-                Instant::now() < deadline,
+                !deadline.passed(),
                 "{} did not show {what} within {timeout:?}:\n{}",
                 self.name,
                 self.transcript()
@@ -390,7 +420,7 @@ impl Fleet {
 
     /// Waits until the client has made `n` successful calls since `since`.
     fn wait_ok_calls(&mut self, since: Instant, n: usize, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
+        let mut deadline = Deadline::new(timeout);
         while calls(&self.client)
             .iter()
             .filter(|c| c.at >= since && c.ok)
@@ -398,7 +428,7 @@ impl Fleet {
             < n
         {
             assert!(
-                Instant::now() < deadline,
+                !deadline.passed(),
                 "fewer than {n} successful calls within {timeout:?}:\n{}\nservice:\n{}",
                 self.client.transcript(),
                 self.service.transcript()
@@ -594,9 +624,9 @@ fn wait_renewal(daemon: &mut Running, n: usize, timeout: Duration, what: &str) -
 
 /// Waits up to `timeout` for `path` to exist.
 fn wait_file(path: &Path, timeout: Duration, what: &str) {
-    let deadline = Instant::now() + timeout;
+    let mut deadline = Deadline::new(timeout);
     while !path.exists() {
-        assert!(Instant::now() < deadline, "{what} within {timeout:?}");
+        assert!(!deadline.passed(), "{what} within {timeout:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
