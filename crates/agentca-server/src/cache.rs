@@ -6,6 +6,7 @@
 //! older read of the store (a priming or refresh job racing the revocation) is refused.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use agentca_core::ocsp::HashAlgorithm;
@@ -79,12 +80,16 @@ const SHARDS: usize = 16;
 #[derive(Debug)]
 pub(crate) struct ResponseCache {
     shards: [RwLock<HashMap<Key, Slot>>; SHARDS],
+    /// How many slots hold a response, kept as they change (under their shard's write lock)
+    /// so that reporting it does not walk every slot on each issuance.
+    held: AtomicUsize,
 }
 
 impl ResponseCache {
     pub(crate) fn new() -> Self {
         Self {
             shards: std::array::from_fn(|_| RwLock::new(HashMap::new())),
+            held: AtomicUsize::new(0),
         }
     }
 
@@ -142,7 +147,9 @@ impl ResponseCache {
             return false;
         }
         slot.revoked |= response.revoked;
-        slot.response = Some(response);
+        if slot.response.replace(response).is_none() {
+            self.held.fetch_add(1, Ordering::Relaxed);
+        }
         true
     }
 
@@ -163,6 +170,7 @@ impl ResponseCache {
             slot.revoked = true;
             if slot.response.as_ref().is_some_and(|r| !r.revoked) {
                 slot.response = None;
+                self.held.fetch_sub(1, Ordering::Relaxed);
             }
         }
     }
@@ -191,7 +199,15 @@ impl ResponseCache {
             let mut shard = shard
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            shard.retain(|_, slot| slot.not_after > now);
+            let mut dropped = 0;
+            shard.retain(|_, slot| {
+                let keep = slot.not_after > now;
+                if !keep && slot.response.is_some() {
+                    dropped += 1;
+                }
+                keep
+            });
+            self.held.fetch_sub(dropped, Ordering::Relaxed);
             for ((serial, hash), slot) in shard.iter() {
                 let stale = slot
                     .response
@@ -211,6 +227,12 @@ impl ResponseCache {
 
     /// How many responses are held.
     pub(crate) fn len(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// [`ResponseCache::len`] counted slot by slot, to check the kept count against.
+    #[cfg(test)]
+    fn counted(&self) -> usize {
         self.shards
             .iter()
             .map(|s| {
@@ -275,6 +297,7 @@ mod tests {
         assert!(!cache.insert(s, HashAlgorithm::Sha1, later, response(false, now, 0)));
         assert!(cache.insert(s, HashAlgorithm::Sha1, later, response(true, now, 0)));
         assert_eq!(cache.len(), 1);
+        assert_eq!(cache.counted(), 1);
     }
 
     #[test]
@@ -337,5 +360,61 @@ mod tests {
         due.sort();
         assert_eq!(due, vec![serial(5), serial(6)]);
         assert!(cache.get(&serial(7), HashAlgorithm::Sha1).is_none());
+        assert_eq!((cache.len(), cache.counted()), (3, 3));
+    }
+
+    #[test]
+    fn the_kept_count_follows_every_change() {
+        let cache = ResponseCache::new();
+        let now = OffsetDateTime::now_utc();
+        let later = now + Duration::days(1);
+        let check =
+            |expected: usize| assert_eq!((cache.len(), cache.counted()), (expected, expected));
+        for n in 10..20 {
+            for hash in HashAlgorithm::ALL {
+                cache.insert(serial(n), hash, later, response(false, now, 0));
+            }
+        }
+        check(20);
+        // Replacing a response, and a refused insert, change nothing.
+        cache.insert(
+            serial(10),
+            HashAlgorithm::Sha1,
+            later,
+            response(false, now + Duration::minutes(1), 0),
+        );
+        cache.insert(
+            serial(10),
+            HashAlgorithm::Sha1,
+            later,
+            response(false, now, 0),
+        );
+        check(20);
+        // A revocation mark drops good answers; marking again, or an unknown serial, drops none.
+        cache.mark_revoked(serial(11), later);
+        cache.mark_revoked(serial(11), later);
+        cache.mark_revoked(serial(99), later);
+        check(18);
+        cache.insert(
+            serial(11),
+            HashAlgorithm::Sha1,
+            later,
+            response(true, now, 0),
+        );
+        check(19);
+        // A revoked answer survives a later mark.
+        cache.mark_revoked(serial(11), later);
+        check(19);
+        // Expiry drops what it held, and slots without a response count for nothing.
+        cache.insert(
+            serial(20),
+            HashAlgorithm::Sha1,
+            now - Duration::seconds(1),
+            response(false, now, 0),
+        );
+        cache.mark_revoked(serial(21), now - Duration::seconds(1));
+        check(20);
+        cache.due(now - Duration::hours(3), 0, now);
+        check(19);
     }
 }
