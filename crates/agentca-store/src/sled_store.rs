@@ -399,8 +399,31 @@ impl Store for SledStore {
     }
 
     fn consume_token(&self, id: &str, at: OffsetDateTime) -> Result<TokenRecord> {
-        let result = self.tokens.transaction(|t| use_token(t, id, at));
-        flatten(result)
+        // A compare-and-swap on the bytes read, not a sled transaction: each transaction
+        // writes sled's log at once, twice, and every write wakes all of its I/O threads —
+        // the largest cost of a SCEP enrollment after its RSA operations. Of two consumers
+        // racing, the loser's swap fails and its second read sees the token used.
+        loop {
+            let Some(current) = self.tokens.get(id.as_bytes()).map_err(backend)? else {
+                return Err(StoreError::NotFound {
+                    what: format!("token {id}"),
+                });
+            };
+            let mut token: TokenRecord = decode(id, &current)?;
+            if token.consumed_at.is_some() {
+                return Err(StoreError::Conflict {
+                    what: format!("token {id} was already used"),
+                });
+            }
+            token.consumed_at = Some(at);
+            let swapped = self
+                .tokens
+                .compare_and_swap(id.as_bytes(), Some(&current), Some(encode(&token)?))
+                .map_err(backend)?;
+            if swapped.is_ok() {
+                return Ok(token);
+            }
+        }
     }
 
     fn record_scep_transaction(&self, transaction: &ScepTransaction) -> Result<()> {
