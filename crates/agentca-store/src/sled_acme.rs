@@ -143,24 +143,36 @@ impl AcmeTrees {
         now: OffsetDateTime,
     ) -> Result<()> {
         let order_value = encode(order)?;
-        for authz in authorizations {
-            insert_new(
-                &self.authorizations,
-                &authz.id,
-                &encode(authz)?,
-                "authorization",
-            )?;
-        }
-        insert_new(&self.orders, &order.id, &order_value, "order")?;
-        if let Some(cert_id) = &order.replaces
-            && let Err(e) = self.claim_replacement(cert_id, &order.id, now)
-        {
-            self.orders.remove(order.id.as_bytes()).map_err(backend)?;
+        // Each insert only succeeds on an absent key, so undoing a refused order removes
+        // exactly what this call wrote.
+        let undo = |authorizations: &[AcmeAuthorization], order: Option<&str>| -> Result<()> {
+            if let Some(id) = order {
+                self.orders.remove(id.as_bytes()).map_err(backend)?;
+            }
             for authz in authorizations {
                 self.authorizations
                     .remove(authz.id.as_bytes())
                     .map_err(backend)?;
             }
+            Ok(())
+        };
+        for (i, authz) in authorizations.iter().enumerate() {
+            let inserted = encode(authz).and_then(|value| {
+                insert_new(&self.authorizations, &authz.id, &value, "authorization")
+            });
+            if let Err(e) = inserted {
+                undo(&authorizations[..i], None)?;
+                return Err(e);
+            }
+        }
+        if let Err(e) = insert_new(&self.orders, &order.id, &order_value, "order") {
+            undo(authorizations, None)?;
+            return Err(e);
+        }
+        if let Some(cert_id) = &order.replaces
+            && let Err(e) = self.claim_replacement(cert_id, &order.id, now)
+        {
+            undo(authorizations, Some(&order.id))?;
             return Err(e);
         }
         let index_key = account_order_key(&order.account_id, order.created_at, &order.id);

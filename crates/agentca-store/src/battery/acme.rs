@@ -210,6 +210,35 @@ pub fn acme_orders_and_authorizations(store: &dyn Store) {
         store.acme_authorization("authz-o1").unwrap(),
         Some(z.clone())
     );
+    // A new order whose authorization id is taken: refused whole, neither it nor its other
+    // authorization is stored.
+    let mut clash = order("o-clash", "acct", None);
+    let fresh = authorization("authz-fresh", "acct");
+    clash.authorizations = vec![fresh.id.clone(), z.id.clone()];
+    let mut z_again = z.clone();
+    z_again.status = AcmeAuthorizationStatus::Valid;
+    assert!(matches!(
+        store.insert_acme_order(&clash, &[fresh.clone(), z_again], now()),
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    assert_eq!(store.acme_order("o-clash").unwrap(), None);
+    assert_eq!(store.acme_authorization("authz-fresh").unwrap(), None);
+    assert_eq!(
+        store.acme_authorization("authz-o1").unwrap(),
+        Some(z.clone())
+    );
+    // Several authorizations in one order are all stored.
+    let mut pair = order("o-pair", "other", None);
+    let (p1, p2) = (
+        authorization("authz-p1", "other"),
+        authorization("authz-p2", "other"),
+    );
+    pair.authorizations = vec![p1.id.clone(), p2.id.clone()];
+    store
+        .insert_acme_order(&pair, &[p1.clone(), p2.clone()], now())
+        .unwrap();
+    assert_eq!(store.acme_authorization("authz-p1").unwrap(), Some(p1));
+    assert_eq!(store.acme_authorization("authz-p2").unwrap(), Some(p2));
     let mut later = order("o2", "acct", None);
     later.created_at = o.created_at + Duration::seconds(1);
     later.authorizations = vec![];
@@ -218,6 +247,10 @@ pub fn acme_orders_and_authorizations(store: &dyn Store) {
         .insert_acme_order(&order("o3", "other", None), &[], now())
         .unwrap();
     assert_eq!(store.acme_orders_of_account("acct").unwrap(), ["o1", "o2"]);
+    assert_eq!(
+        store.acme_orders_of_account("other").unwrap(),
+        ["o-pair", "o3"]
+    );
 
     let mut valid_z = z.clone();
     valid_z.status = AcmeAuthorizationStatus::Valid;

@@ -159,45 +159,70 @@ pub(super) fn insert_order(
     let order = order.clone();
     let body = to_json(&order)?;
     let status = status_name(&order.status)?;
-    let authorizations = authorizations
-        .iter()
-        .map(|a| Ok((a.id.clone(), status_name(&a.status)?, to_json(a)?)))
-        .collect::<Result<Vec<_>>>()?;
+    let mut authz_ids = Vec::with_capacity(authorizations.len());
+    let mut authz_statuses = Vec::with_capacity(authorizations.len());
+    let mut authz_bodies = Vec::with_capacity(authorizations.len());
+    for a in authorizations {
+        authz_ids.push(a.id.clone());
+        authz_statuses.push(status_name(&a.status)?);
+        authz_bodies.push(to_json(a)?);
+    }
+    let created = unix(order.created_at);
+    let certificate = order.certificate.map(|s| s.as_bytes().to_vec());
     pool.run(move |c| {
+        let taken = || StoreError::AlreadyExists {
+            what: format!("order {} or one of its authorizations", order.id),
+        };
+        let Some(cert_id) = &order.replaces else {
+            // The common order in one statement, so one round trip: the data-modifying WITH
+            // runs to completion with the insert, and a taken id (a unique violation) aborts
+            // both.
+            c.execute_unique(
+                "WITH authorizations AS (
+                     INSERT INTO acme_authorizations (id, status, body)
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+                 )
+                 INSERT INTO acme_orders (id, account_id, created, status, certificate, body)
+                 VALUES ($4, $5, $6, $7, $8, $9)",
+                &[
+                    &authz_ids,
+                    &authz_statuses,
+                    &authz_bodies,
+                    &order.id,
+                    &order.account_id,
+                    &created,
+                    &status,
+                    &certificate,
+                    &body,
+                ],
+                taken,
+            )?;
+            return Ok(());
+        };
+        // A replacement also claims the certificate it replaces, which needs the claim row
+        // locked while its claimant is judged: a transaction.
         c.transaction(|tx| {
-            for (id, status, body) in &authorizations {
-                let inserted = tx.execute(
-                    "INSERT INTO acme_authorizations (id, status, body) VALUES ($1, $2, $3)
-                     ON CONFLICT DO NOTHING",
+            for ((id, status), body) in authz_ids.iter().zip(&authz_statuses).zip(&authz_bodies) {
+                tx.execute_unique(
+                    "INSERT INTO acme_authorizations (id, status, body) VALUES ($1, $2, $3)",
                     &[id, status, body],
+                    taken,
                 )?;
-                if inserted == 0 {
-                    return Err(StoreError::AlreadyExists {
-                        what: format!("authorization {id}"),
-                    });
-                }
             }
-            let inserted = tx.execute(
+            tx.execute_unique(
                 "INSERT INTO acme_orders (id, account_id, created, status, certificate, body)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                 VALUES ($1, $2, $3, $4, $5, $6)",
                 &[
                     &order.id,
                     &order.account_id,
-                    &unix(order.created_at),
+                    &created,
                     &status,
-                    &order.certificate.map(|s| s.as_bytes().to_vec()),
+                    &certificate,
                     &body,
                 ],
+                taken,
             )?;
-            if inserted == 0 {
-                return Err(StoreError::AlreadyExists {
-                    what: format!("order {}", order.id),
-                });
-            }
-            if let Some(cert_id) = &order.replaces {
-                claim_replacement(tx, cert_id, &order.id, now)?;
-            }
-            Ok(())
+            claim_replacement(tx, cert_id, &order.id, now)
         })
     })
 }

@@ -260,6 +260,24 @@ impl Connection {
         )
     }
 
+    /// Runs one statement outside an explicit transaction that a uniqueness constraint may
+    /// refuse, answering that refusal with `taken()`.
+    pub(crate) fn execute_unique(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+        taken: impl FnOnce() -> StoreError,
+    ) -> Result<u64> {
+        self.transaction_free(
+            |client, statement, target| {
+                client
+                    .execute(statement, params)
+                    .map_err(|e| unique_or(target, &e, taken))
+            },
+            sql,
+        )
+    }
+
     /// Runs one query outside an explicit transaction.
     pub(crate) fn query(
         &mut self,
@@ -336,13 +354,9 @@ impl Tx<'_, '_> {
         taken: impl FnOnce() -> StoreError,
     ) -> Result<u64> {
         let statement = prepare(&mut self.tx, self.statements, sql, self.target)?;
-        self.tx.execute(&statement, params).map_err(|e| {
-            if e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) {
-                taken()
-            } else {
-                db_error(self.target, &e)
-            }
-        })
+        self.tx
+            .execute(&statement, params)
+            .map_err(|e| unique_or(self.target, &e, taken))
     }
 
     /// Runs one query.
@@ -376,6 +390,15 @@ impl Tx<'_, '_> {
     /// The database, described without secrets.
     pub(crate) fn target(&self) -> &str {
         self.target
+    }
+}
+
+/// `taken()` for a unique violation (a racing writer got there first), else the database error.
+fn unique_or(target: &str, e: &postgres::Error, taken: impl FnOnce() -> StoreError) -> StoreError {
+    if e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) {
+        taken()
+    } else {
+        db_error(target, e)
     }
 }
 
