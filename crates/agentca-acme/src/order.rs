@@ -596,14 +596,9 @@ impl AcmeService {
         let serial: Serial = serial
             .parse()
             .map_err(|_| AcmeError::not_found("certificate"))?;
-        match self.store().acme_order_of_certificate(&serial)? {
-            Some(order) if order.account_id == account.id => {}
+        let record = match self.store().acme_certificate(&serial)? {
+            Some((order, record)) if order.account_id == account.id => record,
             _ => return Err(AcmeError::not_found("certificate")),
-        }
-        let Some(agentca_core::store::SerialEntry::Issued(record)) =
-            self.store().serial(&serial)?
-        else {
-            return Err(AcmeError::not_found("certificate"));
         };
         let chain = format!(
             "{}{}",

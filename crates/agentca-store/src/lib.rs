@@ -154,6 +154,18 @@ pub trait Store: Send + Sync {
     fn update_acme_order(&self, order: &AcmeOrder, expected: AcmeOrderStatus) -> Result<()>;
     /// The order that produced a certificate.
     fn acme_order_of_certificate(&self, serial: &Serial) -> Result<Option<AcmeOrder>>;
+    /// A certificate an ACME order produced, with that order (a download must check whose it
+    /// is): `None` unless an order produced it and it is issued. One read where the backend
+    /// can join the two.
+    fn acme_certificate(&self, serial: &Serial) -> Result<Option<(AcmeOrder, CertificateRecord)>> {
+        let Some(order) = self.acme_order_of_certificate(serial)? else {
+            return Ok(None);
+        };
+        match self.serial(serial)? {
+            Some(SerialEntry::Issued(record)) => Ok(Some((order, record))),
+            _ => Ok(None),
+        }
+    }
     /// The order claiming to replace an ARI certificate identifier, if any.
     fn acme_replacement(&self, cert_id: &str) -> Result<Option<AcmeOrder>>;
     /// One authorization.

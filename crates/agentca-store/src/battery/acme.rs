@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use time::Duration;
 
-use super::{now, serial, token};
+use super::{certificate, intent, issue, now, serial, token};
 use crate::{
     AcmeAccount, AcmeAccountStatus, AcmeAuthorization, AcmeAuthorizationStatus, AcmeIdentifier,
     AcmeOrder, AcmeOrderStatus, RateDecision, Store, StoreError,
@@ -289,9 +289,23 @@ pub fn acme_orders_and_authorizations(store: &dyn Store) {
         .unwrap();
     assert_eq!(
         store.acme_order_of_certificate(&serial(7)).unwrap(),
-        Some(valid)
+        Some(valid.clone())
     );
     assert_eq!(store.acme_order_of_certificate(&serial(8)).unwrap(), None);
+
+    // The download's read: nothing until the certificate is issued, then both; never a
+    // certificate no order produced.
+    assert_eq!(store.acme_certificate(&serial(7)).unwrap(), None);
+    store.reserve_serial(&intent(7)).unwrap();
+    assert_eq!(store.acme_certificate(&serial(7)).unwrap(), None);
+    let record = certificate(intent(7));
+    store.record_certificate(&record).unwrap();
+    assert_eq!(
+        store.acme_certificate(&serial(7)).unwrap(),
+        Some((valid, record))
+    );
+    issue(store, intent(8));
+    assert_eq!(store.acme_certificate(&serial(8)).unwrap(), None);
 }
 
 pub fn acme_replacement_claims(store: &dyn Store) {

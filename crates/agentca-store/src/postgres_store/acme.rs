@@ -5,11 +5,11 @@
 use time::OffsetDateTime;
 
 use super::pool::{Pool, Tx};
-use super::{column, exists, record, to_json, unix, use_token};
+use super::{column, exists, from_json, issued, record, to_json, unix, use_token};
 use crate::rate::{Gcra, decode_tat, limited};
 use crate::{
     AcmeAccount, AcmeAccountStatus, AcmeAuthorization, AcmeAuthorizationStatus, AcmeOrder,
-    AcmeOrderStatus, RateDecision, Result, Serial, StoreError,
+    AcmeOrderStatus, CertificateRecord, RateDecision, Result, Serial, StoreError,
 };
 
 pub(super) fn create_account(
@@ -331,6 +331,28 @@ pub(super) fn order_of_certificate(pool: &Pool, serial: &Serial) -> Result<Optio
             &[&serial.as_bytes().as_slice()],
         )?;
         record(&rows, 0, &serial.to_hex())
+    })
+}
+
+pub(super) fn certificate(
+    pool: &Pool,
+    serial: &Serial,
+) -> Result<Option<(AcmeOrder, CertificateRecord)>> {
+    let key = serial.as_bytes().to_vec();
+    pool.run(move |c| {
+        // Columns in the order `issued` reads them (entry, der), then the order.
+        let rows = c.query(
+            "SELECT s.entry, s.der, o.body FROM acme_orders o
+             JOIN serials s ON s.serial = o.certificate
+             WHERE o.certificate = $1 AND s.der IS NOT NULL
+             ORDER BY o.id LIMIT 1",
+            &[&key],
+        )?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let order = from_json("order", &column::<String>(row, 2, "order")?)?;
+        Ok(Some((order, issued(row)?)))
     })
 }
 

@@ -294,7 +294,7 @@ fn serial_entry(row: &postgres::Row) -> Result<SerialEntry> {
     Ok(entry)
 }
 
-fn issued(row: &postgres::Row) -> Result<CertificateRecord> {
+pub(super) fn issued(row: &postgres::Row) -> Result<CertificateRecord> {
     match serial_entry(row)? {
         SerialEntry::Issued(record) => Ok(record),
         SerialEntry::Reserved(intent) => Err(StoreError::Corrupt {
@@ -739,6 +739,10 @@ impl Store for PostgresStore {
 
     fn acme_order_of_certificate(&self, serial: &Serial) -> Result<Option<AcmeOrder>> {
         acme::order_of_certificate(&self.pool, serial)
+    }
+
+    fn acme_certificate(&self, serial: &Serial) -> Result<Option<(AcmeOrder, CertificateRecord)>> {
+        acme::certificate(&self.pool, serial)
     }
 
     fn acme_replacement(&self, cert_id: &str) -> Result<Option<AcmeOrder>> {
