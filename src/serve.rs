@@ -27,6 +27,9 @@ use crate::{LogFormat, ServeArgs};
 
 /// The trust domain of the development CA `serve` creates when the data directory is empty.
 const DEV_TRUST_DOMAIN: &str = "agents.localhost";
+/// How often the store is cleared of ACME orders nothing needs any more
+/// (`agentca_acme::retention`); the first pass runs at start.
+const ORDER_RETENTION_PASS: Duration = Duration::from_secs(600);
 
 /// `--config FILE`: the same settings as the flags.
 #[derive(Debug, Default, Deserialize)]
@@ -228,6 +231,7 @@ pub(crate) fn serve(dir: &DataDir, passphrase_file: Option<&Path>, args: ServeAr
         )
         .map_err(|e| Error::InvalidArgument(format!("ACME: {e}")))?;
         let acme = Arc::new(acme);
+        tokio::spawn(forget_old_orders(acme.clone()));
         let scep = scep_service(
             &ca,
             scep_ra,
@@ -502,4 +506,24 @@ async fn admin_connection(
             });
     write.write_all(&answer).await?;
     write.shutdown().await
+}
+
+/// Forgets old ACME orders every [`ORDER_RETENTION_PASS`], on the blocking pool; ends with the
+/// runtime.
+async fn forget_old_orders(acme: Arc<agentca_acme::AcmeService>) {
+    let mut every = tokio::time::interval(ORDER_RETENTION_PASS);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let acme = acme.clone();
+        let now = time::OffsetDateTime::now_utc();
+        match tokio::task::spawn_blocking(move || acme.forget_old_orders(now)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(forgotten)) => tracing::info!(forgotten, "old ACME orders forgotten"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "forgetting old ACME orders failed; retrying later")
+            }
+            Err(e) => tracing::error!(error = %e, "forgetting old ACME orders did not finish"),
+        }
+    }
 }

@@ -420,3 +420,89 @@ fn an_abandoned_processing_order_can_be_finalized_again() {
     let listed = env.listed_serials(&["--agent", &agent_id("/agent/stuck")]);
     assert_eq!(listed.len(), 1, "{listed:?}");
 }
+
+#[test]
+fn orders_nothing_needs_are_forgotten_and_their_certificates_kept() {
+    let env = Env::with_ca();
+    let agent = env.add_agent("/agent/old", &["--dns", "old.agent.test"]);
+    let first = AcmeServer::start(&env);
+    let rt = runtime();
+    let recent_id = rt.block_on(async {
+        let (account, _) = new_account(&first, &agent).await;
+        let ids = [Identifier::Dns("old.agent.test".into())];
+        let mut order = account.new_order(&NewOrder::new(&ids)).await.unwrap();
+        order.poll_ready(&RetryPolicy::default()).await.unwrap();
+        order.finalize().await.unwrap();
+        order
+            .poll_certificate(&RetryPolicy::default())
+            .await
+            .unwrap();
+        order.url().rsplit('/').next().unwrap().to_owned()
+    });
+    let AcmeServer { server, .. } = first;
+    server.terminate();
+
+    // An order of the same account from more than the longest certificate lifetime any policy
+    // may allow (398 days) ago, as the store would hold it.
+    let long_ago = time::OffsetDateTime::now_utc() - time::Duration::days(400);
+    let account_id = {
+        let store = SledStore::open(&env.data_file("store")).unwrap();
+        let recent = store.acme_order(&recent_id).unwrap().unwrap();
+        let mut old = recent.clone();
+        old.id = "order-from-long-ago".into();
+        old.authorizations = vec!["authz-from-long-ago".into()];
+        old.created_at = long_ago;
+        old.expires = long_ago + time::Duration::hours(8);
+        old.certificate = None;
+        old.status = AcmeOrderStatus::Invalid;
+        let authz = agentca_store::AcmeAuthorization {
+            id: "authz-from-long-ago".into(),
+            account_id: recent.account_id.clone(),
+            identifier: agentca_store::AcmeIdentifier {
+                kind: "dns".into(),
+                value: "old.agent.test".into(),
+            },
+            status: agentca_store::AcmeAuthorizationStatus::Expired,
+            expires: old.expires,
+            challenges: vec![],
+        };
+        store.insert_acme_order(&old, &[authz], long_ago).unwrap();
+        store.commit().unwrap();
+        assert_eq!(
+            store
+                .acme_orders_of_account(&recent.account_id)
+                .unwrap()
+                .len(),
+            2
+        );
+        recent.account_id
+    };
+
+    // The pass at start forgets it; the recent order and every certificate stay.
+    let second = AcmeServer::start(&env);
+    second.server.wait_log("old ACME orders forgotten");
+    let AcmeServer { server, .. } = second;
+    let (_, log) = server.terminate();
+    assert!(log.contains("forgotten=1"), "{log}");
+    let store = SledStore::open(&env.data_file("store")).unwrap();
+    assert_eq!(store.acme_order("order-from-long-ago").unwrap(), None);
+    assert_eq!(
+        store.acme_authorization("authz-from-long-ago").unwrap(),
+        None
+    );
+    assert_eq!(
+        store.acme_orders_of_account(&account_id).unwrap(),
+        [recent_id.as_str()]
+    );
+    assert!(
+        store
+            .acme_order(&recent_id)
+            .unwrap()
+            .unwrap()
+            .certificate
+            .is_some()
+    );
+    drop(store);
+    let listed = env.listed_serials(&["--agent", &agent_id("/agent/old")]);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+}

@@ -21,6 +21,7 @@ pub mod jose;
 pub mod nonce;
 mod order;
 mod reply;
+pub mod retention;
 mod revoke;
 mod service;
 pub mod validation;

@@ -267,6 +267,54 @@ impl AcmeTrees {
         self.order(&String::from_utf8_lossy(&id))
     }
 
+    /// Walks the account index (its keys carry the creation time) and forgets each old order:
+    /// what hangs off it first, the order next, its index entry last, so that an interrupted
+    /// pass leaves the entry that lets the next one finish.
+    pub(crate) fn purge_orders(&self, created_before: OffsetDateTime, limit: usize) -> Result<u64> {
+        let mut purged = 0;
+        for kv in self.orders_by_account.iter() {
+            if purged as usize >= limit {
+                break;
+            }
+            let (key, id) = kv.map_err(backend)?;
+            let Some(created) = created_of_index_key(&key) else {
+                return Err(StoreError::Corrupt {
+                    key: hex::encode(&key),
+                    reason: "an order index entry without a creation time".into(),
+                });
+            };
+            if created >= created_before.unix_timestamp() {
+                continue;
+            }
+            let id = String::from_utf8_lossy(&id).into_owned();
+            if let Some(order) = self.order(&id)? {
+                for authz in &order.authorizations {
+                    self.authorizations
+                        .remove(authz.as_bytes())
+                        .map_err(backend)?;
+                }
+                let this = Some(id.as_bytes());
+                if let Some(serial) = order.certificate {
+                    // Only an entry that still names this order (see `update_order`).
+                    let _ = self
+                        .certificate_orders
+                        .compare_and_swap(serial.as_bytes(), this, None::<&[u8]>)
+                        .map_err(backend)?;
+                }
+                if let Some(cert_id) = &order.replaces {
+                    let _ = self
+                        .replaced
+                        .compare_and_swap(cert_id.as_bytes(), this, None::<&[u8]>)
+                        .map_err(backend)?;
+                }
+                self.orders.remove(id.as_bytes()).map_err(backend)?;
+            }
+            self.orders_by_account.remove(&key).map_err(backend)?;
+            purged += 1;
+        }
+        Ok(purged)
+    }
+
     pub(crate) fn authorization(&self, id: &str) -> Result<Option<AcmeAuthorization>> {
         get(&self.authorizations, id)
     }
@@ -357,6 +405,13 @@ pub(crate) fn account_order_key(
     key.extend_from_slice(&(created.unix_timestamp() as u64 ^ (1 << 63)).to_be_bytes());
     key.extend_from_slice(order_id.as_bytes());
     key
+}
+
+/// The creation time (Unix seconds) an [`account_order_key`] carries.
+fn created_of_index_key(key: &[u8]) -> Option<i64> {
+    let at = key.iter().position(|&b| b == 0)?;
+    let stamp: [u8; 8] = key.get(at + 1..at + 9)?.try_into().ok()?;
+    Some((u64::from_be_bytes(stamp) ^ (1 << 63)) as i64)
 }
 
 /// Replaces the record under `id` with `new` if `check` accepts the stored one: a

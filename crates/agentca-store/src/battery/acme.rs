@@ -348,6 +348,72 @@ pub fn acme_replacement_claims(store: &dyn Store) {
     assert_eq!(wins.into_inner(), 1);
 }
 
+pub fn old_acme_orders_are_forgotten_whole(store: &dyn Store) {
+    let day = Duration::days(1);
+    // An old finished order: authorization, certificate, replacement claim.
+    let mut old = order("old", "acct", Some("cert.X"));
+    old.created_at = now() - day * 3;
+    let old_z = authorization("authz-old", "acct");
+    store
+        .insert_acme_order(&old, std::slice::from_ref(&old_z), now())
+        .unwrap();
+    let mut valid = old.clone();
+    valid.status = AcmeOrderStatus::Valid;
+    valid.certificate = Some(serial(21));
+    store
+        .update_acme_order(&valid, AcmeOrderStatus::Ready)
+        .unwrap();
+    issue(store, intent(21));
+    // An old order of another account whose claim a newer order took over.
+    let mut abandoned = order("abandoned", "other", Some("cert.Y"));
+    abandoned.created_at = now() - day * 2;
+    abandoned.status = AcmeOrderStatus::Invalid;
+    store.insert_acme_order(&abandoned, &[], now()).unwrap();
+    // Recent orders, one on the boundary (kept: only orders created before it go).
+    let recent = order("recent", "acct", Some("cert.Y"));
+    let recent_z = authorization("authz-recent", "acct");
+    store
+        .insert_acme_order(&recent, std::slice::from_ref(&recent_z), now())
+        .unwrap();
+    let cutoff = now() - day;
+    let mut boundary = order("boundary", "other", None);
+    boundary.created_at = cutoff;
+    boundary.authorizations = vec![];
+    store.insert_acme_order(&boundary, &[], now()).unwrap();
+
+    // One at a time, then the rest; nothing left to do after.
+    assert_eq!(store.purge_acme_orders(cutoff, 1).unwrap(), 1);
+    assert_eq!(store.purge_acme_orders(cutoff, 100).unwrap(), 1);
+    assert_eq!(store.purge_acme_orders(cutoff, 100).unwrap(), 0);
+
+    assert_eq!(store.acme_order("old").unwrap(), None);
+    assert_eq!(store.acme_order("abandoned").unwrap(), None);
+    assert_eq!(store.acme_authorization("authz-old").unwrap(), None);
+    assert_eq!(store.acme_order_of_certificate(&serial(21)).unwrap(), None);
+    assert_eq!(store.acme_certificate(&serial(21)).unwrap(), None);
+    assert_eq!(store.acme_replacement("cert.X").unwrap(), None);
+    assert_eq!(store.acme_orders_of_account("acct").unwrap(), ["recent"]);
+    assert_eq!(store.acme_orders_of_account("other").unwrap(), ["boundary"]);
+    // The certificate stays; the claim the recent order holds stays with it.
+    assert!(matches!(
+        store.serial(&serial(21)).unwrap(),
+        Some(crate::SerialEntry::Issued(_))
+    ));
+    assert_eq!(store.acme_order("recent").unwrap(), Some(recent.clone()));
+    assert_eq!(
+        store.acme_authorization("authz-recent").unwrap(),
+        Some(recent_z)
+    );
+    assert_eq!(
+        store.acme_replacement("cert.Y").unwrap().unwrap().id,
+        "recent"
+    );
+    // The forgotten claim no longer blocks a replacement of its certificate.
+    store
+        .insert_acme_order(&order("again", "acct", Some("cert.X")), &[], now())
+        .unwrap();
+}
+
 pub fn rate_limits(store: &dyn Store) {
     let t = now();
     let hour = Duration::hours(1);

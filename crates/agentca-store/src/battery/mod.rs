@@ -144,6 +144,10 @@ macro_rules! store_battery {
                 with_store($crate::battery::acme::acme_replacement_claims)
             }
             #[test]
+            fn old_acme_orders_are_forgotten_whole() {
+                with_store($crate::battery::acme::old_acme_orders_are_forgotten_whole)
+            }
+            #[test]
             fn rate_limits() {
                 with_store($crate::battery::acme::rate_limits)
             }

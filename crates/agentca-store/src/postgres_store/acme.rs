@@ -356,6 +356,45 @@ pub(super) fn certificate(
     })
 }
 
+pub(super) fn purge_orders(
+    pool: &Pool,
+    created_before: OffsetDateTime,
+    limit: usize,
+) -> Result<u64> {
+    let before = unix(created_before);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    pool.run(move |c| {
+        c.transaction(|tx| {
+            // Rows another node is purging are skipped, not waited for.
+            let rows = tx.query(
+                "SELECT id, body FROM acme_orders WHERE created < $1
+                 ORDER BY created LIMIT $2 FOR UPDATE SKIP LOCKED",
+                &[&before, &limit],
+            )?;
+            let mut ids = Vec::with_capacity(rows.len());
+            let mut authorizations = Vec::new();
+            for row in &rows {
+                let id: String = column(row, 0, "order id")?;
+                let order: AcmeOrder = from_json(&id, &column::<String>(row, 1, "order")?)?;
+                authorizations.extend(order.authorizations);
+                ids.push(id);
+            }
+            if ids.is_empty() {
+                return Ok(0);
+            }
+            tx.execute(
+                "DELETE FROM acme_authorizations WHERE id = ANY($1)",
+                &[&authorizations],
+            )?;
+            tx.execute(
+                "DELETE FROM acme_replacements WHERE order_id = ANY($1)",
+                &[&ids],
+            )?;
+            tx.execute("DELETE FROM acme_orders WHERE id = ANY($1)", &[&ids])
+        })
+    })
+}
+
 pub(super) fn replacement(pool: &Pool, cert_id: &str) -> Result<Option<AcmeOrder>> {
     let key = cert_id.as_bytes().to_vec();
     let name = cert_id.to_owned();

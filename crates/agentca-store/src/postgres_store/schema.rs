@@ -146,6 +146,14 @@ CREATE TABLE acme_nonces (
 CREATE INDEX acme_nonces_by_expiry ON acme_nonces (expires);
 "#,
     },
+    Migration {
+        version: 3,
+        description: "finished ACME orders can be forgotten: orders by age, claims by order",
+        sql: r#"
+CREATE INDEX acme_orders_by_created ON acme_orders (created);
+CREATE INDEX acme_replacements_by_order ON acme_replacements (order_id);
+"#,
+    },
 ];
 
 /// The newest version this binary knows.
