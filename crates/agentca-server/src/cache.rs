@@ -6,13 +6,13 @@
 //! older read of the store (a priming or refresh job racing the revocation) is refused.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use agentca_core::ocsp::HashAlgorithm;
 use agentca_core::store::Serial;
 use axum::body::Bytes;
 use axum::http::HeaderValue;
+use prometheus_client::metrics::gauge::Gauge;
 use time::OffsetDateTime;
 
 use crate::headers;
@@ -81,15 +81,23 @@ const SHARDS: usize = 16;
 pub(crate) struct ResponseCache {
     shards: [RwLock<HashMap<Key, Slot>>; SHARDS],
     /// How many slots hold a response, kept as they change (under their shard's write lock)
-    /// so that reporting it does not walk every slot on each issuance.
-    held: AtomicUsize,
+    /// so that reporting it does not walk every slot on each issuance. It is the metrics
+    /// gauge itself: a copy set from a reading could be overwritten by an older reading.
+    held: Gauge,
 }
 
 impl ResponseCache {
+    #[cfg(test)]
     pub(crate) fn new() -> Self {
+        Self::counting_into(Gauge::default())
+    }
+
+    /// A cache that keeps its count of held responses in `held`.
+    pub(crate) fn counting_into(held: Gauge) -> Self {
+        held.set(0);
         Self {
             shards: std::array::from_fn(|_| RwLock::new(HashMap::new())),
-            held: AtomicUsize::new(0),
+            held,
         }
     }
 
@@ -148,7 +156,7 @@ impl ResponseCache {
         }
         slot.revoked |= response.revoked;
         if slot.response.replace(response).is_none() {
-            self.held.fetch_add(1, Ordering::Relaxed);
+            self.held.inc();
         }
         true
     }
@@ -170,7 +178,7 @@ impl ResponseCache {
             slot.revoked = true;
             if slot.response.as_ref().is_some_and(|r| !r.revoked) {
                 slot.response = None;
-                self.held.fetch_sub(1, Ordering::Relaxed);
+                self.held.dec();
             }
         }
     }
@@ -199,7 +207,7 @@ impl ResponseCache {
             let mut shard = shard
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let mut dropped = 0;
+            let mut dropped: i64 = 0;
             shard.retain(|_, slot| {
                 let keep = slot.not_after > now;
                 if !keep && slot.response.is_some() {
@@ -207,7 +215,7 @@ impl ResponseCache {
                 }
                 keep
             });
-            self.held.fetch_sub(dropped, Ordering::Relaxed);
+            self.held.dec_by(dropped);
             for ((serial, hash), slot) in shard.iter() {
                 let stale = slot
                     .response
@@ -226,8 +234,9 @@ impl ResponseCache {
     }
 
     /// How many responses are held.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.held.load(Ordering::Relaxed)
+        usize::try_from(self.held.get()).unwrap_or(0)
     }
 
     /// [`ResponseCache::len`] counted slot by slot, to check the kept count against.

@@ -161,7 +161,7 @@ impl OcspService {
             authority,
             issuer,
             responder: RwLock::new(Arc::new(responder)),
-            cache: ResponseCache::new(),
+            cache: ResponseCache::counting_into(metrics.ocsp_cache_entries.clone()),
             budget: SigningBudget::new(signing_rate),
             metrics,
             validity,
@@ -458,7 +458,6 @@ impl OcspService {
                 tracing::warn!(serial = %record.intent.serial, error = %e, "OCSP: pre-signing failed; the first request will sign");
             }
         }
-        self.metrics.ocsp_cache_entries.set(gauge(self.cache.len()));
     }
 
     /// Makes every response for `records` say `revoked` before returning. `records` must be
@@ -581,11 +580,6 @@ impl OcspService {
         if failed > 1 {
             tracing::warn!(failed, "OCSP: background signing failures");
         }
-        self.metrics.ocsp_cache_entries.set(gauge(self.cache.len()));
         signed
     }
-}
-
-fn gauge(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
