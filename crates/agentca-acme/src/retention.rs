@@ -47,7 +47,10 @@ impl AcmeService {
             .max()
             .unwrap_or(Duration::ZERO);
         let before = forget_created_before(now, self.config.order_lifetime, longest);
-        self.store().purge_acme_orders(before, PASS_LIMIT)
+        // The order's own expiry too: it was set with the order lifetime of its day, which
+        // may have been longer than today's.
+        self.store()
+            .purge_acme_orders(before, now - GRACE, PASS_LIMIT)
     }
 }
 

@@ -166,11 +166,16 @@ pub trait Store: Send + Sync {
             _ => Ok(None),
         }
     }
-    /// Forgets up to `limit` ACME orders created before `created_before`, with their
-    /// authorizations, their certificate index entries and the replacement claims they hold;
-    /// returns how many. Certificates are not touched. An interrupted call leaves nothing that
-    /// a later one does not finish.
-    fn purge_acme_orders(&self, created_before: OffsetDateTime, limit: usize) -> Result<u64>;
+    /// Forgets up to `limit` ACME orders created before `created_before` and expired before
+    /// `expired_before`, with their authorizations, their certificate index entries and the
+    /// replacement claims they hold; returns how many. Certificates are not touched. An
+    /// interrupted call leaves nothing that a later one does not finish.
+    fn purge_acme_orders(
+        &self,
+        created_before: OffsetDateTime,
+        expired_before: OffsetDateTime,
+        limit: usize,
+    ) -> Result<u64>;
     /// The order claiming to replace an ARI certificate identifier, if any.
     fn acme_replacement(&self, cert_id: &str) -> Result<Option<AcmeOrder>>;
     /// One authorization.

@@ -267,10 +267,16 @@ impl AcmeTrees {
         self.order(&String::from_utf8_lossy(&id))
     }
 
-    /// Walks the account index (its keys carry the creation time) and forgets each old order:
-    /// what hangs off it first, the order next, its index entry last, so that an interrupted
-    /// pass leaves the entry that lets the next one finish.
-    pub(crate) fn purge_orders(&self, created_before: OffsetDateTime, limit: usize) -> Result<u64> {
+    /// Walks the account index (its keys carry the creation time, so old entries are found
+    /// without reading their orders, though every key is visited) and forgets each old,
+    /// expired order: what hangs off it first, the order next (only as it was read), its index
+    /// entry last, so that an interrupted pass leaves the entry that lets the next one finish.
+    pub(crate) fn purge_orders(
+        &self,
+        created_before: OffsetDateTime,
+        expired_before: OffsetDateTime,
+        limit: usize,
+    ) -> Result<u64> {
         let mut purged = 0;
         for kv in self.orders_by_account.iter() {
             if purged as usize >= limit {
@@ -287,7 +293,11 @@ impl AcmeTrees {
                 continue;
             }
             let id = String::from_utf8_lossy(&id).into_owned();
-            if let Some(order) = self.order(&id)? {
+            if let Some(raw) = self.orders.get(id.as_bytes()).map_err(backend)? {
+                let order: AcmeOrder = decode(&id, &raw)?;
+                if order.expires >= expired_before {
+                    continue;
+                }
                 for authz in &order.authorizations {
                     self.authorizations
                         .remove(authz.as_bytes())
@@ -307,7 +317,14 @@ impl AcmeTrees {
                         .compare_and_swap(cert_id.as_bytes(), this, None::<&[u8]>)
                         .map_err(backend)?;
                 }
-                self.orders.remove(id.as_bytes()).map_err(backend)?;
+                let removed = self
+                    .orders
+                    .compare_and_swap(id.as_bytes(), Some(raw), None::<&[u8]>)
+                    .map_err(backend)?;
+                if removed.is_err() {
+                    // Changed since it was read: left for the next pass to judge again.
+                    continue;
+                }
             }
             self.orders_by_account.remove(&key).map_err(backend)?;
             purged += 1;
@@ -464,5 +481,67 @@ fn get<T: serde::de::DeserializeOwned>(tree: &sled::Tree, id: &str) -> Result<Op
 fn not_found(what: &str, id: &str) -> StoreError {
     StoreError::NotFound {
         what: format!("{what} {id}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::Duration;
+
+    use super::*;
+    use crate::battery::serial;
+
+    #[test]
+    fn a_forgotten_order_leaves_no_index_entry_or_claim() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let trees = AcmeTrees::open(&db).unwrap();
+        let now = OffsetDateTime::from_unix_timestamp(OffsetDateTime::now_utc().unix_timestamp())
+            .unwrap();
+        let created = now - Duration::days(2);
+        let order = AcmeOrder {
+            id: "old".into(),
+            account_id: "acct".into(),
+            agent_id: "spiffe://example.org/agent/a".into(),
+            status: AcmeOrderStatus::Ready,
+            identifiers: vec![],
+            authorizations: vec![],
+            expires: created + Duration::hours(8),
+            created_at: created,
+            certificate: None,
+            replaces: Some("cert.X".into()),
+            error: None,
+            processing_since: None,
+        };
+        trees.insert_order(&order, &[], now).unwrap();
+        let mut valid = order.clone();
+        valid.status = AcmeOrderStatus::Valid;
+        valid.certificate = Some(serial(5));
+        trees.update_order(&valid, AcmeOrderStatus::Ready).unwrap();
+        assert!(trees.replaced.get(b"cert.X").unwrap().is_some());
+        assert!(
+            trees
+                .certificate_orders
+                .get(serial(5).as_bytes())
+                .unwrap()
+                .is_some()
+        );
+
+        // Not yet expired by the second bound: kept whole.
+        let cutoff = now - Duration::days(1);
+        assert_eq!(trees.purge_orders(cutoff, created, 10).unwrap(), 0);
+        assert!(trees.order("old").unwrap().is_some());
+
+        assert_eq!(trees.purge_orders(cutoff, cutoff, 10).unwrap(), 1);
+        assert!(trees.order("old").unwrap().is_none());
+        assert!(trees.replaced.get(b"cert.X").unwrap().is_none());
+        assert!(
+            trees
+                .certificate_orders
+                .get(serial(5).as_bytes())
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(trees.orders_by_account.len(), 0);
     }
 }

@@ -546,8 +546,14 @@ impl Store for SledStore {
         self.acme.order_of_certificate(serial)
     }
 
-    fn purge_acme_orders(&self, created_before: OffsetDateTime, limit: usize) -> Result<u64> {
-        self.acme.purge_orders(created_before, limit)
+    fn purge_acme_orders(
+        &self,
+        created_before: OffsetDateTime,
+        expired_before: OffsetDateTime,
+        limit: usize,
+    ) -> Result<u64> {
+        self.acme
+            .purge_orders(created_before, expired_before, limit)
     }
 
     fn acme_replacement(&self, cert_id: &str) -> Result<Option<AcmeOrder>> {

@@ -353,6 +353,7 @@ pub fn old_acme_orders_are_forgotten_whole(store: &dyn Store) {
     // An old finished order: authorization, certificate, replacement claim.
     let mut old = order("old", "acct", Some("cert.X"));
     old.created_at = now() - day * 3;
+    old.expires = old.created_at + Duration::hours(8);
     let old_z = authorization("authz-old", "acct");
     store
         .insert_acme_order(&old, std::slice::from_ref(&old_z), now())
@@ -367,8 +368,15 @@ pub fn old_acme_orders_are_forgotten_whole(store: &dyn Store) {
     // An old order of another account whose claim a newer order took over.
     let mut abandoned = order("abandoned", "other", Some("cert.Y"));
     abandoned.created_at = now() - day * 2;
+    abandoned.expires = abandoned.created_at + Duration::hours(8);
     abandoned.status = AcmeOrderStatus::Invalid;
     store.insert_acme_order(&abandoned, &[], now()).unwrap();
+    // Old, but made when orders lived longer: not expired yet, so kept.
+    let mut long_lived = order("long-lived", "other", None);
+    long_lived.created_at = now() - day * 4;
+    long_lived.expires = now() + Duration::hours(1);
+    long_lived.authorizations = vec![];
+    store.insert_acme_order(&long_lived, &[], now()).unwrap();
     // Recent orders, one on the boundary (kept: only orders created before it go).
     let recent = order("recent", "acct", Some("cert.Y"));
     let recent_z = authorization("authz-recent", "acct");
@@ -382,9 +390,10 @@ pub fn old_acme_orders_are_forgotten_whole(store: &dyn Store) {
     store.insert_acme_order(&boundary, &[], now()).unwrap();
 
     // One at a time, then the rest; nothing left to do after.
-    assert_eq!(store.purge_acme_orders(cutoff, 1).unwrap(), 1);
-    assert_eq!(store.purge_acme_orders(cutoff, 100).unwrap(), 1);
-    assert_eq!(store.purge_acme_orders(cutoff, 100).unwrap(), 0);
+    let expired = now() - Duration::hours(1);
+    assert_eq!(store.purge_acme_orders(cutoff, expired, 1).unwrap(), 1);
+    assert_eq!(store.purge_acme_orders(cutoff, expired, 100).unwrap(), 1);
+    assert_eq!(store.purge_acme_orders(cutoff, expired, 100).unwrap(), 0);
 
     assert_eq!(store.acme_order("old").unwrap(), None);
     assert_eq!(store.acme_order("abandoned").unwrap(), None);
@@ -393,7 +402,11 @@ pub fn old_acme_orders_are_forgotten_whole(store: &dyn Store) {
     assert_eq!(store.acme_certificate(&serial(21)).unwrap(), None);
     assert_eq!(store.acme_replacement("cert.X").unwrap(), None);
     assert_eq!(store.acme_orders_of_account("acct").unwrap(), ["recent"]);
-    assert_eq!(store.acme_orders_of_account("other").unwrap(), ["boundary"]);
+    assert_eq!(
+        store.acme_orders_of_account("other").unwrap(),
+        ["long-lived", "boundary"]
+    );
+    assert_eq!(store.acme_order("long-lived").unwrap(), Some(long_lived));
     // The certificate stays; the claim the recent order holds stays with it.
     assert!(matches!(
         store.serial(&serial(21)).unwrap(),

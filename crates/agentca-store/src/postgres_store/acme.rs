@@ -168,6 +168,7 @@ pub(super) fn insert_order(
         authz_bodies.push(to_json(a)?);
     }
     let created = unix(order.created_at);
+    let expires = unix(order.expires);
     let certificate = order.certificate.map(|s| s.as_bytes().to_vec());
     pool.run(move |c| {
         let taken = || StoreError::AlreadyExists {
@@ -182,8 +183,9 @@ pub(super) fn insert_order(
                      INSERT INTO acme_authorizations (id, status, body)
                      SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
                  )
-                 INSERT INTO acme_orders (id, account_id, created, status, certificate, body)
-                 VALUES ($4, $5, $6, $7, $8, $9)",
+                 INSERT INTO acme_orders
+                     (id, account_id, created, expires, status, certificate, body)
+                 VALUES ($4, $5, $6, $7, $8, $9, $10)",
                 &[
                     &authz_ids,
                     &authz_statuses,
@@ -191,6 +193,7 @@ pub(super) fn insert_order(
                     &order.id,
                     &order.account_id,
                     &created,
+                    &expires,
                     &status,
                     &certificate,
                     &body,
@@ -210,12 +213,14 @@ pub(super) fn insert_order(
                 )?;
             }
             tx.execute_unique(
-                "INSERT INTO acme_orders (id, account_id, created, status, certificate, body)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO acme_orders
+                     (id, account_id, created, expires, status, certificate, body)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 &[
                     &order.id,
                     &order.account_id,
                     &created,
+                    &expires,
                     &status,
                     &certificate,
                     &body,
@@ -359,17 +364,21 @@ pub(super) fn certificate(
 pub(super) fn purge_orders(
     pool: &Pool,
     created_before: OffsetDateTime,
+    expired_before: OffsetDateTime,
     limit: usize,
 ) -> Result<u64> {
-    let before = unix(created_before);
+    let created = unix(created_before);
+    let expired = unix(expired_before);
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     pool.run(move |c| {
         c.transaction(|tx| {
-            // Rows another node is purging are skipped, not waited for.
+            // Rows another node is purging are skipped, not waited for. Orders stored before
+            // migration 3 have no `expires` column; their creation time alone decides.
             let rows = tx.query(
-                "SELECT id, body FROM acme_orders WHERE created < $1
-                 ORDER BY created LIMIT $2 FOR UPDATE SKIP LOCKED",
-                &[&before, &limit],
+                "SELECT id, body FROM acme_orders
+                 WHERE created < $1 AND (expires IS NULL OR expires < $2)
+                 ORDER BY created LIMIT $3 FOR UPDATE SKIP LOCKED",
+                &[&created, &expired, &limit],
             )?;
             let mut ids = Vec::with_capacity(rows.len());
             let mut authorizations = Vec::new();

@@ -745,8 +745,13 @@ impl Store for PostgresStore {
         acme::certificate(&self.pool, serial)
     }
 
-    fn purge_acme_orders(&self, created_before: OffsetDateTime, limit: usize) -> Result<u64> {
-        acme::purge_orders(&self.pool, created_before, limit)
+    fn purge_acme_orders(
+        &self,
+        created_before: OffsetDateTime,
+        expired_before: OffsetDateTime,
+        limit: usize,
+    ) -> Result<u64> {
+        acme::purge_orders(&self.pool, created_before, expired_before, limit)
     }
 
     fn acme_replacement(&self, cert_id: &str) -> Result<Option<AcmeOrder>> {

@@ -150,6 +150,8 @@ CREATE INDEX acme_nonces_by_expiry ON acme_nonces (expires);
         version: 3,
         description: "finished ACME orders can be forgotten: orders by age, claims by order",
         sql: r#"
+-- expires_at in Unix seconds; NULL for orders stored before this step.
+ALTER TABLE acme_orders ADD COLUMN expires bigint;
 CREATE INDEX acme_orders_by_created ON acme_orders (created);
 CREATE INDEX acme_replacements_by_order ON acme_replacements (order_id);
 "#,

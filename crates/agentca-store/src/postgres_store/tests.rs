@@ -541,3 +541,78 @@ fn url_options_reach_the_session() {
         .get(0);
     assert_eq!(timeout, "10s");
 }
+
+/// An old order: created and expired two days before `now`, with one authorization and a claim
+/// on `cert_id`.
+fn old_order(id: &str, cert_id: &str, now: OffsetDateTime) -> (AcmeOrder, AcmeAuthorization) {
+    let created = now - time::Duration::days(2);
+    let authz = AcmeAuthorization {
+        id: format!("authz-{id}"),
+        account_id: "acct".into(),
+        identifier: crate::AcmeIdentifier {
+            kind: "dns".into(),
+            value: "a.example.org".into(),
+        },
+        status: AcmeAuthorizationStatus::Valid,
+        expires: created + time::Duration::hours(8),
+        challenges: vec![],
+    };
+    let order = AcmeOrder {
+        id: id.into(),
+        account_id: "acct".into(),
+        agent_id: "spiffe://example.org/agent/a".into(),
+        status: AcmeOrderStatus::Ready,
+        identifiers: vec![],
+        authorizations: vec![authz.id.clone()],
+        expires: created + time::Duration::hours(8),
+        created_at: created,
+        certificate: None,
+        replaces: Some(cert_id.into()),
+        error: None,
+        processing_since: None,
+    };
+    (order, authz)
+}
+
+#[test]
+fn two_nodes_forget_old_orders_once_and_whole() {
+    let Some((url, a, b)) = two_nodes() else {
+        return;
+    };
+    let now = OffsetDateTime::now_utc();
+    for i in 0..40 {
+        let (order, authz) = old_order(&format!("old-{i}"), &format!("cert.{i}"), now);
+        a.insert_acme_order(&order, &[authz], now).unwrap();
+    }
+    let cutoff = now - time::Duration::days(1);
+    let counted: u64 = std::thread::scope(|s| {
+        let workers: Vec<_> = [&a, &b, &a, &b]
+            .into_iter()
+            .map(|node| {
+                s.spawn(move || {
+                    let mut total = 0;
+                    loop {
+                        let n = node.purge_acme_orders(cutoff, cutoff, 3).unwrap();
+                        if n == 0 {
+                            return total;
+                        }
+                        total += n;
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).sum()
+    });
+    assert_eq!(
+        counted, 40,
+        "each order counted by the one node that removed it"
+    );
+    let mut raw = raw_client(&url);
+    for table in ["acme_orders", "acme_authorizations", "acme_replacements"] {
+        let left: i64 = raw
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(left, 0, "{table}");
+    }
+}
