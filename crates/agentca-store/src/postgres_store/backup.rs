@@ -363,12 +363,14 @@ fn load(tx: &mut Tx<'_, '_>, record: &BackupRecord) -> Result<()> {
         }
         BackupRecord::AcmeOrder(order) => {
             tx.execute_unique(
-                "INSERT INTO acme_orders (id, account_id, created, status, certificate, body)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO acme_orders
+                     (id, account_id, created, expires, status, certificate, body)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 &[
                     &order.id,
                     &order.account_id,
                     &unix(order.created_at),
+                    &unix(order.expires),
                     &status_name(&order.status)?,
                     &order.certificate.map(|s| s.as_bytes().to_vec()),
                     &to_json(order)?,
