@@ -27,9 +27,9 @@ use crate::{LogFormat, ServeArgs};
 
 /// The trust domain of the development CA `serve` creates when the data directory is empty.
 const DEV_TRUST_DOMAIN: &str = "agents.localhost";
-/// How often the store is cleared of ACME orders nothing needs any more
-/// (`agentca_acme::retention`); the first pass runs at start.
-const ORDER_RETENTION_PASS: Duration = Duration::from_secs(600);
+/// How often the store is cleared of ACME orders and SCEP transactions nothing needs any more
+/// (`agentca_core::retention`); the first pass runs at start.
+const RETENTION_PASS: Duration = Duration::from_secs(600);
 
 /// `--config FILE`: the same settings as the flags.
 #[derive(Debug, Default, Deserialize)]
@@ -231,16 +231,16 @@ pub(crate) fn serve(dir: &DataDir, passphrase_file: Option<&Path>, args: ServeAr
         )
         .map_err(|e| Error::InvalidArgument(format!("ACME: {e}")))?;
         let acme = Arc::new(acme);
-        tokio::spawn(forget_old_orders(acme.clone()));
-        let scep = scep_service(
+        let scep = Arc::new(scep_service(
             &ca,
             scep_ra,
             authority.clone(),
             Arc::new(HookEvents(server.hooks())),
             args.scep_legacy_crypto,
-        )?;
+        )?);
+        tokio::spawn(forget_old_records(acme.clone(), scep.clone()));
         let mut server = server
-            .with_http_routes(agentca_scep::server::router(Arc::new(scep)))
+            .with_http_routes(agentca_scep::server::router(scep))
             .with_https_routes(agentca_acme::router(acme.clone()))
             .with_https_wrapper(move |router| agentca_acme::with_protocol_headers(acme, router));
         let bound = server.bind().await.map_err(server_error)?;
@@ -508,22 +508,40 @@ async fn admin_connection(
     write.shutdown().await
 }
 
-/// Forgets old ACME orders every [`ORDER_RETENTION_PASS`], on the blocking pool; ends with the
-/// runtime.
-async fn forget_old_orders(acme: Arc<agentca_acme::AcmeService>) {
-    let mut every = tokio::time::interval(ORDER_RETENTION_PASS);
+/// Forgets old ACME orders and SCEP transactions every [`RETENTION_PASS`], on the blocking
+/// pool; ends with the runtime.
+async fn forget_old_records(
+    acme: Arc<agentca_acme::AcmeService>,
+    scep: Arc<agentca_scep::server::ScepService>,
+) {
+    let mut every = tokio::time::interval(RETENTION_PASS);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        let acme = acme.clone();
+        let (acme, scep) = (acme.clone(), scep.clone());
         let now = time::OffsetDateTime::now_utc();
-        match tokio::task::spawn_blocking(move || acme.forget_old_orders(now)).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(forgotten)) => tracing::info!(forgotten, "old ACME orders forgotten"),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "forgetting old ACME orders failed; retrying later")
+        let pass = tokio::task::spawn_blocking(move || {
+            (
+                acme.forget_old_orders(now),
+                scep.forget_old_transactions(now),
+            )
+        });
+        let (orders, transactions) = match pass.await {
+            Ok(results) => results,
+            Err(e) => {
+                tracing::error!(error = %e, "forgetting old protocol records did not finish");
+                continue;
             }
-            Err(e) => tracing::error!(error = %e, "forgetting old ACME orders did not finish"),
+        };
+        for (what, result) in [
+            ("old ACME orders", orders),
+            ("old SCEP transactions", transactions),
+        ] {
+            match result {
+                Ok(0) => {}
+                Ok(forgotten) => tracing::info!(forgotten, "{what} forgotten"),
+                Err(e) => tracing::warn!(error = %e, "forgetting {what} failed; retrying later"),
+            }
         }
     }
 }

@@ -422,7 +422,7 @@ fn an_abandoned_processing_order_can_be_finalized_again() {
 }
 
 #[test]
-fn orders_nothing_needs_are_forgotten_and_their_certificates_kept() {
+fn protocol_records_nothing_needs_are_forgotten_and_certificates_kept() {
     let env = Env::with_ca();
     let agent = env.add_agent("/agent/old", &["--dns", "old.agent.test"]);
     let first = AcmeServer::start(&env);
@@ -467,6 +467,16 @@ fn orders_nothing_needs_are_forgotten_and_their_certificates_kept() {
             challenges: vec![],
         };
         store.insert_acme_order(&old, &[authz], long_ago).unwrap();
+        // And a SCEP transaction record from as long ago (SCEP keeps them for retries).
+        store
+            .record_scep_transaction(&agentca_store::ScepTransaction {
+                request_key: "ab".repeat(32),
+                transaction_id: "txn-from-long-ago".into(),
+                serial: recent.certificate.unwrap(),
+                agent_id: recent.agent_id.clone(),
+                created_at: long_ago,
+            })
+            .unwrap();
         store.commit().unwrap();
         assert_eq!(
             store
@@ -481,15 +491,18 @@ fn orders_nothing_needs_are_forgotten_and_their_certificates_kept() {
     // The pass at start forgets it; the recent order and every certificate stay.
     let second = AcmeServer::start(&env);
     second.server.wait_log("old ACME orders forgotten");
+    second.server.wait_log("old SCEP transactions forgotten");
     let AcmeServer { server, .. } = second;
     let (_, log) = server.terminate();
     assert!(log.contains("forgotten=1"), "{log}");
+    assert!(!log.contains("forgetting old"), "{log}");
     let store = SledStore::open(&env.data_file("store")).unwrap();
     assert_eq!(store.acme_order("order-from-long-ago").unwrap(), None);
     assert_eq!(
         store.acme_authorization("authz-from-long-ago").unwrap(),
         None
     );
+    assert_eq!(store.scep_transaction(&"ab".repeat(32)).unwrap(), None);
     assert_eq!(
         store.acme_orders_of_account(&account_id).unwrap(),
         [recent_id.as_str()]

@@ -115,6 +115,16 @@ impl PolicySet {
         &self.policies
     }
 
+    /// The longest `max_lifetime` of the policies (zero without any): no certificate issued
+    /// under them lives longer.
+    pub fn longest_max_lifetime(&self) -> Duration {
+        self.policies
+            .iter()
+            .map(Policy::max_lifetime)
+            .max()
+            .unwrap_or(Duration::ZERO)
+    }
+
     /// A policy by name.
     pub fn get(&self, name: &str) -> Option<&Policy> {
         self.policies.iter().find(|p| p.name == name)

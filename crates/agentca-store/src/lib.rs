@@ -213,6 +213,9 @@ pub trait Store: Send + Sync {
     fn record_scep_transaction(&self, transaction: &ScepTransaction) -> Result<()>;
     /// The SCEP request recorded under `request_key`.
     fn scep_transaction(&self, request_key: &str) -> Result<Option<ScepTransaction>>;
+    /// Forgets up to `limit` SCEP transactions recorded before `created_before`; returns how
+    /// many. The certificates they issued are not touched.
+    fn purge_scep_transactions(&self, created_before: OffsetDateTime, limit: usize) -> Result<u64>;
 
     /// Whether other processes (other CA nodes) write this store while this one runs. Their
     /// revocations then reach this node only through [`Store::revocations_since`], nonces must

@@ -451,6 +451,29 @@ impl Store for SledStore {
             .transpose()
     }
 
+    fn purge_scep_transactions(&self, created_before: OffsetDateTime, limit: usize) -> Result<u64> {
+        let mut purged = 0;
+        for kv in self.scep_transactions.iter() {
+            if purged as usize >= limit {
+                break;
+            }
+            let (key, value) = kv.map_err(backend)?;
+            let transaction: ScepTransaction = decode(&String::from_utf8_lossy(&key), &value)?;
+            if transaction.created_at >= created_before {
+                continue;
+            }
+            // As read: a record is never rewritten, but the exact bytes cost nothing to check.
+            let removed = self
+                .scep_transactions
+                .compare_and_swap(&key, Some(value), None::<&[u8]>)
+                .map_err(backend)?;
+            if removed.is_ok() {
+                purged += 1;
+            }
+        }
+        Ok(purged)
+    }
+
     fn next_crl_number(&self, now: OffsetDateTime) -> Result<CrlState> {
         let result = self.meta.transaction(|t| {
             let previous = match t.get(CRL_STATE_KEY)? {

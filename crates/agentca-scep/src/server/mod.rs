@@ -212,6 +212,23 @@ impl ScepService {
         &self.options
     }
 
+    /// Forgets transaction records nothing can still need (the rule:
+    /// [`agentca_core::retention`]; a record's own use is a client's retry, minutes at most),
+    /// at most [`agentca_core::retention::PASS_LIMIT`] of them; returns how many. Blocking.
+    pub fn forget_old_transactions(
+        &self,
+        now: time::OffsetDateTime,
+    ) -> agentca_core::store::Result<u64> {
+        let before = agentca_core::retention::forget_created_before(
+            now,
+            time::Duration::ZERO,
+            self.authority.policies(),
+        );
+        self.authority
+            .store()
+            .purge_scep_transactions(before, agentca_core::retention::PASS_LIMIT)
+    }
+
     /// The GetCACaps body.
     pub fn ca_caps(&self) -> String {
         crate::caps::ca_caps_text(&crate::caps::implemented_capabilities(&self.options))

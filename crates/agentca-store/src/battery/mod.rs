@@ -148,6 +148,10 @@ macro_rules! store_battery {
                 with_store($crate::battery::acme::old_acme_orders_are_forgotten_whole)
             }
             #[test]
+            fn old_scep_transactions_are_forgotten() {
+                with_store($crate::battery::old_scep_transactions_are_forgotten)
+            }
+            #[test]
             fn rate_limits() {
                 with_store($crate::battery::acme::rate_limits)
             }
@@ -533,6 +537,48 @@ pub fn scep_transactions_first_stands(store: &dyn Store) {
         Some(other)
     );
     assert_eq!(store.scep_transaction(&"c".repeat(64)).unwrap(), None);
+}
+
+pub fn old_scep_transactions_are_forgotten(store: &dyn Store) {
+    let t = now();
+    let record = |key: char, created_at: OffsetDateTime, n: u64| crate::ScepTransaction {
+        request_key: key.to_string().repeat(64),
+        transaction_id: format!("txn-{key}"),
+        serial: serial(n),
+        agent_id: "spiffe://example.org/agent/a".into(),
+        created_at,
+    };
+    let cutoff = t - Duration::days(1);
+    let old = [
+        record('a', t - Duration::days(3), 1),
+        record('b', t - Duration::days(2), 2),
+    ];
+    // On the boundary: kept (only records made before it go), as is a recent one.
+    let kept = [record('c', cutoff, 3), record('d', t, 4)];
+    for transaction in old.iter().chain(&kept) {
+        store.record_scep_transaction(transaction).unwrap();
+    }
+    issue(store, intent(1));
+    assert_eq!(store.purge_scep_transactions(cutoff, 1).unwrap(), 1);
+    assert_eq!(store.purge_scep_transactions(cutoff, 10).unwrap(), 1);
+    assert_eq!(store.purge_scep_transactions(cutoff, 10).unwrap(), 0);
+    for transaction in &old {
+        assert_eq!(
+            store.scep_transaction(&transaction.request_key).unwrap(),
+            None
+        );
+    }
+    for transaction in &kept {
+        assert_eq!(
+            store.scep_transaction(&transaction.request_key).unwrap(),
+            Some(transaction.clone())
+        );
+    }
+    // The certificate a forgotten transaction issued stays.
+    assert!(matches!(
+        store.serial(&serial(1)).unwrap(),
+        Some(SerialEntry::Issued(_))
+    ));
 }
 
 pub fn concurrent_scep_transactions_have_one_winner(store: &dyn Store) {

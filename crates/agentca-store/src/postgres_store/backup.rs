@@ -342,8 +342,8 @@ fn load(tx: &mut Tx<'_, '_>, record: &BackupRecord) -> Result<()> {
         }
         BackupRecord::ScepTransaction(t) => {
             tx.execute_unique(
-                "INSERT INTO scep_transactions (request_key, body) VALUES ($1, $2)",
-                &[&t.request_key.as_bytes(), &to_json(t)?],
+                "INSERT INTO scep_transactions (request_key, created, body) VALUES ($1, $2, $3)",
+                &[&t.request_key.as_bytes(), &unix(t.created_at), &to_json(t)?],
                 twice(format!("SCEP transaction {}", t.transaction_id)),
             )?;
         }

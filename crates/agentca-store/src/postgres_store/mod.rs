@@ -793,11 +793,12 @@ impl Store for PostgresStore {
     fn record_scep_transaction(&self, transaction: &ScepTransaction) -> Result<()> {
         let key = transaction.request_key.clone().into_bytes();
         let body = to_json(transaction)?;
+        let created = unix(transaction.created_at);
         let inserted = self.pool.run(move |c| {
             c.execute(
-                "INSERT INTO scep_transactions (request_key, body)
-                 VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[&key, &body],
+                "INSERT INTO scep_transactions (request_key, created, body)
+                 VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[&key, &created, &body],
             )
         })?;
         if inserted == 0 {
@@ -817,6 +818,20 @@ impl Store for PostgresStore {
                 &[&key],
             )?;
             record(&rows, 0, &name)
+        })
+    }
+
+    fn purge_scep_transactions(&self, created_before: OffsetDateTime, limit: usize) -> Result<u64> {
+        let before = unix(created_before);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.pool.run(move |c| {
+            // Rows another node is deleting are skipped, not waited for.
+            c.execute(
+                "DELETE FROM scep_transactions WHERE request_key IN (
+                     SELECT request_key FROM scep_transactions WHERE created < $1
+                     ORDER BY created LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                &[&before, &limit],
+            )
         })
     }
 

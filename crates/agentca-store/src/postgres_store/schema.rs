@@ -148,12 +148,18 @@ CREATE INDEX acme_nonces_by_expiry ON acme_nonces (expires);
     },
     Migration {
         version: 3,
-        description: "finished ACME orders can be forgotten: orders by age, claims by order",
+        description: "old ACME orders and SCEP transactions can be forgotten: both by age",
         sql: r#"
 -- expires_at in Unix seconds; NULL for orders stored before this step.
 ALTER TABLE acme_orders ADD COLUMN expires bigint;
 CREATE INDEX acme_orders_by_created ON acme_orders (created);
 CREATE INDEX acme_replacements_by_order ON acme_replacements (order_id);
+
+-- created_at in Unix seconds; transactions recorded before this step count from it.
+ALTER TABLE scep_transactions ADD COLUMN created bigint;
+UPDATE scep_transactions SET created = extract(epoch FROM now())::bigint;
+ALTER TABLE scep_transactions ALTER COLUMN created SET NOT NULL;
+CREATE INDEX scep_transactions_by_created ON scep_transactions (created);
 "#,
     },
 ];
