@@ -296,9 +296,10 @@ pub fn acme_orders_and_authorizations(store: &dyn Store) {
     // The download's read: nothing until the certificate is issued, then both; never a
     // certificate no order produced.
     assert_eq!(store.acme_certificate(&serial(7)).unwrap(), None);
-    store.reserve_serial(&intent(7)).unwrap();
+    let reserved = intent(7);
+    store.reserve_serial(&reserved).unwrap();
     assert_eq!(store.acme_certificate(&serial(7)).unwrap(), None);
-    let record = certificate(intent(7));
+    let record = certificate(reserved);
     store.record_certificate(&record).unwrap();
     assert_eq!(
         store.acme_certificate(&serial(7)).unwrap(),
