@@ -303,19 +303,13 @@ impl AcmeTrees {
                         .remove(authz.as_bytes())
                         .map_err(backend)?;
                 }
-                let this = Some(id.as_bytes());
+                // Index entries only while they still name this order (see `update_order`;
+                // a newer order may hold the claim).
                 if let Some(serial) = order.certificate {
-                    // Only an entry that still names this order (see `update_order`).
-                    let _ = self
-                        .certificate_orders
-                        .compare_and_swap(serial.as_bytes(), this, None::<&[u8]>)
-                        .map_err(backend)?;
+                    remove_if_naming(&self.certificate_orders, serial.as_bytes(), &id)?;
                 }
                 if let Some(cert_id) = &order.replaces {
-                    let _ = self
-                        .replaced
-                        .compare_and_swap(cert_id.as_bytes(), this, None::<&[u8]>)
-                        .map_err(backend)?;
+                    remove_if_naming(&self.replaced, cert_id.as_bytes(), &id)?;
                 }
                 let removed = self
                     .orders
@@ -422,6 +416,15 @@ pub(crate) fn account_order_key(
     key.extend_from_slice(&(created.unix_timestamp() as u64 ^ (1 << 63)).to_be_bytes());
     key.extend_from_slice(order_id.as_bytes());
     key
+}
+
+/// Removes `key` from an index `tree` if it still points at order `id`.
+fn remove_if_naming(tree: &sled::Tree, key: &[u8], id: &str) -> Result<()> {
+    // A swap that finds another value is the answer, not a failure: the entry moved on.
+    let _ = tree
+        .compare_and_swap(key, Some(id.as_bytes()), None::<&[u8]>)
+        .map_err(backend)?;
+    Ok(())
 }
 
 /// The creation time (Unix seconds) an [`account_order_key`] carries.

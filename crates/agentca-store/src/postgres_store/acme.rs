@@ -174,59 +174,36 @@ pub(super) fn insert_order(
         let taken = || StoreError::AlreadyExists {
             what: format!("order {} or one of its authorizations", order.id),
         };
+        // The order and its authorizations in one statement, so one round trip: the
+        // data-modifying WITH runs to completion with the insert, and a taken id (a unique
+        // violation) aborts both.
+        const INSERT: &str = "WITH authorizations AS (
+                 INSERT INTO acme_authorizations (id, status, body)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+             )
+             INSERT INTO acme_orders
+                 (id, account_id, created, expires, status, certificate, body)
+             VALUES ($4, $5, $6, $7, $8, $9, $10)";
+        let params: [&(dyn postgres::types::ToSql + Sync); 10] = [
+            &authz_ids,
+            &authz_statuses,
+            &authz_bodies,
+            &order.id,
+            &order.account_id,
+            &created,
+            &expires,
+            &status,
+            &certificate,
+            &body,
+        ];
         let Some(cert_id) = &order.replaces else {
-            // The common order in one statement, so one round trip: the data-modifying WITH
-            // runs to completion with the insert, and a taken id (a unique violation) aborts
-            // both.
-            c.execute_unique(
-                "WITH authorizations AS (
-                     INSERT INTO acme_authorizations (id, status, body)
-                     SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
-                 )
-                 INSERT INTO acme_orders
-                     (id, account_id, created, expires, status, certificate, body)
-                 VALUES ($4, $5, $6, $7, $8, $9, $10)",
-                &[
-                    &authz_ids,
-                    &authz_statuses,
-                    &authz_bodies,
-                    &order.id,
-                    &order.account_id,
-                    &created,
-                    &expires,
-                    &status,
-                    &certificate,
-                    &body,
-                ],
-                taken,
-            )?;
+            c.execute_unique(INSERT, &params, taken)?;
             return Ok(());
         };
         // A replacement also claims the certificate it replaces, which needs the claim row
         // locked while its claimant is judged: a transaction.
         c.transaction(|tx| {
-            for ((id, status), body) in authz_ids.iter().zip(&authz_statuses).zip(&authz_bodies) {
-                tx.execute_unique(
-                    "INSERT INTO acme_authorizations (id, status, body) VALUES ($1, $2, $3)",
-                    &[id, status, body],
-                    taken,
-                )?;
-            }
-            tx.execute_unique(
-                "INSERT INTO acme_orders
-                     (id, account_id, created, expires, status, certificate, body)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                &[
-                    &order.id,
-                    &order.account_id,
-                    &created,
-                    &expires,
-                    &status,
-                    &certificate,
-                    &body,
-                ],
-                taken,
-            )?;
+            tx.execute_unique(INSERT, &params, taken)?;
             claim_replacement(tx, cert_id, &order.id, now)
         })
     })
