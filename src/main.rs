@@ -7,6 +7,7 @@ mod agent;
 mod backup;
 mod bench;
 mod commands;
+mod malloc_tuning;
 mod operations;
 mod output;
 mod serve;

@@ -153,6 +153,8 @@ fn scep_service(
 }
 
 pub(crate) fn serve(dir: &DataDir, passphrase_file: Option<&Path>, args: ServeArgs) -> Result<()> {
+    // First, before anything is opened or allocated that the new image would lose.
+    let allocator_not_tuned = crate::malloc_tuning::fix_mmap_threshold();
     let file: FileConfig = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -172,6 +174,9 @@ pub(crate) fn serve(dir: &DataDir, passphrase_file: Option<&Path>, args: ServeAr
         .or(file.log_format)
         .unwrap_or(LogFormat::Text);
     init_logging(log_format);
+    if let Some(reason) = allocator_not_tuned {
+        tracing::warn!(%reason, "memory freed in large blocks may stay with the process");
+    }
 
     let created = ensure_ca(dir, passphrase_file, args.trust_domain.as_deref())?;
     let ca = Arc::new(Ca::open(dir)?);

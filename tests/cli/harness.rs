@@ -177,6 +177,11 @@ impl Server {
     }
 
     /// Everything printed on standard output so far.
+    /// The server's process id (also after `serve` re-executed itself at start).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(crate) fn stdout(&self) -> String {
         self.stdout.lock().unwrap().clone()
     }

@@ -1250,3 +1250,44 @@ fn serve_refuses_other_users_with_a_clear_message() {
         assert!(message.contains("owner of the data directory"), "{message}");
     }
 }
+
+/// The `GLIBC_TUNABLES` value of a running process.
+fn tunables_of(server: &Server) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{}/environ", server.pid())).unwrap();
+    environ
+        .split(|b| *b == 0)
+        .filter_map(|entry| std::str::from_utf8(entry).ok())
+        .find_map(|entry| entry.strip_prefix("GLIBC_TUNABLES="))
+        .map(str::to_owned)
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn serve_fixes_the_allocators_mmap_threshold_and_keeps_an_operators_tunables() {
+    let env = Env::with_ca();
+    let cases = [
+        (None, "glibc.malloc.mmap_threshold=131072"),
+        (
+            Some("glibc.malloc.mmap_threshold=262144"),
+            "glibc.malloc.mmap_threshold=262144",
+        ),
+    ];
+    for (given, expected) in cases {
+        let mut cmd = serve_on_free_ports(&env);
+        match given {
+            Some(value) => cmd.env("GLIBC_TUNABLES", value),
+            None => cmd.env_remove("GLIBC_TUNABLES"),
+        };
+        let server = Server::start(cmd);
+        // The process the test started is the one serving, with the tunable in its environment.
+        assert_eq!(
+            tunables_of(&server).as_deref(),
+            Some(expected),
+            "given {given:?}"
+        );
+        assert_eq!(server.get("/healthz").status, 200);
+        let (status, log) = server.terminate();
+        assert_eq!(status.code(), Some(0), "{status}\n{log}");
+        assert!(!log.contains("mmap threshold"), "{log}");
+    }
+}

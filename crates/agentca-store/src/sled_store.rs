@@ -31,6 +31,11 @@ use crate::{
 /// How long `open` waits for another process to release the database.
 const LOCK_WAIT: Duration = Duration::from_secs(15);
 
+/// The bound of sled's page cache. sled's own default is 1 GiB, so a long-running server kept
+/// nearly every page it had written or read; the records a server reads often (agents,
+/// policies, the orders in flight) fit in far less, and the rest is read from the file.
+const PAGE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// A [`Store`] on a sled database in one directory.
 pub struct SledStore {
     db: Db,
@@ -70,7 +75,11 @@ impl SledStore {
     pub fn open(path: &Path) -> Result<Self> {
         let started = Instant::now();
         let db = loop {
-            match sled::Config::new().path(path).open() {
+            match sled::Config::new()
+                .path(path)
+                .cache_capacity(PAGE_CACHE_BYTES)
+                .open()
+            {
                 Ok(db) => break db,
                 // sled reports a held file lock as an I/O error; another agentca process is
                 // using the store, and short CLI commands finish quickly.
