@@ -1251,14 +1251,22 @@ fn serve_refuses_other_users_with_a_clear_message() {
     }
 }
 
-/// The `GLIBC_TUNABLES` value of a running process.
+/// The `GLIBC_TUNABLES` value of a running process. glibc's loader parses the value in place,
+/// ending each tunable with a NUL where the `:` was, so the tunables after the first appear in
+/// `/proc/PID/environ` as entries of their own.
 fn tunables_of(server: &Server) -> Option<String> {
     let environ = std::fs::read(format!("/proc/{}/environ", server.pid())).unwrap();
-    environ
+    let mut entries = environ
         .split(|b| *b == 0)
-        .filter_map(|entry| std::str::from_utf8(entry).ok())
-        .find_map(|entry| entry.strip_prefix("GLIBC_TUNABLES="))
-        .map(str::to_owned)
+        .filter_map(|entry| std::str::from_utf8(entry).ok());
+    let first = entries.find_map(|entry| entry.strip_prefix("GLIBC_TUNABLES="))?;
+    let rest = entries.take_while(|entry| entry.starts_with("glibc.") && !entry.contains(' '));
+    Some(
+        std::iter::once(first)
+            .chain(rest)
+            .collect::<Vec<_>>()
+            .join(":"),
+    )
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -1267,6 +1275,10 @@ fn serve_fixes_the_allocators_mmap_threshold_and_keeps_an_operators_tunables() {
     let env = Env::with_ca();
     let cases = [
         (None, "glibc.malloc.mmap_threshold=131072"),
+        (
+            Some("glibc.malloc.arena_max=4"),
+            "glibc.malloc.arena_max=4:glibc.malloc.mmap_threshold=131072",
+        ),
         (
             Some("glibc.malloc.mmap_threshold=262144"),
             "glibc.malloc.mmap_threshold=262144",
