@@ -85,6 +85,17 @@ pub trait Store: Send + Sync {
     fn revoke(&self, serial: &Serial, revocation: Revocation) -> Result<CertificateRecord>;
     /// Revoked certificates whose `notAfter` is at or after `expiring_after`, for the CRL.
     fn revoked(&self, expiring_after: OffsetDateTime) -> Result<Vec<RevokedEntry>>;
+    /// Forgets up to `limit` certificates that expired before `expired_before`: the record,
+    /// its DER and its indexes. A revoked one goes only if it also expired before
+    /// `revoked_expired_before`, the point after which no CRL lists it any more (REV-4).
+    /// Reserved serials without a certificate stay. Returns how many were forgotten; an
+    /// interrupted call leaves nothing that a later one does not finish.
+    fn purge_certificates(
+        &self,
+        expired_before: OffsetDateTime,
+        revoked_expired_before: OffsetDateTime,
+        limit: usize,
+    ) -> Result<u64>;
 
     /// Blocks a key (SHA-256 of its SubjectPublicKeyInfo) from ever being certified again.
     fn block_key(&self, key_sha256: &[u8; 32]) -> Result<()>;

@@ -9,6 +9,7 @@
 //! DER, so listings and revocation do not drag the DER along.
 
 mod backup;
+mod expiry;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -46,6 +47,8 @@ pub struct SledStore {
     by_agent: Tree,
     by_key: Tree,
     revoked: Tree,
+    /// Certificates by `notAfter`, for forgetting expired ones ([`expiry`]).
+    expiry: Tree,
     blocked_keys: Tree,
     tokens: Tree,
     scep_transactions: Tree,
@@ -101,7 +104,7 @@ impl SledStore {
         let tree = |name: &str| db.open_tree(name).map_err(backend);
         let data_file = File::open(path.join("db"))
             .map_err(|e| StoreError::Backend(format!("open data file for fsync: {e}")))?;
-        Ok(Self {
+        let store = Self {
             data_file,
             dir_synced: std::sync::Mutex::new(None),
             agents: tree("agents")?,
@@ -110,6 +113,7 @@ impl SledStore {
             by_agent: tree("by_agent")?,
             by_key: tree("by_key")?,
             revoked: tree("revoked")?,
+            expiry: tree(expiry::TREE)?,
             blocked_keys: tree("blocked_keys")?,
             tokens: tree("tokens")?,
             scep_transactions: tree("scep_transactions")?,
@@ -119,7 +123,9 @@ impl SledStore {
             path: path.to_owned(),
             db,
             group: GroupCommit::new(),
-        })
+        };
+        store.build_expiry_index_once()?;
+        Ok(store)
     }
 
     fn flush(&self) -> Result<()> {
@@ -244,6 +250,7 @@ impl Store for SledStore {
         let key_key = key_index_key(&record.intent.key_sha256, &serial);
         self.by_agent.insert(agent_key, &[][..]).map_err(backend)?;
         self.by_key.insert(key_key, &[][..]).map_err(backend)?;
+        self.index_expiry(record)?;
         let value = encode(&SerialEntry::Issued(record.clone()))?;
         match self
             .serials
@@ -372,6 +379,15 @@ impl Store for SledStore {
             }
         }
         Ok(out)
+    }
+
+    fn purge_certificates(
+        &self,
+        expired_before: OffsetDateTime,
+        revoked_expired_before: OffsetDateTime,
+        limit: usize,
+    ) -> Result<u64> {
+        self.purge_expired(expired_before, revoked_expired_before, limit)
     }
 
     fn block_key(&self, key_sha256: &[u8; 32]) -> Result<()> {

@@ -56,6 +56,10 @@ macro_rules! store_battery {
                 with_store($crate::battery::serial_reservation_is_insert_if_absent)
             }
             #[test]
+            fn expired_certificates_are_forgotten() {
+                with_store($crate::battery::expired_certificates_are_forgotten)
+            }
+            #[test]
             fn certificates_need_a_reservation() {
                 with_store($crate::battery::certificates_need_a_reservation)
             }
@@ -404,6 +408,148 @@ pub fn revoked_entries_stay_until_expiry(store: &dyn Store) {
     );
     assert_eq!(entries[0].revocation.revoked_at, t);
     assert_eq!(store.revoked(t - Duration::days(1)).unwrap().len(), 2);
+}
+
+/// Expired certificates go with their DER and indexes; live ones, reservations, and revoked
+/// ones a CRL may still list stay; a pass forgets at most `limit`.
+pub fn expired_certificates_are_forgotten(store: &dyn Store) {
+    let t = now();
+    let agent = "spiffe://example.org/agent/expiring";
+    let with_expiry = |n: u64, not_after: OffsetDateTime| {
+        let mut i = intent_for(n, agent);
+        i.key_sha256 = format!("{n:064x}");
+        i.not_after = not_after;
+        i
+    };
+    let long_ago = with_expiry(20, t - Duration::days(30));
+    let days_ago = with_expiry(21, t - Duration::days(3));
+    let hours_ago = with_expiry(22, t - Duration::hours(2));
+    let live = with_expiry(23, t + Duration::hours(1));
+    let revoked_long_ago = with_expiry(24, t - Duration::days(20));
+    let revoked_recently = with_expiry(25, t - Duration::days(3));
+    for i in [
+        &long_ago,
+        &days_ago,
+        &hours_ago,
+        &live,
+        &revoked_long_ago,
+        &revoked_recently,
+    ] {
+        issue(store, (*i).clone());
+    }
+    for i in [&revoked_long_ago, &revoked_recently] {
+        store
+            .revoke(
+                &i.serial,
+                Revocation {
+                    revoked_at: i.not_after - Duration::hours(1),
+                    reason: RevocationReason::KeyCompromise,
+                },
+            )
+            .unwrap();
+    }
+    let mut reserved = with_expiry(26, t - Duration::days(40));
+    reserved.agent_id = agent.into();
+    store.reserve_serial(&reserved).unwrap();
+
+    let expired_before = t - Duration::days(1);
+    let revoked_expired_before = t - Duration::days(10);
+    // One at a time: the oldest first.
+    assert_eq!(
+        store
+            .purge_certificates(expired_before, revoked_expired_before, 1)
+            .unwrap(),
+        1
+    );
+    assert!(store.serial(&long_ago.serial).unwrap().is_none());
+    assert_eq!(
+        store
+            .purge_certificates(expired_before, revoked_expired_before, 100)
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .purge_certificates(expired_before, revoked_expired_before, 100)
+            .unwrap(),
+        0
+    );
+    for gone in [&long_ago, &days_ago, &revoked_long_ago] {
+        assert!(
+            store.serial(&gone.serial).unwrap().is_none(),
+            "{}",
+            gone.serial
+        );
+        assert!(
+            store
+                .certificates_with_key(&gone.key_sha256)
+                .unwrap()
+                .is_empty()
+        );
+    }
+    let left: Vec<Serial> = store
+        .certificates(&CertificateFilter {
+            agent_id: Some(agent.into()),
+        })
+        .unwrap()
+        .iter()
+        .map(|c| c.intent.serial)
+        .collect();
+    let mut kept = vec![hours_ago.serial, live.serial, revoked_recently.serial];
+    kept.sort();
+    assert_eq!(left, kept);
+    let all: Vec<Serial> = store
+        .certificates(&CertificateFilter::default())
+        .unwrap()
+        .iter()
+        .map(|c| c.intent.serial)
+        .collect();
+    assert_eq!(all, kept);
+    assert_eq!(
+        store
+            .certificates_with_key(&hours_ago.key_sha256)
+            .unwrap()
+            .len(),
+        1
+    );
+    // The revoked one still due on a CRL is still listed for it.
+    let listed: Vec<Serial> = store
+        .revoked(t - Duration::days(365))
+        .unwrap()
+        .iter()
+        .map(|e| e.serial)
+        .collect();
+    assert_eq!(listed, vec![revoked_recently.serial]);
+    // The reservation without a certificate stays: its serial is never handed out again.
+    assert!(matches!(
+        store.serial(&reserved.serial).unwrap(),
+        Some(SerialEntry::Reserved(_))
+    ));
+    // Once the CRL cutoff passes it, the revoked one goes too; the live one never.
+    assert_eq!(
+        store
+            .purge_certificates(t - Duration::hours(1), t - Duration::days(2), 100)
+            .unwrap(),
+        2
+    );
+    assert!(store.serial(&revoked_recently.serial).unwrap().is_none());
+    assert!(store.revoked(t - Duration::days(365)).unwrap().is_empty());
+    assert!(matches!(
+        store.serial(&live.serial).unwrap(),
+        Some(SerialEntry::Issued(_))
+    ));
+    // A forgotten certificate cannot be revoked (it does not exist any more).
+    assert!(matches!(
+        store.revoke(
+            &days_ago.serial,
+            Revocation {
+                revoked_at: t,
+                reason: RevocationReason::Unspecified,
+            },
+        ),
+        Err(StoreError::NotFound { .. })
+    ));
+    store.commit().unwrap();
 }
 
 pub(crate) fn token(id: &str) -> TokenRecord {

@@ -821,6 +821,33 @@ impl Store for PostgresStore {
         })
     }
 
+    fn purge_certificates(
+        &self,
+        expired_before: OffsetDateTime,
+        revoked_expired_before: OffsetDateTime,
+        limit: usize,
+    ) -> Result<u64> {
+        // The column holds notAfter rounded down to the second: `not_after < floor(t)` holds
+        // only for certificates that expired before `t`.
+        let before = unix(expired_before);
+        let revoked_before = unix(revoked_expired_before);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.pool.run(move |c| {
+            // The conditions again on the outer statement: a revocation committed while the
+            // inner scan ran is seen there, and the row stays. Rows another node is deleting
+            // are skipped, not waited for.
+            c.execute(
+                "DELETE FROM serials WHERE serial IN (
+                     SELECT serial FROM serials
+                     WHERE der IS NOT NULL AND not_after < $1
+                       AND (NOT revoked OR not_after < $2)
+                     ORDER BY not_after LIMIT $3 FOR UPDATE SKIP LOCKED)
+                 AND der IS NOT NULL AND not_after < $1 AND (NOT revoked OR not_after < $2)",
+                &[&before, &revoked_before, &limit],
+            )
+        })
+    }
+
     fn purge_scep_transactions(&self, created_before: OffsetDateTime, limit: usize) -> Result<u64> {
         let before = unix(created_before);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);

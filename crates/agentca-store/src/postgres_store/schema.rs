@@ -162,6 +162,13 @@ ALTER TABLE scep_transactions ALTER COLUMN created SET NOT NULL;
 CREATE INDEX scep_transactions_by_created ON scep_transactions (created);
 "#,
     },
+    Migration {
+        version: 4,
+        description: "expired certificates can be forgotten: certificates by notAfter",
+        sql: r#"
+CREATE INDEX serials_issued_by_expiry ON serials (not_after) WHERE der IS NOT NULL;
+"#,
+    },
 ];
 
 /// The newest version this binary knows.

@@ -130,6 +130,7 @@ impl Backup for SledStore {
             &self.by_agent,
             &self.by_key,
             &self.revoked,
+            &self.expiry,
             &self.blocked_keys,
             &self.tokens,
             &self.scep_transactions,
@@ -186,6 +187,7 @@ impl Backup for SledStore {
                     self.by_agent.insert(agent_key, &[][..]).map_err(backend)?;
                     let key_key = key_index_key(&record.intent.key_sha256, &serial);
                     self.by_key.insert(key_key, &[][..]).map_err(backend)?;
+                    self.index_expiry(&record)?;
                     if let Some(revocation) = &record.revocation {
                         self.revoked
                             .insert(
