@@ -115,7 +115,7 @@ pip_tool() {
 apt_tool openssl openssl      # independent chain/CRL/OCSP verifier (INV-9, REV-9)
 apt_tool golang-cfssl cfssl   # comparison CA for the benchmarks
 apt_tool pebble pebble        # ACME test server: the ACME load generator and the agent (CLI-1 … CLI-7) are checked against it
-apt_tool faketime faketime    # runs the renewal daemon with its clock hours off (CLI-7)
+apt_tool faketime faketime    # clocks hours off: the renewal daemon (CLI-7), certificate retention
 apt_tool scep scepserver      # micromdm scepserver/scepclient: SCEP load generator and interop tests
 apt_tool certbot certbot      # stock ACME client the ACME server is tested with
 apt_tool lego lego            # stock ACME client the ACME server is tested with

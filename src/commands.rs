@@ -113,8 +113,9 @@ fn dispatch(dir: &DataDir, passphrase_file: Option<&Path>, request: Request) -> 
         if !dir.config().exists() {
             return Err(no_ca(dir));
         }
+        let config = ca::read_config(dir)?;
         let store = ca::open_store(dir)?;
-        return operations::audit_verify(store.as_ref(), &dir.audit_log());
+        return operations::audit_verify(store.as_ref(), &dir.audit_log(), &config);
     }
     let backend = LocalBackend::new(Ca::open(dir)?, passphrase_file);
     operations::execute(&backend, request)

@@ -178,7 +178,7 @@ pub(crate) fn execute(backend: &dyn Backend, request: Request) -> Result<Reply> 
         Request::Crl => crl(backend),
         Request::AuditVerify => {
             let ca = backend.ca();
-            audit_verify(ca.store().as_ref(), &ca.dir().audit_log())
+            audit_verify(ca.store().as_ref(), &ca.dir().audit_log(), ca.config())
         }
         Request::TokenCreate { agent, kind, ttl } => {
             token_create(backend, &agent, &kind, ttl.as_deref())
@@ -589,8 +589,15 @@ fn crl(backend: &dyn Backend) -> Result<Reply> {
 }
 
 /// Verifies the audit chain and reconciles it with the store.
-pub(crate) fn audit_verify(store: &dyn Store, audit_log: &Path) -> Result<Reply> {
-    let (report, rec) = reconcile::reconcile(store, audit_log)?;
+pub(crate) fn audit_verify(
+    store: &dyn Store,
+    audit_log: &Path,
+    config: &agentca_core::ca::CaConfig,
+) -> Result<Reply> {
+    let forgotten_before = config
+        .keep_expired_certificates()?
+        .map(|keep| OffsetDateTime::now_utc() - keep);
+    let (report, rec) = reconcile::reconcile(store, audit_log, forgotten_before)?;
     let doc = json!({
         "intact": report.is_intact(),
         "entries": report.entries,

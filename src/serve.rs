@@ -217,6 +217,11 @@ pub(crate) fn serve(dir: &DataDir, passphrase_file: Option<&Path>, args: ServeAr
     }
 
     let acme_config = file.acme.to_config()?;
+    let certificates = CertificateRetention {
+        authority: authority.clone(),
+        keep: ca.config().keep_expired_certificates()?,
+        crl_validity: config.crl_validity,
+    };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -243,7 +248,7 @@ pub(crate) fn serve(dir: &DataDir, passphrase_file: Option<&Path>, args: ServeAr
             Arc::new(HookEvents(server.hooks())),
             args.scep_legacy_crypto,
         )?);
-        tokio::spawn(forget_old_records(acme.clone(), scep.clone()));
+        tokio::spawn(forget_old_records(acme.clone(), scep.clone(), certificates));
         let mut server = server
             .with_http_routes(agentca_scep::server::router(scep))
             .with_https_routes(agentca_acme::router(acme.clone()))
@@ -513,25 +518,50 @@ async fn admin_connection(
     write.shutdown().await
 }
 
-/// Forgets old ACME orders and SCEP transactions every [`RETENTION_PASS`], on the blocking
-/// pool; ends with the runtime.
+/// What the retention pass needs to forget expired certificates.
+#[derive(Clone)]
+struct CertificateRetention {
+    authority: Arc<Authority>,
+    /// `None`: the CA keeps them forever.
+    keep: Option<time::Duration>,
+    crl_validity: time::Duration,
+}
+
+impl CertificateRetention {
+    fn pass(&self, now: time::OffsetDateTime) -> Result<u64> {
+        match self.keep {
+            Some(keep) => agentca_core::retention::forget_expired_certificates(
+                &self.authority,
+                now,
+                keep,
+                self.crl_validity,
+            ),
+            None => Ok(0),
+        }
+    }
+}
+
+/// Forgets old ACME orders, SCEP transactions and expired certificates every
+/// [`RETENTION_PASS`], on the blocking pool; ends with the runtime.
 async fn forget_old_records(
     acme: Arc<agentca_acme::AcmeService>,
     scep: Arc<agentca_scep::server::ScepService>,
+    certificates: CertificateRetention,
 ) {
     let mut every = tokio::time::interval(RETENTION_PASS);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        let (acme, scep) = (acme.clone(), scep.clone());
+        let (acme, scep, certificates) = (acme.clone(), scep.clone(), certificates.clone());
         let now = time::OffsetDateTime::now_utc();
         let pass = tokio::task::spawn_blocking(move || {
             (
                 acme.forget_old_orders(now),
                 scep.forget_old_transactions(now),
+                certificates.pass(now),
             )
         });
-        let (orders, transactions) = match pass.await {
+        let (orders, transactions, expired) = match pass.await {
             Ok(results) => results,
             Err(e) => {
                 tracing::error!(error = %e, "forgetting old protocol records did not finish");
@@ -539,8 +569,12 @@ async fn forget_old_records(
             }
         };
         for (what, result) in [
-            ("old ACME orders", orders),
-            ("old SCEP transactions", transactions),
+            ("old ACME orders", orders.map_err(|e| e.to_string())),
+            (
+                "old SCEP transactions",
+                transactions.map_err(|e| e.to_string()),
+            ),
+            ("expired certificates", expired.map_err(|e| e.to_string())),
         ] {
             match result {
                 Ok(0) => {}

@@ -27,6 +27,7 @@ mod cli {
     mod issue;
     mod multinode;
     mod postgres;
+    mod retention;
     mod revoke;
     mod scep_attacks;
     mod scep_clients;

@@ -20,6 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use agentca_testkit::tools::on_path;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use serde_json::{Value, json};
 
@@ -35,12 +36,6 @@ const NAME: &str = "localhost";
 /// this is for tidiness only); 48 bytes, base64url.
 const EAB_HMAC: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
 const EAB_KIDS: [&str; 4] = ["agent-0", "agent-1", "agent-2", "agent-3"];
-
-fn on_path(program: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
-}
 
 /// How a test's pebble behaves: its `PEBBLE_*` variables and configuration.
 #[derive(Clone)]

@@ -202,6 +202,35 @@ pub struct CaConfig {
     /// (a URL that may hold a password) is given to every command instead.
     #[serde(default, skip_serializing_if = "StoreKind::is_sled")]
     pub store: StoreKind,
+    /// How long a certificate's record stays in the store after its `notAfter` (`"7d"`), or
+    /// `"forever"`; absent means [`crate::retention::DEFAULT_KEEP_EXPIRED`]. See
+    /// [`CaConfig::keep_expired_certificates`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_expired_certificates: Option<String>,
+}
+
+impl CaConfig {
+    /// How long an expired certificate's record stays in the store; `None` keeps it forever.
+    /// The audit log keeps its `cert.issued` line whatever this says.
+    pub fn keep_expired_certificates(&self) -> Result<Option<Duration>> {
+        let bad = |reason: String| Error::DataDir {
+            path: PathBuf::from("config.toml"),
+            reason: format!("keep_expired_certificates: {reason}"),
+        };
+        match self.keep_expired_certificates.as_deref() {
+            None => Ok(Some(crate::retention::DEFAULT_KEEP_EXPIRED)),
+            Some("forever") => Ok(None),
+            Some(text) => {
+                let keep = crate::policy::parse_duration(text).map_err(bad)?;
+                if keep < crate::retention::GRACE {
+                    return Err(bad(format!(
+                        "{text:?} is shorter than a day; use at least \"1d\", or \"forever\""
+                    )));
+                }
+                Ok(Some(keep))
+            }
+        }
+    }
 }
 
 /// What `init` needs.
@@ -370,6 +399,7 @@ pub fn init(dir: &DataDir, options: &InitOptions) -> Result<InitReport> {
         insecure_plaintext_keys: insecure,
         created_at: now,
         store: dir.store_location().kind(),
+        keep_expired_certificates: None,
     };
     store.commit()?;
     drop(store);
@@ -479,7 +509,8 @@ fn open_checked_store(dir: &DataDir, config: &CaConfig) -> Result<Arc<dyn Store>
     }
 }
 
-fn read_config(dir: &DataDir) -> Result<CaConfig> {
+/// Reads `config.toml` of `dir`.
+pub fn read_config(dir: &DataDir) -> Result<CaConfig> {
     let text = std::fs::read_to_string(dir.config()).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             Error::DataDir {

@@ -8,12 +8,17 @@
 //! - a stored certificate or revocation without its line is a write that was in flight when the
 //!   process died (never acknowledged) — reported, not a failure;
 //! - a reserved serial without a certificate is an issuance that died before or right after the
-//!   signature — reported; it can never be reused and answers `unknown`, never `good`.
+//!   signature — reported; it can never be reused and answers `unknown`, never `good`;
+//! - a certificate the store no longer holds because it had expired long enough to be forgotten
+//!   ([`crate::retention`]) is counted, not a failure: its `notAfter` (from its `cert.issued`
+//!   line) is before the retention bound, or before the cutoff of a `cert.forgotten` line.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use crate::audit::{self, VerifyReport};
 use crate::error::Result;
@@ -32,6 +37,8 @@ pub struct Reconciliation {
     pub revoked_without_audit: Vec<String>,
     /// Serials reserved (intent recorded) that never got a certificate.
     pub orphaned_intents: Vec<String>,
+    /// Certificates in the audit log that the store forgot after they expired, as it should.
+    pub forgotten_after_expiry: u64,
 }
 
 impl Reconciliation {
@@ -41,15 +48,34 @@ impl Reconciliation {
     }
 }
 
-/// Verifies the audit chain and reconciles it with the store.
-pub fn reconcile(store: &dyn Store, audit_log: &Path) -> Result<(VerifyReport, Reconciliation)> {
-    let mut issued = BTreeSet::new();
+/// Verifies the audit chain and reconciles it with the store. `forgotten_before` is the
+/// retention bound (certificates that expired before it may have been forgotten), `None` when
+/// the CA keeps them forever.
+pub fn reconcile(
+    store: &dyn Store,
+    audit_log: &Path,
+    forgotten_before: Option<OffsetDateTime>,
+) -> Result<(VerifyReport, Reconciliation)> {
+    // Serial → notAfter (None when the line has none, as lines of old versions may).
+    let mut issued: BTreeMap<String, Option<OffsetDateTime>> = BTreeMap::new();
     let mut revoked = BTreeSet::new();
+    let mut bound = forgotten_before;
+    let time_field = |fields: &serde_json::Map<String, serde_json::Value>, name: &str| {
+        fields
+            .get(name)
+            .and_then(|v| v.as_str())
+            .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+    };
     let report = audit::verify_each(audit_log, |entry| {
         let serial = entry.fields.get("serial").and_then(|v| v.as_str());
         match (entry.event.as_str(), serial) {
             ("cert.issued", Some(s)) => {
-                issued.insert(s.to_owned());
+                issued.insert(s.to_owned(), time_field(&entry.fields, "not_after"));
+            }
+            ("cert.forgotten", _) => {
+                if let Some(t) = time_field(&entry.fields, "expired_before") {
+                    bound = Some(bound.map_or(t, |b| b.max(t)));
+                }
             }
             ("cert.revoked", Some(s)) => {
                 revoked.insert(s.to_owned());
@@ -64,12 +90,22 @@ pub fn reconcile(store: &dyn Store, audit_log: &Path) -> Result<(VerifyReport, R
         .into_iter()
         .map(|c| (c.intent.serial.to_hex(), c.revocation.is_some()))
         .collect();
-    for serial in &issued {
+    let forgotten = |serial: &str| -> bool {
+        matches!((issued.get(serial), bound), (Some(Some(not_after)), Some(b)) if *not_after < b)
+    };
+    for serial in issued.keys() {
         if !stored.contains_key(serial) {
-            out.issued_missing_from_store.push(serial.clone());
+            if forgotten(serial) {
+                out.forgotten_after_expiry += 1;
+            } else {
+                out.issued_missing_from_store.push(serial.clone());
+            }
         }
     }
     for serial in &revoked {
+        if !stored.contains_key(serial) && forgotten(serial) {
+            continue;
+        }
         let held_revoked = match serial.parse::<Serial>() {
             Ok(s) => {
                 matches!(store.serial(&s)?, Some(SerialEntry::Issued(c)) if c.revocation.is_some())
@@ -81,7 +117,7 @@ pub fn reconcile(store: &dyn Store, audit_log: &Path) -> Result<(VerifyReport, R
         }
     }
     for (serial, is_revoked) in &stored {
-        if !issued.contains(serial) {
+        if !issued.contains_key(serial) {
             out.stored_without_audit.push(serial.clone());
         }
         if *is_revoked && !revoked.contains(serial) {

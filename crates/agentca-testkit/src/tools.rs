@@ -20,6 +20,13 @@ pub fn tools_required() -> bool {
     std::env::var(REQUIRE_TOOLS_VAR).is_ok_and(|v| v == "1")
 }
 
+/// Where `program` is on `PATH`, if it is.
+pub fn on_path(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
 /// Runs `program` with `args`. Returns `None` when the program is not installed, after
 /// printing a notice, or panics when tools are required.
 pub fn run(program: &str, args: &[&std::ffi::OsStr], purpose: &str) -> Option<Output> {
