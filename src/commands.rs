@@ -89,7 +89,16 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         ),
         Command::Cert(CertCommand::Show { serial }) => (Request::CertShow { serial }, None),
         Command::Crl(args) => (Request::Crl, args.out),
-        Command::Audit(AuditCommand::Verify) => (Request::AuditVerify, None),
+        Command::Audit(AuditCommand::Verify { audit_logs }) => {
+            // The server may answer through its admin socket, from another directory.
+            let other_logs = audit_logs
+                .iter()
+                .map(|p| {
+                    std::path::absolute(p).map_err(|e| Error::io(format!("{}", p.display()), e))
+                })
+                .collect::<Result<_>>()?;
+            (Request::AuditVerify { other_logs }, None)
+        }
         Command::Token(TokenCommand::Create { agent, kind, ttl }) => {
             (Request::TokenCreate { agent, kind, ttl }, None)
         }
@@ -106,7 +115,7 @@ fn dispatch(dir: &DataDir, passphrase_file: Option<&Path>, request: Request) -> 
     if let Some(reply) = crate::admin::try_remote(dir, &request)? {
         return reply;
     }
-    if let Request::AuditVerify = request {
+    if let Request::AuditVerify { other_logs } = &request {
         // Only the store is opened: opening the CA would open the audit log for appending,
         // which repairs a torn tail and refuses a damaged last line — verification must see
         // the file as it is.
@@ -115,7 +124,7 @@ fn dispatch(dir: &DataDir, passphrase_file: Option<&Path>, request: Request) -> 
         }
         let config = ca::read_config(dir)?;
         let store = ca::open_store(dir)?;
-        return operations::audit_verify(store.as_ref(), &dir.audit_log(), &config);
+        return operations::audit_verify(store.as_ref(), &dir.audit_log(), other_logs, &config);
     }
     let backend = LocalBackend::new(Ca::open(dir)?, passphrase_file);
     operations::execute(&backend, request)

@@ -267,8 +267,13 @@ pub(crate) enum TokenCommand {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum AuditCommand {
-    /// Verify the hash chain of the audit log.
-    Verify,
+    /// Verify the hash chain of the audit log and reconcile it with the store.
+    Verify {
+        /// Another node's audit log, reconciled together with this data directory's
+        /// (repeatable; for several nodes on one database).
+        #[arg(long = "audit-log", value_name = "FILE")]
+        audit_logs: Vec<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {

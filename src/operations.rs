@@ -58,7 +58,11 @@ pub(crate) enum Request {
         serial: String,
     },
     Crl,
-    AuditVerify,
+    AuditVerify {
+        /// Other nodes' audit logs (absolute paths), besides the data directory's.
+        #[serde(default)]
+        other_logs: Vec<PathBuf>,
+    },
     TokenCreate {
         agent: String,
         kind: String,
@@ -176,9 +180,14 @@ pub(crate) fn execute(backend: &dyn Backend, request: Request) -> Result<Reply> 
         Request::CertList { agent, status } => cert_list(backend.ca(), agent, status.as_deref()),
         Request::CertShow { serial } => cert_show(backend.ca(), &serial),
         Request::Crl => crl(backend),
-        Request::AuditVerify => {
+        Request::AuditVerify { other_logs } => {
             let ca = backend.ca();
-            audit_verify(ca.store().as_ref(), &ca.dir().audit_log(), ca.config())
+            audit_verify(
+                ca.store().as_ref(),
+                &ca.dir().audit_log(),
+                &other_logs,
+                ca.config(),
+            )
         }
         Request::TokenCreate { agent, kind, ttl } => {
             token_create(backend, &agent, &kind, ttl.as_deref())
@@ -588,32 +597,56 @@ fn crl(backend: &dyn Backend) -> Result<Reply> {
     })
 }
 
-/// Verifies the audit chain and reconciles it with the store.
+/// Verifies the audit chain (and other nodes' chains) and reconciles them with the store.
 pub(crate) fn audit_verify(
     store: &dyn Store,
     audit_log: &Path,
+    other_logs: &[PathBuf],
     config: &agentca_core::ca::CaConfig,
 ) -> Result<Reply> {
     let forgotten_before = config
         .keep_expired_certificates()?
         .map(|keep| OffsetDateTime::now_utc() - keep);
-    let (report, rec) = reconcile::reconcile(store, audit_log, forgotten_before)?;
-    let doc = json!({
-        "intact": report.is_intact(),
-        "entries": report.entries,
-        "head": report.head,
-        "broken": report.broken.as_ref().map(|b| json!({
-            "line": b.line,
-            "seq": b.seq,
-            "reason": b.reason.to_string(),
-        })),
-        "clock_steps_back": report.clock_steps_back_total,
-        "torn_tail_bytes": report.torn_tail_bytes,
-        "reconciliation": rec,
-        "consistent": rec.is_consistent(),
-    });
+    let logs: Vec<&Path> = std::iter::once(audit_log)
+        .chain(other_logs.iter().map(PathBuf::as_path))
+        .collect();
+    let (reports, rec) = reconcile::reconcile(store, &logs, forgotten_before)?;
+    let Some((report, others)) = reports.split_first() else {
+        return Err(Error::Audit("reconciliation returned no report".into()));
+    };
+    let chain = |report: &agentca_core::audit::VerifyReport| {
+        json!({
+            "intact": report.is_intact(),
+            "entries": report.entries,
+            "head": report.head,
+            "broken": report.broken.as_ref().map(|b| json!({
+                "line": b.line,
+                "seq": b.seq,
+                "reason": b.reason.to_string(),
+            })),
+            "clock_steps_back": report.clock_steps_back_total,
+            "torn_tail_bytes": report.torn_tail_bytes,
+        })
+    };
+    let mut doc = chain(report);
+    doc["other_logs"] = others
+        .iter()
+        .zip(other_logs)
+        .map(|(r, path)| {
+            let mut d = chain(r);
+            d["path"] = json!(path.display().to_string());
+            d
+        })
+        .collect::<Vec<_>>()
+        .into();
+    doc["reconciliation"] = json!(rec);
+    doc["consistent"] = json!(rec.is_consistent());
+    let all_intact = reports.iter().all(|r| r.is_intact());
     let mut text = report.to_string();
-    if report.is_intact() {
+    for (r, path) in others.iter().zip(other_logs) {
+        text.push_str(&format!("\n{}: {r}", path.display()));
+    }
+    if all_intact {
         let lines = [
             (
                 "issued per the audit log but missing from the store",
@@ -645,6 +678,12 @@ pub(crate) fn audit_verify(
                 ));
             }
         }
+        if rec.forgotten_after_expiry > 0 {
+            text.push_str(&format!(
+                "\n{}: certificates forgotten after they expired (keep_expired_certificates)",
+                rec.forgotten_after_expiry
+            ));
+        }
         if rec.is_consistent() {
             text.push_str(
                 "\nstore and audit log agree on every acknowledged issuance and revocation",
@@ -655,7 +694,7 @@ pub(crate) fn audit_verify(
         text,
         note: None,
         json: doc,
-        success: report.is_intact() && rec.is_consistent(),
+        success: all_intact && rec.is_consistent(),
         artifact: None,
     })
 }

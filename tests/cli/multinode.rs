@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use agentca_testkit::acme::{
     Account, AccountKey, AcmeClient, Eab, EabKnobs, KeyRef, csr, eab_jws, protected, signed,
 };
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::acme_clients::ocsp_status_at;
 use super::harness::{Server, serve_on_free_ports};
@@ -382,6 +382,28 @@ fn a_node_killed_mid_issuance_loses_nothing_and_the_other_keeps_serving() {
     drop(a);
     let audit = nodes.one.json(&["--store", &nodes.url, "audit", "verify"]);
     assert_eq!(audit["intact"], true, "{audit:#}");
+    // A's log alone does not know B's certificates; with B's log too, each is accounted for.
+    let unlogged = |doc: &Value| {
+        doc["reconciliation"]["stored_without_audit"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == after.as_str())
+    };
+    assert!(unlogged(&audit), "{audit:#}");
+    let b_log = nodes.two.data_file("audit.log");
+    let both = nodes.one.json(&[
+        "--store",
+        &nodes.url,
+        "audit",
+        "verify",
+        "--audit-log",
+        b_log.to_str().unwrap(),
+    ]);
+    assert_eq!(both["intact"], true, "{both:#}");
+    assert_eq!(both["other_logs"][0]["intact"], true, "{both:#}");
+    assert_eq!(both["consistent"], true, "{both:#}");
+    assert!(!unlogged(&both), "{both:#}");
 }
 
 #[test]

@@ -48,41 +48,73 @@ impl Reconciliation {
     }
 }
 
-/// Verifies the audit chain and reconciles it with the store. `forgotten_before` is the
-/// retention bound (certificates that expired before it may have been forgotten), `None` when
-/// the CA keeps them forever.
-pub fn reconcile(
-    store: &dyn Store,
-    audit_log: &Path,
+/// What the audit logs say, gathered line by line.
+#[derive(Default)]
+struct Logged {
+    /// Serial → notAfter (`None` when the line has none, as lines of old versions may).
+    issued: BTreeMap<String, Option<OffsetDateTime>>,
+    revoked: BTreeSet<String>,
+    /// The latest `expired_before` of a `cert.forgotten` line, or the retention bound.
     forgotten_before: Option<OffsetDateTime>,
-) -> Result<(VerifyReport, Reconciliation)> {
-    // Serial → notAfter (None when the line has none, as lines of old versions may).
-    let mut issued: BTreeMap<String, Option<OffsetDateTime>> = BTreeMap::new();
-    let mut revoked = BTreeSet::new();
-    let mut bound = forgotten_before;
-    let time_field = |fields: &serde_json::Map<String, serde_json::Value>, name: &str| {
-        fields
-            .get(name)
-            .and_then(|v| v.as_str())
-            .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
-    };
-    let report = audit::verify_each(audit_log, |entry| {
+}
+
+impl Logged {
+    fn visit(&mut self, entry: &audit::Entry) {
+        let time_field = |name: &str| {
+            entry
+                .fields
+                .get(name)
+                .and_then(|v| v.as_str())
+                .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+        };
         let serial = entry.fields.get("serial").and_then(|v| v.as_str());
         match (entry.event.as_str(), serial) {
             ("cert.issued", Some(s)) => {
-                issued.insert(s.to_owned(), time_field(&entry.fields, "not_after"));
-            }
-            ("cert.forgotten", _) => {
-                if let Some(t) = time_field(&entry.fields, "expired_before") {
-                    bound = Some(bound.map_or(t, |b| b.max(t)));
-                }
+                self.issued.insert(s.to_owned(), time_field("not_after"));
             }
             ("cert.revoked", Some(s)) => {
-                revoked.insert(s.to_owned());
+                self.revoked.insert(s.to_owned());
+            }
+            ("cert.forgotten", _) => {
+                if let Some(t) = time_field("expired_before") {
+                    self.forgotten_before = Some(self.forgotten_before.map_or(t, |b| b.max(t)));
+                }
             }
             _ => {}
         }
-    })?;
+    }
+
+    /// Whether the store may have forgotten `serial` after it expired.
+    fn may_be_forgotten(&self, serial: &str) -> bool {
+        matches!(
+            (self.issued.get(serial), self.forgotten_before),
+            (Some(Some(not_after)), Some(bound)) if *not_after < bound
+        )
+    }
+}
+
+/// Verifies the audit chains and reconciles them with the store. `audit_logs` are the logs of
+/// every node that writes the store (one on a single machine); their reports come back in the
+/// same order. `forgotten_before` is the retention bound (certificates that expired before it
+/// may have been forgotten), `None` when the CA keeps them forever.
+pub fn reconcile(
+    store: &dyn Store,
+    audit_logs: &[&Path],
+    forgotten_before: Option<OffsetDateTime>,
+) -> Result<(Vec<VerifyReport>, Reconciliation)> {
+    let mut logged = Logged {
+        forgotten_before,
+        ..Logged::default()
+    };
+    let mut reports = Vec::with_capacity(audit_logs.len());
+    for log in audit_logs {
+        reports.push(audit::verify_each(log, |entry| logged.visit(entry))?);
+    }
+    let Logged {
+        ref issued,
+        ref revoked,
+        ..
+    } = logged;
 
     let mut out = Reconciliation::default();
     let stored: BTreeMap<String, bool> = store
@@ -90,20 +122,17 @@ pub fn reconcile(
         .into_iter()
         .map(|c| (c.intent.serial.to_hex(), c.revocation.is_some()))
         .collect();
-    let forgotten = |serial: &str| -> bool {
-        matches!((issued.get(serial), bound), (Some(Some(not_after)), Some(b)) if *not_after < b)
-    };
     for serial in issued.keys() {
         if !stored.contains_key(serial) {
-            if forgotten(serial) {
+            if logged.may_be_forgotten(serial) {
                 out.forgotten_after_expiry += 1;
             } else {
                 out.issued_missing_from_store.push(serial.clone());
             }
         }
     }
-    for serial in &revoked {
-        if !stored.contains_key(serial) && forgotten(serial) {
+    for serial in revoked {
+        if !stored.contains_key(serial) && logged.may_be_forgotten(serial) {
             continue;
         }
         let held_revoked = match serial.parse::<Serial>() {
@@ -129,5 +158,5 @@ pub fn reconcile(
         .into_iter()
         .map(|i| i.serial.to_hex())
         .collect();
-    Ok((report, out))
+    Ok((reports, out))
 }
