@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use agentca_core::store::{
     AcmeAuthorization, AcmeAuthorizationStatus, AcmeChallengeStatus, RateDecision, StoreError,
+    blocking_section,
 };
 
 use crate::error::{AcmeError, ProblemType, Result};
@@ -117,7 +118,15 @@ impl AcmeService {
                     .await;
                 let finisher = service.clone();
                 let done = tokio::task::spawn_blocking(move || {
-                    finisher.finish_validation(&authz_id, index, outcome, &account_id, &agent_id)
+                    blocking_section(|| {
+                        finisher.finish_validation(
+                            &authz_id,
+                            index,
+                            outcome,
+                            &account_id,
+                            &agent_id,
+                        )
+                    })
                 })
                 .await;
                 match done {

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use agentca_core::issuer::{InFlightGuard, StagedIssuance};
+use agentca_core::store::blocking_section;
 use axum::Router;
 use axum::body::{Body as HttpBody, Bytes};
 use axum::extract::{Path, Request, State};
@@ -203,7 +204,7 @@ async fn handle(
     };
     let outcome = if endpoint_blocks {
         let worker = service.clone();
-        tokio::task::spawn_blocking(move || run(worker)).await
+        tokio::task::spawn_blocking(move || blocking_section(|| run(worker))).await
     } else {
         Ok(run(service.clone()))
     };

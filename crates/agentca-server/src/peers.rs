@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentca_core::store::{REVOCATION_FEED_OVERLAP, Store};
+use agentca_core::store::{REVOCATION_FEED_OVERLAP, Store, blocking_section};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
@@ -56,7 +56,11 @@ pub(crate) async fn revocation_watch_job(watch: RevocationWatch, mut stop: watch
         }
         let store = watch.store.clone();
         let from = since - REVOCATION_FEED_OVERLAP;
-        let feed = match tokio::task::spawn_blocking(move || store.revocations_since(from)).await {
+        let feed = match tokio::task::spawn_blocking(move || {
+            blocking_section(|| store.revocations_since(from))
+        })
+        .await
+        {
             Ok(Ok(feed)) => feed,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "asking the store for other nodes' revocations failed; retrying");
@@ -87,8 +91,10 @@ pub(crate) async fn revocation_watch_job(watch: RevocationWatch, mut stop: watch
         if last_purge.elapsed() >= NONCE_PURGE_INTERVAL {
             last_purge = tokio::time::Instant::now();
             let store = watch.store.clone();
-            match tokio::task::spawn_blocking(move || store.purge_nonces(OffsetDateTime::now_utc()))
-                .await
+            match tokio::task::spawn_blocking(move || {
+                blocking_section(|| store.purge_nonces(OffsetDateTime::now_utc()))
+            })
+            .await
             {
                 Ok(Ok(n)) => tracing::debug!(purged = n, "expired ACME nonces forgotten"),
                 Ok(Err(e)) => tracing::warn!(error = %e, "purging expired ACME nonces failed"),

@@ -14,6 +14,7 @@
 mod acme;
 mod backup;
 pub mod battery;
+mod blocking;
 mod error;
 mod group_commit;
 mod nodes;
@@ -29,6 +30,7 @@ pub use acme::{
     AcmeChallengeStatus, AcmeIdentifier, AcmeOrder, AcmeOrderStatus, RateDecision,
 };
 pub use backup::{Backup, BackupRecord, RecordCounts};
+pub use blocking::blocking_section;
 pub use error::StoreError;
 pub use group_commit::{FlushFailed, GroupCommit};
 pub use nodes::{REVOCATION_FEED_OVERLAP, RevocationFeed};

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use agentca_core::issuer::{Authority, InFlightGuard};
-use agentca_core::store::CertificateRecord;
+use agentca_core::store::{CertificateRecord, blocking_section};
 
 use crate::alg::{ContentCipher, ScepOptions};
 use crate::attr::{FailInfo, MessageType};
@@ -247,7 +247,11 @@ impl ScepService {
     pub async fn pki_operation(self: &Arc<Self>, body: Vec<u8>) -> ScepReply {
         let in_flight = self.authority.in_flight().enter();
         let worker = self.clone();
-        match tokio::task::spawn_blocking(move || worker.answer(&body, &in_flight)).await {
+        match tokio::task::spawn_blocking(move || {
+            blocking_section(|| worker.answer(&body, &in_flight))
+        })
+        .await
+        {
             Ok(reply) => reply,
             Err(e) => self.unavailable(RequestKind::Unparseable, format!("request task: {e}")),
         }

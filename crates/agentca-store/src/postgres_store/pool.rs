@@ -1,9 +1,14 @@
-//! Connections on threads of their own.
+//! Connections, and the threads that may use them.
 //!
-//! The sync `postgres` client runs a tokio runtime inside every call and panics when called from
-//! a thread that already runs one, and agentca's protocol handlers call the store inline on tokio
-//! worker threads. So each connection lives on a dedicated thread that takes jobs from a shared
-//! queue; the caller blocks on a plain channel for the answer, as it would on a disk write.
+//! The sync `postgres` client runs a small tokio runtime inside every call, which tokio forbids
+//! on a thread that drives async tasks, and agentca's protocol handlers may call the store
+//! inline on tokio worker threads. So a call runs on the calling thread only where
+//! [`crate::blocking`] says that is allowed (threads outside any runtime, and blocking threads
+//! that say so); any other call is handed to one of the pool's own threads, and the caller
+//! blocks on a plain channel for the answer, as it would on a disk write. Either way it takes
+//! one of a fixed set of sessions, so the database sees at most that many connections. Running
+//! inline spares each statement two thread hand-offs, which were most of what a store call
+//! cost the node.
 //!
 //! A lost connection fails the job that found it (the statement may or may not have run, so it
 //! is not retried) and is reopened for the next job. Other connections opened before the loss
@@ -14,7 +19,7 @@ use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -27,7 +32,7 @@ use crate::{Result, StoreError};
 /// How long a connection may take to answer a liveness check after another one was lost.
 const VALIDATE_TIMEOUT: Duration = Duration::from_secs(5);
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+type Job = Box<dyn FnOnce(&Shared) + Send>;
 
 /// What every connection shares.
 struct Shared {
@@ -38,6 +43,42 @@ struct Shared {
     target: String,
     /// Bumped whenever a connection is found lost.
     losses: AtomicU64,
+    /// The sessions no call is using.
+    idle: Mutex<Vec<Connection>>,
+    /// Signalled when a session goes back to `idle`.
+    returned: Condvar,
+}
+
+impl Shared {
+    /// Runs `f` on this thread with an idle session, waiting for one if all are in use.
+    fn with_session<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let mut conn = {
+            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            loop {
+                if let Some(conn) = idle.pop() {
+                    break conn;
+                }
+                idle = self
+                    .returned
+                    .wait(idle)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+        };
+        LOST.with(|lost| lost.set(false));
+        let result =
+            std::panic::catch_unwind(AssertUnwindSafe(|| f(&mut conn))).unwrap_or_else(|_| {
+                conn.reset();
+                Err(StoreError::Backend("a database job panicked".into()))
+            });
+        // Before answering: the caller's next call must already see the loss.
+        conn.check_after_job();
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(conn);
+        self.returned.notify_one();
+        result
+    }
 }
 
 /// A fixed set of connection threads fed by one queue.
@@ -71,7 +112,20 @@ impl Pool {
             tls,
             target,
             losses: AtomicU64::new(0),
+            idle: Mutex::new(Vec::with_capacity(size.max(1))),
+            returned: Condvar::new(),
         });
+        {
+            let mut idle = shared.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            for _ in 0..size.max(1) {
+                idle.push(Connection {
+                    shared: Arc::clone(&shared),
+                    client: None,
+                    statements: HashMap::new(),
+                    seen_losses: 0,
+                });
+            }
+        }
         let mut workers = Vec::with_capacity(size);
         for i in 0..size.max(1) {
             let rx = Arc::clone(&rx);
@@ -94,21 +148,19 @@ impl Pool {
         &self.shared.target
     }
 
-    /// Runs `f` on one of the connections and waits for its result.
+    /// Runs `f` on one of the sessions and waits for its result: on this thread where that is
+    /// allowed, else on one of the pool's threads.
     pub(crate) fn run<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
+        if crate::blocking::may_block_here() {
+            return self.shared.with_session(f);
+        }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let job: Job = Box::new(move |conn: &mut Connection| {
-            let result =
-                std::panic::catch_unwind(AssertUnwindSafe(|| f(conn))).unwrap_or_else(|_| {
-                    conn.reset();
-                    Err(StoreError::Backend("a database job panicked".into()))
-                });
-            // Before answering: the caller's next call must already see the loss.
-            conn.check_after_job();
+        let job: Job = Box::new(move |shared: &Shared| {
+            let result = shared.with_session(f);
             // The caller may have given up waiting only by panicking; nothing to tell then.
             let _ = tx.send(result);
         });
@@ -128,11 +180,25 @@ impl Pool {
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        // Closing the queue ends every worker after its current job.
-        self.queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        // Each session holds the shared state: dropping them ends that cycle. Closing a
+        // session blocks on its socket, which a runtime thread may not do, so the pool's own
+        // threads close them, as their last jobs.
+        let sessions = std::mem::take(
+            &mut *self
+                .shared
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        for session in sessions {
+            if let Some(queue) = queue.as_ref() {
+                let _ = queue.send(Box::new(move |_: &Shared| drop(session)));
+            }
+        }
+        // Closing the queue ends every worker after the jobs already queued.
+        queue.take();
+        drop(queue);
         let workers =
             std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
         for worker in workers {
@@ -142,18 +208,12 @@ impl Drop for Pool {
 }
 
 fn work(rx: &Mutex<Receiver<Job>>, shared: Arc<Shared>) {
-    let mut conn = Connection {
-        shared,
-        client: None,
-        statements: HashMap::new(),
-        seen_losses: 0,
-    };
     loop {
         let job = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
         let Ok(job) = job else {
             return;
         };
-        job(&mut conn);
+        job(&shared);
     }
 }
 
