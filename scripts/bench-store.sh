@@ -21,6 +21,8 @@
 #   QUIET_WAIT (900): seconds to wait for a quiet machine (load average < 0.5, no cargo or rustc)
 #   BUILD (1): 0 to use the release binaries already built
 #   WORK: keep the data (CAs, fixtures, logs, raw JSON results) in this directory
+#   STATEMENTS (0): 1 to count, with pg_stat_statements, the statements each ACME order costs
+#     on PostgreSQL (printed per run, kept in WORK/statements-SETUP-RUN.txt)
 # Needs cargo, PostgreSQL's server binaries (Debian: postgresql, in /usr/lib/postgresql/N/bin),
 # jq, taskset, python3; the missing ones are installed with apt-get when run as root.
 #
@@ -50,6 +52,7 @@ WARMUP=${WARMUP:-2s}
 SERVER_CPU=${SERVER_CPU-1}
 LOAD_CPU=${LOAD_CPU-0}
 QUIET_WAIT=${QUIET_WAIT:-900}
+STATEMENTS=${STATEMENTS:-0}
 
 BENCH_AGENT=spiffe://bench.test/agent/bench/load
 # Every command names its data directory and store itself: a store or passphrase exported in
@@ -145,6 +148,12 @@ port = $pg_port
 unix_socket_directories = '$pg_dir'
 max_connections = 100
 EOF
+    if [[ $STATEMENTS == 1 ]]; then
+        cat >>"$pg_dir/data/postgresql.conf" <<EOF
+shared_preload_libraries = 'pg_stat_statements'
+pg_stat_statements.track = all
+EOF
+    fi
     # Pinned like the nodes: the postmaster's children inherit its affinity.
     (cd / && as_pg "${server_pin[@]}" "$bin/pg_ctl" start -w -t 60 -D "$pg_dir/data" \
         -l "$pg_dir/server.log" >/dev/null) || {
@@ -320,6 +329,7 @@ bench_acme() {
         # the embedded store open).
         eab_file "${dirs[$i]}" "$(share "$ACME_CONCURRENCY" "$n" "$i")" "$work/eab-$i.txt"
     done
+    if [[ $STATEMENTS == 1 && $setup != sled ]]; then statements_reset; fi
     before=$(if [[ $setup != sled ]]; then pg_cpu_ticks; else echo 0; fi)
     for ((i = 0; i < n; i++)); do
         c=$(share "$ACME_CONCURRENCY" "$n" "$i")
@@ -342,6 +352,10 @@ bench_acme() {
             return
         fi
     done
+    if [[ $STATEMENTS == 1 && $setup != sled ]]; then
+        statements_report "$(jq -s 'map(.orders) | add' "$work"/acme-*.json)" \
+            "$work/statements-$setup-$run.txt"
+    fi
     jq -cs --arg setup "$setup" --arg run "$run" --argjson ticks "$((after - before))" \
         --argjson hz "$(getconf CLK_TCK)" --argjson rc "$rc" \
         --argjson builds "$(pgrep -c -x 'cargo|rustc' || true)" '
@@ -358,6 +372,28 @@ bench_acme() {
         "$work"/acme-*.json >>"$work/results.jsonl"
     rm -f "$work"/acme-*.json
     tail -1 "$work/results.jsonl" | jq -c 'del(.raw)'
+}
+
+# psql on this setup's database (the URL after --store).
+pg_sql() {
+    "$(pg_bin)/psql" -X -q -A -t -v ON_ERROR_STOP=1 -d "${store[1]}" -c "$1"
+}
+
+statements_reset() {
+    pg_sql "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
+    pg_sql "SELECT pg_stat_statements_reset()" >/dev/null
+}
+
+# statements_report ORDERS FILE: calls per order of each statement on this database since the
+# reset, most frequent first, and their sum (transaction control included).
+statements_report() {
+    local orders=$1 file=$2
+    pg_sql "SELECT to_char(s.calls::numeric / $orders, 'FM990.00') || ' ' ||
+                   left(regexp_replace(s.query, '\s+', ' ', 'g'), 110)
+            FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+            WHERE d.datname = current_database() AND s.query NOT LIKE '%pg_stat_statements%'
+            ORDER BY s.calls DESC" >"$file"
+    echo "statements per order: $(awk '{ n += $1 } END { printf "%.2f", n }' "$file") ($file)"
 }
 
 matrix() {

@@ -1,7 +1,7 @@
 //! The store's one error type.
 
 /// What can go wrong in a store.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The key is already taken (agent ID, serial, token id).

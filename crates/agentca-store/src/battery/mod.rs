@@ -92,6 +92,10 @@ macro_rules! store_battery {
                 with_store($crate::battery::nodes::nonces_are_redeemed_once)
             }
             #[test]
+            fn concurrent_redemptions_each_get_their_own_answer() {
+                with_store($crate::battery::nodes::concurrent_redemptions_each_get_their_own_answer)
+            }
+            #[test]
             fn tokens_are_single_use() {
                 with_store($crate::battery::tokens_are_single_use)
             }

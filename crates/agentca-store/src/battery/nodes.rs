@@ -76,6 +76,58 @@ pub fn nonces_are_redeemed_once(store: &dyn Store) {
     assert!(store.redeem_nonce(&expired, expires).unwrap());
 }
 
+/// Many requests spending nonces at once, as a busy node's do (a store may answer them
+/// together): each distinct nonce is fresh once, a nonce spent by every thread has one winner
+/// per round, and each caller gets its own account back.
+pub fn concurrent_redemptions_each_get_their_own_answer(store: &dyn Store) {
+    let expires = now() + Duration::minutes(10);
+    let accounts: Vec<_> = (0..4)
+        .map(|i| super::acme::account_in(store, &format!("redeemer-{i}")))
+        .collect();
+    const THREADS: u8 = 16;
+    const ROUNDS: u8 = 20;
+    let shared_wins = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let accounts = &accounts;
+                s.spawn(move || {
+                    let mut wins = vec![0u32; usize::from(ROUNDS)];
+                    for round in 0..ROUNDS {
+                        let own = [t, round, 0xA5, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+                        let account = &accounts[usize::from(t) % accounts.len()];
+                        let (fresh, got) = store
+                            .redeem_nonce_and_get_account(&own, expires, &account.id)
+                            .unwrap();
+                        assert!(fresh, "thread {t} round {round}: a new nonce was refused");
+                        assert_eq!(got.as_ref(), Some(account), "another caller's account");
+                        let shared = [0xEE, round, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+                        if store.redeem_nonce(&shared, expires).unwrap() {
+                            wins[usize::from(round)] += 1;
+                        }
+                    }
+                    wins
+                })
+            })
+            .collect();
+        let mut total = vec![0u32; usize::from(ROUNDS)];
+        for h in handles {
+            for (sum, w) in total.iter_mut().zip(h.join().unwrap()) {
+                *sum += w;
+            }
+        }
+        total
+    });
+    assert!(
+        shared_wins.iter().all(|w| *w == 1),
+        "winners per round: {shared_wins:?}"
+    );
+    // Spent for good: none of them is fresh again.
+    for t in 0..THREADS {
+        let own = [t, 0, 0xA5, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert!(!store.redeem_nonce(&own, expires).unwrap());
+    }
+}
+
 pub fn a_nonce_and_an_account_in_one_call(store: &dyn Store) {
     let expires = now() + Duration::minutes(10);
     let (fresh, account) = store

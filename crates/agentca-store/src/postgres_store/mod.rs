@@ -15,6 +15,7 @@
 
 mod acme;
 mod backup;
+mod batch;
 mod pool;
 mod schema;
 mod tls;
@@ -29,6 +30,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 
+use self::batch::Batcher;
 use self::pool::{Connection, Pool, Tx};
 use crate::{
     AcmeAccount, AcmeAuthorization, AcmeAuthorizationStatus, AcmeOrder, AcmeOrderStatus,
@@ -64,6 +66,15 @@ impl Default for PostgresOptions {
 /// A [`Store`] on a PostgreSQL database, shareable by several agentca processes.
 pub struct PostgresStore {
     pool: Pool,
+    /// Nonce redemptions waiting to share a statement.
+    redemptions: Batcher<Redemption, (bool, Option<String>)>,
+}
+
+/// A nonce to spend, and the account whose record the request needs, if any.
+struct Redemption {
+    nonce: [u8; 16],
+    expires: i64,
+    account: Option<String>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -105,7 +116,10 @@ impl PostgresStore {
         let target = describe_target(&config);
         let pool = Pool::start_with_tls(config, &tls, target, options.connections)?;
         pool.run(|conn| schema::migrate(conn).map(drop))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            redemptions: Batcher::new(),
+        })
     }
 
     /// A URL's database as `user@host:port/dbname`, without its password, for messages.
@@ -264,6 +278,58 @@ fn record<T: DeserializeOwned>(
 /// Unix seconds as stored in index columns.
 fn unix(t: OffsetDateTime) -> i64 {
     t.unix_timestamp()
+}
+
+impl PostgresStore {
+    /// Spends a nonce, in one statement with the redemptions of other requests that arrive
+    /// meanwhile (see [`batch`]); answers whether it was fresh, and the account's record.
+    fn redeem(&self, redemption: Redemption) -> Result<(bool, Option<String>)> {
+        self.redemptions.submit(redemption, |batch| {
+            self.pool.run(move |c| redeem_batch(c, &batch))
+        })
+    }
+}
+
+/// One statement for a batch of redemptions: the inserts in a CTE (only the first insert of a
+/// nonce wins, on any node), the accounts beside them, one row per redemption in order.
+fn redeem_batch(c: &mut Connection, batch: &[Redemption]) -> Result<Vec<(bool, Option<String>)>> {
+    // The same nonce twice in one batch: only its first use may be fresh.
+    let mut seen = std::collections::HashSet::with_capacity(batch.len());
+    let first: Vec<bool> = batch.iter().map(|r| seen.insert(r.nonce)).collect();
+    let nonces: Vec<&[u8]> = batch.iter().map(|r| r.nonce.as_slice()).collect();
+    let expires: Vec<i64> = batch.iter().map(|r| r.expires).collect();
+    let accounts: Vec<Option<&str>> = batch.iter().map(|r| r.account.as_deref()).collect();
+    let rows = c.query(
+        "WITH input AS (
+             SELECT * FROM unnest($1::bytea[], $2::int8[], $3::text[])
+                 WITH ORDINALITY AS i(nonce, expires, account, n)
+         ), used AS (
+             INSERT INTO acme_nonces (nonce, expires)
+             SELECT DISTINCT ON (nonce) nonce, expires FROM input
+             ON CONFLICT DO NOTHING RETURNING nonce
+         )
+         SELECT i.n, u.nonce IS NOT NULL, a.body
+         FROM input i
+         LEFT JOIN used u ON u.nonce = i.nonce
+         LEFT JOIN acme_accounts a ON a.id = i.account
+         ORDER BY i.n",
+        &[&nonces, &expires, &accounts],
+    )?;
+    if rows.len() != batch.len() {
+        return Err(StoreError::Backend(format!(
+            "{} nonces redeemed, {} rows returned",
+            batch.len(),
+            rows.len()
+        )));
+    }
+    rows.iter()
+        .zip(first)
+        .map(|(row, first)| {
+            let inserted = column::<bool>(row, 1, "nonce")?;
+            let body = column::<Option<String>>(row, 2, "account")?;
+            Ok((first && inserted, body))
+        })
+        .collect()
 }
 
 /// Microseconds since the Unix epoch, as revocations are stamped.
@@ -909,15 +975,12 @@ impl Store for PostgresStore {
     }
 
     fn redeem_nonce(&self, nonce: &[u8; 16], expires_at: OffsetDateTime) -> Result<bool> {
-        let nonce = *nonce;
-        let expires = unix(expires_at);
-        self.pool.run(move |c| {
-            let inserted = c.execute(
-                "INSERT INTO acme_nonces (nonce, expires) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[&nonce.as_slice(), &expires],
-            )?;
-            Ok(inserted == 1)
-        })
+        let redemption = Redemption {
+            nonce: *nonce,
+            expires: unix(expires_at),
+            account: None,
+        };
+        Ok(self.redeem(redemption)?.0)
     }
 
     fn redeem_nonce_and_get_account(
@@ -926,32 +989,16 @@ impl Store for PostgresStore {
         expires_at: OffsetDateTime,
         account_id: &str,
     ) -> Result<(bool, Option<AcmeAccount>)> {
-        let nonce = *nonce;
-        let expires = unix(expires_at);
-        let id = account_id.to_owned();
-        self.pool.run(move |c| {
-            // One statement, so one round trip and one commit: the insert in a CTE, the
-            // account beside it.
-            let rows = c.query(
-                "WITH used AS (
-                     INSERT INTO acme_nonces (nonce, expires) VALUES ($1, $2)
-                     ON CONFLICT DO NOTHING RETURNING 1
-                 )
-                 SELECT (SELECT count(*) FROM used),
-                        (SELECT body FROM acme_accounts WHERE id = $3)",
-                &[&nonce.as_slice(), &expires, &id],
-            )?;
-            let Some(row) = rows.first() else {
-                return Err(StoreError::Backend(
-                    "the nonce query returned nothing".into(),
-                ));
-            };
-            let fresh = column::<i64>(row, 0, "nonce")? == 1;
-            let account = column::<Option<String>>(row, 1, &id)?
-                .map(|body| from_json::<AcmeAccount>(&id, &body))
-                .transpose()?;
-            Ok((fresh, account))
-        })
+        let redemption = Redemption {
+            nonce: *nonce,
+            expires: unix(expires_at),
+            account: Some(account_id.to_owned()),
+        };
+        let (fresh, body) = self.redeem(redemption)?;
+        let account = body
+            .map(|body| from_json::<AcmeAccount>(account_id, &body))
+            .transpose()?;
+        Ok((fresh, account))
     }
 
     fn purge_nonces(&self, now: OffsetDateTime) -> Result<u64> {

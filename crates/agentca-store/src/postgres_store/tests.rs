@@ -113,6 +113,22 @@ fn two_nodes_use_a_token_once() {
 }
 
 #[test]
+fn two_nodes_spend_a_nonce_once() {
+    let Some((_, a, b)) = two_nodes() else { return };
+    let expires = OffsetDateTime::now_utc() + time::Duration::minutes(5);
+    for round in 0..10u8 {
+        let nonce = [round; 16];
+        assert_eq!(
+            race(&a, &b, |node, _| node
+                .redeem_nonce(&nonce, expires)
+                .unwrap()),
+            1,
+            "round {round}"
+        );
+    }
+}
+
+#[test]
 fn two_nodes_finalize_an_order_once() {
     let Some((_, a, b)) = two_nodes() else { return };
     let now = OffsetDateTime::now_utc();
