@@ -31,8 +31,9 @@ pub(crate) struct RestoreArgs {
     /// above its number (repeatable).
     #[arg(long = "published-crl", value_name = "FILE")]
     published_crls: Vec<PathBuf>,
-    /// A certificate issued after the backup (PEM or DER, e.g. from its agent): restored if
-    /// it is the one the audit log recorded (repeatable).
+    /// A certificate issued after the backup whose audit line holds only its hash (lines of
+    /// older versions; PEM or DER, e.g. from its agent): restored if it is the one the line
+    /// recorded (repeatable).
     #[arg(long = "certificate", value_name = "FILE")]
     certificates: Vec<PathBuf>,
 }

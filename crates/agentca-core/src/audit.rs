@@ -352,6 +352,34 @@ pub struct VerifyReport {
 /// How many clock steps a [`VerifyReport`] lists.
 pub const MAX_NOTED_CLOCK_STEPS: usize = 100;
 
+/// The members of a `cert.issued` line that carry the certificate: `cert_sha256` (hex) and
+/// `der` (standard base64). With the DER in the log, a restore brings back every certificate
+/// issued after its snapshot, so a later revocation of one still reaches OCSP and the CRLs.
+pub fn issued_certificate_fields(der: &[u8]) -> [(&'static str, Value); 2] {
+    use base64::Engine;
+    [
+        (
+            "cert_sha256",
+            Value::String(hex::encode(Sha256::digest(der))),
+        ),
+        (
+            "der",
+            Value::String(base64::engine::general_purpose::STANDARD.encode(der)),
+        ),
+    ]
+}
+
+/// The certificate a `cert.issued` line carries, if it carries one whose SHA-256 is the line's
+/// `cert_sha256` (lines written by earlier versions carry only the hash).
+pub fn issued_certificate(fields: &Map<String, Value>) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(fields.get("der")?.as_str()?)
+        .ok()?;
+    let sum = fields.get("cert_sha256")?.as_str()?;
+    (hex::encode(Sha256::digest(&der)) == sum).then_some(der)
+}
+
 impl VerifyReport {
     /// True when no entry is bad.
     pub fn is_intact(&self) -> bool {

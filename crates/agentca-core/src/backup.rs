@@ -470,9 +470,11 @@ pub struct RestoreReport {
     /// Revocations the snapshot lacked, applied from the audit logs.
     pub revocations_replayed: Vec<String>,
     /// Serials issued after the snapshot, reserved again (never reused) but without their
-    /// certificate, which the audit log does not carry: they answer OCSP `unknown`.
+    /// certificate: their `cert.issued` lines were written by a version that logged only the
+    /// certificate's hash, and no file given held it. They answer OCSP `unknown`.
     pub certificates_not_restorable: Vec<String>,
-    /// Certificates issued after the snapshot and restored from the files given.
+    /// Certificates issued after the snapshot and restored, from their `cert.issued` lines
+    /// or from the files given.
     pub certificates_restored: Vec<String>,
     /// Revocations of such certificates: recorded in the audit log and reported here, but the
     /// store cannot list them on CRLs without the certificate.
@@ -501,6 +503,8 @@ struct Replay {
     issued: BTreeMap<Serial, IssuanceIntent>,
     /// The `cert_sha256` and time of each `cert.issued` line.
     issued_sha256: BTreeMap<Serial, String>,
+    /// The certificate of each `cert.issued` line that carries it.
+    issued_der: BTreeMap<Serial, Vec<u8>>,
     issued_at: BTreeMap<Serial, OffsetDateTime>,
     revoked: BTreeMap<Serial, Revocation>,
     agents_added: BTreeMap<String, AgentRecord>,
@@ -557,6 +561,9 @@ impl Replay {
                         self.issued_sha256
                             .entry(intent.serial)
                             .or_insert_with(|| sum.to_owned());
+                    }
+                    if let Some(der) = audit::issued_certificate(f) {
+                        self.issued_der.entry(intent.serial).or_insert(der);
                     }
                     self.issued_at.entry(intent.serial).or_insert(entry.time);
                     self.issued.entry(intent.serial).or_insert(intent);
@@ -1052,8 +1059,13 @@ fn apply(
         {
             continue;
         }
-        // A certificate the operator supplied, and the very one the log recorded.
-        let restored = supplied.get(serial).and_then(|der| {
+        // The certificate its line carries, or one the operator supplied for a line written
+        // before lines carried it; either way the very one the log recorded.
+        let candidate = replay
+            .issued_der
+            .get(serial)
+            .or_else(|| supplied.get(serial));
+        let restored = candidate.and_then(|der| {
             let sum = hex::encode(Sha256::digest(der));
             (replay.issued_sha256.get(serial) == Some(&sum)).then(|| {
                 BackupRecord::certificate(CertificateRecord {
@@ -1484,5 +1496,40 @@ mod tests {
                 && certificate.revocation.is_some()
                 && *hex_der == hex::encode(&der))
         ));
+    }
+
+    #[test]
+    fn a_certificate_comes_back_from_the_line_that_carries_it() {
+        let der = vec![0x30, 0x03, 0x02, 0x01, 0x03];
+        let mut line = issued(3, 3, A);
+        for (name, value) in audit::issued_certificate_fields(&der) {
+            line.fields.insert(name.into(), value);
+        }
+        let mut replay = log();
+        replay.visit(&line);
+        let mut records = snapshot();
+        let mut report = RestoreReport::default();
+        apply(
+            &mut records,
+            &replay,
+            &BTreeMap::new(),
+            true,
+            t(1000),
+            &mut report,
+        );
+        assert_eq!(report.certificates_restored, [serial(3).to_hex()]);
+        assert!(report.certificates_not_restorable.is_empty());
+        assert!(report.revocations_not_restorable.is_empty(), "{report:?}");
+
+        // A line whose certificate does not match its own hash carries none.
+        let mut forged = issued(4, 4, A);
+        for (name, value) in audit::issued_certificate_fields(&der) {
+            forged.fields.insert(name.into(), value);
+        }
+        forged
+            .fields
+            .insert("cert_sha256".into(), json!(hex::encode([0u8; 32])));
+        assert!(audit::issued_certificate(&forged.fields).is_none());
+        assert_eq!(audit::issued_certificate(&line.fields), Some(der));
     }
 }

@@ -444,7 +444,7 @@ impl Authority {
         };
         self.store.record_certificate(&record)?;
         let more = record_more(&record);
-        let audit = serde_json::json!({
+        let mut audit = serde_json::json!({
             "serial": record.intent.serial.to_hex(),
             "agent": auth.agent.as_str(),
             "method": request.method.to_string(),
@@ -453,8 +453,12 @@ impl Authority {
             "key_sha256": record.intent.key_sha256,
             "dns": auth.dns,
             "ips": auth.ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "cert_sha256": hex::encode(Sha256::digest(&record.der)),
         });
+        if let Some(fields) = audit.as_object_mut() {
+            for (name, value) in crate::audit::issued_certificate_fields(&record.der) {
+                fields.insert(name.into(), value);
+            }
+        }
         Ok(StagedIssuance {
             record,
             audit,

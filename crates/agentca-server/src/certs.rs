@@ -215,9 +215,7 @@ fn issue(
             TlsName::Dns(_) => None,
         })
         .collect();
-    authority.audit().append(
-        "cert.issued",
-        serde_json::json!({
+    let mut line = serde_json::json!({
             "serial": record.intent.serial.to_hex(),
             "agent": agent,
             "method": record.intent.method.to_string(),
@@ -230,9 +228,13 @@ fn issue(
             "key_sha256": key_sha256,
             "dns": dns,
             "ips": ips,
-            "cert_sha256": hex::encode(Sha256::digest(&record.der)),
-        }),
-    )?;
+    });
+    if let Some(fields) = line.as_object_mut() {
+        for (name, value) in agentca_core::audit::issued_certificate_fields(&record.der) {
+            fields.insert(name.into(), value);
+        }
+    }
+    authority.audit().append("cert.issued", line)?;
     authority.audit().sync()?;
     Ok(record)
 }
