@@ -92,6 +92,10 @@ macro_rules! store_battery {
                 with_store($crate::battery::nodes::nonces_are_redeemed_once)
             }
             #[test]
+            fn concurrent_reads_each_get_their_own_record() {
+                with_store($crate::battery::concurrent_reads_each_get_their_own_record)
+            }
+            #[test]
             fn concurrent_redemptions_each_get_their_own_answer() {
                 with_store($crate::battery::nodes::concurrent_redemptions_each_get_their_own_answer)
             }
@@ -225,6 +229,60 @@ pub(crate) fn issue(store: &dyn Store, intent: IssuanceIntent) -> CertificateRec
     let record = certificate(intent);
     store.record_certificate(&record).unwrap();
     record
+}
+
+/// Many requests reading at once, as a busy node's do (a store may answer them together):
+/// agents, accounts by key, blocked keys, present and absent, each caller its own answer.
+pub fn concurrent_reads_each_get_their_own_record(store: &dyn Store) {
+    const KINDS: usize = 4;
+    let agents: Vec<AgentRecord> = (0..KINDS)
+        .map(|i| {
+            let agent = AgentRecord {
+                id: format!("spiffe://example.org/agent/reader-{i}"),
+                owner: Some(format!("team-{i}")),
+                policy: None,
+                dns: vec![],
+                disabled: false,
+                created_at: now(),
+            };
+            store.insert_agent(&agent).unwrap();
+            agent
+        })
+        .collect();
+    let accounts: Vec<_> = (0..KINDS)
+        .map(|i| acme::account_in(store, &format!("reader-{i}")))
+        .collect();
+    let blocked = [[0xB1u8; 32], [0xB2u8; 32]];
+    for key in &blocked {
+        store.block_key(key).unwrap();
+    }
+    std::thread::scope(|s| {
+        for t in 0..16usize {
+            let (agents, accounts) = (&agents, &accounts);
+            s.spawn(move || {
+                for round in 0..30usize {
+                    let i = (t + round) % KINDS;
+                    assert_eq!(
+                        store.agent(&agents[i].id).unwrap().as_ref(),
+                        Some(&agents[i])
+                    );
+                    assert_eq!(
+                        store.agent(&format!("{}-gone", agents[i].id)).unwrap(),
+                        None
+                    );
+                    assert_eq!(
+                        store
+                            .acme_account_by_thumbprint(&accounts[i].thumbprint)
+                            .unwrap()
+                            .as_ref(),
+                        Some(&accounts[i])
+                    );
+                    let key = [0xB1 + u8::try_from(i).unwrap(); 32];
+                    assert_eq!(store.is_key_blocked(&key).unwrap(), i < blocked.len());
+                }
+            });
+        }
+    });
 }
 
 pub fn agents(store: &dyn Store) {
