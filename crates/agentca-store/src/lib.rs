@@ -45,6 +45,18 @@ pub use sled_store::SledStore;
 
 use time::OffsetDateTime;
 
+/// What [`Store::issuance_facts`] reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IssuanceFacts {
+    /// The agent, if registered.
+    pub agent: Option<AgentRecord>,
+    /// Whether the request's key is blocked ([`Store::block_key`]).
+    pub key_blocked: bool,
+    /// Whether the request's key is an ACME account's key (asked only when a thumbprint is
+    /// given).
+    pub account_key: bool,
+}
+
 /// Result alias for store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -103,6 +115,25 @@ pub trait Store: Send + Sync {
     fn block_key(&self, key_sha256: &[u8; 32]) -> Result<()>;
     /// Whether a key is blocked.
     fn is_key_blocked(&self, key_sha256: &[u8; 32]) -> Result<bool>;
+
+    /// What authorizing an issuance reads, in one round trip where a call is one:
+    /// [`Store::agent`], [`Store::is_key_blocked`] of the request's key, and, when
+    /// `account_thumbprint` is given, whether an ACME account has that key.
+    fn issuance_facts(
+        &self,
+        agent_id: &str,
+        key_sha256: &[u8; 32],
+        account_thumbprint: Option<&str>,
+    ) -> Result<IssuanceFacts> {
+        Ok(IssuanceFacts {
+            agent: self.agent(agent_id)?,
+            key_blocked: self.is_key_blocked(key_sha256)?,
+            account_key: match account_thumbprint {
+                Some(thumbprint) => self.acme_account_by_thumbprint(thumbprint)?.is_some(),
+                None => false,
+            },
+        })
+    }
 
     /// Stores a new token; [`StoreError::AlreadyExists`] if the id is taken.
     fn insert_token(&self, token: &TokenRecord) -> Result<()>;
@@ -165,6 +196,19 @@ pub trait Store: Send + Sync {
     /// exactly one of several concurrent finalizes moves `ready` to `processing`);
     /// [`StoreError::Conflict`] otherwise. An order that gains a certificate is indexed by it.
     fn update_acme_order(&self, order: &AcmeOrder, expected: AcmeOrderStatus) -> Result<()>;
+    /// [`Store::record_certificate`], then, only if it succeeded, [`Store::update_acme_order`]
+    /// of the order that certificate completes: one round trip where a call is one. The outer
+    /// error is the certificate's (the order is then untouched), the inner one the order's
+    /// (the certificate is then recorded all the same).
+    fn record_certificate_of_order(
+        &self,
+        record: &CertificateRecord,
+        order: &AcmeOrder,
+        expected: AcmeOrderStatus,
+    ) -> Result<Result<()>> {
+        self.record_certificate(record)?;
+        Ok(self.update_acme_order(order, expected))
+    }
     /// The order that produced a certificate.
     fn acme_order_of_certificate(&self, serial: &Serial) -> Result<Option<AcmeOrder>>;
     /// A certificate an ACME order produced, with that order (a download must check whose it

@@ -309,6 +309,70 @@ pub fn acme_orders_and_authorizations(store: &dyn Store) {
     assert_eq!(store.acme_certificate(&serial(8)).unwrap(), None);
 }
 
+/// A certificate recorded with the order it completes: both or, when the certificate cannot
+/// be recorded, neither; an order that moved on meanwhile leaves the certificate recorded.
+pub fn a_certificate_completes_its_order(store: &dyn Store) {
+    let mut processing = order("o-done", "acct", None);
+    processing.status = AcmeOrderStatus::Processing;
+    store.insert_acme_order(&processing, &[], now()).unwrap();
+    let mut valid = processing.clone();
+    valid.status = AcmeOrderStatus::Valid;
+
+    // No reservation: refused, the order untouched.
+    let unreserved = certificate(intent(700));
+    valid.certificate = Some(unreserved.intent.serial);
+    assert!(matches!(
+        store.record_certificate_of_order(&unreserved, &valid, AcmeOrderStatus::Processing),
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(store.acme_order("o-done").unwrap(), Some(processing.clone()));
+
+    store.reserve_serial(&intent(701)).unwrap();
+    let record = certificate(intent(701));
+    valid.certificate = Some(record.intent.serial);
+    store
+        .record_certificate_of_order(&record, &valid, AcmeOrderStatus::Processing)
+        .unwrap()
+        .unwrap();
+    assert_eq!(store.acme_order("o-done").unwrap(), Some(valid.clone()));
+    assert_eq!(
+        store.acme_certificate(&record.intent.serial).unwrap(),
+        Some((valid.clone(), record.clone()))
+    );
+
+    // The same certificate again: it has one already, the order stays as it is.
+    let mut other = valid.clone();
+    other.error = Some("must not be stored".into());
+    assert!(matches!(
+        store.record_certificate_of_order(&record, &other, AcmeOrderStatus::Valid),
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(store.acme_order("o-done").unwrap(), Some(valid.clone()));
+
+    // The order moved on (no longer processing): the certificate is recorded, the order's
+    // answer is a conflict; an unknown order's is not-found.
+    for (n, id, expect_conflict) in [(702, "o-done", true), (703, "o-none", false)] {
+        store.reserve_serial(&intent(n)).unwrap();
+        let record = certificate(intent(n));
+        let mut target = valid.clone();
+        target.id = id.into();
+        target.certificate = Some(record.intent.serial);
+        let order_answer = store
+            .record_certificate_of_order(&record, &target, AcmeOrderStatus::Processing)
+            .unwrap();
+        if expect_conflict {
+            assert!(matches!(order_answer, Err(StoreError::Conflict { .. })), "{order_answer:?}");
+        } else {
+            assert!(matches!(order_answer, Err(StoreError::NotFound { .. })), "{order_answer:?}");
+        }
+        assert!(matches!(
+            store.serial(&record.intent.serial).unwrap(),
+            Some(crate::SerialEntry::Issued(_))
+        ));
+    }
+    assert_eq!(store.acme_order("o-done").unwrap(), Some(valid));
+}
+
 pub fn acme_replacement_claims(store: &dyn Store) {
     let first = order("r1", "acct", Some("cert.A"));
     store.insert_acme_order(&first, &[], now()).unwrap();

@@ -148,6 +148,14 @@ macro_rules! store_battery {
                 with_store($crate::battery::acme::acme_key_rollover_is_atomic)
             }
             #[test]
+            fn issuance_facts_are_the_single_reads() {
+                with_store($crate::battery::issuance_facts_are_the_single_reads)
+            }
+            #[test]
+            fn a_certificate_completes_its_order() {
+                with_store($crate::battery::acme::a_certificate_completes_its_order)
+            }
+            #[test]
             fn acme_orders_and_authorizations() {
                 with_store($crate::battery::acme::acme_orders_and_authorizations)
             }
@@ -655,6 +663,36 @@ pub fn crl_numbers_increase_even_when_the_clock_steps_back(store: &dyn Store) {
     assert!(a.number < b.number && b.number < c.number);
     assert!(b.this_update >= a.this_update, "thisUpdate went backwards");
     assert_eq!(store.crl_state().unwrap(), Some(c));
+}
+
+/// The reads of an issuance's authorization, together: each fact as the single reads give it.
+pub fn issuance_facts_are_the_single_reads(store: &dyn Store) {
+    let agent = AgentRecord {
+        id: "spiffe://example.org/agent/facts".into(),
+        owner: None,
+        policy: Some("p".into()),
+        dns: vec!["facts.example.org".into()],
+        disabled: true,
+        created_at: now(),
+    };
+    store.insert_agent(&agent).unwrap();
+    let account = acme::account_in(store, "facts");
+    let (blocked, free) = ([0x42u8; 32], [0x43u8; 32]);
+    store.block_key(&blocked).unwrap();
+    for agent_id in [agent.id.as_str(), "spiffe://example.org/agent/none"] {
+        for key in [blocked, free] {
+            for thumbprint in [None, Some(account.thumbprint.as_str()), Some("tp-none")] {
+                let facts = store.issuance_facts(agent_id, &key, thumbprint).unwrap();
+                assert_eq!(facts.agent, store.agent(agent_id).unwrap(), "{agent_id}");
+                assert_eq!(facts.key_blocked, key == blocked);
+                assert_eq!(
+                    facts.account_key,
+                    thumbprint == Some(account.thumbprint.as_str()),
+                    "{thumbprint:?}"
+                );
+            }
+        }
+    }
 }
 
 pub fn blocked_keys(store: &dyn Store) {

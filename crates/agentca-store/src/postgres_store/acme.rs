@@ -282,20 +282,55 @@ pub(super) fn update_order(
     order: &AcmeOrder,
     expected: AcmeOrderStatus,
 ) -> Result<()> {
-    let id = order.id.clone();
-    let status = status_name(&order.status)?;
-    let expected_name = status_name(&expected)?;
-    let certificate = order.certificate.map(|s| s.as_bytes().to_vec());
-    let body = to_json(order)?;
+    let columns = OrderColumns::of(order, expected)?;
     let (updated, found) = pool.run(move |c| {
         let updated = c.execute(
             "UPDATE acme_orders SET status = $3, certificate = $4, body = $5
              WHERE id = $1 AND status = $2",
-            &[&id, &expected_name, &status, &certificate, &body],
+            &[
+                &columns.id,
+                &columns.expected,
+                &columns.status,
+                &columns.certificate,
+                &columns.body,
+            ],
         )?;
-        let found = updated == 1 || exists(c, "SELECT 1 FROM acme_orders WHERE id = $1", &id)?;
+        let found =
+            updated == 1 || exists(c, "SELECT 1 FROM acme_orders WHERE id = $1", &columns.id)?;
         Ok((updated, found))
     })?;
+    order_outcome(order, expected, updated, found)
+}
+
+/// An order's columns for a compare-and-set update, owned, for a job on a pool thread.
+pub(super) struct OrderColumns {
+    pub(super) id: String,
+    pub(super) expected: String,
+    pub(super) status: String,
+    pub(super) certificate: Option<Vec<u8>>,
+    pub(super) body: String,
+}
+
+impl OrderColumns {
+    pub(super) fn of(order: &AcmeOrder, expected: AcmeOrderStatus) -> Result<Self> {
+        Ok(Self {
+            id: order.id.clone(),
+            expected: status_name(&expected)?,
+            status: status_name(&order.status)?,
+            certificate: order.certificate.map(|s| s.as_bytes().to_vec()),
+            body: to_json(order)?,
+        })
+    }
+}
+
+/// What a compare-and-set update of `order` came to: `updated` rows changed, and whether the
+/// order was `found` at all.
+pub(super) fn order_outcome(
+    order: &AcmeOrder,
+    expected: AcmeOrderStatus,
+    updated: u64,
+    found: bool,
+) -> Result<()> {
     match (updated, found) {
         (1, _) => Ok(()),
         (_, true) => Err(StoreError::Conflict {

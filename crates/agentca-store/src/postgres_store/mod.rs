@@ -34,7 +34,8 @@ use self::batch::Batcher;
 use self::pool::{Connection, Pool, Tx};
 use crate::{
     AcmeAccount, AcmeAuthorization, AcmeAuthorizationStatus, AcmeOrder, AcmeOrderStatus,
-    AgentRecord, CertificateFilter, CertificateRecord, CrlState, IssuanceIntent, RateDecision,
+    AgentRecord, CertificateFilter, CertificateRecord, CrlState, IssuanceFacts, IssuanceIntent,
+    RateDecision,
     Result, Revocation, RevocationFeed, RevokedEntry, ScepTransaction, Serial, SerialEntry, Store,
     StoreError, TokenRecord,
 };
@@ -280,6 +281,47 @@ fn unix(t: OffsetDateTime) -> i64 {
     t.unix_timestamp()
 }
 
+/// The one row of a statement that always returns one.
+fn only_row(rows: &[postgres::Row]) -> Result<&postgres::Row> {
+    rows.first()
+        .ok_or_else(|| StoreError::Backend("a one-row statement returned none".into()))
+}
+
+/// A certificate's columns in `serials`, owned, for a job on a pool thread.
+struct CertificateColumns {
+    entry: String,
+    der: Vec<u8>,
+    agent: String,
+    key: String,
+    not_after: i64,
+}
+
+impl CertificateColumns {
+    fn of(record: &CertificateRecord) -> Result<Self> {
+        Ok(Self {
+            entry: to_json(&SerialEntry::Issued(record.clone()))?,
+            der: record.der.clone(),
+            agent: record.intent.agent_id.clone(),
+            key: record.intent.key_sha256.clone(),
+            not_after: unix(record.intent.not_after),
+        })
+    }
+}
+
+/// What recording a certificate came to: `stored` rows changed, and whether the serial was
+/// `reserved` at all.
+fn certificate_outcome(serial: &Serial, stored: u64, reserved: bool) -> Result<()> {
+    match (stored, reserved) {
+        (1, _) => Ok(()),
+        (_, true) => Err(StoreError::Conflict {
+            what: format!("serial {serial} already has a certificate"),
+        }),
+        (_, false) => Err(StoreError::NotFound {
+            what: format!("reservation for serial {serial}"),
+        }),
+    }
+}
+
 impl PostgresStore {
     /// Spends a nonce, in one statement with the redemptions of other requests that arrive
     /// meanwhile (see [`batch`]); answers whether it was fresh, and the account's record.
@@ -476,11 +518,7 @@ impl Store for PostgresStore {
 
     fn record_certificate(&self, record: &CertificateRecord) -> Result<()> {
         let serial = record.intent.serial;
-        let agent = record.intent.agent_id.clone();
-        let key = record.intent.key_sha256.clone();
-        let not_after = unix(record.intent.not_after);
-        let entry = to_json(&SerialEntry::Issued(record.clone()))?;
-        let der = record.der.clone();
+        let columns = CertificateColumns::of(record)?;
         let (stored, reserved) = self.pool.run(move |c| {
             let bytes = serial.as_bytes().as_slice();
             // Only a reservation without a certificate moves to issued: racing recorders of
@@ -489,21 +527,83 @@ impl Store for PostgresStore {
                 "UPDATE serials SET entry = $2, der = $3, agent_id = $4, key_sha256 = $5,
                      not_after = $6
                  WHERE serial = $1 AND der IS NULL",
-                &[&bytes, &entry, &der, &agent, &key, &not_after],
+                &[
+                    &bytes,
+                    &columns.entry,
+                    &columns.der,
+                    &columns.agent,
+                    &columns.key,
+                    &columns.not_after,
+                ],
             )?;
             let reserved =
                 stored == 1 || exists(c, "SELECT 1 FROM serials WHERE serial = $1", &bytes)?;
             Ok((stored, reserved))
         })?;
-        match (stored, reserved) {
-            (1, _) => Ok(()),
-            (_, true) => Err(StoreError::Conflict {
-                what: format!("serial {serial} already has a certificate"),
-            }),
-            (_, false) => Err(StoreError::NotFound {
-                what: format!("reservation for serial {serial}"),
-            }),
-        }
+        certificate_outcome(&serial, stored, reserved)
+    }
+
+    fn record_certificate_of_order(
+        &self,
+        record: &CertificateRecord,
+        order: &AcmeOrder,
+        expected: AcmeOrderStatus,
+    ) -> Result<Result<()>> {
+        let serial = record.intent.serial;
+        let columns = CertificateColumns::of(record)?;
+        let order_columns = acme::OrderColumns::of(order, expected)?;
+        let (stored, updated, reserved, found) = self.pool.run(move |c| {
+            let bytes = serial.as_bytes().as_slice();
+            // The order moves only with its certificate: a statement's parts see one snapshot,
+            // and the order's part waits for the certificate's row.
+            let rows = c.query(
+                "WITH certificate AS (
+                     UPDATE serials SET entry = $2, der = $3, agent_id = $4, key_sha256 = $5,
+                         not_after = $6
+                     WHERE serial = $1 AND der IS NULL
+                     RETURNING 1
+                 ), completed AS (
+                     UPDATE acme_orders SET status = $9, certificate = $10, body = $11
+                     WHERE id = $7 AND status = $8 AND EXISTS (SELECT 1 FROM certificate)
+                     RETURNING 1
+                 )
+                 SELECT (SELECT count(*) FROM certificate), (SELECT count(*) FROM completed)",
+                &[
+                    &bytes,
+                    &columns.entry,
+                    &columns.der,
+                    &columns.agent,
+                    &columns.key,
+                    &columns.not_after,
+                    &order_columns.id,
+                    &order_columns.expected,
+                    &order_columns.status,
+                    &order_columns.certificate,
+                    &order_columns.body,
+                ],
+            )?;
+            let row = only_row(&rows)?;
+            let stored: i64 = column(row, 0, "certificate")?;
+            let updated: i64 = column(row, 1, "order")?;
+            // What went wrong, read only when something did.
+            let reserved =
+                stored == 1 || exists(c, "SELECT 1 FROM serials WHERE serial = $1", &bytes)?;
+            let found = stored != 1
+                || updated == 1
+                || exists(
+                    c,
+                    "SELECT 1 FROM acme_orders WHERE id = $1",
+                    &order_columns.id,
+                )?;
+            Ok((stored, updated, reserved, found))
+        })?;
+        certificate_outcome(&serial, u64::try_from(stored).unwrap_or(0), reserved)?;
+        Ok(acme::order_outcome(
+            order,
+            expected,
+            u64::try_from(updated).unwrap_or(0),
+            found,
+        ))
     }
 
     fn serial(&self, serial: &Serial) -> Result<Option<SerialEntry>> {
@@ -659,6 +759,35 @@ impl Store for PostgresStore {
                 &[&key.as_slice()],
             )
             .map(drop)
+        })
+    }
+
+    fn issuance_facts(
+        &self,
+        agent_id: &str,
+        key_sha256: &[u8; 32],
+        account_thumbprint: Option<&str>,
+    ) -> Result<IssuanceFacts> {
+        let agent_id = agent_id.to_owned();
+        let key = *key_sha256;
+        let thumbprint = account_thumbprint.map(str::to_owned);
+        self.pool.run(move |c| {
+            let rows = c.query(
+                "SELECT (SELECT body FROM agents WHERE id = $1),
+                     EXISTS (SELECT 1 FROM blocked_keys WHERE key_sha256 = $2),
+                     $3::text IS NOT NULL
+                         AND EXISTS (SELECT 1 FROM acme_accounts WHERE thumbprint = $3)",
+                &[&agent_id, &key.as_slice(), &thumbprint],
+            )?;
+            let row = only_row(&rows)?;
+            let agent = column::<Option<String>>(row, 0, &agent_id)?
+                .map(|body| from_json("agent", &body))
+                .transpose()?;
+            Ok(IssuanceFacts {
+                agent,
+                key_blocked: column(row, 1, "blocked key")?,
+                account_key: column(row, 2, "account key")?,
+            })
         })
     }
 
