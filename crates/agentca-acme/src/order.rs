@@ -477,14 +477,9 @@ impl AcmeService {
             .filter_map(Identifier::from_record)
             .collect();
         check_csr_names(&csr, &identifiers, &order.agent_id)?;
-        if let Some(tp) = spki_thumbprint(csr.spki_der())
-            && self.store().acme_account_by_thumbprint(&tp)?.is_some()
-        {
-            return Err(AcmeError::new(
-                ProblemType::BadCsr,
-                "the CSR's public key is an ACME account key; certificate keys must differ from account keys",
-            ));
-        }
+        // The issuer refuses a key some account uses (RFC 8555 §11.1), in the read that
+        // fetches the agent.
+        let csr_key_thumbprint = spki_thumbprint(csr.spki_der());
 
         // The one finalize that moves ready → processing issues; the others see its result.
         let mut processing = order.clone();
@@ -517,25 +512,27 @@ impl AcmeService {
             lifetime: None,
             validated_dns: &dns,
             validated_ips: &ips,
+            csr_key_thumbprint: csr_key_thumbprint.as_deref(),
         };
-        let mut committed: Option<AcmeOrder> = None;
-        let staged = self.authority.stage_issue(&request, |record| {
-            let mut valid = processing.clone();
-            valid.status = AcmeOrderStatus::Valid;
-            valid.certificate = Some(record.intent.serial);
-            self.store()
-                .update_acme_order(&valid, AcmeOrderStatus::Processing)?;
-            committed = Some(valid);
-            Ok(())
+        let mut valid: Option<AcmeOrder> = None;
+        let staged = self.authority.stage_issue_for_order(&request, |record| {
+            let mut completed = processing.clone();
+            completed.status = AcmeOrderStatus::Valid;
+            completed.certificate = Some(record.intent.serial);
+            valid = Some(completed.clone());
+            completed
         });
         match staged {
-            Ok(staged) => Ok(Finalized::Issuing(Box::new((
-                staged,
-                PendingFinalize {
-                    ready: order,
-                    committed,
-                },
-            )))),
+            Ok(staged) => {
+                let committed = valid.filter(|_| staged.recorded_more());
+                Ok(Finalized::Issuing(Box::new((
+                    staged,
+                    PendingFinalize {
+                        ready: order,
+                        committed,
+                    },
+                ))))
+            }
             Err(e) => {
                 self.reopen(&order);
                 Err(e.into())

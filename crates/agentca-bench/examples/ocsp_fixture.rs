@@ -124,6 +124,7 @@ fn main() {
                                 lifetime: None,
                                 validated_dns: &[],
                                 validated_ips: &[],
+                                csr_key_thumbprint: None,
                             })
                             .expect("issue");
                         if (n + 1) % 10_000 == 0 {

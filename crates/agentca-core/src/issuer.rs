@@ -27,8 +27,8 @@ use crate::policy::PolicySet;
 use crate::profile::{self, Authorization, LeafExpectation, Urls};
 use crate::signer::{RcgenSigner, Signer};
 use crate::store::{
-    AgentRecord, CertificateRecord, EnrollmentMethod, IssuanceIntent, RateDecision, Revocation,
-    RevocationReason, Serial, Store, StoreError,
+    AcmeOrder, AcmeOrderStatus, AgentRecord, CertificateRecord, EnrollmentMethod, IssuanceIntent,
+    RateDecision, Revocation, RevocationReason, Serial, Store, StoreError,
 };
 
 mod commit_thread;
@@ -243,6 +243,9 @@ pub struct IssueRequest<'a> {
     pub validated_dns: &'a [String],
     /// IP addresses proven the same way.
     pub validated_ips: &'a [IpAddr],
+    /// The CSR key's JWK thumbprint (RFC 7638), given by a front end that refuses a key some
+    /// ACME account already uses (RFC 8555 §11.1): looked up with the agent, in one read.
+    pub csr_key_thumbprint: Option<&'a str>,
 }
 
 /// The CA's decision-making and recording roles around one [`IssuingCa`].
@@ -271,6 +274,11 @@ impl StagedIssuance {
     /// The certificate, stored but not yet durable: not to be handed out before commit.
     pub fn record(&self) -> &CertificateRecord {
         &self.record
+    }
+
+    /// Whether the front end's own record (`record_more`, or the completed order) was stored.
+    pub fn recorded_more(&self) -> bool {
+        self.more.is_ok()
     }
 }
 
@@ -356,6 +364,7 @@ impl Authority {
             lifetime,
             validated_dns: &[],
             validated_ips: &[],
+            csr_key_thumbprint: None,
         })
     }
 
@@ -411,6 +420,34 @@ impl Authority {
         request: &IssueRequest<'_>,
         record_more: impl FnOnce(&CertificateRecord) -> Result<()>,
     ) -> Result<StagedIssuance> {
+        self.stage(request, |store, record| {
+            store.record_certificate(record)?;
+            Ok(record_more(record))
+        })
+    }
+
+    /// [`Authority::stage_issue`] for the ACME order the certificate completes: `completed`
+    /// gives the order as it is to be stored with the certificate, in the same store call,
+    /// replacing it only while it is still `processing`. A conflict there is the staged
+    /// issuance's `record_more` result; the certificate is recorded all the same.
+    pub fn stage_issue_for_order(
+        &self,
+        request: &IssueRequest<'_>,
+        completed: impl FnOnce(&CertificateRecord) -> AcmeOrder,
+    ) -> Result<StagedIssuance> {
+        self.stage(request, |store, record| {
+            let order = completed(record);
+            Ok(store
+                .record_certificate_of_order(record, &order, AcmeOrderStatus::Processing)?
+                .map_err(Error::from))
+        })
+    }
+
+    fn stage(
+        &self,
+        request: &IssueRequest<'_>,
+        store_it: impl FnOnce(&dyn Store, &CertificateRecord) -> Result<Result<()>>,
+    ) -> Result<StagedIssuance> {
         let now = profile::whole_seconds(OffsetDateTime::now_utc());
         let auth = match self.authorize(request, now) {
             Ok(auth) => auth,
@@ -442,8 +479,7 @@ impl Authority {
             issued_at: now,
             revocation: None,
         };
-        self.store.record_certificate(&record)?;
-        let more = record_more(&record);
+        let more = store_it(self.store.as_ref(), &record)?;
         let mut audit = serde_json::json!({
             "serial": record.intent.serial.to_hex(),
             "agent": auth.agent.as_str(),
@@ -581,9 +617,13 @@ impl Authority {
                 self.ca.trust_domain
             )));
         }
-        let record = self
-            .store
-            .agent(agent.as_str())?
+        let facts = self.store.issuance_facts(
+            agent.as_str(),
+            request.csr.key_sha256(),
+            request.csr_key_thumbprint,
+        )?;
+        let record = facts
+            .agent
             .ok_or_else(|| Error::UnknownAgent(agent.to_string()))?;
         if record.disabled {
             return Err(Error::AgentDisabled(agent.to_string()));
@@ -627,9 +667,14 @@ impl Authority {
                 "the request carries one of this CA's own public keys".into(),
             ));
         }
-        if self.store.is_key_blocked(csr.key_sha256())? {
+        if facts.key_blocked {
             return Err(Error::UnsupportedKey(
                 "the key is blocked: a certificate for it was revoked for keyCompromise".into(),
+            ));
+        }
+        if facts.account_key {
+            return Err(Error::BadCsr(
+                "the CSR's public key is an ACME account key; certificate keys must differ from account keys".into(),
             ));
         }
         let lifetime = policy.lifetime(request.lifetime)?;

@@ -217,6 +217,7 @@ mod tests {
                 lifetime: None,
                 validated_dns: &[],
                 validated_ips: &[],
+                csr_key_thumbprint: None,
             })
             .unwrap()
     }

@@ -126,6 +126,7 @@ impl Requester {
             lifetime: None,
             validated_dns: &[],
             validated_ips: &[],
+            csr_key_thumbprint: None,
         }
     }
 }

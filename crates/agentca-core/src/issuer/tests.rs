@@ -454,6 +454,7 @@ fn csr9_no_certificate_outlives_the_issuing_ca() {
         lifetime: None,
         validated_dns: &[],
         validated_ips: &[],
+        csr_key_thumbprint: None,
     };
     // One hour of CA life left and a 24-hour default: refused, naming the CA's notAfter.
     let err = t
@@ -1307,6 +1308,7 @@ fn serials_of_a_thousand_issuances_look_random() {
         lifetime: None,
         validated_dns: &[],
         validated_ips: &[],
+        csr_key_thumbprint: None,
     };
     let serials: Vec<[u8; 16]> = (0..1000)
         .map(|_| *t.authority.issue(&issue).unwrap().intent.serial.as_bytes())

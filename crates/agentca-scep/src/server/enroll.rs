@@ -157,6 +157,7 @@ impl ScepService {
             lifetime: None,
             validated_dns: &[],
             validated_ips: &[],
+            csr_key_thumbprint: None,
         };
         self.authority.precheck(&issue).map_err(core_refusal)?;
         if let Some(token_id) = &requester.token_id {

@@ -325,7 +325,10 @@ pub fn a_certificate_completes_its_order(store: &dyn Store) {
         store.record_certificate_of_order(&unreserved, &valid, AcmeOrderStatus::Processing),
         Err(StoreError::NotFound { .. })
     ));
-    assert_eq!(store.acme_order("o-done").unwrap(), Some(processing.clone()));
+    assert_eq!(
+        store.acme_order("o-done").unwrap(),
+        Some(processing.clone())
+    );
 
     store.reserve_serial(&intent(701)).unwrap();
     let record = certificate(intent(701));
@@ -361,9 +364,15 @@ pub fn a_certificate_completes_its_order(store: &dyn Store) {
             .record_certificate_of_order(&record, &target, AcmeOrderStatus::Processing)
             .unwrap();
         if expect_conflict {
-            assert!(matches!(order_answer, Err(StoreError::Conflict { .. })), "{order_answer:?}");
+            assert!(
+                matches!(order_answer, Err(StoreError::Conflict { .. })),
+                "{order_answer:?}"
+            );
         } else {
-            assert!(matches!(order_answer, Err(StoreError::NotFound { .. })), "{order_answer:?}");
+            assert!(
+                matches!(order_answer, Err(StoreError::NotFound { .. })),
+                "{order_answer:?}"
+            );
         }
         assert!(matches!(
             store.serial(&record.intent.serial).unwrap(),

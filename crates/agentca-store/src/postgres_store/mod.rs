@@ -35,9 +35,8 @@ use self::pool::{Connection, Pool, Tx};
 use crate::{
     AcmeAccount, AcmeAuthorization, AcmeAuthorizationStatus, AcmeOrder, AcmeOrderStatus,
     AgentRecord, CertificateFilter, CertificateRecord, CrlState, IssuanceFacts, IssuanceIntent,
-    RateDecision,
-    Result, Revocation, RevocationFeed, RevokedEntry, ScepTransaction, Serial, SerialEntry, Store,
-    StoreError, TokenRecord,
+    RateDecision, Result, Revocation, RevocationFeed, RevokedEntry, ScepTransaction, Serial,
+    SerialEntry, Store, StoreError, TokenRecord,
 };
 
 /// How the store connects.
