@@ -46,7 +46,7 @@ pub use sled_store::SledStore;
 use time::OffsetDateTime;
 
 /// What [`Store::issuance_facts`] reads.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IssuanceFacts {
     /// The agent, if registered.
     pub agent: Option<AgentRecord>,

@@ -4,7 +4,7 @@
 
 use time::OffsetDateTime;
 
-use super::pool::{Pool, Tx};
+use super::pool::{Connection, Pool, Tx};
 use super::{column, exists, from_json, issued, record, to_json, unix, use_token};
 use crate::rate::{Gcra, decode_tat, limited};
 use crate::{
@@ -287,16 +287,9 @@ pub(super) fn update_order(
         let updated = c.execute(
             "UPDATE acme_orders SET status = $3, certificate = $4, body = $5
              WHERE id = $1 AND status = $2",
-            &[
-                &columns.id,
-                &columns.expected,
-                &columns.status,
-                &columns.certificate,
-                &columns.body,
-            ],
+            &columns.params(),
         )?;
-        let found =
-            updated == 1 || exists(c, "SELECT 1 FROM acme_orders WHERE id = $1", &columns.id)?;
+        let found = updated == 1 || order_exists(c, &columns.id)?;
         Ok((updated, found))
     })?;
     order_outcome(order, expected, updated, found)
@@ -312,6 +305,17 @@ pub(super) struct OrderColumns {
 }
 
 impl OrderColumns {
+    /// Id, expected status, then the new status, certificate and body.
+    pub(super) fn params(&self) -> [&(dyn postgres::types::ToSql + Sync); 5] {
+        [
+            &self.id,
+            &self.expected,
+            &self.status,
+            &self.certificate,
+            &self.body,
+        ]
+    }
+
     pub(super) fn of(order: &AcmeOrder, expected: AcmeOrderStatus) -> Result<Self> {
         Ok(Self {
             id: order.id.clone(),
@@ -321,6 +325,11 @@ impl OrderColumns {
             body: to_json(order)?,
         })
     }
+}
+
+/// Whether an order `id` is stored.
+pub(super) fn order_exists(c: &mut Connection, id: &str) -> Result<bool> {
+    exists(c, "SELECT 1 FROM acme_orders WHERE id = $1", &id)
 }
 
 /// What a compare-and-set update of `order` came to: `updated` rows changed, and whether the

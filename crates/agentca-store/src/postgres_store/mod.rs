@@ -280,6 +280,22 @@ fn unix(t: OffsetDateTime) -> i64 {
     t.unix_timestamp()
 }
 
+/// Fills a reserved serial with its certificate ($1 the serial, then
+/// [`CertificateColumns::params`]): only a reservation without a certificate moves to issued,
+/// so racing recorders of one serial cannot both succeed.
+macro_rules! fill_serial {
+    () => {
+        "UPDATE serials SET entry = $2, der = $3, agent_id = $4, key_sha256 = $5, not_after = $6
+         WHERE serial = $1 AND der IS NULL"
+    };
+}
+
+/// Whether `serial` is reserved, given the rows `stored` by `fill_serial!`; read only when
+/// none was.
+fn reserved(c: &mut Connection, stored: u64, serial: &&[u8]) -> Result<bool> {
+    Ok(stored == 1 || exists(c, "SELECT 1 FROM serials WHERE serial = $1", serial)?)
+}
+
 /// The one row of a statement that always returns one.
 fn only_row(rows: &[postgres::Row]) -> Result<&postgres::Row> {
     rows.first()
@@ -296,6 +312,18 @@ struct CertificateColumns {
 }
 
 impl CertificateColumns {
+    /// The parameters of `fill_serial!`, the serial first.
+    fn params<'a>(&'a self, serial: &'a &'a [u8]) -> [&'a (dyn postgres::types::ToSql + Sync); 6] {
+        [
+            serial,
+            &self.entry,
+            &self.der,
+            &self.agent,
+            &self.key,
+            &self.not_after,
+        ]
+    }
+
     fn of(record: &CertificateRecord) -> Result<Self> {
         Ok(Self {
             entry: to_json(&SerialEntry::Issued(record.clone()))?,
@@ -522,22 +550,8 @@ impl Store for PostgresStore {
             let bytes = serial.as_bytes().as_slice();
             // Only a reservation without a certificate moves to issued: racing recorders of
             // one serial cannot both succeed.
-            let stored = c.execute(
-                "UPDATE serials SET entry = $2, der = $3, agent_id = $4, key_sha256 = $5,
-                     not_after = $6
-                 WHERE serial = $1 AND der IS NULL",
-                &[
-                    &bytes,
-                    &columns.entry,
-                    &columns.der,
-                    &columns.agent,
-                    &columns.key,
-                    &columns.not_after,
-                ],
-            )?;
-            let reserved =
-                stored == 1 || exists(c, "SELECT 1 FROM serials WHERE serial = $1", &bytes)?;
-            Ok((stored, reserved))
+            let stored = c.execute(fill_serial!(), &columns.params(&bytes))?;
+            Ok((stored, reserved(c, stored, &bytes)?))
         })?;
         certificate_outcome(&serial, stored, reserved)
     }
@@ -551,58 +565,35 @@ impl Store for PostgresStore {
         let serial = record.intent.serial;
         let columns = CertificateColumns::of(record)?;
         let order_columns = acme::OrderColumns::of(order, expected)?;
-        let (stored, updated, reserved, found) = self.pool.run(move |c| {
+        let (stored, reserved, updated, found) = self.pool.run(move |c| {
             let bytes = serial.as_bytes().as_slice();
+            let mut params = columns.params(&bytes).to_vec();
+            params.extend(order_columns.params());
             // The order moves only with its certificate: a statement's parts see one snapshot,
             // and the order's part waits for the certificate's row.
             let rows = c.query(
-                "WITH certificate AS (
-                     UPDATE serials SET entry = $2, der = $3, agent_id = $4, key_sha256 = $5,
-                         not_after = $6
-                     WHERE serial = $1 AND der IS NULL
-                     RETURNING 1
-                 ), completed AS (
-                     UPDATE acme_orders SET status = $9, certificate = $10, body = $11
-                     WHERE id = $7 AND status = $8 AND EXISTS (SELECT 1 FROM certificate)
-                     RETURNING 1
-                 )
-                 SELECT (SELECT count(*) FROM certificate), (SELECT count(*) FROM completed)",
-                &[
-                    &bytes,
-                    &columns.entry,
-                    &columns.der,
-                    &columns.agent,
-                    &columns.key,
-                    &columns.not_after,
-                    &order_columns.id,
-                    &order_columns.expected,
-                    &order_columns.status,
-                    &order_columns.certificate,
-                    &order_columns.body,
-                ],
+                concat!(
+                    "WITH certificate AS (",
+                    fill_serial!(),
+                    " RETURNING 1), completed AS (
+                         UPDATE acme_orders SET status = $9, certificate = $10, body = $11
+                         WHERE id = $7 AND status = $8 AND EXISTS (SELECT 1 FROM certificate)
+                         RETURNING 1
+                     )
+                     SELECT (SELECT count(*) FROM certificate), (SELECT count(*) FROM completed)"
+                ),
+                &params,
             )?;
             let row = only_row(&rows)?;
-            let stored: i64 = column(row, 0, "certificate")?;
-            let updated: i64 = column(row, 1, "order")?;
-            // What went wrong, read only when something did.
-            let reserved =
-                stored == 1 || exists(c, "SELECT 1 FROM serials WHERE serial = $1", &bytes)?;
-            let found = stored != 1
-                || updated == 1
-                || exists(
-                    c,
-                    "SELECT 1 FROM acme_orders WHERE id = $1",
-                    &order_columns.id,
-                )?;
-            Ok((stored, updated, reserved, found))
+            let stored = u64::try_from(column::<i64>(row, 0, "certificate")?).unwrap_or(0);
+            let updated = u64::try_from(column::<i64>(row, 1, "order")?).unwrap_or(0);
+            // Whether the order exists matters only when the certificate went in and the
+            // order did not move.
+            let found = stored != 1 || updated == 1 || acme::order_exists(c, &order_columns.id)?;
+            Ok((stored, reserved(c, stored, &bytes)?, updated, found))
         })?;
-        certificate_outcome(&serial, u64::try_from(stored).unwrap_or(0), reserved)?;
-        Ok(acme::order_outcome(
-            order,
-            expected,
-            u64::try_from(updated).unwrap_or(0),
-            found,
-        ))
+        certificate_outcome(&serial, stored, reserved)?;
+        Ok(acme::order_outcome(order, expected, updated, found))
     }
 
     fn serial(&self, serial: &Serial) -> Result<Option<SerialEntry>> {
