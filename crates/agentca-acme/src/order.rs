@@ -514,17 +514,20 @@ impl AcmeService {
             validated_ips: &ips,
             csr_key_thumbprint: csr_key_thumbprint.as_deref(),
         };
-        let mut valid: Option<AcmeOrder> = None;
-        let staged = self.authority.stage_issue_for_order(&request, |record| {
-            let mut completed = processing.clone();
-            completed.status = AcmeOrderStatus::Valid;
-            completed.certificate = Some(record.intent.serial);
-            valid = Some(completed.clone());
-            completed
-        });
+        let completed = |serial| {
+            let mut valid = processing.clone();
+            valid.status = AcmeOrderStatus::Valid;
+            valid.certificate = Some(serial);
+            valid
+        };
+        let staged = self
+            .authority
+            .stage_issue_for_order(&request, |record| completed(record.intent.serial));
         match staged {
             Ok(staged) => {
-                let committed = valid.filter(|_| staged.recorded_more());
+                let committed = staged
+                    .recorded_more()
+                    .then(|| completed(staged.record().intent.serial));
                 Ok(Finalized::Issuing(Box::new((
                     staged,
                     PendingFinalize {

@@ -1366,3 +1366,29 @@ fn concurrent_issuance_gives_distinct_durable_serials() {
 fn seq(parts: &[&[u8]]) -> Vec<u8> {
     profile::tlv(0x30, &parts.concat())
 }
+
+#[test]
+fn a_key_some_acme_account_uses_is_refused_when_the_front_end_asks() {
+    let t = TestCa::new();
+    let account = crate::store::battery::acme::account_in(t.ca.store().as_ref(), "acct");
+    let csr = CertificateRequest::parse(&plain_csr()).unwrap();
+    let request = |csr_key_thumbprint| IssueRequest {
+        agent_id: ALICE,
+        csr: &csr,
+        method: EnrollmentMethod::Acme,
+        lifetime: None,
+        validated_dns: &[],
+        validated_ips: &[],
+        csr_key_thumbprint,
+    };
+    let err = t.refused(|a| a.issue(&request(Some(account.thumbprint.as_str()))));
+    assert!(
+        matches!(&err, Error::BadCsr(m) if m.contains("ACME account key")),
+        "{err:?}"
+    );
+    // Another thumbprint, or none asked about: issued.
+    t.authority
+        .issue(&request(Some("tp-of-no-account")))
+        .unwrap();
+    t.authority.issue(&request(None)).unwrap();
+}

@@ -26,7 +26,7 @@ fn account(id: &str, thumbprint: &str) -> AcmeAccount {
 }
 
 /// A stored account `id` (made with a token of its own).
-pub(crate) fn account_in(store: &dyn Store, id: &str) -> AcmeAccount {
+pub fn account_in(store: &dyn Store, id: &str) -> AcmeAccount {
     let kid = format!("token-{id}");
     store.insert_token(&token(&kid)).unwrap();
     let created = account(id, &format!("tp-{id}"));
