@@ -1603,6 +1603,66 @@ fn acme_o3_csr_name_case_variant_is_accepted_and_canonicalized() {
     assert_eq!(dns, ["a.example.org"]);
 }
 
+/// ACME-O2, for certificates: only the account whose order produced a certificate downloads
+/// it, whether the node answers from the certificates it just issued (at once) or from the
+/// store (after a restart).
+#[test]
+fn acme_o2_a_certificate_is_downloaded_only_by_its_account() {
+    let env = Env::with_ca();
+    let fx = Fx::start(&env);
+    let agent = fx.agent("owner", &[]);
+    let owner = fx.account(&agent);
+    let other = fx.account(&fx.agent("other", &[]));
+    let (_, order) = fx.ready_order(&owner, &agent);
+    let ck = AccountKey::es256();
+    let r =
+        fx.c.finalize(&owner, &order, &csr(&ck, &[], &[], &[&agent]));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let url = r.json()["certificate"].as_str().unwrap().to_owned();
+    let sigs = fx.signatures();
+    let r = fx.c.download(&other, &url);
+    fx.refused(
+        "O2 another account's certificate",
+        &r,
+        404,
+        "malformed",
+        sigs,
+    );
+    let issued = fx.c.download(&owner, &url);
+    assert_eq!(issued.status, 200, "{}", issued.text());
+
+    let Fx { srv, .. } = fx;
+    let AcmeServer {
+        server, options, ..
+    } = srv;
+    server.terminate();
+    let fx = Fx::start_with(&env, options);
+    // The restarted node listens on another port: the same accounts and certificate, there.
+    let here = |url: &str| {
+        fx.c.url(&url[url.find("/acme/").unwrap() + "/acme/".len()..])
+    };
+    let url = here(&url);
+    let owner = Account {
+        url: here(&owner.url),
+        ..owner
+    };
+    let other = Account {
+        url: here(&other.url),
+        ..other
+    };
+    let r = fx.c.download(&other, &url);
+    fx.refused(
+        "O2 another account's certificate, after a restart",
+        &r,
+        404,
+        "malformed",
+        fx.signatures(),
+    );
+    let again = fx.c.download(&owner, &url);
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(again.body, issued.body, "the store's answer differs");
+}
+
 /// What the loopback http-01 target answers for one path.
 #[derive(Clone, Debug)]
 enum Target {

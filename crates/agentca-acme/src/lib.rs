@@ -20,6 +20,7 @@ pub mod identifier;
 pub mod jose;
 pub mod nonce;
 mod order;
+mod recent;
 mod reply;
 pub mod retention;
 mod revoke;

@@ -553,6 +553,8 @@ impl AcmeService {
     ) -> Result<Reply> {
         match (durable, pending.committed) {
             (Ok(record), Some(valid)) => {
+                self.recent
+                    .insert(record.intent.serial, &valid.account_id, &record.der);
                 self.events.issued(&record);
                 Ok(self.order_reply(links, &valid))
             }
@@ -596,13 +598,16 @@ impl AcmeService {
         let serial: Serial = serial
             .parse()
             .map_err(|_| AcmeError::not_found("certificate"))?;
-        let record = match self.store().acme_certificate(&serial)? {
-            Some((order, record)) if order.account_id == account.id => record,
-            _ => return Err(AcmeError::not_found("certificate")),
+        let der = match self.recent.get(&serial, &account.id) {
+            Some(der) => der,
+            None => match self.store().acme_certificate(&serial)? {
+                Some((order, record)) if order.account_id == account.id => record.der.into(),
+                _ => return Err(AcmeError::not_found("certificate")),
+            },
         };
         let chain = format!(
             "{}{}",
-            pem_block(&record.der),
+            pem_block(&der),
             pem_block(self.authority.ca().cert_der())
         );
         Ok(Reply {

@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 use crate::error::{AcmeError, Result};
 use crate::jose::{Jwk, Jws, KeyRef, parse_json};
 use crate::nonce::{NonceService, Redemption};
+use crate::recent::RecentCertificates;
 use crate::validation::{ValidationConfig, Validator};
 
 /// Told about issuances and revocations so status publication (pre-signed OCSP, CRLs) follows
@@ -57,6 +58,8 @@ pub struct AcmeService {
     pub(crate) validating: Mutex<HashSet<String>>,
     /// Where validations run (the server's runtime).
     pub(crate) runtime: tokio::runtime::Handle,
+    /// Certificates this node just issued, for their downloads.
+    pub(crate) recent: RecentCertificates,
 }
 
 impl std::fmt::Debug for AcmeService {
@@ -96,6 +99,7 @@ impl AcmeService {
             config,
             validating: Mutex::new(HashSet::new()),
             runtime,
+            recent: RecentCertificates::default(),
         })
     }
 
