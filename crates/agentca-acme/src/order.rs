@@ -482,14 +482,18 @@ impl AcmeService {
         let csr_key_thumbprint = spki_thumbprint(csr.spki_der());
 
         // The one finalize that moves ready → processing issues; the others see its result.
+        // The same store call reads what the issuer checks the request against.
         let mut processing = order.clone();
         processing.status = AcmeOrderStatus::Processing;
         processing.processing_since = Some(Self::now());
-        match self
-            .store()
-            .update_acme_order(&processing, AcmeOrderStatus::Ready)
-        {
-            Ok(()) => {}
+        let facts = match self.store().claim_acme_order_for_issuance(
+            &processing,
+            AcmeOrderStatus::Ready,
+            &order.agent_id,
+            csr.key_sha256(),
+            csr_key_thumbprint.as_deref(),
+        ) {
+            Ok(facts) => facts,
             Err(StoreError::Conflict { .. }) => {
                 let current = self
                     .store()
@@ -498,7 +502,7 @@ impl AcmeService {
                 return Ok(Finalized::Answered(self.order_reply(links, &current)));
             }
             Err(e) => return Err(e.into()),
-        }
+        };
         let dns: Vec<String> = identifiers
             .iter()
             .filter_map(Identifier::dns)
@@ -522,7 +526,7 @@ impl AcmeService {
         };
         let staged = self
             .authority
-            .stage_issue_for_order(&request, |record| completed(record.intent.serial));
+            .stage_issue_for_order(&request, facts, |record| completed(record.intent.serial));
         match staged {
             Ok(staged) => {
                 let committed = staged

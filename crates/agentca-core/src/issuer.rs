@@ -27,8 +27,8 @@ use crate::policy::PolicySet;
 use crate::profile::{self, Authorization, LeafExpectation, Urls};
 use crate::signer::{RcgenSigner, Signer};
 use crate::store::{
-    AcmeOrder, AcmeOrderStatus, AgentRecord, CertificateRecord, EnrollmentMethod, IssuanceIntent,
-    RateDecision, Revocation, RevocationReason, Serial, Store, StoreError,
+    AcmeOrder, AcmeOrderStatus, AgentRecord, CertificateRecord, EnrollmentMethod, IssuanceFacts,
+    IssuanceIntent, RateDecision, Revocation, RevocationReason, Serial, Store, StoreError,
 };
 
 mod commit_thread;
@@ -420,22 +420,26 @@ impl Authority {
         request: &IssueRequest<'_>,
         record_more: impl FnOnce(&CertificateRecord) -> Result<()>,
     ) -> Result<StagedIssuance> {
-        self.stage(request, |store, record| {
+        self.stage(request, None, |store, record| {
             store.record_certificate(record)?;
             Ok(record_more(record))
         })
     }
 
-    /// [`Authority::stage_issue`] for the ACME order the certificate completes: `completed`
-    /// gives the order as it is to be stored with the certificate, in the same store call,
-    /// replacing it only while it is still `processing`. A conflict there is the staged
-    /// issuance's `record_more` result; the certificate is recorded all the same.
+    /// [`Authority::stage_issue`] for the ACME order the certificate completes. `facts` are
+    /// what [`Store::claim_acme_order_for_issuance`] read, for this request's agent, key and
+    /// account-key thumbprint, as it moved the order to `processing`: they stand in for the
+    /// issuer's own read. `completed` gives the order as it is to be stored with the
+    /// certificate, in the same store call, replacing it only while it is still `processing`.
+    /// A conflict there is the staged issuance's `record_more` result; the certificate is
+    /// recorded all the same.
     pub fn stage_issue_for_order(
         &self,
         request: &IssueRequest<'_>,
+        facts: IssuanceFacts,
         completed: impl FnOnce(&CertificateRecord) -> AcmeOrder,
     ) -> Result<StagedIssuance> {
-        self.stage(request, |store, record| {
+        self.stage(request, Some(facts), |store, record| {
             let order = completed(record);
             Ok(store
                 .record_certificate_of_order(record, &order, AcmeOrderStatus::Processing)?
@@ -443,13 +447,16 @@ impl Authority {
         })
     }
 
+    /// `facts`, if given, were read for `request` by the caller (see
+    /// [`Authority::stage_issue_for_order`]).
     fn stage(
         &self,
         request: &IssueRequest<'_>,
+        facts: Option<IssuanceFacts>,
         store_it: impl FnOnce(&dyn Store, &CertificateRecord) -> Result<Result<()>>,
     ) -> Result<StagedIssuance> {
         let now = profile::whole_seconds(OffsetDateTime::now_utc());
-        let auth = match self.authorize(request, now) {
+        let auth = match self.authorize_with(request, now, facts) {
             Ok(auth) => auth,
             Err(e) => {
                 return Err(self.refused(
@@ -609,6 +616,16 @@ impl Authority {
         request: &IssueRequest<'_>,
         now: OffsetDateTime,
     ) -> Result<Authorization> {
+        self.authorize_with(request, now, None)
+    }
+
+    /// [`Authority::authorize`] on `facts` read by the caller, or on a read of its own.
+    fn authorize_with(
+        &self,
+        request: &IssueRequest<'_>,
+        now: OffsetDateTime,
+        facts: Option<IssuanceFacts>,
+    ) -> Result<Authorization> {
         let agent = SpiffeId::parse(request.agent_id)?;
         if agent.trust_domain() != self.ca.trust_domain {
             return Err(Error::InvalidAgentId(format!(
@@ -617,14 +634,22 @@ impl Authority {
                 self.ca.trust_domain
             )));
         }
-        let facts = self.store.issuance_facts(
-            agent.as_str(),
-            request.csr.key_sha256(),
-            request.csr_key_thumbprint,
-        )?;
+        let facts = match facts {
+            Some(facts) => facts,
+            None => self.store.issuance_facts(
+                agent.as_str(),
+                request.csr.key_sha256(),
+                request.csr_key_thumbprint,
+            )?,
+        };
         let record = facts
             .agent
             .ok_or_else(|| Error::UnknownAgent(agent.to_string()))?;
+        if record.id != agent.as_str() {
+            return Err(Error::Unreachable(
+                "the facts of an issuance were read for another agent",
+            ));
+        }
         if record.disabled {
             return Err(Error::AgentDisabled(agent.to_string()));
         }

@@ -196,6 +196,21 @@ pub trait Store: Send + Sync {
     /// exactly one of several concurrent finalizes moves `ready` to `processing`);
     /// [`StoreError::Conflict`] otherwise. An order that gains a certificate is indexed by it.
     fn update_acme_order(&self, order: &AcmeOrder, expected: AcmeOrderStatus) -> Result<()>;
+    /// [`Store::update_acme_order`] of the order an issuance starts on (`ready` to
+    /// `processing`), then that issuance's [`Store::issuance_facts`]: one round trip where a
+    /// call is one. The order's conflict or absence is the error, as from `update_acme_order`;
+    /// facts read for an order this call did not move are never returned.
+    fn claim_acme_order_for_issuance(
+        &self,
+        order: &AcmeOrder,
+        expected: AcmeOrderStatus,
+        agent_id: &str,
+        key_sha256: &[u8; 32],
+        account_thumbprint: Option<&str>,
+    ) -> Result<IssuanceFacts> {
+        self.update_acme_order(order, expected)?;
+        self.issuance_facts(agent_id, key_sha256, account_thumbprint)
+    }
     /// [`Store::record_certificate`], then, only if it succeeded, [`Store::update_acme_order`]
     /// of the order that certificate completes: one round trip where a call is one. The outer
     /// error is the certificate's (the order is then untouched), the inner one the order's

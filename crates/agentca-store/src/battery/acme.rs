@@ -311,6 +311,100 @@ pub fn acme_orders_and_authorizations(store: &dyn Store) {
 
 /// A certificate recorded with the order it completes: both or, when the certificate cannot
 /// be recorded, neither; an order that moved on meanwhile leaves the certificate recorded.
+pub fn an_issuance_claims_its_order_with_its_facts(store: &dyn Store) {
+    let agent = crate::AgentRecord {
+        id: "spiffe://example.org/agent/claim".into(),
+        owner: None,
+        policy: None,
+        dns: Vec::new(),
+        disabled: false,
+        created_at: now(),
+    };
+    store.insert_agent(&agent).unwrap();
+    let account = account_in(store, "claim");
+    let blocked = [0x51u8; 32];
+    store.block_key(&blocked).unwrap();
+    let ready = order("o-claim", &account.id, None);
+    store.insert_acme_order(&ready, &[], now()).unwrap();
+    let mut processing = ready.clone();
+    processing.status = AcmeOrderStatus::Processing;
+    processing.processing_since = Some(now());
+
+    let facts = store
+        .claim_acme_order_for_issuance(
+            &processing,
+            AcmeOrderStatus::Ready,
+            &agent.id,
+            &blocked,
+            Some(&account.thumbprint),
+        )
+        .unwrap();
+    assert_eq!(
+        facts,
+        crate::IssuanceFacts {
+            agent: Some(agent.clone()),
+            key_blocked: true,
+            account_key: true,
+        }
+    );
+    assert_eq!(
+        store.acme_order("o-claim").unwrap(),
+        Some(processing.clone())
+    );
+
+    // A second claim of the same order loses and changes nothing; an unknown order is
+    // not found.
+    let mut again = processing.clone();
+    again.error = Some("must not be stored".into());
+    assert!(matches!(
+        store.claim_acme_order_for_issuance(
+            &again,
+            AcmeOrderStatus::Ready,
+            &agent.id,
+            &[0x52; 32],
+            None
+        ),
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(store.acme_order("o-claim").unwrap(), Some(processing));
+    let mut unknown = again;
+    unknown.id = "o-claim-none".into();
+    assert!(matches!(
+        store.claim_acme_order_for_issuance(
+            &unknown,
+            AcmeOrderStatus::Ready,
+            &agent.id,
+            &[0x52; 32],
+            None
+        ),
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(store.acme_order("o-claim-none").unwrap(), None);
+
+    // The facts of another agent and key, on a fresh order.
+    let second = order("o-claim-2", &account.id, None);
+    store.insert_acme_order(&second, &[], now()).unwrap();
+    let mut taken = second.clone();
+    taken.status = AcmeOrderStatus::Processing;
+    let facts = store
+        .claim_acme_order_for_issuance(
+            &taken,
+            AcmeOrderStatus::Ready,
+            "spiffe://example.org/agent/claim-none",
+            &[0x52; 32],
+            Some("tp-none"),
+        )
+        .unwrap();
+    assert_eq!(
+        facts,
+        crate::IssuanceFacts {
+            agent: None,
+            key_blocked: false,
+            account_key: false,
+        }
+    );
+}
+
 pub fn a_certificate_completes_its_order(store: &dyn Store) {
     let mut processing = order("o-done", "acct", None);
     processing.status = AcmeOrderStatus::Processing;

@@ -152,6 +152,10 @@ macro_rules! store_battery {
                 with_store($crate::battery::issuance_facts_are_the_single_reads)
             }
             #[test]
+            fn an_issuance_claims_its_order_with_its_facts() {
+                with_store($crate::battery::acme::an_issuance_claims_its_order_with_its_facts)
+            }
+            #[test]
             fn a_certificate_completes_its_order() {
                 with_store($crate::battery::acme::a_certificate_completes_its_order)
             }

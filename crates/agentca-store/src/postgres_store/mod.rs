@@ -290,6 +290,28 @@ macro_rules! fill_serial {
     };
 }
 
+/// The columns of [`Store::issuance_facts`] ($1 the agent, $2 the key's SHA-256, $3 the
+/// account thumbprint or NULL), read by [`issuance_facts_of`].
+macro_rules! issuance_facts {
+    () => {
+        "(SELECT body FROM agents WHERE id = $1),
+         EXISTS (SELECT 1 FROM blocked_keys WHERE key_sha256 = $2),
+         $3::text IS NOT NULL AND EXISTS (SELECT 1 FROM acme_accounts WHERE thumbprint = $3)"
+    };
+}
+
+/// The facts `issuance_facts!` selected, from column `first` of `row` on.
+fn issuance_facts_of(row: &postgres::Row, first: usize, agent_id: &str) -> Result<IssuanceFacts> {
+    let agent = column::<Option<String>>(row, first, agent_id)?
+        .map(|body| from_json("agent", &body))
+        .transpose()?;
+    Ok(IssuanceFacts {
+        agent,
+        key_blocked: column(row, first + 1, "blocked key")?,
+        account_key: column(row, first + 2, "account key")?,
+    })
+}
+
 /// Whether `serial` is reserved, given the rows `stored` by `fill_serial!`; read only when
 /// none was.
 fn reserved(c: &mut Connection, stored: u64, serial: &&[u8]) -> Result<bool> {
@@ -763,21 +785,10 @@ impl Store for PostgresStore {
         let thumbprint = account_thumbprint.map(str::to_owned);
         self.pool.run(move |c| {
             let rows = c.query(
-                "SELECT (SELECT body FROM agents WHERE id = $1),
-                     EXISTS (SELECT 1 FROM blocked_keys WHERE key_sha256 = $2),
-                     $3::text IS NOT NULL
-                         AND EXISTS (SELECT 1 FROM acme_accounts WHERE thumbprint = $3)",
+                concat!("SELECT ", issuance_facts!()),
                 &[&agent_id, &key.as_slice(), &thumbprint],
             )?;
-            let row = only_row(&rows)?;
-            let agent = column::<Option<String>>(row, 0, &agent_id)?
-                .map(|body| from_json("agent", &body))
-                .transpose()?;
-            Ok(IssuanceFacts {
-                agent,
-                key_blocked: column(row, 1, "blocked key")?,
-                account_key: column(row, 2, "account key")?,
-            })
+            issuance_facts_of(only_row(&rows)?, 0, &agent_id)
         })
     }
 
@@ -920,6 +931,46 @@ impl Store for PostgresStore {
 
     fn update_acme_order(&self, order: &AcmeOrder, expected: AcmeOrderStatus) -> Result<()> {
         acme::update_order(&self.pool, order, expected)
+    }
+
+    fn claim_acme_order_for_issuance(
+        &self,
+        order: &AcmeOrder,
+        expected: AcmeOrderStatus,
+        agent_id: &str,
+        key_sha256: &[u8; 32],
+        account_thumbprint: Option<&str>,
+    ) -> Result<IssuanceFacts> {
+        let columns = acme::OrderColumns::of(order, expected)?;
+        let agent_id = agent_id.to_owned();
+        let key = *key_sha256;
+        let thumbprint = account_thumbprint.map(str::to_owned);
+        let (updated, found, facts) = self.pool.run(move |c| {
+            let key = key.as_slice();
+            let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> =
+                vec![&agent_id, &key, &thumbprint];
+            params.extend(columns.params());
+            // The facts are read whether or not the order moves; they are returned only if it
+            // did.
+            let rows = c.query(
+                concat!(
+                    "WITH claimed AS (
+                         UPDATE acme_orders SET status = $6, certificate = $7, body = $8
+                         WHERE id = $4 AND status = $5
+                         RETURNING 1
+                     )
+                     SELECT (SELECT count(*) FROM claimed), ",
+                    issuance_facts!()
+                ),
+                &params,
+            )?;
+            let row = only_row(&rows)?;
+            let updated = u64::try_from(column::<i64>(row, 0, "order")?).unwrap_or(0);
+            let found = updated == 1 || acme::order_exists(c, &columns.id)?;
+            Ok((updated, found, issuance_facts_of(row, 1, &agent_id)?))
+        })?;
+        acme::order_outcome(order, expected, updated, found)?;
+        Ok(facts)
     }
 
     fn acme_order_of_certificate(&self, serial: &Serial) -> Result<Option<AcmeOrder>> {
