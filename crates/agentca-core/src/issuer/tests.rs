@@ -1392,3 +1392,42 @@ fn a_key_some_acme_account_uses_is_refused_when_the_front_end_asks() {
         .unwrap();
     t.authority.issue(&request(None)).unwrap();
 }
+
+#[test]
+fn an_order_issuance_is_checked_against_the_facts_its_claim_read() {
+    let t = TestCa::new();
+    let csr = CertificateRequest::parse(&plain_csr()).unwrap();
+    let request = IssueRequest {
+        agent_id: ALICE,
+        csr: &csr,
+        method: EnrollmentMethod::Acme,
+        lifetime: None,
+        validated_dns: &[],
+        validated_ips: &[],
+        csr_key_thumbprint: None,
+    };
+    let store = t.ca.store();
+    let alice = store.agent(ALICE).unwrap();
+    let facts = |agent: Option<AgentRecord>, key_blocked| IssuanceFacts {
+        agent,
+        key_blocked,
+        account_key: false,
+    };
+    let never_completed =
+        |_: &CertificateRecord| -> AcmeOrder { panic!("a refused issuance reached its order") };
+    let stage = |facts| {
+        move |a: &Authority| {
+            a.stage_issue_for_order(&request, facts, never_completed)
+                .map(|staged| staged.record().clone())
+        }
+    };
+
+    // What the claim read stands, not a second read: the store blocks no key, the facts do.
+    let err = t.refused(stage(facts(alice.clone(), true)));
+    assert!(matches!(err, Error::UnsupportedKey(_)), "{err:?}");
+    let err = t.refused(stage(facts(None, false)));
+    assert!(matches!(err, Error::UnknownAgent(_)), "{err:?}");
+    // Facts read for another agent are never taken for this one's.
+    let err = t.refused(stage(facts(store.agent(BOB).unwrap(), false)));
+    assert!(matches!(err, Error::Unreachable(_)), "{err:?}");
+}
