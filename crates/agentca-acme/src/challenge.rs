@@ -26,7 +26,7 @@ impl AcmeService {
         req: &Authenticated,
     ) -> Result<Reply> {
         let account = req.account()?;
-        let authz = match self.current_authorization(authz_id)? {
+        let authz = match self.current_authorization(authz_id, None)? {
             Some(a) if a.account_id == account.id => a,
             _ => return Err(AcmeError::not_found("challenge")),
         };

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use agentca_core::issuer::{InFlightGuard, StagedIssuance};
-use agentca_core::store::blocking_section;
+use agentca_core::store::{RequestSubject, blocking_section};
 use axum::Router;
 use axum::body::{Body as HttpBody, Bytes};
 use axum::extract::{Path, Request, State};
@@ -104,6 +104,16 @@ impl Endpoint {
         )
     }
 
+    /// The record the handler reads first, for the store to read with the account.
+    fn subject(&self) -> Option<RequestSubject<'_>> {
+        match self {
+            Self::NewOrder => Some(RequestSubject::AccountAgent),
+            Self::Order(id) | Self::Finalize(id) => Some(RequestSubject::Order(id)),
+            Self::Authz(id) => Some(RequestSubject::Authorization(id)),
+            _ => None,
+        }
+    }
+
     fn key_mode(&self) -> KeyMode {
         match self {
             Self::NewAccount => KeyMode::Jwk,
@@ -186,7 +196,8 @@ async fn handle(
     let endpoint_blocks = endpoint.blocks() || service.store().is_shared();
     let reply_links = links.clone();
     let run = move |worker: Arc<AcmeService>| {
-        let req = worker.authenticate(&links, &url, &body, endpoint.key_mode())?;
+        let req =
+            worker.authenticate(&links, &url, &body, endpoint.key_mode(), endpoint.subject())?;
         let reply = match &endpoint {
             Endpoint::NewAccount => worker.new_account(&links, &req),
             Endpoint::NewOrder => worker.new_order(&links, &req),

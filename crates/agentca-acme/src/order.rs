@@ -60,10 +60,11 @@ impl AcmeService {
             }
         }
         let identifiers = parse_identifiers(payload.get("identifiers"), &account.agent_id)?;
-        let agent = self
-            .store()
-            .agent(&account.agent_id)?
-            .ok_or_else(|| AcmeError::unauthorized("the account's agent no longer exists"))?;
+        let agent = match req.agent_read() {
+            Some(agent) => agent,
+            None => self.store().agent(&account.agent_id)?,
+        }
+        .ok_or_else(|| AcmeError::unauthorized("the account's agent no longer exists"))?;
         if agent.disabled {
             return Err(AcmeError::unauthorized(format!(
                 "agent {} is disabled",
@@ -240,7 +241,7 @@ impl AcmeService {
         req: &Authenticated,
     ) -> Result<Reply> {
         req.expect_post_as_get()?;
-        let order = self.owned_order(req.account()?, id)?;
+        let order = self.owned_order(req, id)?;
         let order = self.refresh_order(order)?;
         let mut reply = Reply::ok(order_json(links, &order)).with_location(links.order(id));
         if order.status == AcmeOrderStatus::Processing {
@@ -287,8 +288,14 @@ impl AcmeService {
         Ok(Reply::ok(json!({ "orders": urls })))
     }
 
-    pub(crate) fn owned_order(&self, account: &AcmeAccount, id: &str) -> Result<AcmeOrder> {
-        match self.store().acme_order(id)? {
+    /// The order `id` of the request's URL, if it is the requesting account's.
+    pub(crate) fn owned_order(&self, req: &Authenticated, id: &str) -> Result<AcmeOrder> {
+        let account = req.account()?;
+        let order = match req.order_read() {
+            Some(order) => order,
+            None => self.store().acme_order(id)?,
+        };
+        match order {
             Some(order) if order.account_id == account.id => Ok(order),
             _ => Err(AcmeError::not_found("order")),
         }
@@ -321,7 +328,7 @@ impl AcmeService {
                     let mut all_valid = true;
                     let mut failed = None;
                     for id in &order.authorizations {
-                        let authz = self.current_authorization(id)?;
+                        let authz = self.current_authorization(id, None)?;
                         match authz.map(|a| a.status) {
                             Some(AcmeAuthorizationStatus::Valid) => {}
                             Some(AcmeAuthorizationStatus::Pending) => all_valid = false,
@@ -365,8 +372,17 @@ impl AcmeService {
     }
 
     /// An authorization with expiry applied (persisted).
-    pub(crate) fn current_authorization(&self, id: &str) -> Result<Option<AcmeAuthorization>> {
-        let Some(authz) = self.store().acme_authorization(id)? else {
+    /// `read` is the authorization as the request's store call read it, if it did.
+    pub(crate) fn current_authorization(
+        &self,
+        id: &str,
+        read: Option<Option<AcmeAuthorization>>,
+    ) -> Result<Option<AcmeAuthorization>> {
+        let read = match read {
+            Some(read) => read,
+            None => self.store().acme_authorization(id)?,
+        };
+        let Some(authz) = read else {
             return Ok(None);
         };
         if authz.status == AcmeAuthorizationStatus::Pending && authz.expires <= Self::now() {
@@ -394,7 +410,7 @@ impl AcmeService {
         req: &Authenticated,
     ) -> Result<Reply> {
         let account = req.account()?;
-        let authz = match self.current_authorization(id)? {
+        let authz = match self.current_authorization(id, req.authorization_read())? {
             Some(a) if a.account_id == account.id => a,
             _ => return Err(AcmeError::not_found("authorization")),
         };
@@ -441,8 +457,7 @@ impl AcmeService {
         id: &str,
         req: &Authenticated,
     ) -> Result<Finalized> {
-        let account = req.account()?;
-        let order = self.refresh_order(self.owned_order(account, id)?)?;
+        let order = self.refresh_order(self.owned_order(req, id)?)?;
         match order.status {
             AcmeOrderStatus::Ready => {}
             // A retry of a finalize that already won (ACME-O4) gets the same order back.

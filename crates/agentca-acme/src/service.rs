@@ -7,7 +7,10 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use agentca_core::issuer::Authority;
-use agentca_core::store::{AcmeAccount, AcmeAccountStatus, CertificateRecord, Store};
+use agentca_core::store::{
+    AcmeAccount, AcmeAccountStatus, AcmeAuthorization, AcmeOrder, AgentRecord, CertificateRecord,
+    RequestSubject, Store, SubjectRecord,
+};
 use agentca_core::token::TokenSealer;
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -127,6 +130,7 @@ impl AcmeService {
         url: &str,
         body: &[u8],
         mode: KeyMode,
+        subject: Option<RequestSubject<'_>>,
     ) -> Result<Authenticated> {
         let jws = Jws::parse(body)?;
         let header = jws.protected_header();
@@ -144,10 +148,11 @@ impl AcmeService {
                 Ok(Authenticated {
                     payload: jws.payload().to_vec(),
                     signer: Signer::Key(jwk),
+                    subject: None,
                 })
             }
             (KeyRef::Kid(kid), KeyMode::Kid | KeyMode::Either) => {
-                let account = self.account_for_kid(links, kid, redemption)?;
+                let (account, subject) = self.account_for_kid(links, kid, redemption, subject)?;
                 let jwk = stored_jwk(&account)?;
                 jws.verify(&jwk)?;
                 if account.status != AcmeAccountStatus::Valid {
@@ -158,6 +163,7 @@ impl AcmeService {
                 Ok(Authenticated {
                     payload: jws.payload().to_vec(),
                     signer: Signer::Account(Box::new(account), jwk),
+                    subject,
                 })
             }
             (KeyRef::Kid(_), KeyMode::Jwk) => {
@@ -185,13 +191,14 @@ impl AcmeService {
     }
 
     /// The account `kid` names, spending the request's nonce first — in the same store call
-    /// when the nonce is a shared one.
+    /// when the nonce is a shared one, which then also reads `subject`.
     fn account_for_kid(
         &self,
         links: &Links,
         kid: &str,
         redemption: Redemption,
-    ) -> Result<AcmeAccount> {
+        subject: Option<RequestSubject<'_>>,
+    ) -> Result<(AcmeAccount, Option<SubjectRecord>)> {
         let Some(id) = kid
             .strip_prefix(&links.account_prefix())
             .filter(|id| !id.is_empty() && !id.contains('/'))
@@ -203,26 +210,30 @@ impl AcmeService {
             )
             .with_status(400));
         };
-        let account = match redemption {
-            Redemption::Done => self.store().acme_account(id)?,
+        let (account, subject) = match redemption {
+            Redemption::Done => (self.store().acme_account(id)?, None),
             Redemption::Record(pending) => {
-                let read =
-                    self.store()
-                        .redeem_nonce_and_get_account(&pending.id, pending.expires_at, id);
-                let (fresh, account) = match read {
-                    Ok((fresh, account)) => (Ok(fresh), account),
-                    Err(e) => (Err(e), None),
+                let read = self.store().redeem_nonce_and_get_account(
+                    &pending.id,
+                    pending.expires_at,
+                    id,
+                    subject,
+                );
+                let (fresh, account, subject) = match read {
+                    Ok(read) => (Ok(read.fresh), read.account, read.subject),
+                    Err(e) => (Err(e), None, None),
                 };
                 crate::nonce::fresh(fresh)?;
-                account
+                (account, subject)
             }
         };
-        account.ok_or_else(|| {
+        let account = account.ok_or_else(|| {
             AcmeError::new(
                 crate::error::ProblemType::AccountDoesNotExist,
                 "no account with this kid",
             )
-        })
+        })?;
+        Ok((account, subject))
     }
 
     /// Seconds-precision now, as every stored time.
@@ -254,9 +265,35 @@ pub(crate) enum Signer {
 pub(crate) struct Authenticated {
     pub(crate) payload: Vec<u8>,
     pub(crate) signer: Signer,
+    /// The record the endpoint reads first, when the store read it with the account.
+    subject: Option<SubjectRecord>,
 }
 
 impl Authenticated {
+    /// The account's agent, if the store read it with the account: `Some(None)` if it is gone.
+    pub(crate) fn agent_read(&self) -> Option<Option<AgentRecord>> {
+        match &self.subject {
+            Some(SubjectRecord::Agent(agent)) => Some(agent.clone()),
+            _ => None,
+        }
+    }
+
+    /// The order of the request's URL, if the store read it with the account.
+    pub(crate) fn order_read(&self) -> Option<Option<AcmeOrder>> {
+        match &self.subject {
+            Some(SubjectRecord::Order(order)) => Some(order.clone()),
+            _ => None,
+        }
+    }
+
+    /// The authorization of the request's URL, if the store read it with the account.
+    pub(crate) fn authorization_read(&self) -> Option<Option<AcmeAuthorization>> {
+        match &self.subject {
+            Some(SubjectRecord::Authorization(authz)) => Some(authz.clone()),
+            _ => None,
+        }
+    }
+
     /// The account, for endpoints that accept only `kid`.
     pub(crate) fn account(&self) -> Result<&AcmeAccount> {
         match &self.signer {

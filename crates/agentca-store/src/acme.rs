@@ -183,3 +183,37 @@ pub enum RateDecision {
         retry_after: time::Duration,
     },
 }
+
+/// What a request names besides its account, read in the call that spends its nonce
+/// ([`crate::Store::redeem_nonce_and_get_account`]): the record its handler reads first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestSubject<'a> {
+    /// The agent the account is bound to (newOrder).
+    AccountAgent,
+    /// An order, by id (its URL, its finalize URL).
+    Order(&'a str),
+    /// An authorization, by id.
+    Authorization(&'a str),
+}
+
+/// The record a [`RequestSubject`] named, `None` inside where there is none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SubjectRecord {
+    /// [`RequestSubject::AccountAgent`]: `None` also when there is no account.
+    Agent(Option<crate::AgentRecord>),
+    /// [`RequestSubject::Order`].
+    Order(Option<AcmeOrder>),
+    /// [`RequestSubject::Authorization`].
+    Authorization(Option<AcmeAuthorization>),
+}
+
+/// What [`crate::Store::redeem_nonce_and_get_account`] read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountRedemption {
+    /// Whether the nonce was fresh (and is now spent).
+    pub fresh: bool,
+    /// The account, if it exists.
+    pub account: Option<AcmeAccount>,
+    /// The subject's record, when one was asked for.
+    pub subject: Option<SubjectRecord>,
+}

@@ -26,8 +26,9 @@ mod sled_acme;
 mod sled_store;
 
 pub use acme::{
-    AcmeAccount, AcmeAccountStatus, AcmeAuthorization, AcmeAuthorizationStatus, AcmeChallenge,
-    AcmeChallengeStatus, AcmeIdentifier, AcmeOrder, AcmeOrderStatus, RateDecision,
+    AccountRedemption, AcmeAccount, AcmeAccountStatus, AcmeAuthorization, AcmeAuthorizationStatus,
+    AcmeChallenge, AcmeChallengeStatus, AcmeIdentifier, AcmeOrder, AcmeOrderStatus, RateDecision,
+    RequestSubject, SubjectRecord,
 };
 pub use backup::{Backup, BackupRecord, RecordCounts};
 pub use blocking::blocking_section;
@@ -307,19 +308,34 @@ pub trait Store: Send + Sync {
     /// `expires_at` (after that the nonce is refused by its age alone).
     fn redeem_nonce(&self, nonce: &[u8; 16], expires_at: OffsetDateTime) -> Result<bool>;
 
-    /// [`Store::redeem_nonce`], then [`Store::acme_account`] of `account_id`, for the requests
-    /// that name their account: one round trip where a call is one. The account is read
-    /// whether or not the nonce was fresh.
+    /// [`Store::redeem_nonce`], then [`Store::acme_account`] of `account_id` and the record
+    /// `subject` names, for the requests that name their account: one round trip where a call
+    /// is one. The account and the subject are read whether or not the nonce was fresh.
     fn redeem_nonce_and_get_account(
         &self,
         nonce: &[u8; 16],
         expires_at: OffsetDateTime,
         account_id: &str,
-    ) -> Result<(bool, Option<AcmeAccount>)> {
-        Ok((
-            self.redeem_nonce(nonce, expires_at)?,
-            self.acme_account(account_id)?,
-        ))
+        subject: Option<RequestSubject<'_>>,
+    ) -> Result<AccountRedemption> {
+        let fresh = self.redeem_nonce(nonce, expires_at)?;
+        let account = self.acme_account(account_id)?;
+        let subject = match subject {
+            None => None,
+            Some(RequestSubject::AccountAgent) => Some(SubjectRecord::Agent(match &account {
+                Some(account) => self.agent(&account.agent_id)?,
+                None => None,
+            })),
+            Some(RequestSubject::Order(id)) => Some(SubjectRecord::Order(self.acme_order(id)?)),
+            Some(RequestSubject::Authorization(id)) => {
+                Some(SubjectRecord::Authorization(self.acme_authorization(id)?))
+            }
+        };
+        Ok(AccountRedemption {
+            fresh,
+            account,
+            subject,
+        })
     }
 
     /// Forgets used nonces that expired before `now`; returns how many.

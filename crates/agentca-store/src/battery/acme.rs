@@ -69,6 +69,19 @@ fn order(id: &str, account_id: &str, replaces: Option<&str>) -> AcmeOrder {
     }
 }
 
+/// A stored order of `account_id` with its one authorization.
+pub fn order_with_authorization(
+    store: &dyn Store,
+    account_id: &str,
+) -> (AcmeOrder, AcmeAuthorization) {
+    let order = order(&format!("order-of-{account_id}"), account_id, None);
+    let authorization = authorization(&order.authorizations[0], account_id);
+    store
+        .insert_acme_order(&order, std::slice::from_ref(&authorization), now())
+        .unwrap();
+    (order, authorization)
+}
+
 pub fn acme_account_consumes_its_token(store: &dyn Store) {
     store.insert_token(&token("eab1")).unwrap();
     let a = account("acct1", "tp1");

@@ -88,6 +88,10 @@ macro_rules! store_battery {
                 with_store($crate::battery::nodes::a_nonce_and_an_account_in_one_call)
             }
             #[test]
+            fn a_request_subject_is_read_with_its_account() {
+                with_store($crate::battery::nodes::a_request_subject_is_read_with_its_account)
+            }
+            #[test]
             fn nonces_are_redeemed_once() {
                 with_store($crate::battery::nodes::nonces_are_redeemed_once)
             }

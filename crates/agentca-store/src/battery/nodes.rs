@@ -3,7 +3,10 @@
 use time::Duration;
 
 use super::{intent, issue, now};
-use crate::{REVOCATION_FEED_OVERLAP, Revocation, RevocationReason, Store};
+use crate::{
+    AgentRecord, REVOCATION_FEED_OVERLAP, RequestSubject, Revocation, RevocationReason, Store,
+    SubjectRecord,
+};
 
 pub fn revocation_feed_lists_what_was_revoked_since(store: &dyn Store) {
     let far_past = now() - Duration::days(3650);
@@ -84,22 +87,56 @@ pub fn concurrent_redemptions_each_get_their_own_answer(store: &dyn Store) {
     let accounts: Vec<_> = (0..4)
         .map(|i| super::acme::account_in(store, &format!("redeemer-{i}")))
         .collect();
+    // Half the callers also ask for their account's agent, the rest for an order of theirs.
+    let agent = AgentRecord {
+        id: accounts[0].agent_id.clone(),
+        owner: None,
+        policy: None,
+        dns: Vec::new(),
+        disabled: false,
+        created_at: now(),
+    };
+    store.insert_agent(&agent).unwrap();
+    let orders: Vec<_> = accounts
+        .iter()
+        .map(|a| super::acme::order_with_authorization(store, &a.id).0)
+        .collect();
     const THREADS: u8 = 16;
     const ROUNDS: u8 = 20;
     let shared_wins = std::thread::scope(|s| {
         let handles: Vec<_> = (0..THREADS)
             .map(|t| {
-                let accounts = &accounts;
+                let (accounts, orders, agent) = (&accounts, &orders, &agent);
                 s.spawn(move || {
                     let mut wins = vec![0u32; usize::from(ROUNDS)];
                     for round in 0..ROUNDS {
                         let own = [t, round, 0xA5, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-                        let account = &accounts[usize::from(t) % accounts.len()];
-                        let (fresh, got) = store
-                            .redeem_nonce_and_get_account(&own, expires, &account.id)
+                        let which = usize::from(t) % accounts.len();
+                        let account = &accounts[which];
+                        let (subject, expected) = if t % 2 == 0 {
+                            (
+                                RequestSubject::AccountAgent,
+                                SubjectRecord::Agent(Some(agent.clone())),
+                            )
+                        } else {
+                            (
+                                RequestSubject::Order(&orders[which].id),
+                                SubjectRecord::Order(Some(orders[which].clone())),
+                            )
+                        };
+                        let got = store
+                            .redeem_nonce_and_get_account(&own, expires, &account.id, Some(subject))
                             .unwrap();
-                        assert!(fresh, "thread {t} round {round}: a new nonce was refused");
-                        assert_eq!(got.as_ref(), Some(account), "another caller's account");
+                        assert!(
+                            got.fresh,
+                            "thread {t} round {round}: a new nonce was refused"
+                        );
+                        assert_eq!(
+                            got.account.as_ref(),
+                            Some(account),
+                            "another caller's account"
+                        );
+                        assert_eq!(got.subject, Some(expected), "another caller's subject");
                         let shared = [0xEE, round, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
                         if store.redeem_nonce(&shared, expires).unwrap() {
                             wins[usize::from(round)] += 1;
@@ -130,21 +167,78 @@ pub fn concurrent_redemptions_each_get_their_own_answer(store: &dyn Store) {
 
 pub fn a_nonce_and_an_account_in_one_call(store: &dyn Store) {
     let expires = now() + Duration::minutes(10);
-    let (fresh, account) = store
-        .redeem_nonce_and_get_account(&[20u8; 16], expires, "no-such-account")
+    let got = store
+        .redeem_nonce_and_get_account(&[20u8; 16], expires, "no-such-account", None)
         .unwrap();
-    assert!(fresh);
-    assert!(account.is_none());
-    let (fresh, _) = store
-        .redeem_nonce_and_get_account(&[20u8; 16], expires, "no-such-account")
+    assert!(got.fresh);
+    assert!(got.account.is_none());
+    assert!(got.subject.is_none());
+    let got = store
+        .redeem_nonce_and_get_account(
+            &[20u8; 16],
+            expires,
+            "no-such-account",
+            Some(RequestSubject::AccountAgent),
+        )
         .unwrap();
-    assert!(!fresh, "a nonce was redeemed twice");
+    assert!(!got.fresh, "a nonce was redeemed twice");
+    assert_eq!(got.subject, Some(SubjectRecord::Agent(None)));
     assert!(!store.redeem_nonce(&[20u8; 16], expires).unwrap());
 
     let created = super::acme::account_in(store, "nonce-account");
-    let (fresh, account) = store
-        .redeem_nonce_and_get_account(&[21u8; 16], expires, &created.id)
+    let got = store
+        .redeem_nonce_and_get_account(&[21u8; 16], expires, &created.id, None)
         .unwrap();
-    assert!(fresh);
-    assert_eq!(account, Some(created));
+    assert!(got.fresh);
+    assert_eq!(got.account, Some(created));
+}
+
+/// The record a request names comes with its account, whether or not the nonce is fresh;
+/// absent records are `None` of their kind.
+pub fn a_request_subject_is_read_with_its_account(store: &dyn Store) {
+    let expires = now() + Duration::minutes(10);
+    let account = super::acme::account_in(store, "subject-account");
+    let agent = AgentRecord {
+        id: account.agent_id.clone(),
+        owner: None,
+        policy: None,
+        dns: vec!["subject.example.org".into()],
+        disabled: false,
+        created_at: now(),
+    };
+    store.insert_agent(&agent).unwrap();
+    let (order, authorization) = super::acme::order_with_authorization(store, &account.id);
+    let mut nonce = 30u8;
+    let mut read = |subject| {
+        nonce += 1;
+        store
+            .redeem_nonce_and_get_account(&[nonce; 16], expires, &account.id, Some(subject))
+            .unwrap()
+    };
+    let got = read(RequestSubject::AccountAgent);
+    assert!(got.fresh);
+    assert_eq!(got.account.as_ref(), Some(&account));
+    assert_eq!(got.subject, Some(SubjectRecord::Agent(Some(agent))));
+    let got = read(RequestSubject::Order(&order.id));
+    assert_eq!(got.subject, Some(SubjectRecord::Order(Some(order.clone()))));
+    let got = read(RequestSubject::Order("no-such-order"));
+    assert_eq!(got.subject, Some(SubjectRecord::Order(None)));
+    let got = read(RequestSubject::Authorization(&authorization.id));
+    assert_eq!(
+        got.subject,
+        Some(SubjectRecord::Authorization(Some(authorization.clone())))
+    );
+    let got = read(RequestSubject::Authorization("no-such-authz"));
+    assert_eq!(got.subject, Some(SubjectRecord::Authorization(None)));
+    // A spent nonce: refused, and still read.
+    let got = store
+        .redeem_nonce_and_get_account(
+            &[31u8; 16],
+            expires,
+            &account.id,
+            Some(RequestSubject::AccountAgent),
+        )
+        .unwrap();
+    assert!(!got.fresh);
+    assert!(matches!(got.subject, Some(SubjectRecord::Agent(Some(_)))));
 }

@@ -33,10 +33,10 @@ use time::OffsetDateTime;
 use self::batch::Batcher;
 use self::pool::{Connection, Pool, Tx};
 use crate::{
-    AcmeAccount, AcmeAuthorization, AcmeAuthorizationStatus, AcmeOrder, AcmeOrderStatus,
-    AgentRecord, CertificateFilter, CertificateRecord, CrlState, IssuanceFacts, IssuanceIntent,
-    RateDecision, Result, Revocation, RevocationFeed, RevokedEntry, ScepTransaction, Serial,
-    SerialEntry, Store, StoreError, TokenRecord,
+    AccountRedemption, AcmeAccount, AcmeAuthorization, AcmeAuthorizationStatus, AcmeOrder,
+    AcmeOrderStatus, AgentRecord, CertificateFilter, CertificateRecord, CrlState, IssuanceFacts,
+    IssuanceIntent, RateDecision, RequestSubject, Result, Revocation, RevocationFeed, RevokedEntry,
+    ScepTransaction, Serial, SerialEntry, Store, StoreError, SubjectRecord, TokenRecord,
 };
 
 /// How the store connects.
@@ -67,15 +67,21 @@ impl Default for PostgresOptions {
 pub struct PostgresStore {
     pool: Pool,
     /// Nonce redemptions waiting to share a statement.
-    redemptions: Batcher<Redemption, (bool, Option<String>)>,
+    redemptions: Batcher<Redemption, Redeemed>,
 }
 
-/// A nonce to spend, and the account whose record the request needs, if any.
+/// A nonce to spend, and the account whose record the request needs, if any, with the
+/// subject's kind (`agent`, `order` or `authz`) and id.
 struct Redemption {
     nonce: [u8; 16],
     expires: i64,
     account: Option<String>,
+    subject: Option<(&'static str, String)>,
 }
+
+/// A redemption's answer: whether the nonce was fresh, the bodies of the account and of the
+/// subject.
+type Redeemed = (bool, Option<String>, Option<String>);
 
 impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -373,8 +379,9 @@ fn certificate_outcome(serial: &Serial, stored: u64, reserved: bool) -> Result<(
 
 impl PostgresStore {
     /// Spends a nonce, in one statement with the redemptions of other requests that arrive
-    /// meanwhile (see [`batch`]); answers whether it was fresh, and the account's record.
-    fn redeem(&self, redemption: Redemption) -> Result<(bool, Option<String>)> {
+    /// meanwhile (see [`batch`]); answers whether it was fresh, and the bodies of the account
+    /// and the subject.
+    fn redeem(&self, redemption: Redemption) -> Result<Redeemed> {
         self.redemptions.submit(redemption, |batch| {
             self.pool.run(move |c| redeem_batch(c, &batch))
         })
@@ -382,29 +389,46 @@ impl PostgresStore {
 }
 
 /// One statement for a batch of redemptions: the inserts in a CTE (only the first insert of a
-/// nonce wins, on any node), the accounts beside them, one row per redemption in order.
-fn redeem_batch(c: &mut Connection, batch: &[Redemption]) -> Result<Vec<(bool, Option<String>)>> {
+/// nonce wins, on any node), the accounts and subjects beside them, one row per redemption in
+/// order. A subject is read only by the branch of its kind.
+fn redeem_batch(c: &mut Connection, batch: &[Redemption]) -> Result<Vec<Redeemed>> {
     // The same nonce twice in one batch: only its first use may be fresh.
     let mut seen = std::collections::HashSet::with_capacity(batch.len());
     let first: Vec<bool> = batch.iter().map(|r| seen.insert(r.nonce)).collect();
     let nonces: Vec<&[u8]> = batch.iter().map(|r| r.nonce.as_slice()).collect();
     let expires: Vec<i64> = batch.iter().map(|r| r.expires).collect();
     let accounts: Vec<Option<&str>> = batch.iter().map(|r| r.account.as_deref()).collect();
+    let kinds: Vec<Option<&str>> = batch
+        .iter()
+        .map(|r| r.subject.as_ref().map(|s| s.0))
+        .collect();
+    let subjects: Vec<Option<&str>> = batch
+        .iter()
+        .map(|r| r.subject.as_ref().map(|s| s.1.as_str()))
+        .collect();
     let rows = c.query(
         "WITH input AS (
-             SELECT * FROM unnest($1::bytea[], $2::int8[], $3::text[])
-                 WITH ORDINALITY AS i(nonce, expires, account, n)
+             SELECT * FROM unnest($1::bytea[], $2::int8[], $3::text[], $4::text[], $5::text[])
+                 WITH ORDINALITY AS i(nonce, expires, account, kind, subject, n)
          ), used AS (
              INSERT INTO acme_nonces (nonce, expires)
              SELECT DISTINCT ON (nonce) nonce, expires FROM input
              ON CONFLICT DO NOTHING RETURNING nonce
          )
-         SELECT i.n, u.nonce IS NOT NULL, a.body
+         SELECT i.n, u.nonce IS NOT NULL, a.body,
+             CASE i.kind
+                 WHEN 'agent' THEN
+                     (SELECT body FROM agents WHERE id = a.body::json ->> 'agent_id')
+                 WHEN 'order' THEN
+                     (SELECT body FROM acme_orders WHERE id = i.subject)
+                 WHEN 'authz' THEN
+                     (SELECT body FROM acme_authorizations WHERE id = i.subject)
+             END
          FROM input i
          LEFT JOIN used u ON u.nonce = i.nonce
          LEFT JOIN acme_accounts a ON a.id = i.account
          ORDER BY i.n",
-        &[&nonces, &expires, &accounts],
+        &[&nonces, &expires, &accounts, &kinds, &subjects],
     )?;
     if rows.len() != batch.len() {
         return Err(StoreError::Backend(format!(
@@ -417,8 +441,9 @@ fn redeem_batch(c: &mut Connection, batch: &[Redemption]) -> Result<Vec<(bool, O
         .zip(first)
         .map(|(row, first)| {
             let inserted = column::<bool>(row, 1, "nonce")?;
-            let body = column::<Option<String>>(row, 2, "account")?;
-            Ok((first && inserted, body))
+            let account = column::<Option<String>>(row, 2, "account")?;
+            let subject = column::<Option<String>>(row, 3, "subject")?;
+            Ok((first && inserted, account, subject))
         })
         .collect()
 }
@@ -1149,6 +1174,7 @@ impl Store for PostgresStore {
             nonce: *nonce,
             expires: unix(expires_at),
             account: None,
+            subject: None,
         };
         Ok(self.redeem(redemption)?.0)
     }
@@ -1158,17 +1184,39 @@ impl Store for PostgresStore {
         nonce: &[u8; 16],
         expires_at: OffsetDateTime,
         account_id: &str,
-    ) -> Result<(bool, Option<AcmeAccount>)> {
+        subject: Option<RequestSubject<'_>>,
+    ) -> Result<AccountRedemption> {
         let redemption = Redemption {
             nonce: *nonce,
             expires: unix(expires_at),
             account: Some(account_id.to_owned()),
+            subject: subject.map(|subject| match subject {
+                RequestSubject::AccountAgent => ("agent", String::new()),
+                RequestSubject::Order(id) => ("order", id.to_owned()),
+                RequestSubject::Authorization(id) => ("authz", id.to_owned()),
+            }),
         };
-        let (fresh, body) = self.redeem(redemption)?;
-        let account = body
+        let (fresh, account, body) = self.redeem(redemption)?;
+        let account = account
             .map(|body| from_json::<AcmeAccount>(account_id, &body))
             .transpose()?;
-        Ok((fresh, account))
+        let subject = match subject {
+            None => None,
+            Some(RequestSubject::AccountAgent) => Some(SubjectRecord::Agent(
+                body.map(|b| from_json("agent", &b)).transpose()?,
+            )),
+            Some(RequestSubject::Order(id)) => Some(SubjectRecord::Order(
+                body.map(|b| from_json(id, &b)).transpose()?,
+            )),
+            Some(RequestSubject::Authorization(id)) => Some(SubjectRecord::Authorization(
+                body.map(|b| from_json(id, &b)).transpose()?,
+            )),
+        };
+        Ok(AccountRedemption {
+            fresh,
+            account,
+            subject,
+        })
     }
 
     fn purge_nonces(&self, now: OffsetDateTime) -> Result<u64> {
