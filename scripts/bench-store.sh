@@ -385,10 +385,13 @@ statements_reset() {
 }
 
 # statements_report ORDERS FILE: calls per order of each statement on this database since the
-# reset, most frequent first, and their sum (transaction control included).
+# reset, most frequent first, and their sum (transaction control included); then, per call,
+# the mean execution time in µs (wall time, waits for locks included) and the WAL bytes.
 statements_report() {
     local orders=$1 file=$2
     pg_sql "SELECT to_char(s.calls::numeric / $orders, 'FM990.00') || ' ' ||
+                   to_char(s.mean_exec_time * 1000, 'FM999990') || 'us ' ||
+                   to_char(s.wal_bytes / greatest(s.calls, 1), 'FM99999990') || 'B ' ||
                    left(regexp_replace(s.query, '\s+', ' ', 'g'), 110)
             FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
             WHERE d.datname = current_database() AND s.query NOT LIKE '%pg_stat_statements%'

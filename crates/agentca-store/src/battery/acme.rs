@@ -322,18 +322,10 @@ pub fn acme_orders_and_authorizations(store: &dyn Store) {
     assert_eq!(store.acme_certificate(&serial(8)).unwrap(), None);
 }
 
-/// A certificate recorded with the order it completes: both or, when the certificate cannot
-/// be recorded, neither; an order that moved on meanwhile leaves the certificate recorded.
+/// An order moved to `processing` with the facts of the issuance it starts: the facts of
+/// the agent and key asked about, only for the one claim that moves it.
 pub fn an_issuance_claims_its_order_with_its_facts(store: &dyn Store) {
-    let agent = crate::AgentRecord {
-        id: "spiffe://example.org/agent/claim".into(),
-        owner: None,
-        policy: None,
-        dns: Vec::new(),
-        disabled: false,
-        created_at: now(),
-    };
-    store.insert_agent(&agent).unwrap();
+    let agent = super::agent_in(store, "spiffe://example.org/agent/claim");
     let account = account_in(store, "claim");
     let blocked = [0x51u8; 32];
     store.block_key(&blocked).unwrap();
@@ -418,6 +410,8 @@ pub fn an_issuance_claims_its_order_with_its_facts(store: &dyn Store) {
     );
 }
 
+/// A certificate recorded with the order it completes: both or, when the certificate cannot
+/// be recorded, neither; an order that moved on meanwhile leaves the certificate recorded.
 pub fn a_certificate_completes_its_order(store: &dyn Store) {
     let mut processing = order("o-done", "acct", None);
     processing.status = AcmeOrderStatus::Processing;

@@ -206,6 +206,20 @@ pub(crate) fn now() -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(OffsetDateTime::now_utc().unix_timestamp()).unwrap()
 }
 
+/// A stored agent `id`, enabled, with the default policy and no names of its own.
+pub fn agent_in(store: &dyn Store, id: &str) -> AgentRecord {
+    let agent = AgentRecord {
+        id: id.into(),
+        owner: None,
+        policy: None,
+        dns: Vec::new(),
+        disabled: false,
+        created_at: now(),
+    };
+    store.insert_agent(&agent).unwrap();
+    agent
+}
+
 /// A serial derived from `n` (tests only; real serials are random).
 pub fn serial(n: u64) -> Serial {
     let mut bytes = [0x11u8; Serial::LEN];

@@ -4,8 +4,7 @@ use time::Duration;
 
 use super::{intent, issue, now};
 use crate::{
-    AgentRecord, REVOCATION_FEED_OVERLAP, RequestSubject, Revocation, RevocationReason, Store,
-    SubjectRecord,
+    REVOCATION_FEED_OVERLAP, RequestSubject, Revocation, RevocationReason, Store, SubjectRecord,
 };
 
 pub fn revocation_feed_lists_what_was_revoked_since(store: &dyn Store) {
@@ -88,15 +87,7 @@ pub fn concurrent_redemptions_each_get_their_own_answer(store: &dyn Store) {
         .map(|i| super::acme::account_in(store, &format!("redeemer-{i}")))
         .collect();
     // Half the callers also ask for their account's agent, the rest for an order of theirs.
-    let agent = AgentRecord {
-        id: accounts[0].agent_id.clone(),
-        owner: None,
-        policy: None,
-        dns: Vec::new(),
-        disabled: false,
-        created_at: now(),
-    };
-    store.insert_agent(&agent).unwrap();
+    let agent = super::agent_in(store, &accounts[0].agent_id);
     let orders: Vec<_> = accounts
         .iter()
         .map(|a| super::acme::order_with_authorization(store, &a.id).0)
@@ -198,15 +189,7 @@ pub fn a_nonce_and_an_account_in_one_call(store: &dyn Store) {
 pub fn a_request_subject_is_read_with_its_account(store: &dyn Store) {
     let expires = now() + Duration::minutes(10);
     let account = super::acme::account_in(store, "subject-account");
-    let agent = AgentRecord {
-        id: account.agent_id.clone(),
-        owner: None,
-        policy: None,
-        dns: vec!["subject.example.org".into()],
-        disabled: false,
-        created_at: now(),
-    };
-    store.insert_agent(&agent).unwrap();
+    let agent = super::agent_in(store, &account.agent_id);
     let (order, authorization) = super::acme::order_with_authorization(store, &account.id);
     let mut nonce = 30u8;
     let mut read = |subject| {
