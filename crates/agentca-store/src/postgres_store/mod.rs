@@ -418,7 +418,7 @@ fn redeem_batch(c: &mut Connection, batch: &[Redemption]) -> Result<Vec<Redeemed
          SELECT i.n, u.nonce IS NOT NULL, a.body,
              CASE i.kind
                  WHEN 'agent' THEN
-                     (SELECT body FROM agents WHERE id = a.body::json ->> 'agent_id')
+                     (SELECT body FROM agents WHERE id = a.agent_id)
                  WHEN 'order' THEN
                      (SELECT body FROM acme_orders WHERE id = i.subject)
                  WHEN 'authz' THEN

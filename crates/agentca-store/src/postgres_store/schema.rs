@@ -169,6 +169,16 @@ CREATE INDEX scep_transactions_by_created ON scep_transactions (created);
 CREATE INDEX serials_issued_by_expiry ON serials (not_after) WHERE der IS NOT NULL;
 "#,
     },
+    Migration {
+        version: 5,
+        description: "an ACME account's agent as a column, read with the account",
+        sql: r#"
+-- Kept by the database itself from the record, so no writer can let the two differ, and a
+-- record that is not JSON cannot be stored at all (it would stop this step, not a request).
+ALTER TABLE acme_accounts ADD COLUMN agent_id text COLLATE "C"
+    GENERATED ALWAYS AS (body::json ->> 'agent_id') STORED;
+"#,
+    },
 ];
 
 /// The newest version this binary knows.

@@ -371,6 +371,71 @@ fn migrations_apply_forward_in_order() {
     assert_eq!(described, ["one", "two"]);
 }
 
+/// Step 5 derives each account's agent column from its record, for the accounts stored
+/// before it too; the nonce statement then finds the agent through it.
+#[test]
+fn accounts_stored_before_the_agent_column_get_it() {
+    let Some(cluster) = shared() else { return };
+    let url = cluster.fresh_database();
+    let config: postgres::Config = url.parse().unwrap();
+    let pool = Pool::start(config, "test".into(), 1).unwrap();
+    let before = &schema::MIGRATIONS[..4];
+    assert_eq!(before.last().map(|m| m.version), Some(4));
+    pool.run(|c| schema::migrate_with(c, before)).unwrap();
+    let mut client = raw_client(&url);
+    let account = AcmeAccount {
+        id: "old-account".into(),
+        jwk: "{}".into(),
+        thumbprint: "tp-old".into(),
+        agent_id: "spiffe://example.org/agent/old".into(),
+        eab_kid: "kid-old".into(),
+        contact: vec![],
+        status: crate::AcmeAccountStatus::Valid,
+        created_at: crate::battery::now(),
+    };
+    client
+        .execute(
+            "INSERT INTO acme_accounts (id, thumbprint, body) VALUES ($1, $2, $3)",
+            &[
+                &account.id,
+                &account.thumbprint,
+                &to_json(&account).unwrap(),
+            ],
+        )
+        .unwrap();
+    drop(pool);
+
+    let store = PostgresStore::open_with(&url, &options()).unwrap();
+    let agent = crate::battery::agent_in(&store, &account.agent_id);
+    let column: Option<String> = client
+        .query_one(
+            "SELECT agent_id FROM acme_accounts WHERE id = $1",
+            &[&account.id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(column.as_deref(), Some(account.agent_id.as_str()));
+    let got = store
+        .redeem_nonce_and_get_account(
+            &[0x5a; 16],
+            crate::battery::now() + time::Duration::minutes(5),
+            &account.id,
+            Some(RequestSubject::AccountAgent),
+        )
+        .unwrap();
+    assert_eq!(got.account, Some(account));
+    assert_eq!(got.subject, Some(SubjectRecord::Agent(Some(agent))));
+    // A record that is not JSON cannot be stored beside it.
+    assert!(
+        client
+            .execute(
+                "INSERT INTO acme_accounts (id, thumbprint, body) VALUES ('bad', 'tp-bad', 'not json')",
+                &[],
+            )
+            .is_err()
+    );
+}
+
 /// Ends every session of the database except the caller's, as a server restart would.
 fn terminate_sessions(url: &str) {
     let mut client = raw_client(url);
