@@ -555,11 +555,24 @@ async fn forget_old_records(
         let (acme, scep, certificates) = (acme.clone(), scep.clone(), certificates.clone());
         let now = time::OffsetDateTime::now_utc();
         let pass = tokio::task::spawn_blocking(move || {
-            (
+            let forgotten = (
                 acme.forget_old_orders(now),
                 scep.forget_old_transactions(now),
                 certificates.pass(now),
-            )
+            );
+            // What is reported forgotten stays forgotten: on the embedded store the removals
+            // are only in memory until a flush, and a stop before one would bring them back.
+            let any = [
+                forgotten.0.as_ref().ok(),
+                forgotten.1.as_ref().ok(),
+                forgotten.2.as_ref().ok(),
+            ]
+            .into_iter()
+            .any(|n| n.is_some_and(|n| *n > 0));
+            if any && let Err(e) = certificates.authority.store().commit() {
+                tracing::warn!(error = %e, "making forgotten records durable failed");
+            }
+            forgotten
         });
         let (orders, transactions, expired) = match pass.await {
             Ok(results) => results,
