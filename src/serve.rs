@@ -562,14 +562,10 @@ async fn forget_old_records(
             );
             // What is reported forgotten stays forgotten: on the embedded store the removals
             // are only in memory until a flush, and a stop before one would bring them back.
-            let any = [
-                forgotten.0.as_ref().ok(),
-                forgotten.1.as_ref().ok(),
-                forgotten.2.as_ref().ok(),
-            ]
-            .into_iter()
-            .any(|n| n.is_some_and(|n| *n > 0));
-            if any && let Err(e) = certificates.authority.store().commit() {
+            // (The certificates' pass makes its own durable before it audits them.)
+            let protocol_records =
+                matches!(forgotten.0, Ok(n) if n > 0) || matches!(forgotten.1, Ok(n) if n > 0);
+            if protocol_records && let Err(e) = certificates.authority.store().commit() {
                 tracing::warn!(error = %e, "making forgotten records durable failed");
             }
             forgotten
