@@ -58,6 +58,17 @@ pub struct IssuanceFacts {
     pub account_key: bool,
 }
 
+/// What [`Store::claim_acme_order_for_issuance`] read and did besides moving the order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderClaim {
+    /// The issuance's [`Store::issuance_facts`].
+    pub facts: IssuanceFacts,
+    /// Whether the serial offered with the claim is now reserved for the issuance (`false`
+    /// when none was offered, or when that serial was already taken: the issuer draws
+    /// another).
+    pub reserved: bool,
+}
+
 /// Result alias for store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -79,6 +90,11 @@ pub trait Store: Send + Sync {
     /// Reserves `intent.serial` and records the intent, only if the serial was never used;
     /// [`StoreError::AlreadyExists`] otherwise (the caller draws a new serial).
     fn reserve_serial(&self, intent: &IssuanceIntent) -> Result<()>;
+    /// Forgets a reservation that has no certificate, and returns whether there was one: for an
+    /// issuance refused before its signature was attempted (a reservation made ahead of the
+    /// checks, see [`Store::claim_acme_order_for_issuance`]). A serial with a certificate, or
+    /// with a certificate being recorded, stays.
+    fn release_serial(&self, serial: &Serial) -> Result<bool>;
     /// Stores the certificate for a reserved serial. [`StoreError::NotFound`] if the serial
     /// was not reserved, [`StoreError::Conflict`] if it already has a certificate.
     fn record_certificate(&self, record: &CertificateRecord) -> Result<()>;
@@ -198,9 +214,11 @@ pub trait Store: Send + Sync {
     /// [`StoreError::Conflict`] otherwise. An order that gains a certificate is indexed by it.
     fn update_acme_order(&self, order: &AcmeOrder, expected: AcmeOrderStatus) -> Result<()>;
     /// [`Store::update_acme_order`] of the order an issuance starts on (`ready` to
-    /// `processing`), then that issuance's [`Store::issuance_facts`]: one round trip where a
-    /// call is one. The order's conflict or absence is the error, as from `update_acme_order`;
-    /// facts read for an order this call did not move are never returned.
+    /// `processing`), then that issuance's [`Store::issuance_facts`] and, if `reservation` is
+    /// given, [`Store::reserve_serial`] of it: one round trip where a call is one. The order's
+    /// conflict or absence is the error, as from `update_acme_order`, and then nothing is
+    /// reserved; facts read for an order this call did not move are never returned. A serial
+    /// already taken is no error: [`OrderClaim::reserved`] says whether it was reserved.
     fn claim_acme_order_for_issuance(
         &self,
         order: &AcmeOrder,
@@ -208,9 +226,16 @@ pub trait Store: Send + Sync {
         agent_id: &str,
         key_sha256: &[u8; 32],
         account_thumbprint: Option<&str>,
-    ) -> Result<IssuanceFacts> {
+        reservation: Option<&IssuanceIntent>,
+    ) -> Result<OrderClaim> {
         self.update_acme_order(order, expected)?;
-        self.issuance_facts(agent_id, key_sha256, account_thumbprint)
+        let facts = self.issuance_facts(agent_id, key_sha256, account_thumbprint)?;
+        let reserved = match reservation.map(|intent| self.reserve_serial(intent)) {
+            None | Some(Err(StoreError::AlreadyExists { .. })) => false,
+            Some(Ok(())) => true,
+            Some(Err(e)) => return Err(e),
+        };
+        Ok(OrderClaim { facts, reserved })
     }
     /// [`Store::record_certificate`], then, only if it succeeded, [`Store::update_acme_order`]
     /// of the order that certificate completes: one round trip where a call is one. The outer

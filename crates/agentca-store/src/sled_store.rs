@@ -214,6 +214,26 @@ impl Store for SledStore {
         }
     }
 
+    fn release_serial(&self, serial: &Serial) -> Result<bool> {
+        let Some(current) = self.serials.get(serial.as_bytes()).map_err(backend)? else {
+            return Ok(false);
+        };
+        let reserved = matches!(
+            decode::<SerialEntry>(&serial.to_hex(), &current)?,
+            SerialEntry::Reserved(_)
+        );
+        // A DER is stored before the entry moves to issued: one here means a recording is
+        // under way or was interrupted, so a signature exists.
+        if !reserved || self.der.contains_key(serial.as_bytes()).map_err(backend)? {
+            return Ok(false);
+        }
+        Ok(self
+            .serials
+            .compare_and_swap(serial.as_bytes(), Some(current), None::<&[u8]>)
+            .map_err(backend)?
+            .is_ok())
+    }
+
     fn record_certificate(&self, record: &CertificateRecord) -> Result<()> {
         // No sled transaction (each is a log write of its own, see `sled_acme::cas_update`):
         // the DER and the indexes first, then the serial's entry moves from reserved to issued

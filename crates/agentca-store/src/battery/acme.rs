@@ -9,7 +9,7 @@ use time::Duration;
 use super::{certificate, intent, issue, now, serial, token};
 use crate::{
     AcmeAccount, AcmeAccountStatus, AcmeAuthorization, AcmeAuthorizationStatus, AcmeIdentifier,
-    AcmeOrder, AcmeOrderStatus, RateDecision, Store, StoreError,
+    AcmeOrder, AcmeOrderStatus, RateDecision, SerialEntry, Store, StoreError,
 };
 
 fn account(id: &str, thumbprint: &str) -> AcmeAccount {
@@ -322,8 +322,9 @@ pub fn acme_orders_and_authorizations(store: &dyn Store) {
     assert_eq!(store.acme_certificate(&serial(8)).unwrap(), None);
 }
 
-/// An order moved to `processing` with the facts of the issuance it starts: the facts of
-/// the agent and key asked about, only for the one claim that moves it.
+/// An order moved to `processing` with the facts of the issuance it starts, and the serial
+/// reserved for it: the facts of the agent and key asked about, and the reservation, only for
+/// the one claim that moves it.
 pub fn an_issuance_claims_its_order_with_its_facts(store: &dyn Store) {
     let agent = super::agent_in(store, "spiffe://example.org/agent/claim");
     let account = account_in(store, "claim");
@@ -334,40 +335,51 @@ pub fn an_issuance_claims_its_order_with_its_facts(store: &dyn Store) {
     let mut processing = ready.clone();
     processing.status = AcmeOrderStatus::Processing;
     processing.processing_since = Some(now());
+    let reservation = super::intent_for(31, &agent.id);
 
-    let facts = store
+    let claim = store
         .claim_acme_order_for_issuance(
             &processing,
             AcmeOrderStatus::Ready,
             &agent.id,
             &blocked,
             Some(&account.thumbprint),
+            Some(&reservation),
         )
         .unwrap();
     assert_eq!(
-        facts,
-        crate::IssuanceFacts {
-            agent: Some(agent.clone()),
-            key_blocked: true,
-            account_key: true,
+        claim,
+        crate::OrderClaim {
+            facts: crate::IssuanceFacts {
+                agent: Some(agent.clone()),
+                key_blocked: true,
+                account_key: true,
+            },
+            reserved: true,
         }
     );
     assert_eq!(
         store.acme_order("o-claim").unwrap(),
         Some(processing.clone())
     );
+    assert_eq!(
+        store.serial(&reservation.serial).unwrap(),
+        Some(SerialEntry::Reserved(reservation.clone()))
+    );
 
-    // A second claim of the same order loses and changes nothing; an unknown order is
-    // not found.
+    // A second claim of the same order loses, reserves nothing and changes nothing; an
+    // unknown order is not found.
     let mut again = processing.clone();
     again.error = Some("must not be stored".into());
+    let losing = super::intent_for(32, &agent.id);
     assert!(matches!(
         store.claim_acme_order_for_issuance(
             &again,
             AcmeOrderStatus::Ready,
             &agent.id,
             &[0x52; 32],
-            None
+            None,
+            Some(&losing),
         ),
         Err(StoreError::Conflict { .. })
     ));
@@ -380,33 +392,65 @@ pub fn an_issuance_claims_its_order_with_its_facts(store: &dyn Store) {
             AcmeOrderStatus::Ready,
             &agent.id,
             &[0x52; 32],
-            None
+            None,
+            Some(&losing),
         ),
         Err(StoreError::NotFound { .. })
     ));
     assert_eq!(store.acme_order("o-claim-none").unwrap(), None);
+    assert_eq!(store.serial(&losing.serial).unwrap(), None);
+    assert_eq!(store.serial_count().unwrap(), 1);
 
-    // The facts of another agent and key, on a fresh order.
+    // The facts of another agent and key, on a fresh order, without a reservation.
     let second = order("o-claim-2", &account.id, None);
     store.insert_acme_order(&second, &[], now()).unwrap();
     let mut taken = second.clone();
     taken.status = AcmeOrderStatus::Processing;
-    let facts = store
+    let claim = store
         .claim_acme_order_for_issuance(
             &taken,
             AcmeOrderStatus::Ready,
             "spiffe://example.org/agent/claim-none",
             &[0x52; 32],
             Some("tp-none"),
+            None,
         )
         .unwrap();
     assert_eq!(
-        facts,
-        crate::IssuanceFacts {
-            agent: None,
-            key_blocked: false,
-            account_key: false,
+        claim,
+        crate::OrderClaim {
+            facts: crate::IssuanceFacts {
+                agent: None,
+                key_blocked: false,
+                account_key: false,
+            },
+            reserved: false,
         }
+    );
+    assert_eq!(store.serial_count().unwrap(), 1);
+
+    // A serial already taken is not reserved again, and the order moves all the same.
+    let third = order("o-claim-3", &account.id, None);
+    store.insert_acme_order(&third, &[], now()).unwrap();
+    let mut claimed = third.clone();
+    claimed.status = AcmeOrderStatus::Processing;
+    let mut taken_serial = super::intent_for(31, "spiffe://example.org/agent/other");
+    taken_serial.key_sha256 = "ff".repeat(32);
+    let claim = store
+        .claim_acme_order_for_issuance(
+            &claimed,
+            AcmeOrderStatus::Ready,
+            &agent.id,
+            &[0x53; 32],
+            None,
+            Some(&taken_serial),
+        )
+        .unwrap();
+    assert!(!claim.reserved);
+    assert_eq!(store.acme_order("o-claim-3").unwrap(), Some(claimed));
+    assert_eq!(
+        store.serial(&reservation.serial).unwrap(),
+        Some(SerialEntry::Reserved(reservation))
     );
 }
 
@@ -477,7 +521,7 @@ pub fn a_certificate_completes_its_order(store: &dyn Store) {
         }
         assert!(matches!(
             store.serial(&record.intent.serial).unwrap(),
-            Some(crate::SerialEntry::Issued(_))
+            Some(SerialEntry::Issued(_))
         ));
     }
     assert_eq!(store.acme_order("o-done").unwrap(), Some(valid));
@@ -585,7 +629,7 @@ pub fn old_acme_orders_are_forgotten_whole(store: &dyn Store) {
     // The certificate stays; the claim the recent order holds stays with it.
     assert!(matches!(
         store.serial(&serial(21)).unwrap(),
-        Some(crate::SerialEntry::Issued(_))
+        Some(SerialEntry::Issued(_))
     ));
     assert_eq!(store.acme_order("recent").unwrap(), Some(recent.clone()));
     assert_eq!(

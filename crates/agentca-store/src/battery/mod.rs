@@ -56,6 +56,10 @@ macro_rules! store_battery {
                 with_store($crate::battery::serial_reservation_is_insert_if_absent)
             }
             #[test]
+            fn a_reservation_without_a_certificate_can_be_released() {
+                with_store($crate::battery::a_reservation_without_a_certificate_can_be_released)
+            }
+            #[test]
             fn expired_certificates_are_forgotten() {
                 with_store($crate::battery::expired_certificates_are_forgotten)
             }
@@ -232,7 +236,7 @@ pub fn intent(n: u64) -> IssuanceIntent {
     intent_for(n, &format!("spiffe://example.org/agent/{n}"))
 }
 
-fn intent_for(n: u64, agent: &str) -> IssuanceIntent {
+pub(crate) fn intent_for(n: u64, agent: &str) -> IssuanceIntent {
     let t = now();
     IssuanceIntent {
         serial: serial(n),
@@ -369,6 +373,33 @@ pub fn serial_reservation_is_insert_if_absent(store: &dyn Store) {
     store.record_certificate(&certificate(first)).unwrap();
     assert!(store.reserve_serial(&intent(1)).is_err());
     assert_eq!(store.serial_count().unwrap(), 1);
+}
+
+/// A reservation is released only while it has no certificate; a released serial is free.
+pub fn a_reservation_without_a_certificate_can_be_released(store: &dyn Store) {
+    let reserved = intent(21);
+    store.reserve_serial(&reserved).unwrap();
+    let issued = issue(store, intent(22));
+    assert_eq!(store.serial_count().unwrap(), 2);
+
+    assert!(store.release_serial(&reserved.serial).unwrap());
+    assert_eq!(store.serial(&reserved.serial).unwrap(), None);
+    assert_eq!(store.serial_count().unwrap(), 1);
+    assert!(store.orphaned_intents().unwrap().is_empty());
+    assert!(!store.release_serial(&reserved.serial).unwrap(), "released twice");
+    assert!(!store.release_serial(&serial(23)).unwrap(), "never reserved");
+
+    assert!(!store.release_serial(&issued.intent.serial).unwrap());
+    assert_eq!(
+        store.serial(&issued.intent.serial).unwrap(),
+        Some(SerialEntry::Issued(issued))
+    );
+    // Nothing was signed with it, so the serial may be reserved again.
+    store.reserve_serial(&reserved).unwrap();
+    assert_eq!(
+        store.serial(&reserved.serial).unwrap(),
+        Some(SerialEntry::Reserved(reserved))
+    );
 }
 
 pub fn certificates_need_a_reservation(store: &dyn Store) {

@@ -35,7 +35,7 @@ use self::pool::{Connection, Pool, Tx};
 use crate::{
     AccountRedemption, AcmeAccount, AcmeAuthorization, AcmeAuthorizationStatus, AcmeOrder,
     AcmeOrderStatus, AgentRecord, CertificateFilter, CertificateRecord, CrlState, IssuanceFacts,
-    IssuanceIntent, RateDecision, RequestSubject, Result, Revocation, RevocationFeed, RevokedEntry,
+    IssuanceIntent, OrderClaim, RateDecision, RequestSubject, Result, Revocation, RevocationFeed, RevokedEntry,
     ScepTransaction, Serial, SerialEntry, Store, StoreError, SubjectRecord, TokenRecord,
 };
 
@@ -330,6 +330,38 @@ fn only_row(rows: &[postgres::Row]) -> Result<&postgres::Row> {
         .ok_or_else(|| StoreError::Backend("a one-row statement returned none".into()))
 }
 
+/// A reservation's columns in `serials` ($1 to $5 of its insert), owned, for a job on a pool
+/// thread.
+struct ReservationColumns {
+    serial: Vec<u8>,
+    agent: String,
+    key: String,
+    not_after: i64,
+    entry: String,
+}
+
+impl ReservationColumns {
+    fn of(intent: &IssuanceIntent) -> Result<Self> {
+        Ok(Self {
+            serial: intent.serial.as_bytes().to_vec(),
+            agent: intent.agent_id.clone(),
+            key: intent.key_sha256.clone(),
+            not_after: unix(intent.not_after),
+            entry: to_json(&SerialEntry::Reserved(intent.clone()))?,
+        })
+    }
+
+    fn params(&self) -> [&(dyn postgres::types::ToSql + Sync); 5] {
+        [
+            &self.serial,
+            &self.agent,
+            &self.key,
+            &self.not_after,
+            &self.entry,
+        ]
+    }
+}
+
 /// A certificate's columns in `serials`, owned, for a job on a pool thread.
 struct CertificateColumns {
     entry: String,
@@ -565,21 +597,12 @@ impl Store for PostgresStore {
 
     fn reserve_serial(&self, intent: &IssuanceIntent) -> Result<()> {
         let serial = intent.serial;
-        let agent = intent.agent_id.clone();
-        let key = intent.key_sha256.clone();
-        let not_after = unix(intent.not_after);
-        let entry = to_json(&SerialEntry::Reserved(intent.clone()))?;
+        let columns = ReservationColumns::of(intent)?;
         let inserted = self.pool.run(move |c| {
             c.execute(
                 "INSERT INTO serials (serial, agent_id, key_sha256, not_after, entry)
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                &[
-                    &serial.as_bytes().as_slice(),
-                    &agent,
-                    &key,
-                    &not_after,
-                    &entry,
-                ],
+                &columns.params(),
             )
         })?;
         if inserted == 0 {
@@ -588,6 +611,17 @@ impl Store for PostgresStore {
             });
         }
         Ok(())
+    }
+
+    fn release_serial(&self, serial: &Serial) -> Result<bool> {
+        let serial = *serial;
+        let deleted = self.pool.run(move |c| {
+            c.execute(
+                "DELETE FROM serials WHERE serial = $1 AND der IS NULL",
+                &[&serial.as_bytes().as_slice()],
+            )
+        })?;
+        Ok(deleted == 1)
     }
 
     fn record_certificate(&self, record: &CertificateRecord) -> Result<()> {
@@ -965,37 +999,63 @@ impl Store for PostgresStore {
         agent_id: &str,
         key_sha256: &[u8; 32],
         account_thumbprint: Option<&str>,
-    ) -> Result<IssuanceFacts> {
+        reservation: Option<&IssuanceIntent>,
+    ) -> Result<OrderClaim> {
         let columns = acme::OrderColumns::of(order, expected)?;
+        let reservation = reservation.map(ReservationColumns::of).transpose()?;
         let agent_id = agent_id.to_owned();
         let key = *key_sha256;
         let thumbprint = account_thumbprint.map(str::to_owned);
-        let (updated, found, facts) = self.pool.run(move |c| {
+        let (updated, found, reserved, facts) = self.pool.run(move |c| {
             let key = key.as_slice();
             let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> =
                 vec![&agent_id, &key, &thumbprint];
             params.extend(columns.params());
             // The facts are read whether or not the order moves; they are returned only if it
-            // did.
-            let rows = c.query(
-                concat!(
-                    "WITH claimed AS (
-                         UPDATE acme_orders SET status = $6, certificate = $7, body = $8
-                         WHERE id = $4 AND status = $5
-                         RETURNING 1
-                     )
-                     SELECT (SELECT count(*) FROM claimed), ",
-                    issuance_facts!()
-                ),
-                &params,
-            )?;
+            // did. The serial is reserved only with the order's move: a claim that loses
+            // leaves nothing behind.
+            let rows = match &reservation {
+                None => c.query(
+                    concat!(
+                        "WITH claimed AS (
+                             UPDATE acme_orders SET status = $6, certificate = $7, body = $8
+                             WHERE id = $4 AND status = $5
+                             RETURNING 1
+                         )
+                         SELECT (SELECT count(*) FROM claimed), 0::bigint, ",
+                        issuance_facts!()
+                    ),
+                    &params,
+                )?,
+                Some(reservation) => {
+                    params.extend(reservation.params());
+                    c.query(
+                        concat!(
+                            "WITH claimed AS (
+                                 UPDATE acme_orders SET status = $6, certificate = $7, body = $8
+                                 WHERE id = $4 AND status = $5
+                                 RETURNING 1
+                             ), reserved AS (
+                                 INSERT INTO serials (serial, agent_id, key_sha256, not_after, entry)
+                                 SELECT $9, $10, $11, $12, $13 WHERE EXISTS (SELECT 1 FROM claimed)
+                                 ON CONFLICT DO NOTHING
+                                 RETURNING 1
+                             )
+                             SELECT (SELECT count(*) FROM claimed), (SELECT count(*) FROM reserved), ",
+                            issuance_facts!()
+                        ),
+                        &params,
+                    )?
+                }
+            };
             let row = only_row(&rows)?;
             let updated = u64::try_from(column::<i64>(row, 0, "order")?).unwrap_or(0);
+            let reserved = column::<i64>(row, 1, "reservation")? == 1;
             let found = updated == 1 || acme::order_exists(c, &columns.id)?;
-            Ok((updated, found, issuance_facts_of(row, 1, &agent_id)?))
+            Ok((updated, found, reserved, issuance_facts_of(row, 2, &agent_id)?))
         })?;
         acme::order_outcome(order, expected, updated, found)?;
-        Ok(facts)
+        Ok(OrderClaim { facts, reserved })
     }
 
     fn acme_order_of_certificate(&self, serial: &Serial) -> Result<Option<AcmeOrder>> {
