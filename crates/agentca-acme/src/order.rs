@@ -497,18 +497,21 @@ impl AcmeService {
         let csr_key_thumbprint = spki_thumbprint(csr.spki_der());
 
         // The one finalize that moves ready → processing issues; the others see its result.
-        // The same store call reads what the issuer checks the request against.
+        // The same store call reads what the issuer checks the request against, and reserves
+        // the certificate's serial.
         let mut processing = order.clone();
         processing.status = AcmeOrderStatus::Processing;
         processing.processing_since = Some(Self::now());
-        let facts = match self.store().claim_acme_order_for_issuance(
+        let reservation = self.authority.order_reservation(&order.agent_id, &csr)?;
+        let claim = match self.store().claim_acme_order_for_issuance(
             &processing,
             AcmeOrderStatus::Ready,
             &order.agent_id,
             csr.key_sha256(),
             csr_key_thumbprint.as_deref(),
+            Some(&reservation),
         ) {
-            Ok(facts) => facts,
+            Ok(claim) => claim,
             Err(StoreError::Conflict { .. }) => {
                 let current = self
                     .store()
@@ -539,9 +542,12 @@ impl AcmeService {
             valid.certificate = Some(serial);
             valid
         };
-        let staged = self
-            .authority
-            .stage_issue_for_order(&request, facts, |record| completed(record.intent.serial));
+        let reserved = claim.reserved.then_some(reservation);
+        let staged =
+            self.authority
+                .stage_issue_for_order(&request, claim.facts, reserved, |record| {
+                    completed(record.intent.serial)
+                });
         match staged {
             Ok(staged) => {
                 let committed = staged

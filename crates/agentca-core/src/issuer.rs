@@ -420,7 +420,7 @@ impl Authority {
         request: &IssueRequest<'_>,
         record_more: impl FnOnce(&CertificateRecord) -> Result<()>,
     ) -> Result<StagedIssuance> {
-        self.stage(request, None, |store, record| {
+        self.stage(request, None, None, |store, record| {
             store.record_certificate(record)?;
             Ok(record_more(record))
         })
@@ -433,13 +433,17 @@ impl Authority {
     /// certificate, in the same store call, replacing it only while it is still `processing`.
     /// A conflict there is the staged issuance's `record_more` result; the certificate is
     /// recorded all the same.
+    ///
+    /// `reserved` is the [`Authority::order_reservation`] the claim reserved, if it did: its
+    /// serial is the certificate's, and no other is reserved. A refused issuance releases it.
     pub fn stage_issue_for_order(
         &self,
         request: &IssueRequest<'_>,
         facts: IssuanceFacts,
+        reserved: Option<IssuanceIntent>,
         completed: impl FnOnce(&CertificateRecord) -> AcmeOrder,
     ) -> Result<StagedIssuance> {
-        self.stage(request, Some(facts), |store, record| {
+        self.stage(request, Some(facts), reserved, |store, record| {
             let order = completed(record);
             Ok(store
                 .record_certificate_of_order(record, &order, AcmeOrderStatus::Processing)?
@@ -447,36 +451,53 @@ impl Authority {
         })
     }
 
-    /// `facts`, if given, were read for `request` by the caller (see
-    /// [`Authority::stage_issue_for_order`]).
+    /// `facts`, if given, were read for `request` by the caller, and `reserved` reserved by it
+    /// (see [`Authority::stage_issue_for_order`]).
     fn stage(
         &self,
         request: &IssueRequest<'_>,
         facts: Option<IssuanceFacts>,
+        reserved: Option<IssuanceIntent>,
         store_it: impl FnOnce(&dyn Store, &CertificateRecord) -> Result<Result<()>>,
     ) -> Result<StagedIssuance> {
         let now = profile::whole_seconds(OffsetDateTime::now_utc());
-        let auth = match self.authorize_with(request, now, facts) {
-            Ok(auth) => auth,
-            Err(e) => {
-                return Err(self.refused(
-                    request.agent_id,
-                    request.method,
-                    Some(request.csr.key_sha256()),
-                    e,
-                ));
-            }
-        };
-        if let Err(e) = self.take_certificate_quota(&auth, now) {
-            return Err(self.refused(
+        let refused = |e| {
+            self.release(reserved.as_ref());
+            self.refused(
                 request.agent_id,
                 request.method,
                 Some(request.csr.key_sha256()),
                 e,
-            ));
+            )
+        };
+        let auth = match self.authorize_with(request, now, facts) {
+            Ok(auth) => auth,
+            Err(e) => return Err(refused(e)),
+        };
+        if let Err(e) = self.take_certificate_quota(&auth, now) {
+            return Err(refused(e));
         }
         let (not_before, not_after) = profile::validity(now, auth.lifetime);
-        let intent = self.reserve_serial(&auth, request.method, not_before, not_after, now)?;
+        let key_sha256 = hex::encode(Sha256::digest(&auth.spki_der));
+        let intent = match reserved {
+            // Reserved for this agent, method and key: the serial is this certificate's, and
+            // its record will carry the real validity in place of the planned bound.
+            Some(reserved)
+                if reserved.agent_id == auth.agent.as_str()
+                    && reserved.method == request.method
+                    && reserved.key_sha256 == key_sha256 =>
+            {
+                IssuanceIntent {
+                    not_before,
+                    not_after,
+                    ..reserved
+                }
+            }
+            other => {
+                self.release(other.as_ref());
+                self.reserve_serial(&auth, request.method, not_before, not_after, now)?
+            }
+        };
         let der = self
             .ca
             .sign_leaf(&auth, intent.serial, not_before, not_after)?;
@@ -721,6 +742,37 @@ impl Authority {
             server_auth: policy.server_auth_always(),
             certificates_per_hour: policy.rate_limits().certificates_per_agent_per_hour,
         })
+    }
+
+    /// The reservation of an ACME order's issuance, for the store call that claims the order
+    /// ([`Store::claim_acme_order_for_issuance`]), so that the serial costs no round trip of
+    /// its own. It is made before the issuer's checks, so its validity is a bound, not the
+    /// certificate's: from now to the longest lifetime any policy allows, within the CA's.
+    /// [`Authority::stage_issue_for_order`] takes it back if the issuance is refused.
+    pub fn order_reservation(
+        &self,
+        agent_id: &str,
+        csr: &CertificateRequest,
+    ) -> Result<IssuanceIntent> {
+        let now = profile::whole_seconds(OffsetDateTime::now_utc());
+        let (not_before, longest) = profile::validity(now, self.policies.longest_max_lifetime());
+        Ok(IssuanceIntent {
+            serial: random_serial()?,
+            agent_id: agent_id.to_owned(),
+            method: EnrollmentMethod::Acme,
+            not_before,
+            not_after: longest.min(self.ca.not_after),
+            key_sha256: hex::encode(Sha256::digest(csr.spki_der())),
+            reserved_at: now,
+        })
+    }
+
+    /// Forgets a reservation no signature was attempted for. A reservation the store could not
+    /// forget stays an orphaned intent, which reconciliation reports and nothing signs.
+    fn release(&self, reserved: Option<&IssuanceIntent>) {
+        if let Some(reserved) = reserved {
+            let _ = self.store.release_serial(&reserved.serial);
+        }
     }
 
     fn reserve_serial(

@@ -1417,7 +1417,7 @@ fn an_order_issuance_is_checked_against_the_facts_its_claim_read() {
         |_: &CertificateRecord| -> AcmeOrder { panic!("a refused issuance reached its order") };
     let stage = |facts| {
         move |a: &Authority| {
-            a.stage_issue_for_order(&request, facts, never_completed)
+            a.stage_issue_for_order(&request, facts, None, never_completed)
                 .map(|staged| staged.record().clone())
         }
     };
@@ -1430,4 +1430,84 @@ fn an_order_issuance_is_checked_against_the_facts_its_claim_read() {
     // Facts read for another agent are never taken for this one's.
     let err = t.refused(stage(facts(store.agent(BOB).unwrap(), false)));
     assert!(matches!(err, Error::Unreachable(_)), "{err:?}");
+}
+
+#[test]
+fn an_order_issuance_takes_the_serial_its_claim_reserved_and_releases_it_when_refused() {
+    let t = TestCa::new();
+    let csr = CertificateRequest::parse(&plain_csr()).unwrap();
+    let request = IssueRequest {
+        agent_id: ALICE,
+        csr: &csr,
+        method: EnrollmentMethod::Acme,
+        // Shorter than the longest a policy allows, which bounds the reservation.
+        lifetime: Some(Duration::hours(1)),
+        validated_dns: &[],
+        validated_ips: &[],
+        csr_key_thumbprint: None,
+    };
+    let store = t.ca.store();
+    let (order, _) = crate::store::battery::acme::order_with_authorization(store.as_ref(), "acct");
+    let facts = |key_blocked| IssuanceFacts {
+        agent: store.agent(ALICE).unwrap(),
+        key_blocked,
+        account_key: false,
+    };
+    let completed = |_: &CertificateRecord| order.clone();
+
+    // Reserved with the claim: the certificate takes that serial, with its own validity
+    // inside the planned bound, and no other serial is reserved.
+    let reservation = t.authority.order_reservation(ALICE, &csr).unwrap();
+    store.reserve_serial(&reservation).unwrap();
+    let serials = t.serials();
+    let staged = t
+        .authority
+        .stage_issue_for_order(&request, facts(false), Some(reservation.clone()), completed)
+        .unwrap();
+    let intent = &staged.record().intent;
+    assert_eq!(intent.serial, reservation.serial);
+    assert_eq!(intent.reserved_at, reservation.reserved_at);
+    assert!(intent.not_after <= reservation.not_after);
+    assert_eq!(t.serials(), serials);
+    assert!(matches!(
+        store.serial(&reservation.serial).unwrap(),
+        Some(SerialEntry::Issued(record)) if record.intent == *intent
+    ));
+    let plain = t.authority.issue(&request).unwrap();
+    assert_eq!(
+        intent.not_after - intent.not_before,
+        plain.intent.not_after - plain.intent.not_before,
+        "the certificate's lifetime is the policy's, not the reservation's bound"
+    );
+    assert!(
+        reservation.not_after - reservation.not_before
+            > plain.intent.not_after - plain.intent.not_before,
+        "the test tells the policy's lifetime from the bound"
+    );
+
+    // Refused: the reservation is released, so the refusal leaves no serial behind.
+    let refused_reservation = t.authority.order_reservation(ALICE, &csr).unwrap();
+    let err = t.refused(|a| {
+        a.store().reserve_serial(&refused_reservation).unwrap();
+        a.stage_issue_for_order(
+            &request,
+            facts(true),
+            Some(refused_reservation.clone()),
+            completed,
+        )
+        .map(|staged| staged.record().clone())
+    });
+    assert!(matches!(err, Error::UnsupportedKey(_)), "{err:?}");
+    assert_eq!(store.serial(&refused_reservation.serial).unwrap(), None);
+
+    // A reservation for another agent is not this certificate's: released, and a serial of
+    // its own reserved.
+    let foreign = t.authority.order_reservation(BOB, &csr).unwrap();
+    store.reserve_serial(&foreign).unwrap();
+    let staged = t
+        .authority
+        .stage_issue_for_order(&request, facts(false), Some(foreign.clone()), completed)
+        .unwrap();
+    assert_ne!(staged.record().intent.serial, foreign.serial);
+    assert_eq!(store.serial(&foreign.serial).unwrap(), None);
 }

@@ -386,8 +386,14 @@ pub fn a_reservation_without_a_certificate_can_be_released(store: &dyn Store) {
     assert_eq!(store.serial(&reserved.serial).unwrap(), None);
     assert_eq!(store.serial_count().unwrap(), 1);
     assert!(store.orphaned_intents().unwrap().is_empty());
-    assert!(!store.release_serial(&reserved.serial).unwrap(), "released twice");
-    assert!(!store.release_serial(&serial(23)).unwrap(), "never reserved");
+    assert!(
+        !store.release_serial(&reserved.serial).unwrap(),
+        "released twice"
+    );
+    assert!(
+        !store.release_serial(&serial(23)).unwrap(),
+        "never reserved"
+    );
 
     assert!(!store.release_serial(&issued.intent.serial).unwrap());
     assert_eq!(

@@ -35,8 +35,9 @@ use self::pool::{Connection, Pool, Tx};
 use crate::{
     AccountRedemption, AcmeAccount, AcmeAuthorization, AcmeAuthorizationStatus, AcmeOrder,
     AcmeOrderStatus, AgentRecord, CertificateFilter, CertificateRecord, CrlState, IssuanceFacts,
-    IssuanceIntent, OrderClaim, RateDecision, RequestSubject, Result, Revocation, RevocationFeed, RevokedEntry,
-    ScepTransaction, Serial, SerialEntry, Store, StoreError, SubjectRecord, TokenRecord,
+    IssuanceIntent, OrderClaim, RateDecision, RequestSubject, Result, Revocation, RevocationFeed,
+    RevokedEntry, ScepTransaction, Serial, SerialEntry, Store, StoreError, SubjectRecord,
+    TokenRecord,
 };
 
 /// How the store connects.
