@@ -2276,3 +2276,105 @@ fn acme_ari_renewal_info_and_replaces() {
         "ARI-1 revoked: window {window} is not open at {now}"
     );
 }
+
+/// ACME-O12, failed validations: the limit takes its unit before a validation starts, so
+/// challenges started together cannot all pass a limit that failures would fill; a validation
+/// that succeeds gives its unit back, and a refused start changes nothing.
+#[test]
+fn acme_o12_failed_validation_limits_hold_for_challenges_started_together() {
+    let env = Env::with_ca();
+    let default = std::fs::read_to_string(env.data_file("policies/default.toml")).unwrap();
+    let failing = default
+        .replace("agents = [\"/agent/**\"]", "agents = [\"/failing/**\"]")
+        .replace(
+            "acme_failed_validations_per_account_per_hour = 30",
+            "acme_failed_validations_per_account_per_hour = 2",
+        );
+    assert_ne!(failing, default);
+    std::fs::write(env.data_file("policies/failing.toml"), failing).unwrap();
+    let fx = Fx::start(&env);
+    let target = Http01::start(fx.srv.http01_port());
+    let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+    let agent = fx.srv.env.add_agent("/failing/x", &[]);
+    let account = fx.account(&agent);
+    let sigs = fx.signatures();
+
+    // A validation that succeeds first: it takes a unit and gives it back.
+    let (_, ok_authz, ok) = pending_http01(&fx, &account, "ok.example.org", vec![loopback]);
+    let token = ok["token"].as_str().unwrap();
+    target.set(
+        &challenge_path(&ok),
+        Target::Body(key_authorization(token, &account.key)),
+    );
+    let r =
+        fx.c.post_as(&account, ok["url"].as_str().unwrap(), &json!({}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let authz =
+        fx.c.poll_authz(&account, &ok_authz, Duration::from_secs(20));
+    assert_eq!(authz["status"], "valid", "{authz}");
+
+    // Eight challenges nothing answers, started at once: two may start (the limit), the
+    // others are refused with rateLimited and stay pending.
+    let pending: Vec<(String, Value)> = (0..8)
+        .map(|i| {
+            let name = format!("f{i}.example.org");
+            let (_, authz, challenge) = pending_http01(&fx, &account, &name, vec![loopback]);
+            (authz, challenge)
+        })
+        .collect();
+    let barrier = Barrier::new(pending.len());
+    let answers: Vec<Response> = std::thread::scope(|s| {
+        let threads: Vec<_> = pending
+            .iter()
+            .map(|(_, challenge)| {
+                let (c, account, barrier) = (&fx.c, &account, &barrier);
+                let url = challenge["url"].as_str().unwrap();
+                s.spawn(move || {
+                    barrier.wait();
+                    c.post_as(account, url, &json!({}))
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let started: Vec<usize> = (0..answers.len())
+        .filter(|&i| answers[i].status == 200)
+        .collect();
+    assert_eq!(
+        started.len(),
+        2,
+        "{:?}",
+        answers.iter().map(Response::text).collect::<Vec<_>>()
+    );
+    for (i, r) in answers.iter().enumerate() {
+        if started.contains(&i) {
+            continue;
+        }
+        assert_eq!(
+            (r.status, r.problem().as_str()),
+            (429, "rateLimited"),
+            "{}",
+            r.text()
+        );
+        assert!(r.header("retry-after").is_some(), "{}", r.text());
+        assert!(r.nonce().is_some());
+        let authz = fx.c.get_as(&account, &pending[i].0).json();
+        assert_eq!(
+            authz["status"], "pending",
+            "a refused start moved it: {authz}"
+        );
+        assert_eq!(http01_of(&authz)["status"], "pending", "{authz}");
+    }
+    for &i in &started {
+        let authz =
+            fx.c.poll_authz(&account, &pending[i].0, Duration::from_secs(20));
+        assert_eq!(authz["status"], "invalid", "{authz}");
+    }
+    // Both failures spent their units: the limit still refuses.
+    let (authz, challenge) = &pending[(0..8).find(|i| !started.contains(i)).unwrap()];
+    let r =
+        fx.c.post_as(&account, challenge["url"].as_str().unwrap(), &json!({}));
+    fx.refused("O12 failed validations", &r, 429, "rateLimited", sigs);
+    let authz = fx.c.get_as(&account, authz).json();
+    assert_eq!(authz["status"], "pending", "{authz}");
+}

@@ -5,13 +5,13 @@
 use std::sync::Arc;
 
 use agentca_core::store::{
-    AcmeAuthorization, AcmeAuthorizationStatus, AcmeChallengeStatus, RateDecision, StoreError,
-    blocking_section,
+    AcmeAuthorization, AcmeAuthorizationStatus, AcmeChallengeStatus, StoreError, blocking_section,
 };
 
 use crate::error::{AcmeError, ProblemType, Result};
 use crate::identifier::Identifier;
-use crate::order::{challenge_json, rate_limited};
+use crate::limits;
+use crate::order::challenge_json;
 use crate::reply::Reply;
 use crate::service::{AcmeService, Authenticated, Links};
 use crate::validation::{ChallengeType, Target};
@@ -61,16 +61,6 @@ impl AcmeService {
             .store()
             .agent(&account.agent_id)?
             .ok_or_else(|| AcmeError::unauthorized("the account's agent no longer exists"))?;
-        let limits = self.authority.policy_of(&agent)?.rate_limits();
-        let now = Self::now();
-        for (key, limit, what) in failure_limits(&limits, &account.id, &agent.id) {
-            if let RateDecision::Limited { retry_after } =
-                self.store()
-                    .check_rate_limit(&key, limit, time::Duration::hours(1), now)?
-            {
-                return Err(rate_limited(limit, what, retry_after));
-            }
-        }
         let challenge_type = match kind {
             "http-01" => ChallengeType::Http01,
             "dns-01" => ChallengeType::Dns01,
@@ -82,6 +72,12 @@ impl AcmeService {
             Some(Identifier::Ip(ip)) => Target::Ip(ip),
             _ => return Err(AcmeError::malformed("this identifier has no challenges")),
         };
+        // The failure this attempt may be is counted now, before it starts, and given back
+        // unless it is one: concurrent attempts cannot all pass a limit one failure from full.
+        let policy_limits = self.authority.policy_of(&agent)?.rate_limits();
+        let failures = limits::failed_validations(&policy_limits, &account.id, &agent.id);
+        let now = Self::now();
+        limits::take(self.store(), &failures, now)?;
 
         let mut processing = authz.clone();
         processing.challenges[index].status = AcmeChallengeStatus::Processing;
@@ -91,20 +87,26 @@ impl AcmeService {
         {
             Ok(()) => {}
             Err(StoreError::Conflict { .. }) => {
+                limits::give_back(self.store(), &failures, now);
                 let current = self
                     .store()
                     .acme_authorization(authz_id)?
                     .ok_or_else(|| AcmeError::not_found("challenge"))?;
                 return Ok(reply(&current));
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                limits::give_back(self.store(), &failures, now);
+                return Err(e.into());
+            }
         }
         let first = self
             .validating
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(authz.id.clone());
-        if first {
+        if !first {
+            limits::give_back(self.store(), &failures, now);
+        } else {
             let token = authz.challenges[index].token.clone();
             let key_authorization = format!("{token}.{}", account.thumbprint);
             let service = self.clone();
@@ -151,22 +153,37 @@ impl AcmeService {
         account_id: &str,
         agent_id: &str,
     ) -> Result<()> {
+        // A failure keeps the units taken when the attempt started. A success gives them back
+        // before it is recorded, so a client that sees the result can count on them.
+        if outcome.is_ok() {
+            self.give_back_failure_units(account_id, agent_id);
+        }
         let result = self.record_validation(authz_id, index, &outcome);
         self.validating
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(authz_id);
-        if outcome.is_err() {
-            let now = Self::now();
-            if let Some(agent) = self.store().agent(agent_id)? {
-                let limits = self.authority.policy_of(&agent)?.rate_limits();
-                for (key, limit, _) in failure_limits(&limits, account_id, agent_id) {
-                    self.store()
-                        .take_rate_limit(&key, limit, time::Duration::hours(1), now)?;
-                }
-            }
-        }
         result
+    }
+
+    fn give_back_failure_units(&self, account_id: &str, agent_id: &str) {
+        let policy_limits = match self.store().agent(agent_id) {
+            Ok(Some(agent)) => match self.authority.policy_of(&agent) {
+                Ok(policy) => policy.rate_limits(),
+                Err(e) => {
+                    tracing::warn!(agent = %agent_id, error = %e, "no policy to give back to");
+                    return;
+                }
+            },
+            // The agent is gone: its limits no longer matter.
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(agent = %agent_id, error = %e, "no policy to give back to");
+                return;
+            }
+        };
+        let failures = limits::failed_validations(&policy_limits, account_id, agent_id);
+        limits::give_back(self.store(), &failures, Self::now());
     }
 
     fn record_validation(
@@ -221,25 +238,4 @@ impl AcmeService {
         }
         Ok(())
     }
-}
-
-/// The two failed-validation limits (per account, per agent): store key, limit, and what the
-/// client is told. Checked before a validation starts, spent when one fails.
-fn failure_limits(
-    limits: &agentca_core::policy::RateLimits,
-    account_id: &str,
-    agent_id: &str,
-) -> [(String, u32, &'static str); 2] {
-    [
-        (
-            format!("acme-failed-validations/account/{account_id}"),
-            limits.acme_failed_validations_per_account_per_hour,
-            "failed validations per account per hour",
-        ),
-        (
-            format!("acme-failed-validations/agent/{agent_id}"),
-            limits.acme_failed_validations_per_agent_per_hour,
-            "failed validations per agent per hour",
-        ),
-    ]
 }

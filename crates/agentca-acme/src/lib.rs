@@ -18,6 +18,7 @@ mod error;
 mod http;
 pub mod identifier;
 pub mod jose;
+mod limits;
 pub mod nonce;
 mod order;
 mod recent;

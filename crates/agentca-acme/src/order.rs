@@ -9,8 +9,7 @@ use agentca_core::csr::CertificateRequest;
 use agentca_core::issuer::{IssueRequest, StagedIssuance};
 use agentca_core::store::{
     AcmeAccount, AcmeAuthorization, AcmeAuthorizationStatus, AcmeChallenge, AcmeChallengeStatus,
-    AcmeOrder, AcmeOrderStatus, CertificateRecord, EnrollmentMethod, RateDecision, Serial,
-    StoreError,
+    AcmeOrder, AcmeOrderStatus, CertificateRecord, EnrollmentMethod, Serial, StoreError,
 };
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -20,6 +19,7 @@ use crate::ari::CertId;
 use crate::error::{AcmeError, ProblemType, Result};
 use crate::identifier::{Identifier, parse_identifiers};
 use crate::jose::spki_thumbprint;
+use crate::limits;
 use crate::reply::{Body, Reply};
 use crate::service::{AcmeService, Authenticated, Links, random_id, rfc3339};
 
@@ -79,18 +79,6 @@ impl AcmeService {
             Some(Value::String(id)) => Some(self.check_replaces(account, id, &identifiers)?),
             Some(_) => return Err(AcmeError::malformed("replaces must be a string")),
         };
-        let limits = policy.rate_limits();
-        self.take_limit(
-            &format!("acme-orders/account/{}", account.id),
-            limits.acme_orders_per_account_per_hour,
-            "new orders per account per hour (rate_limits.acme_orders_per_account_per_hour)",
-        )?;
-        self.take_limit(
-            &format!("acme-orders/agent/{}", agent.id),
-            limits.acme_orders_per_agent_per_hour,
-            "new orders per agent per hour (rate_limits.acme_orders_per_agent_per_hour)",
-        )?;
-
         // An IP literal that validation may not connect to is refused now, before any socket
         // (ACME-O6), unless the policy pre-authorizes it (then nothing connects at all).
         // The policy is asked once per distinct identifier (ACME-O1).
@@ -123,6 +111,10 @@ impl AcmeService {
             )
             .with_subproblems(refused));
         }
+        // Last of the checks, so that a refused request spends nothing; the store call that
+        // makes the order gives the units back if it refuses.
+        let order_limits = limits::new_orders(&policy.rate_limits(), &account.id, &agent.id);
+        limits::take(self.store(), &order_limits, now)?;
 
         let expires = now + self.config.order_lifetime;
         let mut authorizations = Vec::with_capacity(identifiers.len());
@@ -165,15 +157,16 @@ impl AcmeService {
             error: None,
             processing_since: None,
         };
-        self.store()
-            .insert_acme_order(&order, &authorizations, now)
-            .map_err(|e| match e {
+        if let Err(e) = self.store().insert_acme_order(&order, &authorizations, now) {
+            limits::give_back(self.store(), &order_limits, now);
+            return Err(match e {
                 StoreError::Conflict { .. } => AcmeError::new(
                     ProblemType::AlreadyReplaced,
                     "the certificate named in replaces is already being replaced by another order",
                 ),
                 e => e.into(),
-            })?;
+            });
+        }
         Ok(Reply::json(201, order_json(links, &order)).with_location(links.order(&order.id)))
     }
 
@@ -221,16 +214,6 @@ impl AcmeService {
             ));
         }
         Ok(cert_id.to_owned())
-    }
-
-    pub(crate) fn take_limit(&self, key: &str, limit: u32, what: &str) -> Result<()> {
-        match self
-            .store()
-            .take_rate_limit(key, limit, time::Duration::hours(1), Self::now())?
-        {
-            RateDecision::Allowed => Ok(()),
-            RateDecision::Limited { retry_after } => Err(rate_limited(limit, what, retry_after)),
-        }
     }
 
     /// POST to an order URL (POST-as-GET).
@@ -658,15 +641,6 @@ impl AcmeService {
             retry_after: None,
         }
     }
-}
-
-pub(crate) fn rate_limited(limit: u32, what: &str, retry_after: time::Duration) -> AcmeError {
-    let secs = retry_after.whole_seconds().max(1).unsigned_abs();
-    AcmeError::new(
-        ProblemType::RateLimited,
-        format!("rate limit of {limit} {what} reached; retry in {secs} s"),
-    )
-    .with_retry_after(Duration::from_secs(secs))
 }
 
 fn challenges_for(identifier: &Identifier) -> Result<Vec<AcmeChallenge>> {

@@ -184,6 +184,18 @@ pub enum RateDecision {
     },
 }
 
+/// One limit of [`crate::Store::take_rate_limits`]: `limit` units per `window` (bursts up to
+/// `limit`) under `key`; a `limit` of 0 is no limit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    /// What is limited, e.g. `acme-orders/account/ID`.
+    pub key: String,
+    /// Units per window.
+    pub limit: u32,
+    /// The window.
+    pub window: time::Duration,
+}
+
 /// What a request names besides its account, read in the call that spends its nonce
 /// ([`crate::Store::redeem_nonce_and_get_account`]): the record its handler reads first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

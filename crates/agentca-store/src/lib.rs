@@ -28,7 +28,7 @@ mod sled_store;
 pub use acme::{
     AccountRedemption, AcmeAccount, AcmeAccountStatus, AcmeAuthorization, AcmeAuthorizationStatus,
     AcmeChallenge, AcmeChallengeStatus, AcmeIdentifier, AcmeOrder, AcmeOrderStatus, RateDecision,
-    RequestSubject, SubjectRecord,
+    RateLimit, RequestSubject, SubjectRecord,
 };
 pub use backup::{Backup, BackupRecord, RecordCounts};
 pub use blocking::blocking_section;
@@ -296,8 +296,7 @@ pub trait Store: Send + Sync {
         now: OffsetDateTime,
     ) -> Result<RateDecision>;
 
-    /// Whether [`Store::take_rate_limit`] would allow a unit now, without taking one (for
-    /// limits spent on failures, checked before the attempt).
+    /// Whether [`Store::take_rate_limit`] would allow a unit now, without taking one.
     fn check_rate_limit(
         &self,
         key: &str,
@@ -305,6 +304,22 @@ pub trait Store: Send + Sync {
         window: time::Duration,
         now: OffsetDateTime,
     ) -> Result<RateDecision>;
+
+    /// [`Store::take_rate_limit`] of every limit in `limits` (each key at most once) at once:
+    /// a unit from each, or, when one has none left, from none, and that limit's wait is the
+    /// answer. So a request refused by one limit spends nothing of the others.
+    fn take_rate_limits(&self, limits: &[RateLimit], now: OffsetDateTime) -> Result<RateDecision>;
+
+    /// Gives back one unit that [`Store::take_rate_limit`] took from `key` for an attempt that
+    /// turned out not to count: a limit on failures takes its unit before the attempt, so that
+    /// concurrent attempts cannot pass it together, and returns it when the attempt succeeds.
+    fn return_rate_limit(
+        &self,
+        key: &str,
+        limit: u32,
+        window: time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<()>;
 
     /// Records the SCEP request that issued a certificate; [`StoreError::AlreadyExists`] if
     /// one with the same `request_key` is recorded (the first stands).

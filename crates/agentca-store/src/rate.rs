@@ -50,6 +50,12 @@ impl Gcra {
         }
         Ok(tat + self.interval)
     }
+
+    /// The TAT after one unit taken by [`Gcra::take`] is given back at `now`. A TAT at or
+    /// before `now` already means a full budget, so it never goes below `now`.
+    pub(crate) fn give_back(&self, tat: i128, now: i128) -> i128 {
+        (tat - self.interval).max(now)
+    }
 }
 
 #[cfg(test)]
@@ -67,5 +73,20 @@ mod tests {
         let wait = g.take(tat, 0).unwrap_err();
         assert_eq!(wait, second);
         assert!(g.take(tat, second).is_ok());
+    }
+
+    #[test]
+    fn a_unit_given_back_can_be_taken_again_and_no_more() {
+        let g = Gcra::new(2, time::Duration::seconds(2));
+        let full = g.take(g.take(0, 0).unwrap(), 0).unwrap();
+        assert!(g.take(full, 0).is_err());
+        let returned = g.give_back(full, 0);
+        let again = g.take(returned, 0).unwrap();
+        assert!(g.take(again, 0).is_err());
+        // Nothing taken, nothing to give back: the budget stays a burst of 2.
+        let idle = g.give_back(g.give_back(0, 0), 0);
+        assert_eq!(idle, 0);
+        let two = g.take(g.take(idle, 0).unwrap(), 0).unwrap();
+        assert!(g.take(two, 0).is_err());
     }
 }

@@ -9,7 +9,7 @@ use crate::rate::{Gcra, decode_tat, limited};
 use crate::sled_store::{abort, backend, decode, encode, flatten, use_token};
 use crate::{
     AcmeAccount, AcmeAccountStatus, AcmeAuthorization, AcmeAuthorizationStatus, AcmeOrder,
-    AcmeOrderStatus, RateDecision, Result, Serial, StoreError,
+    AcmeOrderStatus, RateDecision, RateLimit, Result, Serial, StoreError,
 };
 
 /// The trees, opened with the store.
@@ -22,6 +22,8 @@ pub(crate) struct AcmeTrees {
     certificate_orders: sled::Tree,
     replaced: sled::Tree,
     rate: sled::Tree,
+    /// Held by every change of a rate limit's state (see `take_rate_limits`).
+    rate_changes: std::sync::Mutex<()>,
 }
 
 impl AcmeTrees {
@@ -36,6 +38,7 @@ impl AcmeTrees {
             certificate_orders: tree("acme_certificate_orders")?,
             replaced: tree("acme_replaced")?,
             rate: tree("rate_limits")?,
+            rate_changes: std::sync::Mutex::new(()),
         })
     }
 
@@ -359,30 +362,73 @@ impl AcmeTrees {
         window: time::Duration,
         now: OffsetDateTime,
     ) -> Result<RateDecision> {
-        if limit == 0 {
-            return Ok(RateDecision::Allowed);
-        }
-        let gcra = Gcra::new(limit, window);
-        let now_ns = now.unix_timestamp_nanos();
-        loop {
-            let stored = self.rate.get(key.as_bytes()).map_err(backend)?;
-            let tat = decode_tat(key, stored.as_deref(), now_ns)?;
-            let next = match gcra.take(tat, now_ns) {
-                Ok(next) => next,
-                Err(wait_ns) => return Ok(limited(wait_ns)),
-            };
-            let swapped = self
-                .rate
-                .compare_and_swap(key.as_bytes(), stored, Some(&next.to_be_bytes()[..]))
-                .map_err(backend)?;
-            if swapped.is_ok() {
-                return Ok(RateDecision::Allowed);
-            }
-        }
+        self.take_rate_limits(
+            &[RateLimit {
+                key: key.to_owned(),
+                limit,
+                window,
+            }],
+            now,
+        )
     }
 }
 
 impl AcmeTrees {
+    pub(crate) fn take_rate_limits(
+        &self,
+        limits: &[RateLimit],
+        now: OffsetDateTime,
+    ) -> Result<RateDecision> {
+        let now_ns = now.unix_timestamp_nanos();
+        // One process opens the store, and every change of a limit's state runs under this
+        // lock: the units are taken from all the keys or, when one refuses, from none.
+        let _changing = self
+            .rate_changes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = Vec::with_capacity(limits.len());
+        for limit in limits.iter().filter(|l| l.limit > 0) {
+            let stored = self.rate.get(limit.key.as_bytes()).map_err(backend)?;
+            let tat = decode_tat(&limit.key, stored.as_deref(), now_ns)?;
+            match Gcra::new(limit.limit, limit.window).take(tat, now_ns) {
+                Ok(tat) => next.push((limit.key.as_bytes(), tat)),
+                Err(wait_ns) => return Ok(limited(wait_ns)),
+            }
+        }
+        for (key, tat) in next {
+            self.rate
+                .insert(key, &tat.to_be_bytes()[..])
+                .map_err(backend)?;
+        }
+        Ok(RateDecision::Allowed)
+    }
+
+    pub(crate) fn return_rate_limit(
+        &self,
+        key: &str,
+        limit: u32,
+        window: time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        if limit == 0 {
+            return Ok(());
+        }
+        let now_ns = now.unix_timestamp_nanos();
+        let _changing = self
+            .rate_changes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(stored) = self.rate.get(key.as_bytes()).map_err(backend)? else {
+            return Ok(());
+        };
+        let tat = decode_tat(key, Some(&stored), now_ns)?;
+        let back = Gcra::new(limit, window).give_back(tat, now_ns);
+        self.rate
+            .insert(key.as_bytes(), &back.to_be_bytes()[..])
+            .map_err(backend)?;
+        Ok(())
+    }
+
     pub(crate) fn check_rate_limit(
         &self,
         key: &str,

@@ -25,7 +25,7 @@ use crate::sled_acme::AcmeTrees;
 use crate::{
     AcmeAccount, AcmeAuthorization, AcmeAuthorizationStatus, AcmeOrder, AcmeOrderStatus,
     AgentRecord, CertificateFilter, CertificateRecord, CrlState, GroupCommit, IssuanceIntent,
-    RateDecision, Result, Revocation, RevocationFeed, RevocationReason, RevokedEntry,
+    RateDecision, RateLimit, Result, Revocation, RevocationFeed, RevocationReason, RevokedEntry,
     ScepTransaction, Serial, SerialEntry, Store, StoreError, TokenRecord,
 };
 
@@ -658,6 +658,20 @@ impl Store for SledStore {
         now: OffsetDateTime,
     ) -> Result<RateDecision> {
         self.acme.check_rate_limit(key, limit, window, now)
+    }
+
+    fn take_rate_limits(&self, limits: &[RateLimit], now: OffsetDateTime) -> Result<RateDecision> {
+        self.acme.take_rate_limits(limits, now)
+    }
+
+    fn return_rate_limit(
+        &self,
+        key: &str,
+        limit: u32,
+        window: time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        self.acme.return_rate_limit(key, limit, window, now)
     }
 
     fn revocations_since(&self, since: OffsetDateTime) -> Result<RevocationFeed> {

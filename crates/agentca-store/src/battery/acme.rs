@@ -9,7 +9,7 @@ use time::Duration;
 use super::{certificate, intent, issue, now, serial, token};
 use crate::{
     AcmeAccount, AcmeAccountStatus, AcmeAuthorization, AcmeAuthorizationStatus, AcmeIdentifier,
-    AcmeOrder, AcmeOrderStatus, RateDecision, SerialEntry, Store, StoreError,
+    AcmeOrder, AcmeOrderStatus, RateDecision, RateLimit, SerialEntry, Store, StoreError,
 };
 
 fn account(id: &str, thumbprint: &str) -> AcmeAccount {
@@ -644,6 +644,92 @@ pub fn old_acme_orders_are_forgotten_whole(store: &dyn Store) {
     store
         .insert_acme_order(&order("again", "acct", Some("cert.X")), &[], now())
         .unwrap();
+}
+
+/// Several limits are taken together or not at all (a request refused by one spends nothing
+/// of the others), also under concurrency; a unit given back can be taken again, and only one.
+pub fn rate_limits_are_taken_together_and_given_back(store: &dyn Store) {
+    let t = now();
+    let hour = Duration::hours(1);
+    let limit = |key: &str, limit| RateLimit {
+        key: key.into(),
+        limit,
+        window: hour,
+    };
+    let both = [limit("a", 2), limit("b", 1), limit("none", 0)];
+    assert_eq!(
+        store.take_rate_limits(&both, t).unwrap(),
+        RateDecision::Allowed
+    );
+    assert!(matches!(
+        store.take_rate_limits(&both, t).unwrap(),
+        RateDecision::Limited { retry_after } if retry_after > Duration::minutes(50)
+    ));
+    // `a` gave its second unit to no one.
+    assert_eq!(
+        store.take_rate_limit("a", 2, hour, t).unwrap(),
+        RateDecision::Allowed
+    );
+    assert!(matches!(
+        store.take_rate_limit("a", 2, hour, t).unwrap(),
+        RateDecision::Limited { .. }
+    ));
+    assert_eq!(
+        store.take_rate_limits(&[limit("none", 0)], t).unwrap(),
+        RateDecision::Allowed
+    );
+    assert_eq!(
+        store.take_rate_limits(&[], t).unwrap(),
+        RateDecision::Allowed
+    );
+
+    // Given back: one unit again, not two; a key never taken from gains nothing.
+    store.return_rate_limit("a", 2, hour, t).unwrap();
+    assert_eq!(
+        store.take_rate_limit("a", 2, hour, t).unwrap(),
+        RateDecision::Allowed
+    );
+    assert!(matches!(
+        store.take_rate_limit("a", 2, hour, t).unwrap(),
+        RateDecision::Limited { .. }
+    ));
+    store.return_rate_limit("never", 1, hour, t).unwrap();
+    store.return_rate_limit("never", 1, hour, t).unwrap();
+    assert_eq!(
+        store.take_rate_limit("never", 1, hour, t).unwrap(),
+        RateDecision::Allowed
+    );
+    assert!(matches!(
+        store.take_rate_limit("never", 1, hour, t).unwrap(),
+        RateDecision::Limited { .. }
+    ));
+
+    // Sixteen requests, each under a shared limit of 5 and one of its own: five pass, and the
+    // eleven refused left their own limits untouched.
+    let passed = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for i in 0..16 {
+            let passed = &passed;
+            s.spawn(move || {
+                let own = format!("own-{i}");
+                let limits = [limit("shared", 5), limit(&own, 100)];
+                if store.take_rate_limits(&limits, t).unwrap() == RateDecision::Allowed {
+                    passed.lock().unwrap().push(own);
+                }
+            });
+        }
+    });
+    let passed = passed.into_inner().unwrap();
+    assert_eq!(passed.len(), 5, "{passed:?}");
+    for i in 0..16 {
+        let own = format!("own-{i}");
+        // With a limit of 1 per hour, a unit taken a moment ago shows as no unit left.
+        let spent = matches!(
+            store.check_rate_limit(&own, 1, hour, t).unwrap(),
+            RateDecision::Limited { .. }
+        );
+        assert_eq!(spent, passed.contains(&own), "{own}");
+    }
 }
 
 pub fn rate_limits(store: &dyn Store) {

@@ -187,6 +187,10 @@ macro_rules! store_battery {
             fn rate_limits() {
                 with_store($crate::battery::acme::rate_limits)
             }
+            #[test]
+            fn rate_limits_are_taken_together_and_given_back() {
+                with_store($crate::battery::acme::rate_limits_are_taken_together_and_given_back)
+            }
     };
     ($open:expr) => {
         mod store_battery {

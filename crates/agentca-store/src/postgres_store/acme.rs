@@ -9,7 +9,7 @@ use super::{column, exists, from_json, issued, record, to_json, unix, use_token}
 use crate::rate::{Gcra, decode_tat, limited};
 use crate::{
     AcmeAccount, AcmeAccountStatus, AcmeAuthorization, AcmeAuthorizationStatus, AcmeOrder,
-    AcmeOrderStatus, CertificateRecord, RateDecision, Result, Serial, StoreError,
+    AcmeOrderStatus, CertificateRecord, RateDecision, RateLimit, Result, Serial, StoreError,
 };
 
 pub(super) fn create_account(
@@ -483,46 +483,116 @@ pub(super) fn take_rate_limit(
     window: time::Duration,
     now: OffsetDateTime,
 ) -> Result<RateDecision> {
-    if limit == 0 {
+    take_rate_limits(
+        pool,
+        &[RateLimit {
+            key: key.to_owned(),
+            limit,
+            window,
+        }],
+        now,
+    )
+}
+
+/// What a transaction of [`take_rate_limits`] fails with when another node created one of its
+/// keys meanwhile: it is rolled back and run again.
+const KEY_RACED: &str = "a rate limit key created by another call";
+
+pub(super) fn take_rate_limits(
+    pool: &Pool,
+    limits: &[RateLimit],
+    now: OffsetDateTime,
+) -> Result<RateDecision> {
+    let mut active: Vec<(String, Gcra)> = limits
+        .iter()
+        .filter(|l| l.limit > 0)
+        .map(|l| (l.key.clone(), Gcra::new(l.limit, l.window)))
+        .collect();
+    if active.is_empty() {
         return Ok(RateDecision::Allowed);
+    }
+    // Rows are locked in key order, so calls over the same keys cannot deadlock.
+    active.sort_by(|a, b| a.0.cmp(&b.0));
+    let now_ns = now.unix_timestamp_nanos();
+    pool.run(move |c| {
+        loop {
+            let decided = c.transaction(|tx| {
+                let mut writes = Vec::with_capacity(active.len());
+                for (key, gcra) in &active {
+                    let rows = tx.query(
+                        "SELECT tat FROM rate_limits WHERE key = $1 FOR UPDATE",
+                        &[&key.as_bytes()],
+                    )?;
+                    let stored = match rows.first() {
+                        Some(row) => Some(column::<Vec<u8>>(row, 0, key)?),
+                        None => None,
+                    };
+                    let tat = decode_tat(key, stored.as_deref(), now_ns)?;
+                    match gcra.take(tat, now_ns) {
+                        Ok(next) => writes.push((key, stored.is_some(), next.to_be_bytes())),
+                        // Nothing written yet: the locks go with the empty transaction.
+                        Err(wait_ns) => return Ok(limited(wait_ns)),
+                    }
+                }
+                for (key, stored, next) in &writes {
+                    let next = next.as_slice();
+                    if *stored {
+                        tx.execute(
+                            "UPDATE rate_limits SET tat = $2 WHERE key = $1",
+                            &[&key.as_bytes(), &next],
+                        )?;
+                    } else if tx.execute(
+                        "INSERT INTO rate_limits (key, tat) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                        &[&key.as_bytes(), &next],
+                    )? == 0
+                    {
+                        // A key's first unit, which another node took meanwhile.
+                        return Err(StoreError::Conflict {
+                            what: KEY_RACED.into(),
+                        });
+                    }
+                }
+                Ok(RateDecision::Allowed)
+            });
+            match decided {
+                Err(StoreError::Conflict { what }) if what == KEY_RACED => continue,
+                decided => return decided,
+            }
+        }
+    })
+}
+
+pub(super) fn return_rate_limit(
+    pool: &Pool,
+    key: &str,
+    limit: u32,
+    window: time::Duration,
+    now: OffsetDateTime,
+) -> Result<()> {
+    if limit == 0 {
+        return Ok(());
     }
     let key = key.to_owned();
     let gcra = Gcra::new(limit, window);
     let now_ns = now.unix_timestamp_nanos();
     pool.run(move |c| {
-        loop {
-            let decided = c.transaction(|tx| {
-                let rows = tx.query(
-                    "SELECT tat FROM rate_limits WHERE key = $1 FOR UPDATE",
-                    &[&key.as_bytes()],
-                )?;
-                let stored = match rows.first() {
-                    Some(row) => Some(column::<Vec<u8>>(row, 0, &key)?),
-                    None => None,
-                };
-                let tat = decode_tat(&key, stored.as_deref(), now_ns)?;
-                let next = match gcra.take(tat, now_ns) {
-                    Ok(next) => next.to_be_bytes().to_vec(),
-                    Err(wait_ns) => return Ok(Some(limited(wait_ns))),
-                };
-                if stored.is_some() {
-                    tx.execute(
-                        "UPDATE rate_limits SET tat = $2 WHERE key = $1",
-                        &[&key.as_bytes(), &next],
-                    )?;
-                    return Ok(Some(RateDecision::Allowed));
-                }
-                // A key's first unit: another node may be inserting the same key right now.
-                let inserted = tx.execute(
-                    "INSERT INTO rate_limits (key, tat) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                    &[&key.as_bytes(), &next],
-                )?;
-                Ok((inserted == 1).then_some(RateDecision::Allowed))
-            })?;
-            if let Some(decision) = decided {
-                return Ok(decision);
-            }
-        }
+        c.transaction(|tx| {
+            let rows = tx.query(
+                "SELECT tat FROM rate_limits WHERE key = $1 FOR UPDATE",
+                &[&key.as_bytes()],
+            )?;
+            let Some(row) = rows.first() else {
+                return Ok(());
+            };
+            let stored = column::<Vec<u8>>(row, 0, &key)?;
+            let tat = decode_tat(&key, Some(&stored), now_ns)?;
+            let back = gcra.give_back(tat, now_ns).to_be_bytes();
+            tx.execute(
+                "UPDATE rate_limits SET tat = $2 WHERE key = $1",
+                &[&key.as_bytes(), &back.as_slice()],
+            )?;
+            Ok(())
+        })
     })
 }
 

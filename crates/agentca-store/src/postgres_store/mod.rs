@@ -35,9 +35,9 @@ use self::pool::{Connection, Pool, Tx};
 use crate::{
     AccountRedemption, AcmeAccount, AcmeAuthorization, AcmeAuthorizationStatus, AcmeOrder,
     AcmeOrderStatus, AgentRecord, CertificateFilter, CertificateRecord, CrlState, IssuanceFacts,
-    IssuanceIntent, OrderClaim, RateDecision, RequestSubject, Result, Revocation, RevocationFeed,
-    RevokedEntry, ScepTransaction, Serial, SerialEntry, Store, StoreError, SubjectRecord,
-    TokenRecord,
+    IssuanceIntent, OrderClaim, RateDecision, RateLimit, RequestSubject, Result, Revocation,
+    RevocationFeed, RevokedEntry, ScepTransaction, Serial, SerialEntry, Store, StoreError,
+    SubjectRecord, TokenRecord,
 };
 
 /// How the store connects.
@@ -1110,6 +1110,20 @@ impl Store for PostgresStore {
         now: OffsetDateTime,
     ) -> Result<RateDecision> {
         acme::check_rate_limit(&self.pool, key, limit, window, now)
+    }
+
+    fn take_rate_limits(&self, limits: &[RateLimit], now: OffsetDateTime) -> Result<RateDecision> {
+        acme::take_rate_limits(&self.pool, limits, now)
+    }
+
+    fn return_rate_limit(
+        &self,
+        key: &str,
+        limit: u32,
+        window: time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        acme::return_rate_limit(&self.pool, key, limit, window, now)
     }
 
     fn record_scep_transaction(&self, transaction: &ScepTransaction) -> Result<()> {
