@@ -43,15 +43,17 @@ impl Capability {
     }
 }
 
-/// What this crate implements: AES, SHA-256, POSTPKIOperation, Renewal and SCEPStandard;
-/// with the legacy option also SHA-1 and DES3. (Single DES, also accepted under the legacy
-/// option, has no keyword: clients assume it.)
+/// What this crate implements: AES, SHA-256 and SHA-512, POSTPKIOperation, Renewal and
+/// SCEPStandard; with the legacy option also SHA-1 and DES3. (Single DES, also accepted under
+/// the legacy option, has no keyword: clients assume it. Neither has SHA-384, which is
+/// accepted too.)
 pub fn implemented_capabilities(options: &ScepOptions) -> Vec<Capability> {
     let mut caps = vec![
         Capability::Aes,
         Capability::PostPkiOperation,
         Capability::Renewal,
         Capability::Sha256,
+        Capability::Sha512,
         Capability::ScepStandard,
     ];
     if options.legacy {
@@ -77,7 +79,7 @@ mod tests {
         let text = ca_caps_text(&implemented_capabilities(&ScepOptions::STRICT));
         assert_eq!(
             text,
-            "AES\nPOSTPKIOperation\nRenewal\nSHA-256\nSCEPStandard\n"
+            "AES\nPOSTPKIOperation\nRenewal\nSHA-256\nSHA-512\nSCEPStandard\n"
         );
         assert!(!text.contains("DES3") && !text.contains("SHA-1"));
     }
