@@ -3,7 +3,8 @@
 //!
 //! - certbot registers with EAB, proves a name by http-01 with its standalone server (the
 //!   name resolves to 127.0.0.1 through the fake DNS, so validation really connects), renews,
-//!   and revokes for keyCompromise; revoking again is refused.
+//!   revokes for keyCompromise with the account key and the first certificate with its own key
+//!   (both then on the CRL); revoking again is refused.
 //! - lego registers with EAB, obtains ECDSA P-256 and RSA 2048 certificates for names the
 //!   agent is pre-authorized for and one for a name it proves by tls-alpn-01 with its own TLS
 //!   server, then revokes them; the spent EAB credential makes no second account.
@@ -165,6 +166,17 @@ struct Obtained {
     leaf_pem: PathBuf,
     leaf_der: Vec<u8>,
     serial: String,
+}
+
+/// The serials (lowercase hex, as `serial_hex` writes them) the served CRL lists.
+fn crl_serials(server: &AcmeServer<'_>) -> Vec<String> {
+    let response = server.get("/crl");
+    assert_eq!(response.status, 200, "{}", response.text());
+    let (_, crl) =
+        x509_parser::revocation_list::CertificateRevocationList::from_der(&response.body).unwrap();
+    crl.iter_revoked_certificates()
+        .map(|r| hex::encode(r.raw_serial()))
+        .collect()
 }
 
 /// The DER SubjectPublicKeyInfo of a PEM private key (`openssl pkey -pubout`).
@@ -462,6 +474,40 @@ fn certbot_registers_with_eab_validates_http01_renews_and_revokes() {
     assert_eq!(shown["status"], "revoked", "{shown:#}");
     // The first certificate has its own key (certbot makes a new one on renewal): still good.
     assert_eq!(ocsp_status(&server, &first.leaf_pem), "good");
+
+    // Revoked with the certificate's own key (RFC 8555 §7.6: a JWS with that key as `jwk`, no
+    // account), which certbot does when given the key.
+    let mut cmd = certbot.command("revoke");
+    cmd.arg("--cert-path")
+        .arg(&first.leaf_pem)
+        .arg("--key-path")
+        .arg(certbot.config.join("archive/web/privkey1.pem"))
+        .args(["--reason", "superseded", "--no-delete-after-revoke"]);
+    run_bounded(cmd).success();
+    let text = ocsp_query(&server, &first.leaf_pem);
+    assert!(
+        text.contains(&format!("{}: revoked", first.leaf_pem.display()))
+            && text.contains("Reason: superseded"),
+        "{text}"
+    );
+    // Both revocations reach the served CRL, as the CLI's do, within seconds.
+    let started = Instant::now();
+    loop {
+        let listed = crl_serials(&server);
+        if [&first.serial, &renewed.serial]
+            .iter()
+            .all(|s| listed.contains(&s.to_ascii_lowercase()))
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the CRL does not list {} and {}: {listed:?}",
+            first.serial,
+            renewed.serial
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // Revoking again is an ACME error, `alreadyRevoked`. certbot 2.1 with Python 3.11 reports
     // any ACME error raised in `revoke` as "AttributeError: can't set attribute" (its error

@@ -4,8 +4,8 @@
 //! spent on one node is refused by the other, and a revocation made through one node is
 //! answered `revoked` by the other's OCSP responder and listed on its CRL within the poll
 //! interval. Faults: a node killed mid-issuance loses nothing it acknowledged while the other
-//! keeps issuing; a database lost mid-run makes issuance retry later while OCSP answers from
-//! the cache, and service recovers without a restart. Skipped with a notice when PostgreSQL is
+//! keeps issuing; a database lost mid-run makes issuance over ACME and SCEP retry later while
+//! OCSP answers from the cache, and service recovers without a restart. Skipped with a notice when PostgreSQL is
 //! not installed, a failure under `AGENTCA_REQUIRE_TOOLS=1`.
 
 use std::sync::Barrier;
@@ -16,8 +16,10 @@ use agentca_testkit::acme::{
 };
 use serde_json::{Value, json};
 
+use agentca_scep::client::{RequestBuilder, csr_with_challenge, transient_certificate};
+
 use super::acme_clients::ocsp_status_at;
-use super::harness::{Server, serve_on_free_ports};
+use super::harness::{Server, http, serve_on_free_ports};
 use super::support::*;
 
 const SIGNATURES: &str = "agentca_issuing_ca_signatures_total";
@@ -372,9 +374,16 @@ fn a_node_killed_mid_issuance_loses_nothing_and_the_other_keeps_serving() {
             "acknowledged certificate {serial} is not in the database"
         );
     }
-    let mut unique = stored.clone();
-    unique.dedup();
-    assert_eq!(unique.len(), stored.len(), "duplicate serials: {stored:?}");
+    // Each acknowledged order got a certificate of its own: no serial was handed out twice,
+    // by one node or across the two (the database's key alone would not show that).
+    let mut distinct: Vec<&String> = acknowledged.iter().chain([&after]).collect();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        acknowledged.len() + 1,
+        "a serial was given to two orders: {acknowledged:?}, then {after}"
+    );
     // A starts again on its data directory: a torn audit line is recovered, what it signed
     // but never stored is reconciled, and its audit chain verifies.
     let a = nodes.serve(&nodes.one);
@@ -435,9 +444,39 @@ fn a_lost_database_makes_issuance_retry_later_while_ocsp_answers_from_its_cache(
     });
     assert!(order_certificate(&client, &account, "lost.example.org").is_some());
     assert_eq!(ocsp_status_at(&env, &server, &leaf), "good");
+    // A SCEP enrollment made ready now (its challenge is in the database), sent during the
+    // outage.
+    let challenge = env.json(&[
+        "--store", &url, "token", "create", "--agent", &id, "--for", "scep",
+    ])["challenge"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let scep_key = super::scep_clients::rsa_key(0);
+    let scep_csr = csr_with_challenge(
+        &scep_key,
+        &rcgen::CertificateParams::default(),
+        Some(&challenge),
+    )
+    .unwrap();
+    let transient = transient_certificate(&scep_key, "outage").unwrap();
+    let ra = env.ca_der("scep-ra.pem");
+    let pkcs_req = RequestBuilder::pkcs_req(&scep_csr, &scep_key, &transient, &ra)
+        .build()
+        .unwrap();
     let signed = server.metric(SIGNATURES);
 
     cluster.stop_server().unwrap();
+    // SCEP: 503 with Retry-After (no CertRep: a FAILURE would be a verdict on the request).
+    let r = http(
+        server.http,
+        "POST",
+        "/scep?operation=PKIOperation",
+        &[("content-type", "application/x-pki-message")],
+        pkcs_req.der(),
+    );
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.header("retry-after").is_some(), "{r:?}");
     // Issuance: serverInternal with Retry-After, never a signature.
     let r = client.new_order(
         &account,
