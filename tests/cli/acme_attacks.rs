@@ -2381,3 +2381,191 @@ fn acme_o12_failed_validation_limits_hold_for_challenges_started_together() {
     let authz = fx.c.get_as(&account, authz).json();
     assert_eq!(authz["status"], "pending", "{authz}");
 }
+
+/// The names of a leaf: `dns:…`, `ip:…` and `uri:…`, in certificate order.
+fn leaf_names(der: &[u8]) -> Vec<String> {
+    use x509_parser::prelude::{GeneralName, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).unwrap();
+    let san = cert.subject_alternative_name().unwrap().unwrap();
+    san.value
+        .general_names
+        .iter()
+        .map(|name| match name {
+            GeneralName::DNSName(d) => format!("dns:{d}"),
+            GeneralName::URI(u) => format!("uri:{u}"),
+            GeneralName::IPAddress(bytes) => {
+                let ip: IpAddr = match bytes.len() {
+                    4 => <[u8; 4]>::try_from(*bytes).unwrap().into(),
+                    16 => <[u8; 16]>::try_from(*bytes).unwrap().into(),
+                    n => panic!("an IP address of {n} bytes"),
+                };
+                format!("ip:{ip}")
+            }
+            other => panic!("an unexpected name {other:?}"),
+        })
+        .collect()
+}
+
+/// Identifiers of every kind (RFC 8555 `dns`, RFC 8738 `ip`) with accounts of every key
+/// algorithm (ES256, ES384, RS256, EdDSA): names and addresses the agent's policy pre-authorizes
+/// make an order ready at once; an address it does not is proven over http-01 (and gets no
+/// dns-01 challenge, RFC 8738 §7). Each certificate carries the order's names and the agent's
+/// URI, and is served with `Link: rel="up"` to the issuing CA.
+#[test]
+fn acme_identifiers_of_every_kind_with_every_account_key_algorithm() {
+    let env = Env::with_ca();
+    let default = std::fs::read_to_string(env.data_file("policies/default.toml")).unwrap();
+    let fleet = default
+        .replace("agents = [\"/agent/**\"]", "agents = [\"/fleet/**\"]")
+        .replace("dns = []", "dns = [\"*.fleet.test\"]")
+        .replace("ips = []", "ips = [\"192.0.2.0/24\", \"2001:db8::/32\"]");
+    assert_ne!(fleet, default);
+    std::fs::write(env.data_file("policies/fleet.toml"), fleet).unwrap();
+    let fx = Fx::start(&env);
+    let target = Http01::start(fx.srv.http01_port());
+    let agent = fx.srv.env.add_agent("/fleet/node", &[]);
+    let agent_uri = format!("uri:{agent}");
+
+    for (n, alg) in KeyAlg::ALL.into_iter().enumerate() {
+        let account = fx.c.new_account(AccountKey::generate(alg), &fx.eab(&agent));
+        let name = format!("n{n}.fleet.test");
+        let v4: IpAddr = format!("192.0.2.{}", n + 1).parse().unwrap();
+        let v6: IpAddr = format!("2001:db8::{}", n + 1).parse().unwrap();
+        let ids = json!([
+            ident("dns", &name),
+            ident("ip", &v4.to_string()),
+            ident("ip", &v6.to_string()),
+        ]);
+        let key = AccountKey::es256();
+        let (_, order, leaf) =
+            fx.c.issue_ready(&account, &ids, &csr(&key, &[&name], &[v4, v6], &[]));
+        assert_eq!(order["identifiers"], ids, "{alg:?}: {order}");
+        let mut names = leaf_names(&leaf);
+        names.sort();
+        let mut wanted = vec![
+            format!("dns:{name}"),
+            format!("ip:{v4}"),
+            format!("ip:{v6}"),
+            agent_uri.clone(),
+        ];
+        wanted.sort();
+        assert_eq!(names, wanted, "{alg:?}");
+    }
+
+    // An address outside the policy: pending, proven over http-01, then issued.
+    let account =
+        fx.c.new_account(AccountKey::generate(KeyAlg::EdDsa), &fx.eab(&agent));
+    let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+    let (order_url, order) = fx.c.order(&account, &json!([ident("ip", "127.0.0.1")]));
+    assert_eq!(order["status"], "pending", "{order}");
+    let authz_url = order["authorizations"][0].as_str().unwrap();
+    let authz = fx.c.get_as(&account, authz_url).json();
+    let kinds: Vec<&str> = authz["challenges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["type"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"http-01") && !kinds.contains(&"dns-01"),
+        "{authz}"
+    );
+    let challenge = http01_of(&authz);
+    let token = challenge["token"].as_str().unwrap();
+    target.set(
+        &challenge_path(&challenge),
+        Target::Body(key_authorization(token, &account.key)),
+    );
+    let r =
+        fx.c.post_as(&account, challenge["url"].as_str().unwrap(), &json!({}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let authz =
+        fx.c.poll_authz(&account, authz_url, Duration::from_secs(20));
+    assert_eq!(authz["status"], "valid", "{authz}");
+    let order =
+        fx.c.poll_order(&account, &order_url, Duration::from_secs(10));
+    assert_eq!(order["status"], "ready", "{order}");
+    let key = AccountKey::es256();
+    let r =
+        fx.c.finalize(&account, &order, &csr(&key, &[], &[loopback], &[]));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let chain =
+        fx.c.download(&account, r.json()["certificate"].as_str().unwrap());
+    assert_eq!(chain.status, 200, "{}", chain.text());
+    let up = chain.headers_named("link");
+    assert!(
+        up.iter().any(|l| l.contains("rel=\"up\"")),
+        "no Link rel=\"up\": {up:?}"
+    );
+    let leaf = agentca_testkit::acme::pem_first(&chain.text());
+    assert_eq!(
+        leaf_names(&leaf),
+        vec![agent_uri, format!("ip:{loopback}")],
+        "the proven address"
+    );
+}
+
+/// ACME-O13, revocation: a reason a subscriber may not give (cACompromise, unused, a number
+/// RFC 5280 does not define) is `badRevocationReason`; another agent's account may not revoke;
+/// neither changes anything or reaches the CA key. The certificate's own key may revoke it,
+/// with no account (a `jwk`-signed request).
+#[test]
+fn acme_o13_revocation_needs_the_agents_account_or_the_certificates_key() {
+    let env = Env::with_ca();
+    let fx = Fx::start(&env);
+    let owner = fx.agent("revoke-owner", &[]);
+    let stranger = fx.agent("revoke-stranger", &[]);
+    let account = fx.account(&owner);
+    let other = fx.account(&stranger);
+    let key = AccountKey::es256();
+    let (_, _, leaf) = fx.c.issue_ready(
+        &account,
+        &json!([ident("uri", &owner)]),
+        &csr(&key, &[], &[], &[&owner]),
+    );
+    let serial = super::support::serial_hex(&leaf);
+    let revoke = fx.c.url("revoke-cert");
+    let status = || fx.srv.env.json(&["cert", "show", &serial])["status"].clone();
+    let sigs = fx.signatures();
+
+    for reason in [2, 7, 8, 11] {
+        let r = fx.c.post_as(
+            &account,
+            &revoke,
+            &json!({"certificate": b64(&leaf), "reason": reason}),
+        );
+        fx.refused(
+            &format!("O13 reason {reason}"),
+            &r,
+            400,
+            "badRevocationReason",
+            sigs,
+        );
+    }
+    let r =
+        fx.c.post_as(&other, &revoke, &json!({"certificate": b64(&leaf)}));
+    fx.refused("O13 another agent's account", &r, 403, "unauthorized", sigs);
+    // A key that is not the certificate's, signing for itself.
+    let r = fx.c.post_signed(
+        &AccountKey::es256(),
+        None,
+        &revoke,
+        json!({"certificate": b64(&leaf)}).to_string().as_bytes(),
+    );
+    fx.refused("O13 a stranger's key", &r, 403, "unauthorized", sigs);
+    assert_eq!(status(), "valid");
+
+    // The certificate's key, without an account.
+    let r = fx.c.post_signed(
+        &key,
+        None,
+        &revoke,
+        json!({"certificate": b64(&leaf), "reason": 1})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(status(), "revoked");
+    let shown = fx.srv.env.json(&["cert", "show", &serial]);
+    assert_eq!(shown["revocation_reason"], "keyCompromise", "{shown}");
+}
