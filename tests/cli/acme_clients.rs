@@ -35,7 +35,7 @@ const EMAIL: &str = "ops@example.org";
 
 /// Whether `program` can be run; if not, reports it (a notice, or a panic when tools are
 /// required) and returns false.
-fn client_present(program: &str, purpose: &str) -> bool {
+pub(crate) fn client_present(program: &str, purpose: &str) -> bool {
     match Command::new(program)
         .arg("--version")
         .stdin(Stdio::null())
@@ -51,7 +51,7 @@ fn client_present(program: &str, purpose: &str) -> bool {
 }
 
 /// A finished client run.
-struct ClientRun {
+pub(crate) struct ClientRun {
     what: String,
     status: ExitStatus,
     stdout: String,
@@ -62,7 +62,7 @@ struct ClientRun {
 impl ClientRun {
     /// Requires exit status 0.
     #[track_caller]
-    fn success(self) -> Self {
+    pub(crate) fn success(self) -> Self {
         assert!(self.status.success(), "{self}");
         self
     }
@@ -93,7 +93,7 @@ fn drain(from: impl Read + Send + 'static) -> JoinHandle<String> {
 }
 
 /// Runs `cmd` to completion within [`CLIENT_TIMEOUT`], killing it (and failing) past that.
-fn run_bounded(mut cmd: Command) -> ClientRun {
+pub(crate) fn run_bounded(mut cmd: Command) -> ClientRun {
     let what = format!(
         "{} {}",
         cmd.get_program().to_string_lossy(),
@@ -140,7 +140,7 @@ fn run_bounded(mut cmd: Command) -> ClientRun {
 
 /// A client command with a clean environment: `HOME` in the scratch directory, no proxies,
 /// and nothing but loopback for the server.
-fn client_command(program: &str, env: &Env) -> Command {
+pub(crate) fn client_command(program: &str, env: &Env) -> Command {
     let home = env.path("home");
     std::fs::create_dir_all(&home).unwrap();
     let mut cmd = Command::new(program);

@@ -3,12 +3,16 @@
 //! between the nodes for one order or one EAB credential have one winner, a SCEP challenge
 //! spent on one node is refused by the other, and a revocation made through one node is
 //! answered `revoked` by the other's OCSP responder and listed on its CRL within the poll
-//! interval. Faults: a node killed mid-issuance loses nothing it acknowledged while the other
+//! interval. lego, the stock client, works through a load balancer in front of both nodes.
+//! Faults: a node killed mid-issuance loses nothing it acknowledged while the other
 //! keeps issuing; a database lost mid-run makes issuance over ACME and SCEP retry later while
 //! OCSP answers from the cache, and service recovers without a restart. Skipped with a notice when PostgreSQL is
 //! not installed, a failure under `AGENTCA_REQUIRE_TOOLS=1`.
 
-use std::sync::Barrier;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use agentca_testkit::acme::{
@@ -19,7 +23,7 @@ use serde_json::{Value, json};
 use agentca_scep::client::{RequestBuilder, csr_with_challenge, transient_certificate};
 
 use super::acme_clients::ocsp_status_at;
-use super::harness::{Server, http, serve_on_free_ports};
+use super::harness::{Server, free_port, http, serve_on_free_ports};
 use super::support::*;
 
 const SIGNATURES: &str = "agentca_issuing_ca_signatures_total";
@@ -334,13 +338,13 @@ fn a_node_killed_mid_issuance_loses_nothing_and_the_other_keeps_serving() {
 
     // Four clients order through A until it is killed; every certificate they downloaded was
     // acknowledged and must be in the database.
-    let stop = std::sync::atomic::AtomicBool::new(false);
+    let stop = AtomicBool::new(false);
     let acknowledged = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..4 {
             let (ca, account, stop, acknowledged) = (&ca, &account, &stop, &acknowledged);
             s.spawn(move || {
-                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                while !stop.load(Ordering::SeqCst) {
                     let name = "crash.example.org";
                     let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         order_certificate(ca, account, name)
@@ -356,7 +360,7 @@ fn a_node_killed_mid_issuance_loses_nothing_and_the_other_keeps_serving() {
             std::thread::sleep(Duration::from_millis(20));
         }
         a.kill();
-        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        stop.store(true, Ordering::SeqCst);
     });
     let acknowledged = acknowledged.into_inner().unwrap();
     assert!(acknowledged.len() >= 12);
@@ -577,4 +581,192 @@ fn a_scep_challenge_is_spent_on_every_node() {
         .success();
     assert_ne!(std::fs::read_to_string(&cert).unwrap(), before);
     assert_eq!(ocsp_status_at(&nodes.one, &a, &cert), "good");
+}
+
+/// A TCP load balancer in front of the nodes, as a cloud deployment has one: each new
+/// connection goes to the next node in turn, and a connection idle for [`RoundRobin::IDLE`] is
+/// closed, so a client's next request opens a new one, to the other node. TLS passes through
+/// untouched: both nodes hold the same certificate, and links follow the `Host` header.
+struct RoundRobin {
+    addr: std::net::SocketAddr,
+    /// Connections sent to each node.
+    sent: Arc<[AtomicUsize; 2]>,
+    stop: Arc<AtomicBool>,
+}
+
+impl RoundRobin {
+    const IDLE: Duration = Duration::from_millis(250);
+
+    fn start(nodes: [std::net::SocketAddr; 2]) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sent: Arc<[AtomicUsize; 2]> = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (counts, halt) = (sent.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut next = 0;
+            while !halt.load(Ordering::Relaxed) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let Ok(node) = TcpStream::connect(nodes[next]) else {
+                    continue;
+                };
+                counts[next].fetch_add(1, Ordering::SeqCst);
+                next = 1 - next;
+                std::thread::spawn(move || relay(client, node));
+            }
+        });
+        Self { addr, sent, stop }
+    }
+
+    fn sent(&self) -> [usize; 2] {
+        [
+            self.sent[0].load(Ordering::SeqCst),
+            self.sent[1].load(Ordering::SeqCst),
+        ]
+    }
+}
+
+impl Drop for RoundRobin {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Copies bytes both ways until either side closes or nothing moved for [`RoundRobin::IDLE`].
+fn relay(client: TcpStream, node: TcpStream) {
+    let last = Arc::new(std::sync::Mutex::new(Instant::now()));
+    let pipe = |mut from: TcpStream, mut to: TcpStream, last: Arc<std::sync::Mutex<Instant>>| {
+        from.set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    *last.lock().unwrap() = Instant::now();
+                    if to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if last.lock().unwrap().elapsed() >= RoundRobin::IDLE {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let _ = from.shutdown(std::net::Shutdown::Both);
+        let _ = to.shutdown(std::net::Shutdown::Both);
+    };
+    let (c2, n2) = (client.try_clone().unwrap(), node.try_clone().unwrap());
+    let up = {
+        let last = last.clone();
+        std::thread::spawn(move || pipe(client, node, last))
+    };
+    pipe(n2, c2, last);
+    let _ = up.join();
+}
+
+/// lego, as Debian ships it, through the load balancer in front of both nodes: it registers
+/// with EAB and obtains a certificate on one node, renews it with that account on the other,
+/// and revokes the renewed certificate through the first; each node's OCSP responder answers
+/// `revoked` for it and `good` for the first, and the database holds both.
+#[test]
+fn lego_obtains_renews_and_revokes_through_a_load_balancer_over_two_nodes() {
+    if !super::acme_clients::client_present("lego", "the two-node lego test") {
+        return;
+    }
+    let Some(nodes) = TwoNodes::new() else { return };
+    let name = "lb.example.org";
+    let id = nodes
+        .one
+        .add_agent("/agent/lb", &["--store", &nodes.url, "--dns", name]);
+    let a = nodes.serve(&nodes.one);
+    let b = nodes.serve(&nodes.two);
+    let lb = RoundRobin::start([a.https, b.https]);
+    let token = nodes.one.json(&[
+        "--store", &nodes.url, "token", "create", "--agent", &id, "--for", "acme",
+    ]);
+    let (kid, hmac) = (
+        token["kid"].as_str().unwrap().to_owned(),
+        token["hmac"].as_str().unwrap().to_owned(),
+    );
+    let path = nodes.one.path("lego");
+    let http_port = free_port();
+    let lego = |subcommand: &[&str]| {
+        let mut cmd = super::acme_clients::client_command("lego", &nodes.one);
+        cmd.env("LEGO_CA_CERTIFICATES", nodes.one.data_file("root.pem"))
+            .arg("--server")
+            .arg(format!("https://{}/acme/directory", lb.addr))
+            .arg("--path")
+            .arg(&path)
+            .args(["--email", "ops@example.org", "--accept-tos", "--eab"])
+            .args(["--kid", &kid, "--hmac", &hmac, "--key-type", "ec256"])
+            .args(["--http", "--http.port", &format!("127.0.0.1:{http_port}")])
+            .args(["-d", name])
+            .args(subcommand);
+        super::acme_clients::run_bounded(cmd).success()
+    };
+    let leaf_of = || {
+        let pem = std::fs::read_to_string(path.join(format!("certificates/{name}.crt"))).unwrap();
+        pem_certs(&pem).into_iter().next().unwrap()
+    };
+
+    lego(&["run"]);
+    let first = leaf_of();
+    lego(&["renew", "--days", "3650", "--no-random-sleep"]);
+    let renewed = leaf_of();
+    assert_ne!(
+        serial_hex(&first),
+        serial_hex(&renewed),
+        "renew got no new certificate"
+    );
+    // lego keeps one connection for a whole run: the account and first certificate were made
+    // on one node, the renewal (with that account) on the other.
+    let [to_a, to_b] = lb.sent();
+    assert!(
+        to_a >= 1 && to_b >= 1,
+        "the runs did not alternate between the nodes: {to_a} and {to_b} connections"
+    );
+    let listed = nodes
+        .two
+        .listed_serials(&["--store", &nodes.url, "--agent", &id]);
+    for leaf in [&first, &renewed] {
+        assert!(listed.contains(&serial_hex(leaf)), "{listed:?}");
+    }
+
+    lego(&["revoke", "--keep"]);
+    let renewed_pem = nodes.one.write("renewed.pem", &pem_of(&renewed));
+    let first_pem = nodes.one.write("first.pem", &pem_of(&first));
+    let started = Instant::now();
+    for node in [&a, &b] {
+        loop {
+            let status = ocsp_status_at(&nodes.one, node, &renewed_pem);
+            if status == "revoked" {
+                break;
+            }
+            assert!(
+                started.elapsed() < LEARN_WITHIN,
+                "node {} still answers {status} for the revoked certificate",
+                node.https
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(ocsp_status_at(&nodes.one, node, &first_pem), "good");
+    }
+}
+
+/// A certificate as PEM.
+fn pem_of(der: &[u8]) -> String {
+    pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))
 }
