@@ -746,8 +746,8 @@ fn lego_obtains_renews_and_revokes_through_a_load_balancer_over_two_nodes() {
     }
 
     lego(&["revoke", "--keep"]);
-    let renewed_pem = nodes.one.write("renewed.pem", &pem_of(&renewed));
-    let first_pem = nodes.one.write("first.pem", &pem_of(&first));
+    let renewed_pem = nodes.one.write("renewed.pem", pem_of(&renewed));
+    let first_pem = nodes.one.write("first.pem", pem_of(&first));
     let started = Instant::now();
     for node in [&a, &b] {
         loop {
