@@ -6,6 +6,7 @@
 
 use agentca_scep::client::{RequestBuilder, Tamper};
 use agentca_scep::{ContentCipher, FailInfo, TransactionId};
+use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::scep_clients::{ScepServer, fail_info, issued, pkcs_req, rsa_key};
 use super::support::{Env, serial_hex};
@@ -318,6 +319,44 @@ fn renewals_need_a_current_certificate_of_ours() {
 
     // Signed by a self-signed certificate (of the same key), it does not.
     let request = RequestBuilder::renewal_req(&csr, &key, &transient, &server.ra)
+        .build()
+        .unwrap();
+    assert_eq!(
+        fail_info(server.exchange(&request, &key)),
+        FailInfo::BadMessageCheck
+    );
+
+    // Signed by another CA's copy of the current certificate (its serial, subject and the
+    // agent's URI, for the same key), it does not: only the certificate stored under that
+    // serial, byte for byte, is ours.
+    let forged = {
+        let (_, ours) = X509Certificate::from_der(&current).unwrap();
+        let foreign_ca = rcgen::Issuer::new(
+            {
+                let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+                ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+                ca.distinguished_name = rcgen::DistinguishedName::new();
+                ca.distinguished_name
+                    .push(rcgen::DnType::CommonName, "agentca issuing CA");
+                ca
+            },
+            rcgen::KeyPair::generate().unwrap(),
+        );
+        let mut params = rcgen::CertificateParams::default();
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(ours.raw_serial()));
+        params.subject_alt_names = vec![rcgen::SanType::URI(
+            rcgen::string::Ia5String::try_from(agent.as_str()).unwrap(),
+        )];
+        let leaf_key =
+            rcgen::KeyPair::try_from(agentca_testkit::acme::AccountKey::rsa(0).pkcs8_der())
+                .unwrap();
+        params
+            .signed_by(&leaf_key, &foreign_ca)
+            .unwrap()
+            .der()
+            .to_vec()
+    };
+    let request = RequestBuilder::renewal_req(&csr, &key, &forged, &server.ra)
         .build()
         .unwrap();
     assert_eq!(
