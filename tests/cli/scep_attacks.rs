@@ -615,3 +615,59 @@ fn acknowledged_enrollments_survive_kill_9() {
         FailInfo::BadRequest
     );
 }
+
+/// `cmd` run under `faketime` with the clock moved by `offset` (`+2d`).
+fn under_faketime(cmd: &std::process::Command, offset: &str) -> std::process::Command {
+    let mut faked = std::process::Command::new("faketime");
+    faked
+        .args(["-f", offset])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (name, value) in cmd.get_envs() {
+        match value {
+            Some(value) => faked.env(name, value),
+            None => faked.env_remove(name),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        faked.current_dir(dir);
+    }
+    faked
+}
+
+/// SCEP-3, a signer outside its validity: the agent's own certificate signs a RenewalReq that a
+/// server reads two days later (its clock moved by `faketime`, past the 24-hour lifetime): a
+/// FAILURE with badTime, and no signature.
+#[test]
+fn a_renewal_signed_by_an_expired_certificate_gets_bad_time() {
+    if agentca_testkit::tools::on_path("faketime").is_none() {
+        agentca_testkit::tools::missing("faketime", "the expired SCEP signer test (SCEP-3)");
+        return;
+    }
+    let env = Env::with_ca();
+    let agent = env.add_agent("/agent/expired", &[]);
+    let key = rsa_key(0);
+    let current = {
+        let server = ScepServer::start(&env);
+        let challenge = server.challenge(&agent);
+        let (parts, transient) = pkcs_req(&server, &key, Some(&challenge));
+        issued(server.exchange(&parts.builder(&key, &transient).build().unwrap(), &key))
+    };
+    let csr =
+        agentca_scep::client::csr_with_challenge(&key, &rcgen::CertificateParams::default(), None)
+            .unwrap();
+
+    let mut cmd = super::harness::serve_on_free_ports(&env);
+    cmd.arg("--scep-legacy-crypto");
+    let later = ScepServer {
+        server: super::harness::Server::start(under_faketime(&cmd, "+2d")),
+        env: &env,
+        ra: env.ca_der("scep-ra.pem"),
+    };
+    let signatures = later.ca_signatures();
+    let request = RequestBuilder::renewal_req(&csr, &key, &current, &later.ra)
+        .build()
+        .unwrap();
+    assert_eq!(fail_info(later.exchange(&request, &key)), FailInfo::BadTime);
+    assert_eq!(later.ca_signatures(), signatures);
+}
