@@ -2569,3 +2569,85 @@ fn acme_o13_revocation_needs_the_agents_account_or_the_certificates_key() {
     let shown = fx.srv.env.json(&["cert", "show", &serial]);
     assert_eq!(shown["revocation_reason"], "keyCompromise", "{shown}");
 }
+
+/// dns-01 end to end (RFC 8555 §8.4): the TXT record at `_acme-challenge.NAME` holding the
+/// base64url SHA-256 of the key authorization validates the name, through the server's
+/// resolver; a record of another account's key authorization does not, and says why without
+/// echoing what it found.
+#[test]
+fn acme_dns01_validates_a_name_through_its_txt_record() {
+    use sha2::{Digest, Sha256};
+    let env = Env::with_ca();
+    let fx = Fx::start(&env);
+    let agent = fx.agent("dns01", &[]);
+    let account = fx.account(&agent);
+    let stranger = fx.account(&fx.agent("dns01-other", &[]));
+    let digest = |token: &str, key: &AccountKey| {
+        b64(Sha256::digest(key_authorization(token, key).as_bytes()))
+    };
+    let dns01 = |name: &str| {
+        let (order_url, order) = fx.c.order(&account, &dns_ids(&[name]));
+        assert_eq!(order["status"], "pending", "{order}");
+        let authz_url = order["authorizations"][0].as_str().unwrap().to_owned();
+        let authz = fx.c.get_as(&account, &authz_url).json();
+        let challenge = authz["challenges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "dns-01")
+            .unwrap_or_else(|| panic!("no dns-01 challenge: {authz}"))
+            .clone();
+        (order_url, authz_url, challenge)
+    };
+
+    let (order_url, authz_url, challenge) = dns01("txt.example.org");
+    let token = challenge["token"].as_str().unwrap();
+    fx.srv.dns.set_txt(
+        "_acme-challenge.txt.example.org",
+        vec!["unrelated".to_owned(), digest(token, &account.key)],
+    );
+    let r =
+        fx.c.post_as(&account, challenge["url"].as_str().unwrap(), &json!({}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let authz =
+        fx.c.poll_authz(&account, &authz_url, Duration::from_secs(20));
+    assert_eq!(authz["status"], "valid", "{authz}");
+    let order =
+        fx.c.poll_order(&account, &order_url, Duration::from_secs(10));
+    assert_eq!(order["status"], "ready", "{order}");
+    let key = AccountKey::es256();
+    let r =
+        fx.c.finalize(&account, &order, &csr(&key, &["txt.example.org"], &[], &[]));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["status"], "valid", "{}", r.text());
+
+    // Another account's digest in the record: invalid.
+    let (_, authz_url, challenge) = dns01("wrong.example.org");
+    let token = challenge["token"].as_str().unwrap();
+    let planted = digest(token, &stranger.key);
+    fx.srv
+        .dns
+        .set_txt("_acme-challenge.wrong.example.org", vec![planted.clone()]);
+    let r =
+        fx.c.post_as(&account, challenge["url"].as_str().unwrap(), &json!({}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let authz =
+        fx.c.poll_authz(&account, &authz_url, Duration::from_secs(20));
+    assert_eq!(authz["status"], "invalid", "{authz}");
+    let failed = authz["challenges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "dns-01")
+        .unwrap()
+        .clone();
+    assert_eq!(failed["status"], "invalid", "{failed}");
+    assert_eq!(
+        failed["error"]["type"], "urn:ietf:params:acme:error:incorrectResponse",
+        "{failed}"
+    );
+    assert!(
+        !authz.to_string().contains(&planted),
+        "the record was echoed: {authz}"
+    );
+}
