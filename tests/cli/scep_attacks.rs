@@ -2,7 +2,8 @@
 //! SCEP-8, and PARSE-1 for the CMS decoder). Business failures are signed CertReps with HTTP
 //! 200 and the right failInfo; only input that is not a pkiMessage gets HTTP 400; nothing
 //! reaches the CA's signer (`agentca_issuing_ca_signatures_total` stays put), and a
-//! challenge is spent only by a request that is granted.
+//! challenge is spent only by a request that is granted. Most requests come from the project's
+//! own client; one test sends them from a client built on RustCrypto's `cms` instead.
 
 use agentca_scep::client::{RequestBuilder, Tamper};
 use agentca_scep::{ContentCipher, FailInfo, TransactionId};
@@ -670,4 +671,89 @@ fn a_renewal_signed_by_an_expired_certificate_gets_bad_time() {
         .unwrap();
     assert_eq!(fail_info(later.exchange(&request, &key)), FailInfo::BadTime);
     assert_eq!(later.ca_signatures(), signatures);
+}
+
+/// The request and reply codec checked against another implementation: a client built on
+/// RustCrypto's `cms` (not on the server's CMS code) enrolls with a live challenge and decrypts
+/// its certificate from the reply; a used challenge, an unknown one, a message type outside
+/// the allow-list and a signature by another key each get a FAILURE, signed by the RA, with
+/// the right failInfo and the request's transactionID and nonce, and no CA signature.
+#[test]
+fn a_client_on_another_cms_implementation_enrolls_and_is_refused_where_it_must_be() {
+    use agentca_testkit::scep_cms::{CmsReply, read_reply, request};
+    let env = Env::with_ca();
+    let agent = env.add_agent("/agent/cms", &[]);
+    let server = ScepServer::start_with(&env, &[]);
+    let pkcs8 = |i| {
+        agentca_testkit::acme::AccountKey::rsa(i)
+            .pkcs8_der()
+            .to_vec()
+    };
+    let (key, other_key) = (pkcs8(0), pkcs8(1));
+    let send = |message_type: &str, challenge: &str, signer_key: &[u8], requester: usize| {
+        let requester_key = rsa_key(requester);
+        let csr = agentca_scep::client::csr_with_challenge(
+            &requester_key,
+            &rcgen::CertificateParams::default(),
+            Some(challenge),
+        )
+        .unwrap();
+        let transient =
+            agentca_scep::client::transient_certificate(&requester_key, "cms client").unwrap();
+        let sent = request(message_type, &csr, &transient, signer_key, &server.ra);
+        let response = server.post(&sent.der);
+        assert_eq!(response.status, 200, "{}", response.text());
+        read_reply(&response.body, &sent, &server.ra, &pkcs8(requester))
+    };
+
+    let challenge = server.challenge(&agent);
+    let CmsReply::Success(certificates) = send("19", &challenge, &key, 0) else {
+        panic!("the enrollment was refused");
+    };
+    // The issued certificate is the one with names (the others are the CA chain).
+    let names: Vec<Vec<String>> = certificates
+        .iter()
+        .filter_map(|der| {
+            let (_, cert) = X509Certificate::from_der(der).unwrap();
+            let san = cert.subject_alternative_name().unwrap()?;
+            Some(
+                san.value
+                    .general_names
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(names, [[format!("URI({agent})")]], "{names:?}");
+    let signatures = server.ca_signatures();
+
+    const BAD_MESSAGE_CHECK: u8 = 1;
+    const BAD_REQUEST: u8 = 2;
+    // The same challenge for another key: used.
+    assert_eq!(
+        send("19", &challenge, &other_key, 1),
+        CmsReply::Failure(BAD_REQUEST)
+    );
+    assert_eq!(
+        send("19", "not-a-challenge", &other_key, 1),
+        CmsReply::Failure(BAD_REQUEST)
+    );
+    // CertPoll (20) is not served.
+    let fresh = server.challenge(&agent);
+    assert_eq!(
+        send("20", &fresh, &other_key, 1),
+        CmsReply::Failure(BAD_REQUEST)
+    );
+    // Signed by another key than the signer certificate's.
+    assert_eq!(
+        send("19", &fresh, &key, 1),
+        CmsReply::Failure(BAD_MESSAGE_CHECK)
+    );
+    assert_eq!(server.ca_signatures(), signatures);
+    // The fresh challenge was spent by none of them.
+    assert!(matches!(
+        send("19", &fresh, &other_key, 1),
+        CmsReply::Success(_)
+    ));
 }

@@ -41,6 +41,7 @@ pub mod openssl;
 mod parse;
 pub mod pkilint;
 pub mod postgres;
+pub mod scep_cms;
 mod serial;
 pub mod tools;
 mod validity;
