@@ -15,6 +15,7 @@ use instant_acme::{
 use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use super::acme_clients::ocsp_status_at;
 use super::harness::AcmeServer;
 use super::support::{BASE_URL, Env, agent_id, now, pem_certs, serial_hex};
 
@@ -115,8 +116,23 @@ fn ari_windows_replacement_and_revocation() {
         assert!(retry.as_secs() > 0, "Retry-After {retry:?}");
 
         // A renewal that replaces the first certificate; a second replacement is refused.
+        let signed_at = now();
         let second = obtain(&account, &["ari.agent.test"], Some(&first_der)).await;
         assert_ne!(serial_hex(&first[0]), serial_hex(&second[0]));
+        let expect = agentca_testkit::Expectation::new(&agent, signed_at)
+            .dns(["ari.agent.test"])
+            .base_url(BASE_URL);
+        env.check_leaf(&second[0], &expect);
+        let pems = [&first, &second].map(|chain| {
+            let name = format!("ari-{}.pem", serial_hex(&chain[0]));
+            env.write(
+                &name,
+                agentca_testkit::tools::pem("CERTIFICATE", &[&chain[0]]),
+            )
+        });
+        for pem in &pems {
+            assert_eq!(ocsp_status_at(&env, &server, pem), "good");
+        }
         let ids = [Identifier::Dns("ari.agent.test".into())];
         let Err(again) = account
             .new_order(&NewOrder::new(&ids).replaces(id.clone()))
@@ -147,6 +163,8 @@ fn ari_windows_replacement_and_revocation() {
         );
         let shown = env.json(&["cert", "show", &serial_hex(&second[0])]);
         assert_eq!(shown["status"], "revoked", "{shown}");
+        assert_eq!(ocsp_status_at(&env, &server, &pems[1]), "revoked");
+        assert_eq!(ocsp_status_at(&env, &server, &pems[0]), "good");
         // Revoking twice is refused.
         let twice = account
             .revoke(&RevocationRequest {
