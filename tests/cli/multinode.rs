@@ -3,7 +3,8 @@
 //! between the nodes for one order or one EAB credential have one winner, a SCEP challenge
 //! spent on one node is refused by the other, and a revocation made through one node is
 //! answered `revoked` by the other's OCSP responder and listed on its CRL within the poll
-//! interval. lego, the stock client, works through a load balancer in front of both nodes.
+//! interval. lego works through a load balancer in front of both nodes, and micromdm's
+//! scepclient enrolls on one node and renews on the other.
 //! Faults: a node killed mid-issuance loses nothing it acknowledged while the other
 //! keeps issuing; a database lost mid-run makes issuance over ACME and SCEP retry later while
 //! OCSP answers from the cache, and service recovers without a restart. Skipped with a notice when PostgreSQL is
@@ -55,8 +56,12 @@ impl TwoNodes {
     }
 
     fn serve(&self, env: &Env) -> Server {
+        self.serve_with(env, &[])
+    }
+
+    fn serve_with(&self, env: &Env, extra: &[&str]) -> Server {
         let mut cmd = serve_on_free_ports(env);
-        cmd.args(["--store", &self.url]);
+        cmd.args(["--store", &self.url]).args(extra);
         Server::start(cmd)
     }
 
@@ -769,4 +774,105 @@ fn lego_obtains_renews_and_revokes_through_a_load_balancer_over_two_nodes() {
 /// A certificate as PEM.
 fn pem_of(der: &[u8]) -> String {
     pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))
+}
+
+/// micromdm's `scepclient` (Debian's `scep`) across the nodes: it enrolls through one with a
+/// one-time challenge, renews through the other with the certificate it got, and the challenge
+/// it spent on the first is refused by the second, with no signature.
+#[test]
+fn scepclient_enrolls_on_one_node_and_renews_on_the_other() {
+    let Some(nodes) = TwoNodes::new() else { return };
+    let id = nodes
+        .one
+        .add_agent("/agent/scep-lb", &["--store", &nodes.url]);
+    // scepclient encrypts with DES.
+    let a = nodes.serve_with(&nodes.one, &["--scep-legacy-crypto"]);
+    let b = nodes.serve_with(&nodes.two, &["--scep-legacy-crypto"]);
+    let challenge = nodes.one.json(&[
+        "--store", &nodes.url, "token", "create", "--agent", &id, "--for", "scep",
+    ])["challenge"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let dir = nodes.one.path("scepclient");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
+    // scepclient reads only PKCS#1 keys.
+    let made = std::process::Command::new("openssl")
+        .args(["genrsa", "-traditional", "-out"])
+        .arg(&key)
+        .arg("2048")
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let fingerprint = {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(nodes.one.ca_der("scep-ra.pem")))
+    };
+    let scepclient = |node: &Server, challenge: Option<&str>| {
+        let url = node.url("/scep");
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "-server-url".as_ref(),
+            url.as_ref(),
+            "-private-key".as_ref(),
+            key.as_os_str(),
+            "-certificate".as_ref(),
+            cert.as_os_str(),
+            "-ca-fingerprint".as_ref(),
+            fingerprint.as_ref(),
+        ];
+        if let Some(c) = challenge {
+            args.push(std::ffi::OsStr::new("-challenge"));
+            args.push(std::ffi::OsStr::new(c));
+        }
+        agentca_testkit::tools::run("scepclient", &args, "the two-node SCEP test")
+    };
+
+    let Some(enrolled) = scepclient(&a, Some(&challenge)) else {
+        return;
+    };
+    assert!(
+        enrolled.status.success(),
+        "{}",
+        agentca_testkit::tools::transcript(&enrolled)
+    );
+    let first = pem_certs(&std::fs::read_to_string(&cert).unwrap())[0].clone();
+    let renewed = scepclient(&b, None).unwrap();
+    assert!(
+        renewed.status.success(),
+        "{}",
+        agentca_testkit::tools::transcript(&renewed)
+    );
+    let second = pem_certs(&std::fs::read_to_string(&cert).unwrap())[0].clone();
+    assert_ne!(
+        serial_hex(&first),
+        serial_hex(&second),
+        "no new certificate"
+    );
+    let listed = nodes
+        .two
+        .listed_serials(&["--store", &nodes.url, "--agent", &id]);
+    for leaf in [&first, &second] {
+        assert!(listed.contains(&serial_hex(leaf)), "{listed:?}");
+    }
+
+    // The spent challenge, with a fresh transient certificate, through the other node.
+    std::fs::remove_file(&cert).unwrap();
+    let signed = signatures(&a, &b);
+    let again = scepclient(&b, Some(&challenge)).unwrap();
+    assert!(
+        !again.status.success() || !cert.exists(),
+        "a spent challenge enrolled again: {}",
+        agentca_testkit::tools::transcript(&again)
+    );
+    assert_eq!(signatures(&a, &b), signed);
+    assert!(
+        b.stderr().contains("the challenge was already used"),
+        "{}",
+        b.stderr()
+    );
 }
