@@ -600,7 +600,7 @@ struct RoundRobin {
 }
 
 impl RoundRobin {
-    const IDLE: Duration = Duration::from_millis(250);
+    const IDLE: Duration = Duration::from_secs(2);
 
     fn start(nodes: [std::net::SocketAddr; 2]) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
