@@ -153,6 +153,22 @@ impl<'e> Fx<'e> {
     }
 }
 
+/// `policies/NAME.toml`: the default policy for the agents under `/NAME/`, with each
+/// `(from, to)` of `changes` applied (each must change something).
+fn policy_like_default(env: &Env, name: &str, changes: &[(&str, &str)]) {
+    let default = std::fs::read_to_string(env.data_file("policies/default.toml")).unwrap();
+    let mut policy = default.replace(
+        "agents = [\"/agent/**\"]",
+        &format!("agents = [\"/{name}/**\"]"),
+    );
+    for (from, to) in changes {
+        assert!(policy.contains(from), "the default policy has no {from:?}");
+        policy = policy.replace(from, to);
+    }
+    assert_ne!(policy, default);
+    std::fs::write(env.data_file(&format!("policies/{name}.toml")), policy).unwrap();
+}
+
 fn ident(kind: &str, value: &str) -> Value {
     json!({"type": kind, "value": value})
 }
@@ -1273,15 +1289,14 @@ fn acme_accounts_and_external_account_binding() {
 fn acme_orders_and_finalize() {
     let env = Env::with_ca();
     // A policy with a small order rate limit, for agents under /limited/.
-    let default = std::fs::read_to_string(env.data_file("policies/default.toml")).unwrap();
-    let limited = default
-        .replace("agents = [\"/agent/**\"]", "agents = [\"/limited/**\"]")
-        .replace(
+    policy_like_default(
+        &env,
+        "limited",
+        &[(
             "acme_orders_per_account_per_hour = 300",
             "acme_orders_per_account_per_hour = 3",
-        );
-    assert_ne!(limited, default);
-    std::fs::write(env.data_file("policies/limited.toml"), limited).unwrap();
+        )],
+    );
     let fx = Fx::start(&env);
     let names = [
         "a.example.org",
@@ -2286,15 +2301,14 @@ fn acme_ari_renewal_info_and_replaces() {
 #[test]
 fn acme_o12_failed_validation_limits_hold_for_challenges_started_together() {
     let env = Env::with_ca();
-    let default = std::fs::read_to_string(env.data_file("policies/default.toml")).unwrap();
-    let failing = default
-        .replace("agents = [\"/agent/**\"]", "agents = [\"/failing/**\"]")
-        .replace(
+    policy_like_default(
+        &env,
+        "failing",
+        &[(
             "acme_failed_validations_per_account_per_hour = 30",
             "acme_failed_validations_per_account_per_hour = 2",
-        );
-    assert_ne!(failing, default);
-    std::fs::write(env.data_file("policies/failing.toml"), failing).unwrap();
+        )],
+    );
     let fx = Fx::start(&env);
     let target = Http01::start(fx.srv.http01_port());
     let loopback: IpAddr = "127.0.0.1".parse().unwrap();
@@ -2414,13 +2428,14 @@ fn leaf_names(der: &[u8]) -> Vec<String> {
 #[test]
 fn acme_identifiers_of_every_kind_with_every_account_key_algorithm() {
     let env = Env::with_ca();
-    let default = std::fs::read_to_string(env.data_file("policies/default.toml")).unwrap();
-    let fleet = default
-        .replace("agents = [\"/agent/**\"]", "agents = [\"/fleet/**\"]")
-        .replace("dns = []", "dns = [\"*.fleet.test\"]")
-        .replace("ips = []", "ips = [\"192.0.2.0/24\", \"2001:db8::/32\"]");
-    assert_ne!(fleet, default);
-    std::fs::write(env.data_file("policies/fleet.toml"), fleet).unwrap();
+    policy_like_default(
+        &env,
+        "fleet",
+        &[
+            ("dns = []", "dns = [\"*.fleet.test\"]"),
+            ("ips = []", "ips = [\"192.0.2.0/24\", \"2001:db8::/32\"]"),
+        ],
+    );
     let fx = Fx::start(&env);
     let target = Http01::start(fx.srv.http01_port());
     let agent = fx.srv.env.add_agent("/fleet/node", &[]);

@@ -797,18 +797,7 @@ fn scepclient_enrolls_on_one_node_and_renews_on_the_other() {
     let dir = nodes.one.path("scepclient");
     std::fs::create_dir_all(&dir).unwrap();
     let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
-    // scepclient reads only PKCS#1 keys.
-    let made = std::process::Command::new("openssl")
-        .args(["genrsa", "-traditional", "-out"])
-        .arg(&key)
-        .arg("2048")
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    super::scep_clients::generate_pkcs1_rsa(&key);
     let fingerprint = {
         use sha2::{Digest, Sha256};
         hex::encode(Sha256::digest(nodes.one.ca_der("scep-ra.pem")))

@@ -181,7 +181,7 @@ impl Scepclient<'_> {
     }
 }
 
-fn generate_pkcs1_rsa(path: &Path) {
+pub(crate) fn generate_pkcs1_rsa(path: &Path) {
     // scepclient reads only PKCS#1 ("RSA PRIVATE KEY") keys.
     let output = Command::new("openssl")
         .args(["genrsa", "-traditional", "-out"])
