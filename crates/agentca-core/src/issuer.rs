@@ -15,7 +15,6 @@ use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
 use rcgen::{Issuer, PublicKeyData, SigningKey};
-use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 use x509_parser::prelude::FromDer;
 
@@ -478,7 +477,8 @@ impl Authority {
             return Err(refused(e));
         }
         let (not_before, not_after) = profile::validity(now, auth.lifetime);
-        let key_sha256 = hex::encode(Sha256::digest(&auth.spki_der));
+        // The CSR's key is the certificate's (`auth.spki_der`), and the CSR hashed it once.
+        let key_sha256 = hex::encode(request.csr.key_sha256());
         let intent = match reserved {
             // Reserved for this agent, method and key: the serial is this certificate's, and
             // its record will carry the real validity in place of the planned bound.
@@ -495,7 +495,14 @@ impl Authority {
             }
             other => {
                 self.release(other.as_ref());
-                self.reserve_serial(&auth, request.method, not_before, not_after, now)?
+                self.reserve(
+                    auth.agent.as_str(),
+                    request.method,
+                    &key_sha256,
+                    not_before,
+                    not_after,
+                    now,
+                )?
             }
         };
         let der = self
@@ -762,7 +769,7 @@ impl Authority {
             method: EnrollmentMethod::Acme,
             not_before,
             not_after: longest.min(self.ca.not_after),
-            key_sha256: hex::encode(Sha256::digest(csr.spki_der())),
+            key_sha256: hex::encode(csr.key_sha256()),
             reserved_at: now,
         })
     }
@@ -773,25 +780,6 @@ impl Authority {
         if let Some(reserved) = reserved {
             let _ = self.store.release_serial(&reserved.serial);
         }
-    }
-
-    fn reserve_serial(
-        &self,
-        auth: &Authorization,
-        method: EnrollmentMethod,
-        not_before: OffsetDateTime,
-        not_after: OffsetDateTime,
-        now: OffsetDateTime,
-    ) -> Result<IssuanceIntent> {
-        let key_sha256 = hex::encode(Sha256::digest(&auth.spki_der));
-        self.reserve(
-            auth.agent.as_str(),
-            method,
-            &key_sha256,
-            not_before,
-            not_after,
-            now,
-        )
     }
 
     /// Reserves a fresh random serial with its intent record (insert-if-absent), before any

@@ -8,6 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use sha2::{Digest, Sha256};
 use std::net::IpAddr;
 use std::path::Path;
 
