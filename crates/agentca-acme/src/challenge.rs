@@ -111,8 +111,6 @@ impl AcmeService {
             let key_authorization = format!("{token}.{}", account.thumbprint);
             let service = self.clone();
             let authz_id = authz.id.clone();
-            let account_id = account.id.clone();
-            let agent_id = agent.id.clone();
             self.runtime.spawn(async move {
                 let outcome = service
                     .validator
@@ -121,13 +119,7 @@ impl AcmeService {
                 let finisher = service.clone();
                 let done = tokio::task::spawn_blocking(move || {
                     blocking_section(|| {
-                        finisher.finish_validation(
-                            &authz_id,
-                            index,
-                            outcome,
-                            &account_id,
-                            &agent_id,
-                        )
+                        finisher.finish_validation(&authz_id, index, outcome, &failures)
                     })
                 })
                 .await;
@@ -150,13 +142,12 @@ impl AcmeService {
             crate::validation::ValidationRecord,
             crate::validation::ValidationFailure,
         >,
-        account_id: &str,
-        agent_id: &str,
+        failures: &[limits::Limit],
     ) -> Result<()> {
         // A failure keeps the units taken when the attempt started. A success gives them back
         // before it is recorded, so a client that sees the result can count on them.
         if outcome.is_ok() {
-            self.give_back_failure_units(account_id, agent_id);
+            limits::give_back(self.store(), failures, Self::now());
         }
         let result = self.record_validation(authz_id, index, &outcome);
         self.validating
@@ -164,26 +155,6 @@ impl AcmeService {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(authz_id);
         result
-    }
-
-    fn give_back_failure_units(&self, account_id: &str, agent_id: &str) {
-        let policy_limits = match self.store().agent(agent_id) {
-            Ok(Some(agent)) => match self.authority.policy_of(&agent) {
-                Ok(policy) => policy.rate_limits(),
-                Err(e) => {
-                    tracing::warn!(agent = %agent_id, error = %e, "no policy to give back to");
-                    return;
-                }
-            },
-            // The agent is gone: its limits no longer matter.
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!(agent = %agent_id, error = %e, "no policy to give back to");
-                return;
-            }
-        };
-        let failures = limits::failed_validations(&policy_limits, account_id, agent_id);
-        limits::give_back(self.store(), &failures, Self::now());
     }
 
     fn record_validation(
