@@ -318,6 +318,7 @@ fn agent_add(
         dns,
         disabled: false,
         created_at: OffsetDateTime::now_utc(),
+        early_renewal: None,
     };
     let store = ca.store();
     store.insert_agent(&record).map_err(|e| match e {
@@ -390,12 +391,9 @@ fn agent_show(ca: &Ca, id: &str) -> Result<Reply> {
 fn agent_disable(ca: &Ca, id: &str) -> Result<Reply> {
     SpiffeId::parse(id)?;
     let store = ca.store();
-    let mut a = store
-        .agent(id)?
+    let (before, a) = agentca_core::store::change_agent(store.as_ref(), id, |a| a.disabled = true)?
         .ok_or_else(|| Error::UnknownAgent(id.to_owned()))?;
-    let was = a.disabled;
-    a.disabled = true;
-    store.update_agent(&a)?;
+    let was = before.disabled;
     if !was {
         ca.audit()
             .append("agent.disabled", json!({ "agent": a.id }))?;

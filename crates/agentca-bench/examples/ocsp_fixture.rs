@@ -87,6 +87,7 @@ fn main() {
                     dns: Vec::new(),
                     disabled: false,
                     created_at: OffsetDateTime::now_utc(),
+                    early_renewal: None,
                 })
                 .expect("register the agent");
             let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("agent key");

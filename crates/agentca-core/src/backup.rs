@@ -602,6 +602,7 @@ impl Replay {
                             .unwrap_or_default(),
                         disabled: false,
                         created_at: time_field(f, "created_at").unwrap_or(entry.time),
+                        early_renewal: None,
                     };
                     self.agents_added.entry(agent.id.clone()).or_insert(agent);
                 }
@@ -1284,6 +1285,7 @@ mod tests {
                 dns: vec![],
                 disabled: false,
                 created_at: t(0),
+                early_renewal: None,
             }),
             BackupRecord::certificate(CertificateRecord {
                 intent: intent(1, A),

@@ -197,6 +197,7 @@ mod tests {
                 dns: vec![],
                 disabled: false,
                 created_at: OffsetDateTime::now_utc(),
+                early_renewal: None,
             })
             .unwrap();
         (tmp, ca)

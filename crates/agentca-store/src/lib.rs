@@ -37,9 +37,9 @@ pub use group_commit::{FlushFailed, GroupCommit};
 pub use nodes::{REVOCATION_FEED_OVERLAP, RevocationFeed};
 pub use postgres_store::{PostgresOptions, PostgresStore};
 pub use records::{
-    AgentRecord, CertificateFilter, CertificateRecord, CrlState, EnrollmentMethod, InvalidReason,
-    InvalidSerial, IssuanceIntent, Revocation, RevocationReason, RevokedEntry, Serial, SerialEntry,
-    TokenKind, TokenRecord,
+    AgentRecord, CertificateFilter, CertificateRecord, CrlState, EarlyRenewal, EnrollmentMethod,
+    InvalidReason, InvalidSerial, IssuanceIntent, Revocation, RevocationReason, RevokedEntry,
+    Serial, SerialEntry, TokenKind, TokenRecord,
 };
 pub use scep::ScepTransaction;
 pub use sled_store::SledStore;
@@ -80,8 +80,10 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub trait Store: Send + Sync {
     /// Adds an agent; [`StoreError::AlreadyExists`] if the ID is taken.
     fn insert_agent(&self, agent: &AgentRecord) -> Result<()>;
-    /// Replaces an existing agent's record; [`StoreError::NotFound`] if absent.
-    fn update_agent(&self, agent: &AgentRecord) -> Result<()>;
+    /// Replaces an agent's record, only if it is still `expected` (compare-and-set: of two
+    /// operators changing the same agent at once, one gets [`StoreError::Conflict`] and reads
+    /// again, so neither change is lost); [`StoreError::NotFound`] if absent.
+    fn update_agent(&self, agent: &AgentRecord, expected: &AgentRecord) -> Result<()>;
     /// One agent.
     fn agent(&self, id: &str) -> Result<Option<AgentRecord>>;
     /// All agents, ordered by ID.
@@ -384,4 +386,30 @@ pub trait Store: Send + Sync {
     /// Makes every write that this thread (or any thread) completed before the call durable.
     /// Concurrent callers share flushes.
     fn commit(&self) -> Result<()>;
+}
+
+/// Changes an agent's record with `change` and stores it by [`Store::update_agent`], reading
+/// it again and redoing the change when someone else changed the record in between. Returns
+/// the record as it was and as it is now, or `None` when there is no such agent.
+pub fn change_agent(
+    store: &dyn Store,
+    id: &str,
+    mut change: impl FnMut(&mut AgentRecord),
+) -> Result<Option<(AgentRecord, AgentRecord)>> {
+    loop {
+        let Some(before) = store.agent(id)? else {
+            return Ok(None);
+        };
+        let mut after = before.clone();
+        change(&mut after);
+        if after == before {
+            return Ok(Some((before, after)));
+        }
+        match store.update_agent(&after, &before) {
+            Ok(()) => return Ok(Some((before, after))),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(StoreError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
 }

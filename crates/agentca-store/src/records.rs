@@ -222,6 +222,35 @@ pub struct AgentRecord {
     /// When it was added.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// The operator's request that the certificates it holds be renewed early, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_renewal: Option<EarlyRenewal>,
+}
+
+/// An operator's request that an agent renew the certificates it holds now instead of at their
+/// usual time (RFC 9773 lets the CA move a renewal window): every certificate issued to the
+/// agent before `advised_at` is offered a window that opens then and closes `within` later, so
+/// that a cohort renews spread over that span. Certificates issued afterwards are its
+/// replacements and keep their usual window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EarlyRenewal {
+    /// When the operator asked; the certificates issued before it are the ones to replace.
+    #[serde(with = "time::serde::rfc3339")]
+    pub advised_at: OffsetDateTime,
+    /// How long after `advised_at` the window closes, in seconds.
+    pub within_seconds: u32,
+}
+
+impl EarlyRenewal {
+    /// The window's length.
+    pub fn within(&self) -> time::Duration {
+        time::Duration::seconds(i64::from(self.within_seconds))
+    }
+
+    /// Whether it asks that this certificate be replaced.
+    pub fn applies_to(&self, certificate: &CertificateRecord) -> bool {
+        certificate.issued_at < self.advised_at
+    }
 }
 
 /// What the CA is about to sign, recorded before the signature (Boulder's issuance cycle):

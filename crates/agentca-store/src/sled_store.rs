@@ -168,13 +168,22 @@ impl Store for SledStore {
         }
     }
 
-    fn update_agent(&self, agent: &AgentRecord) -> Result<()> {
+    fn update_agent(&self, agent: &AgentRecord, expected: &AgentRecord) -> Result<()> {
         let value = encode(agent)?;
         let result = self.agents.transaction(|t| {
-            if t.get(agent.id.as_bytes())?.is_none() {
+            let Some(stored) = t.get(agent.id.as_bytes())? else {
                 return abort(StoreError::NotFound {
                     what: format!("agent {}", agent.id),
                 });
+            };
+            match decode::<AgentRecord>(&agent.id, &stored) {
+                Ok(stored) if stored == *expected => {}
+                Ok(_) => {
+                    return abort(StoreError::Conflict {
+                        what: format!("agent {} changed since it was read", agent.id),
+                    });
+                }
+                Err(e) => return abort(e),
             }
             t.insert(agent.id.as_bytes(), value.as_slice())?;
             Ok(())

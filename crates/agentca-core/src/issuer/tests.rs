@@ -265,6 +265,7 @@ fn agent(id: &str) -> AgentRecord {
         dns: Vec::new(),
         disabled: false,
         created_at: OffsetDateTime::now_utc(),
+        early_renewal: None,
     }
 }
 

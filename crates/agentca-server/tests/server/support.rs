@@ -57,6 +57,7 @@ impl TestCa {
                 dns: vec![],
                 disabled: false,
                 created_at: OffsetDateTime::now_utc(),
+                early_renewal: None,
             })
             .unwrap();
         Self {

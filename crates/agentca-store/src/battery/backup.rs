@@ -25,6 +25,7 @@ pub fn populate(store: &dyn Store) {
                 dns: vec!["a.example.org".into()],
                 disabled,
                 created_at: t,
+                early_renewal: None,
             })
             .unwrap();
     }

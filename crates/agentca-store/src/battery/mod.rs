@@ -52,6 +52,10 @@ macro_rules! store_battery {
                 with_store($crate::battery::agents)
             }
             #[test]
+            fn concurrent_agent_changes_are_all_kept() {
+                with_store($crate::battery::concurrent_agent_changes_are_all_kept)
+            }
+            #[test]
             fn serial_reservation_is_insert_if_absent() {
                 with_store($crate::battery::serial_reservation_is_insert_if_absent)
             }
@@ -223,6 +227,7 @@ pub fn agent_in(store: &dyn Store, id: &str) -> AgentRecord {
         dns: Vec::new(),
         disabled: false,
         created_at: now(),
+        early_renewal: None,
     };
     store.insert_agent(&agent).unwrap();
     agent
@@ -282,6 +287,7 @@ pub fn concurrent_reads_each_get_their_own_record(store: &dyn Store) {
                 dns: vec![],
                 disabled: false,
                 created_at: now(),
+                early_renewal: None,
             };
             store.insert_agent(&agent).unwrap();
             agent
@@ -331,6 +337,7 @@ pub fn agents(store: &dyn Store) {
         dns: vec!["a.example.org".into()],
         disabled: false,
         created_at: now(),
+        early_renewal: None,
     };
     store.insert_agent(&agent).unwrap();
     assert!(matches!(
@@ -342,13 +349,31 @@ pub fn agents(store: &dyn Store) {
 
     let mut disabled = agent.clone();
     disabled.disabled = true;
-    store.update_agent(&disabled).unwrap();
-    assert_eq!(store.agent(&agent.id).unwrap(), Some(disabled));
+    store.update_agent(&disabled, &agent).unwrap();
+    assert_eq!(store.agent(&agent.id).unwrap(), Some(disabled.clone()));
+
+    // A change made from a stale read is refused and changes nothing.
+    let mut stale = agent.clone();
+    stale.owner = Some("mallory".into());
+    assert!(matches!(
+        store.update_agent(&stale, &agent),
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(store.agent(&agent.id).unwrap(), Some(disabled.clone()));
+
+    // The early-renewal request survives the round trip.
+    let mut advised = disabled.clone();
+    advised.early_renewal = Some(crate::EarlyRenewal {
+        advised_at: now(),
+        within_seconds: 3600,
+    });
+    store.update_agent(&advised, &disabled).unwrap();
+    assert_eq!(store.agent(&agent.id).unwrap(), Some(advised));
 
     let mut ghost = agent.clone();
     ghost.id = "spiffe://example.org/agent/ghost".into();
     assert!(matches!(
-        store.update_agent(&ghost),
+        store.update_agent(&ghost, &ghost),
         Err(StoreError::NotFound { .. })
     ));
 
@@ -357,6 +382,34 @@ pub fn agents(store: &dyn Store) {
     store.insert_agent(&b).unwrap();
     let ids: Vec<String> = store.agents().unwrap().into_iter().map(|a| a.id).collect();
     assert_eq!(ids, vec![agent.id, b.id]);
+}
+
+/// Operators changing different fields of one agent at once: every change lands, none is lost
+/// to a read-modify-write race.
+pub fn concurrent_agent_changes_are_all_kept(store: &dyn Store) {
+    let agent = agent_in(store, "spiffe://example.org/agent/contended");
+    const WRITERS: usize = 8;
+    std::thread::scope(|s| {
+        for i in 0..WRITERS {
+            let id = agent.id.clone();
+            s.spawn(move || {
+                crate::change_agent(store, &id, |a| a.dns.push(format!("n{i}.example.org")))
+                    .unwrap()
+                    .unwrap();
+            });
+        }
+    });
+    let mut names = store.agent(&agent.id).unwrap().unwrap().dns;
+    names.sort();
+    let mut want: Vec<String> = (0..WRITERS).map(|i| format!("n{i}.example.org")).collect();
+    want.sort();
+    assert_eq!(names, want);
+    assert_eq!(
+        crate::change_agent(store, "spiffe://example.org/agent/none", |a| a.disabled =
+            true)
+        .unwrap(),
+        None
+    );
 }
 
 pub fn serial_reservation_is_insert_if_absent(store: &dyn Store) {
@@ -737,6 +790,7 @@ pub fn issuance_facts_are_the_single_reads(store: &dyn Store) {
         dns: vec!["facts.example.org".into()],
         disabled: true,
         created_at: now(),
+        early_renewal: None,
     };
     store.insert_agent(&agent).unwrap();
     let account = acme::account_in(store, "facts");

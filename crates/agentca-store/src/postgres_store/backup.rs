@@ -489,6 +489,7 @@ mod snapshot_tests {
                     dns: vec![],
                     disabled: false,
                     created_at: now,
+                    early_renewal: None,
                 })
                 .unwrap();
         }

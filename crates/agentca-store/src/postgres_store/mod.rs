@@ -565,18 +565,26 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    fn update_agent(&self, agent: &AgentRecord) -> Result<()> {
+    fn update_agent(&self, agent: &AgentRecord, expected: &AgentRecord) -> Result<()> {
         let id = agent.id.clone();
         let body = to_json(agent)?;
-        let updated = self
-            .pool
-            .run(move |c| c.execute("UPDATE agents SET body = $2 WHERE id = $1", &[&id, &body]))?;
-        if updated == 0 {
-            return Err(StoreError::NotFound {
-                what: format!("agent {}", agent.id),
-            });
-        }
-        Ok(())
+        let expected = expected.clone();
+        self.pool.run(move |c| {
+            c.transaction(|tx| {
+                let rows = tx.query("SELECT body FROM agents WHERE id = $1 FOR UPDATE", &[&id])?;
+                let stored: AgentRecord =
+                    record(&rows, 0, &id)?.ok_or_else(|| StoreError::NotFound {
+                        what: format!("agent {id}"),
+                    })?;
+                if stored != expected {
+                    return Err(StoreError::Conflict {
+                        what: format!("agent {id} changed since it was read"),
+                    });
+                }
+                tx.execute("UPDATE agents SET body = $2 WHERE id = $1", &[&id, &body])?;
+                Ok(())
+            })
+        })
     }
 
     fn agent(&self, id: &str) -> Result<Option<AgentRecord>> {
