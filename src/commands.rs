@@ -12,6 +12,7 @@ use agentca_core::{Error, Result};
 
 use crate::operations::{self, LocalBackend, Reply, Request};
 use crate::output::print;
+use crate::renewal::Cohort;
 use crate::{
     AgentCommand, AuditCommand, CertCommand, CertStatusFilter, Cli, Command, InitArgs,
     OutputFormat, TokenCommand,
@@ -69,7 +70,15 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             Request::Revoke {
                 serial: args.serial,
                 agent: args.agent,
-                reason: args.reason,
+                reason: args.reason.unwrap_or_else(|| {
+                    if args.replaced {
+                        "superseded"
+                    } else {
+                        "unspecified"
+                    }
+                    .to_owned()
+                }),
+                replaced: args.replaced,
             },
             None,
         ),
@@ -88,6 +97,19 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             None,
         ),
         Command::Cert(CertCommand::Show { serial }) => (Request::CertShow { serial }, None),
+        Command::Cert(CertCommand::RenewEarly {
+            agent,
+            policy,
+            all,
+            within,
+        }) => {
+            let cohort = match (policy, all) {
+                (Some(policy), _) => Cohort::Policy(policy),
+                (None, true) => Cohort::All,
+                (None, false) => Cohort::Agents(agent),
+            };
+            (Request::RenewEarly { cohort, within }, None)
+        }
         Command::Crl(args) => (Request::Crl, args.out),
         Command::Audit(AuditCommand::Verify { audit_logs }) => {
             // The server may answer through its admin socket, from another directory.

@@ -10,6 +10,7 @@ mod commands;
 mod malloc_tuning;
 mod operations;
 mod output;
+mod renewal;
 mod serve;
 mod verify;
 
@@ -204,17 +205,24 @@ pub(crate) struct IssueArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["serial", "agent"])))]
+#[command(group(clap::ArgGroup::new("target").required(true).multiple(true).args(["serial", "agent", "replaced"])))]
 pub(crate) struct RevokeArgs {
     /// Serial number, lowercase hex.
+    #[arg(conflicts_with_all = ["agent", "replaced"])]
     serial: Option<String>,
     /// Revoke every unexpired certificate of this agent instead.
     #[arg(long)]
     agent: Option<String>,
+    /// Revoke only certificates that a later one of the same agent replaces (valid, naming
+    /// at least the same identities), of --agent or of every agent; lists the certificates
+    /// asked to renew early (cert renew-early) that have no replacement yet.
+    #[arg(long)]
+    replaced: bool,
     /// RFC 5280 reason: unspecified, keyCompromise, affiliationChanged, superseded,
-    /// cessationOfOperation, privilegeWithdrawn, …
-    #[arg(long, default_value = "unspecified")]
-    reason: String,
+    /// cessationOfOperation, privilegeWithdrawn, … (default unspecified; superseded with
+    /// --replaced)
+    #[arg(long)]
+    reason: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -232,6 +240,24 @@ pub(crate) enum CertCommand {
     Show {
         /// Serial number, lowercase hex.
         serial: String,
+    },
+    /// Ask agents to renew the certificates they hold now (a mass-revocation drill): their
+    /// ACME renewal information (RFC 9773) opens at once, spread over --within; then
+    /// `revoke --replaced` revokes what was replaced.
+    #[command(group(clap::ArgGroup::new("cohort").required(true).args(["agent", "policy", "all"])))]
+    RenewEarly {
+        /// This agent (repeatable).
+        #[arg(long)]
+        agent: Vec<String>,
+        /// Every agent under this policy.
+        #[arg(long)]
+        policy: Option<String>,
+        /// Every agent.
+        #[arg(long)]
+        all: bool,
+        /// The span the renewals are spread over, e.g. 30m (at most 7d).
+        #[arg(long, default_value = "1h")]
+        within: String,
     },
 }
 

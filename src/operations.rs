@@ -49,6 +49,9 @@ pub(crate) enum Request {
         serial: Option<String>,
         agent: Option<String>,
         reason: String,
+        /// Only what a later certificate replaces ([`crate::renewal::revoke_replaced`]).
+        #[serde(default)]
+        replaced: bool,
     },
     CertList {
         agent: Option<String>,
@@ -56,6 +59,10 @@ pub(crate) enum Request {
     },
     CertShow {
         serial: String,
+    },
+    RenewEarly {
+        cohort: crate::renewal::Cohort,
+        within: String,
     },
     Crl,
     AuditVerify {
@@ -176,7 +183,17 @@ pub(crate) fn execute(backend: &dyn Backend, request: Request) -> Result<Reply> 
             serial,
             agent,
             reason,
-        } => revoke(backend, serial.as_deref(), agent, &reason),
+            replaced,
+        } => {
+            if replaced {
+                crate::renewal::revoke_replaced(backend, agent, parse_reason(&reason)?)
+            } else {
+                revoke(backend, serial.as_deref(), agent, &reason)
+            }
+        }
+        Request::RenewEarly { cohort, within } => {
+            crate::renewal::renew_early(backend.ca(), &cohort, &within)
+        }
         Request::CertList { agent, status } => cert_list(backend.ca(), agent, status.as_deref()),
         Request::CertShow { serial } => cert_show(backend.ca(), &serial),
         Request::Crl => crl(backend),
@@ -282,7 +299,7 @@ fn kind_name(kind: TokenKind) -> &'static str {
     }
 }
 
-fn reply(text: impl Into<String>, json: Value) -> Reply {
+pub(crate) fn reply(text: impl Into<String>, json: Value) -> Reply {
     Reply {
         text: text.into(),
         note: None,
@@ -367,7 +384,7 @@ fn agent_show(ca: &Ca, id: &str) -> Result<Reply> {
         agent_id: Some(a.id.clone()),
     })?;
     let valid = certs.iter().filter(|c| status(c) == "valid").count();
-    let text = format!(
+    let mut text = format!(
         "agent:        {}\nstatus:       {}\npolicy:       {}\nowner:        {}\ndns:          {}\ncreated:      {}\ncertificates: {} ({} valid)",
         a.id,
         if a.disabled { "disabled" } else { "enabled" },
@@ -382,6 +399,18 @@ fn agent_show(ca: &Ca, id: &str) -> Result<Reply> {
         certs.len(),
         valid
     );
+    if let Some(e) = a.early_renewal {
+        let waiting = certs
+            .iter()
+            .filter(|c| status(c) == "valid" && e.applies_to(c))
+            .count();
+        text.push_str(&format!(
+            "
+renew early:  asked {} to renew within {}; {waiting} valid certificate(s) issued before",
+            rfc3339(e.advised_at),
+            format_duration(e.within())
+        ));
+    }
     let mut doc = agent_json(&a, &policy);
     doc["certificates"] = json!(certs.len());
     doc["valid_certificates"] = json!(valid);
@@ -448,9 +477,7 @@ fn revoke(
     agent: Option<String>,
     reason: &str,
 ) -> Result<Reply> {
-    let reason: RevocationReason = reason
-        .parse()
-        .map_err(|e: agentca_core::store::InvalidReason| Error::InvalidArgument(e.to_string()))?;
+    let reason = parse_reason(reason)?;
     let serial = serial.map(parse_serial).transpose()?;
     let authority = backend.authority()?;
     if let Some(serial) = serial {
@@ -697,7 +724,7 @@ pub(crate) fn audit_verify(
     })
 }
 
-fn policy_name(ca: &Ca, a: &AgentRecord) -> String {
+pub(crate) fn policy_name(ca: &Ca, a: &AgentRecord) -> String {
     SpiffeId::parse(&a.id)
         .ok()
         .and_then(|id| ca.policies().for_agent(&id, a.policy.as_deref()).ok())
@@ -713,6 +740,10 @@ fn agent_json(a: &AgentRecord, policy: &str) -> Value {
         "dns": a.dns,
         "disabled": a.disabled,
         "created_at": rfc3339(a.created_at),
+        "early_renewal": a.early_renewal.map(|e| json!({
+            "advised_at": rfc3339(e.advised_at),
+            "within": format_duration(e.within()),
+        })),
     })
 }
 
@@ -726,7 +757,7 @@ fn status(c: &CertificateRecord) -> &'static str {
     }
 }
 
-fn cert_json(c: &CertificateRecord, with_pem: bool) -> Value {
+pub(crate) fn cert_json(c: &CertificateRecord, with_pem: bool) -> Value {
     let mut doc = json!({
         "serial": c.intent.serial.to_hex(),
         "agent": c.intent.agent_id,
@@ -743,6 +774,12 @@ fn cert_json(c: &CertificateRecord, with_pem: bool) -> Value {
         doc["certificate_pem"] = json!(pem_cert(&c.der));
     }
     doc
+}
+
+fn parse_reason(reason: &str) -> Result<RevocationReason> {
+    reason
+        .parse()
+        .map_err(|e: agentca_core::store::InvalidReason| Error::InvalidArgument(e.to_string()))
 }
 
 fn parse_serial(s: &str) -> Result<Serial> {
@@ -766,7 +803,7 @@ fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
+pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }

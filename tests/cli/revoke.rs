@@ -321,3 +321,156 @@ fn cert_show_in_text_and_json() {
     assert_eq!(doc["revocation_reason"], "keyCompromise");
     assert_eq!(doc["certificate_pem"], issued["certificate_pem"]);
 }
+
+/// ARI-3's second half: after a mass renewal, revoke what was replaced and only that. A
+/// certificate is replaced by a later valid one of the same agent naming at least as much;
+/// for keyCompromise the successor must have another key, since revoking would take it too.
+#[test]
+fn revoke_replaced_revokes_only_what_a_later_certificate_replaces() {
+    let env = Env::with_ca();
+    let alice = env.add_agent(
+        "/agent/alice",
+        &["--dns", "a.example.org", "--dns", "b.example.org"],
+    );
+    let bob = env.add_agent("/agent/bob", &[]);
+    let carol = env.add_agent("/agent/carol", &[]);
+    // Issuance times are whole seconds, and certificates of the same second do not replace
+    // one another: each issuance here starts in a new second.
+    let next_second = || std::thread::sleep(std::time::Duration::from_millis(1050));
+    let issue = |agent: &str, name: &str, dns: &[&str]| {
+        let csr = env.csr_with(name, super::support::KeyAlg::P256, dns);
+        next_second();
+        serial_of(&env.issue(agent, &csr, &[]))
+    };
+    let alice_old = issue(&alice, "a1", &["a.example.org"]);
+    let alice_new = issue(&alice, "a2", &["a.example.org"]);
+    // Newer, but for another name: it replaces neither.
+    let alice_other = issue(&alice, "a3", &["b.example.org"]);
+    let bob_only = issue(&bob, "b1", &[]);
+    let carol_csr = env.csr("c1");
+    let carol_old = serial_of(&env.issue(&carol, &carol_csr, &[]));
+    next_second();
+    let carol_new = serial_of(&env.issue(&carol, &carol_csr, &[]));
+
+    // For keyCompromise, carol's successor has the same key and does not count.
+    let doc = env.json(&[
+        "revoke",
+        "--replaced",
+        "--agent",
+        &carol,
+        "--reason",
+        "keyCompromise",
+    ]);
+    assert_eq!(doc["revoked"], serde_json::json!([]), "{doc}");
+    assert_eq!(env.json(&["cert", "show", &carol_old])["status"], "valid");
+
+    let doc = env.json(&["revoke", "--replaced"]);
+    assert_eq!(doc["reason"], "superseded", "the default reason");
+    let mut pairs: Vec<(String, String)> = doc["revoked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["serial"].as_str().unwrap().to_owned(),
+                p["replaced_by"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    pairs.sort();
+    let mut want = vec![
+        (alice_old.clone(), alice_new.clone()),
+        (carol_old.clone(), carol_new.clone()),
+    ];
+    want.sort();
+    assert_eq!(pairs, want, "{doc}");
+    for (serial, status) in [
+        (&alice_old, "revoked"),
+        (&alice_new, "valid"),
+        (&alice_other, "valid"),
+        (&bob_only, "valid"),
+        (&carol_old, "revoked"),
+        (&carol_new, "valid"),
+    ] {
+        let show = env.json(&["cert", "show", serial]);
+        assert_eq!(show["status"], status, "{serial}");
+    }
+    assert_eq!(
+        env.json(&["cert", "show", &alice_old])["revocation_reason"],
+        "superseded"
+    );
+    // Again: nothing left to revoke.
+    let doc = env.json(&["revoke", "--replaced"]);
+    assert_eq!(doc["revoked"], serde_json::json!([]), "{doc}");
+
+    // A cohort asked to renew early is listed until its replacement exists.
+    let asked = env.json(&["cert", "renew-early", "--agent", &bob, "--within", "10m"]);
+    assert_eq!(asked["agents"], serde_json::json!([bob]), "{asked}");
+    assert_eq!(
+        asked["to_replace"],
+        serde_json::json!([bob_only]),
+        "{asked}"
+    );
+    assert_eq!(asked["within"], "10m");
+    let shown = env.json(&["agent", "show", &bob]);
+    assert_eq!(shown["early_renewal"]["within"], "10m", "{shown}");
+    let doc = env.json(&["revoke", "--replaced"]);
+    assert_eq!(doc["revoked"], serde_json::json!([]), "{doc}");
+    let waiting: Vec<&str> = doc["awaiting_replacement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["serial"].as_str().unwrap())
+        .collect();
+    assert_eq!(waiting, [bob_only.as_str()], "{doc}");
+    let text = env.run(&["revoke", "--replaced"]).success().stdout;
+    assert!(text.contains("have no replacement yet"), "{text}");
+    assert!(text.contains(&bob_only), "{text}");
+
+    let bob_new = issue(&bob, "b2", &[]);
+    let doc = env.json(&["revoke", "--replaced", "--agent", &bob]);
+    assert_eq!(doc["revoked"][0]["serial"], bob_only.as_str(), "{doc}");
+    assert_eq!(doc["revoked"][0]["replaced_by"], bob_new.as_str(), "{doc}");
+    assert_eq!(doc["awaiting_replacement"], serde_json::json!([]), "{doc}");
+    assert_eq!(env.audit_events("agent.renewal-advised").len(), 1);
+    assert_eq!(env.audit_events("cert.revoked").len(), 3);
+    env.assert_audit_intact();
+}
+
+/// `cert renew-early` checks everything before it changes anything.
+#[test]
+fn renew_early_refuses_bad_input_and_changes_nothing() {
+    let env = Env::with_ca();
+    let alice = env.add_agent("/agent/alice", &[]);
+    let ghost = agent_id("/agent/ghost");
+    let (kind, message) =
+        env.json_error(&["cert", "renew-early", "--agent", &alice, "--agent", &ghost]);
+    assert_eq!(kind, "unknownAgent", "{message}");
+    for within in ["0s", "8d", "soon", ""] {
+        let (kind, message) = env.json_error(&["cert", "renew-early", "--all", "--within", within]);
+        assert_eq!(kind, "invalidArgument", "{within:?}: {message}");
+    }
+    let (kind, message) = env.json_error(&["cert", "renew-early", "--policy", "nosuch"]);
+    assert_eq!(kind, "invalidArgument", "{message}");
+    assert_eq!(
+        env.json(&["agent", "show", &alice])["early_renewal"],
+        serde_json::Value::Null
+    );
+    assert!(env.audit_events("agent.renewal-advised").is_empty());
+    // A cohort must be named, and --replaced does not go with a serial.
+    let none = env.run(&["cert", "renew-early"]);
+    assert_eq!(none.status.code(), Some(2), "{none}");
+    let serial = env.issue_fresh(&alice, "a1");
+    let both = env.run(&["revoke", &serial, "--replaced"]);
+    assert_eq!(both.status.code(), Some(2), "{both}");
+    assert_eq!(env.json(&["cert", "show", &serial])["status"], "valid");
+
+    // A disabled agent is left out: nothing can be issued to it.
+    let bob = env.add_agent("/agent/bob", &[]);
+    env.run(&["agent", "disable", &bob]).success();
+    let doc = env.json(&["cert", "renew-early", "--policy", "default"]);
+    assert_eq!(doc["agents"], serde_json::json!([alice]), "{doc}");
+    assert_eq!(doc["skipped_disabled"], serde_json::json!([bob]), "{doc}");
+    assert_eq!(doc["to_replace"], serde_json::json!([serial]), "{doc}");
+    assert_eq!(doc["not_acme"], 1, "a CLI-issued certificate has no ARI");
+}

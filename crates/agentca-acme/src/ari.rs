@@ -4,7 +4,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use time::{Duration, OffsetDateTime};
 
-use agentca_core::store::{CertificateRecord, Serial};
+use agentca_core::store::{CertificateRecord, EarlyRenewal, Serial};
 
 use crate::error::AcmeError;
 
@@ -69,7 +69,16 @@ pub struct RenewalWindow {
 /// certificate (inside the validity, leaving a sixth of it for retries), and one that is
 /// already open for a revoked one (RFC 9773 §4.2: renew at once). Clients are asked to check
 /// again after a twelfth of the lifetime, between one minute and six hours.
-pub fn window(record: &CertificateRecord, now: OffsetDateTime) -> RenewalWindow {
+///
+/// When the operator asked the agent to renew early (`early`) and the certificate predates
+/// that request, the window opens no later than the request and closes no later than its
+/// span after it, so a cohort renews spread over that span (and within one `Retry-After` of
+/// asking); a window already earlier stays as it was.
+pub fn window(
+    record: &CertificateRecord,
+    early: Option<&EarlyRenewal>,
+    now: OffsetDateTime,
+) -> RenewalWindow {
     let not_before = record.intent.not_before;
     let lifetime = record.intent.not_after - not_before;
     let retry_after = (lifetime / 12_i32).clamp(Duration::minutes(1), Duration::hours(6));
@@ -83,10 +92,27 @@ pub fn window(record: &CertificateRecord, now: OffsetDateTime) -> RenewalWindow 
             retry_after: Duration::minutes(5),
         };
     }
-    RenewalWindow {
+    let usual = RenewalWindow {
         start: not_before + lifetime * 2_i32 / 3_i32,
         end: not_before + lifetime * 5_i32 / 6_i32,
         retry_after,
+    };
+    match early.filter(|e| e.applies_to(record)) {
+        Some(e) => {
+            // The request is at or after the issuance, so it lies inside the validity; a span
+            // too short to be a window is stretched to one second.
+            let start = usual.start.min(e.advised_at.max(not_before));
+            let end = usual
+                .end
+                .min(e.advised_at + e.within())
+                .max(start + Duration::seconds(1));
+            RenewalWindow {
+                start,
+                end,
+                retry_after,
+            }
+        }
+        None => usual,
     }
 }
 
@@ -155,7 +181,7 @@ mod tests {
     #[test]
     fn windows_lie_inside_the_validity() {
         let r = record(false);
-        let w = window(&r, r.intent.not_before);
+        let w = window(&r, None, r.intent.not_before);
         assert!(r.intent.not_before < w.start && w.start < w.end && w.end < r.intent.not_after);
         assert_eq!(w.retry_after, Duration::hours(2));
     }
@@ -164,8 +190,61 @@ mod tests {
     fn revoked_certificates_get_a_window_that_is_already_open() {
         let r = record(true);
         let now = r.intent.not_before + Duration::hours(3);
-        let w = window(&r, now);
+        let w = window(&r, None, now);
         assert!(w.start < w.end && w.end <= now);
         assert!(w.start >= r.intent.not_before);
+    }
+
+    fn early(r: &CertificateRecord, after: Duration, within: u32) -> EarlyRenewal {
+        EarlyRenewal {
+            advised_at: r.issued_at + after,
+            within_seconds: within,
+        }
+    }
+
+    #[test]
+    fn ari3_an_early_renewal_request_opens_the_window_at_once_for_older_certificates() {
+        let r = record(false);
+        let asked = early(&r, Duration::hours(1), 600);
+        let now = asked.advised_at + Duration::seconds(5);
+        let w = window(&r, Some(&asked), now);
+        assert_eq!(w.start, asked.advised_at);
+        assert_eq!(w.end, asked.advised_at + Duration::minutes(10));
+        assert!(w.start <= now && w.end < r.intent.not_after);
+        // The usual poll interval still applies: the request reaches clients within it.
+        assert_eq!(w.retry_after, Duration::hours(2));
+    }
+
+    #[test]
+    fn ari3_an_early_renewal_request_never_moves_a_window_later_or_past_the_validity() {
+        let r = record(false);
+        let usual = window(&r, None, r.issued_at);
+        // Asked after the usual window opened: it stays open from its usual start.
+        let late = early(&r, Duration::hours(17), 86_400);
+        let w = window(&r, Some(&late), late.advised_at);
+        assert_eq!((w.start, w.end), (usual.start, usual.end));
+        // A long span is cut at the usual end, inside the validity.
+        let long = early(&r, Duration::hours(1), 86_400);
+        let w = window(&r, Some(&long), long.advised_at);
+        assert_eq!((w.start, w.end), (long.advised_at, usual.end));
+        // A zero span is still a window.
+        let zero = early(&r, Duration::hours(1), 0);
+        let w = window(&r, Some(&zero), zero.advised_at);
+        assert!(w.end > w.start);
+    }
+
+    #[test]
+    fn ari3_certificates_issued_after_the_request_are_its_replacements_and_keep_their_window() {
+        let r = record(false);
+        let before = early(&r, -Duration::seconds(1), 600);
+        assert_eq!(
+            window(&r, Some(&before), r.issued_at),
+            window(&r, None, r.issued_at)
+        );
+        // And a revoked certificate's immediate window wins over the request.
+        let revoked = record(true);
+        let asked = early(&revoked, Duration::hours(1), 600);
+        let now = asked.advised_at + Duration::hours(1);
+        assert!(window(&revoked, Some(&asked), now).end <= now);
     }
 }

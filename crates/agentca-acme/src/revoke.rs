@@ -101,10 +101,13 @@ impl AcmeService {
             return Err(unknown());
         }
         let serial = id.serial.ok_or_else(unknown)?;
-        let Some(SerialEntry::Issued(record)) = self.store().serial(&serial)? else {
+        let store = self.store();
+        let Some(SerialEntry::Issued(record)) = store.serial(&serial)? else {
             return Err(unknown());
         };
-        let w = window(&record, Self::now());
+        let agent = store.agent(&record.intent.agent_id)?;
+        let early = agent.as_ref().and_then(|a| a.early_renewal.as_ref());
+        let w = window(&record, early, Self::now());
         Ok(Reply::ok(json!({
             "suggestedWindow": {"start": rfc3339(w.start), "end": rfc3339(w.end)},
         }))

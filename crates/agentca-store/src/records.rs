@@ -247,7 +247,10 @@ impl EarlyRenewal {
         time::Duration::seconds(i64::from(self.within_seconds))
     }
 
-    /// Whether it asks that this certificate be replaced.
+    /// Whether it asks that this certificate be replaced. Issuance times are whole seconds
+    /// (rounded down) and `advised_at` is not, so a certificate issued in the same second
+    /// just after the request still counts: it is asked once more rather than a certificate
+    /// issued just before being missed.
     pub fn applies_to(&self, certificate: &CertificateRecord) -> bool {
         certificate.issued_at < self.advised_at
     }
