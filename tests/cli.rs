@@ -19,6 +19,7 @@ mod cli {
     mod crash;
     mod crl;
     mod deployment;
+    mod drill;
     mod enroll;
     mod examples;
     mod garbage;

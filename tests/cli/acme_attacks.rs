@@ -155,7 +155,7 @@ impl<'e> Fx<'e> {
 
 /// `policies/NAME.toml`: the default policy for the agents under `/NAME/`, with each
 /// `(from, to)` of `changes` applied (each must change something).
-fn policy_like_default(env: &Env, name: &str, changes: &[(&str, &str)]) {
+pub(crate) fn policy_like_default(env: &Env, name: &str, changes: &[(&str, &str)]) {
     let default = std::fs::read_to_string(env.data_file("policies/default.toml")).unwrap();
     let mut policy = default.replace(
         "agents = [\"/agent/**\"]",
