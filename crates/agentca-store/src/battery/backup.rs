@@ -25,7 +25,11 @@ pub fn populate(store: &dyn Store) {
                 dns: vec!["a.example.org".into()],
                 disabled,
                 created_at: t,
-                early_renewal: None,
+                // One agent asked to renew early: the request is part of its record.
+                early_renewal: (!disabled).then_some(crate::EarlyRenewal {
+                    advised_at: t,
+                    within_seconds: 600,
+                }),
             })
             .unwrap();
     }
