@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::acme_attacks::policy_like_default;
-use super::harness::AcmeServer;
+use super::harness::{AcmeServer, Server, https_get};
 use super::support::{Env, agent_id, pem_certs, serial_hex};
 
 /// Ten-minute certificates (fifteen with the five-minute backdate): their usual window opens
@@ -23,15 +23,20 @@ const LIFETIME: [(&str, &str); 2] = [
 ];
 const SPAN: Duration = Duration::from_secs(10);
 
-/// The server's renewal information for `der`: the window and the `Retry-After`.
-fn renewal_info(
-    server: &AcmeServer<'_>,
+/// The renewal information `server` (a node of `env`'s CA) gives for `der`: the window and
+/// the `Retry-After`.
+pub(crate) fn renewal_info(
+    env: &Env,
+    server: &Server,
     der: &[u8],
 ) -> (time::OffsetDateTime, time::OffsetDateTime, Duration) {
     let id = agentca_agent::acme::ari_cert_id(der).unwrap();
-    let answer = server
-        .https_get(&format!("/acme/renewal-info/{id}"))
-        .expect("curl is needed");
+    let answer = https_get(
+        &server.https_url(&format!("/acme/renewal-info/{id}")),
+        &env.data_file("root.pem"),
+        &env.path("ari"),
+    )
+    .expect("curl is needed");
     assert_eq!(answer.status, 200, "{}", answer.text());
     let doc: Value = serde_json::from_slice(&answer.body).unwrap();
     let at = |name: &str| {
@@ -207,10 +212,10 @@ fn ari3_a_cohort_asked_to_renew_early_renews_within_one_poll_and_only_then_is_re
     // The cohort's windows are open now and close within the span; the bystander's is as it
     // was. Both are told to look again after the same interval: the drill's latency.
     let now = super::support::now();
-    let (start, _, poll) = renewal_info(&server, &bystander.first);
+    let (start, _, poll) = renewal_info(&env, &server, &bystander.first);
     assert!(start > now + time::Duration::minutes(4), "{start}");
     for d in &cohort {
-        let (start, end, retry) = renewal_info(&server, &d.first);
+        let (start, end, retry) = renewal_info(&env, &server, &d.first);
         assert!(
             start <= now && now < end + time::Duration::seconds(2),
             "{start} {end}"

@@ -588,7 +588,7 @@ impl<'e> AcmeServer<'e> {
 }
 
 /// GET `url` with curl trusting `ca`, keeping its files under `scratch` (`.head`, `.body`).
-fn https_get(url: &str, ca: &Path, scratch: &Path) -> Option<HttpResponse> {
+pub(crate) fn https_get(url: &str, ca: &Path, scratch: &Path) -> Option<HttpResponse> {
     let head = scratch.with_extension("head");
     let body = scratch.with_extension("body");
     let args = [

@@ -281,6 +281,57 @@ fn a_revocation_through_one_node_is_answered_by_the_other() {
     }
 }
 
+/// ARI-3 across nodes: a renewal request made through node A opens the window node B offers
+/// at once (nothing is cached), and `revoke --replaced` through B, after a replacement was
+/// issued through B, is answered `revoked` by A.
+#[test]
+fn an_early_renewal_asked_through_one_node_opens_the_window_on_the_other() {
+    let Some(nodes) = TwoNodes::new() else { return };
+    let id = nodes
+        .one
+        .add_agent("/agent/drilled", &["--store", &nodes.url]);
+    let a = nodes.serve(&nodes.one);
+    let b = nodes.serve(&nodes.two);
+    let doc = nodes
+        .one
+        .issue(&id, &nodes.one.csr("old"), &["--store", &nodes.url]);
+    let old = serial_of(&doc);
+    let old_der = pem_certs(doc["certificate_pem"].as_str().unwrap()).remove(0);
+    let old_pem = nodes
+        .one
+        .write("old.pem", doc["certificate_pem"].as_str().unwrap());
+
+    let (start, _, _) = super::drill::renewal_info(&nodes.two, &b, &old_der);
+    assert!(start > now() + time::Duration::hours(1), "{start}");
+    nodes
+        .one
+        .json(&["--store", &nodes.url, "cert", "renew-early", "--agent", &id]);
+    let (start, end, _) = super::drill::renewal_info(&nodes.two, &b, &old_der);
+    let asked = now();
+    assert!(start <= asked && asked < end, "{start} {end}");
+
+    // Issued through B; two issuances of the same second do not replace each other.
+    std::thread::sleep(Duration::from_millis(1050));
+    let new = serial_of(
+        &nodes
+            .two
+            .issue(&id, &nodes.two.csr("new"), &["--store", &nodes.url]),
+    );
+    let doc = nodes
+        .two
+        .json(&["--store", &nodes.url, "revoke", "--replaced"]);
+    assert_eq!(doc["revoked"][0]["serial"], old.as_str(), "{doc}");
+    assert_eq!(doc["revoked"][0]["replaced_by"], new.as_str(), "{doc}");
+    let started = Instant::now();
+    while ocsp_status_at(&nodes.one, &a, &old_pem) != "revoked" {
+        assert!(
+            started.elapsed() < LEARN_WITHIN,
+            "node A still answers good after revoke --replaced on node B"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Whether the DER CRL `der` lists `serial` (hex, as `cert list` prints it).
 fn crl_lists(env: &Env, der: &[u8], serial: &str) -> bool {
     let path = env.write("node.crl", der);
