@@ -39,9 +39,22 @@ cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
 cargo_status=${PIPESTATUS[0]}
 set -e
 
+# The attack suites again with every CA's records in PostgreSQL (a database of its own per
+# test in one throwaway cluster): refusals must change nothing there either.
+pg_log="$log_dir/cargo-test-postgres.log"
+: >"$pg_log"
+if [ "$cargo_status" -eq 0 ]; then
+    section "attack suites on PostgreSQL"
+    set +e
+    AGENTCA_TEST_STORE=postgres cargo test --test cli --no-fail-fast -- \
+        acme_attacks:: scep_attacks:: 2>&1 | tee "$pg_log"
+    cargo_status=${PIPESTATUS[0]}
+    set -e
+fi
+
 summary() {
     section "summary"
-    grep -E '^test result:' "$log" || true
+    grep -hE '^test result:' "$log" "$pg_log" || true
     awk '/^test result:/ {
             for (i = 1; i <= NF; i++) {
                 if ($(i + 1) ~ /^passed/) p += $i
@@ -49,7 +62,7 @@ summary() {
                 if ($(i + 1) ~ /^ignored/) s += $i
             }
          }
-         END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+         END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log" "$pg_log"
 }
 
 if [ "$cargo_status" -ne 0 ]; then

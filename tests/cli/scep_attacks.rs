@@ -526,12 +526,11 @@ fn get_crl_returns_the_served_crl() {
 /// at least a minute, so the test writes an expired one into the store while no server runs.)
 #[test]
 fn an_expired_challenge_is_refused() {
-    use agentca_store::Store;
     let env = Env::with_ca();
     let agent = env.add_agent("/agent/expired", &[]);
     let challenge = "expired-challenge-0123456789abcdefghijklmnopqrstuv";
     {
-        let store = agentca_store::SledStore::open(&env.data_file("store")).unwrap();
+        let store = env.open_store();
         let now = time::OffsetDateTime::now_utc();
         store
             .insert_token(&agentca_store::TokenRecord {

@@ -57,10 +57,16 @@ const OWN_VARS: [&str; 4] = [
     "AGENTCA_STORE",
 ];
 
+/// Set to `postgres` to run the tests on PostgreSQL: every [`Env`] then keeps its CA's records
+/// in a fresh database of the shared throwaway cluster instead of the embedded store.
+pub(crate) const STORE_VAR: &str = "AGENTCA_TEST_STORE";
+
 /// A scratch directory holding one data directory (`data/`, not created until `init`) and
 /// any files a test writes beside it. Removed when dropped.
 pub(crate) struct Env {
     tmp: TempDir,
+    /// The PostgreSQL URL every command is given (`AGENTCA_STORE`), under [`STORE_VAR`].
+    store: Option<String>,
 }
 
 impl Env {
@@ -70,7 +76,29 @@ impl Env {
             .prefix("agentca-cli")
             .tempdir()
             .unwrap();
-        Self { tmp }
+        let store = match std::env::var(STORE_VAR).as_deref() {
+            Ok("postgres") => Some(
+                agentca_testkit::postgres::shared()
+                    .expect("PostgreSQL is needed when AGENTCA_TEST_STORE=postgres")
+                    .fresh_database(),
+            ),
+            Ok("sled") | Ok("") | Err(_) => None,
+            Ok(other) => panic!("{STORE_VAR}={other:?}: postgres or sled"),
+        };
+        Self { tmp, store }
+    }
+
+    /// The PostgreSQL URL the CA's records are kept at; `None` for the embedded store.
+    pub(crate) fn postgres_url(&self) -> Option<&str> {
+        self.store.as_deref()
+    }
+
+    /// The CA's store opened by the test itself (no server may hold the embedded one).
+    pub(crate) fn open_store(&self) -> Box<dyn Store> {
+        match &self.store {
+            Some(url) => Box::new(agentca_core::store::PostgresStore::open(url).unwrap()),
+            None => Box::new(SledStore::open(&self.data_file("store")).unwrap()),
+        }
     }
 
     /// A scratch directory with a CA made by `init` with default options.
@@ -129,6 +157,9 @@ impl Env {
             cmd.env_remove(var);
         }
         cmd.env("AGENTCA_PASSPHRASE", PASSPHRASE);
+        if let Some(url) = &self.store {
+            cmd.env("AGENTCA_STORE", url);
+        }
         cmd
     }
 
@@ -168,7 +199,14 @@ impl Env {
     pub(crate) fn init(&self, extra: &[&str]) -> Outcome {
         let mut args = vec!["init", "--trust-domain", TRUST_DOMAIN];
         args.extend_from_slice(extra);
-        self.run(&args)
+        let out = self.run(&args);
+        if self.store.is_some() && out.status.success() {
+            assert!(
+                !self.data_file("store").exists(),
+                "{STORE_VAR}=postgres, but init made an embedded store"
+            );
+        }
+        out
     }
 
     /// `agent add` for the agent at `path` (e.g. `/agent/alice`) plus `extra`; must succeed.
@@ -252,8 +290,7 @@ impl Env {
     /// How many serials the store holds, reserved or issued. Opens the store directly, so
     /// only call it while no command runs.
     pub(crate) fn serial_count(&self) -> u64 {
-        let store = SledStore::open(&self.data_file("store")).unwrap();
-        store.serial_count().unwrap()
+        self.open_store().serial_count().unwrap()
     }
 
     /// A PEM certificate file of the CA, as DER.
