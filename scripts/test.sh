@@ -39,15 +39,18 @@ cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
 cargo_status=${PIPESTATUS[0]}
 set -e
 
-# The attack suites again with every CA's records in PostgreSQL (a database of its own per
-# test in one throwaway cluster): refusals must change nothing there either.
+# The protocol suites (stock clients, attacks, the renewal daemon and drill, status) and the
+# operator commands again, with every CA's records in PostgreSQL (a database of its own per
+# test in one throwaway cluster). Suites about the embedded store itself (losing its writes,
+# killing it) stay on it; the multi-node ones run on PostgreSQL already.
 pg_log="$log_dir/cargo-test-postgres.log"
 : >"$pg_log"
 if [ "$cargo_status" -eq 0 ]; then
-    section "attack suites on PostgreSQL"
+    section "protocol suites on PostgreSQL"
     set +e
     AGENTCA_TEST_STORE=postgres cargo test --test cli --no-fail-fast -- \
-        acme_attacks:: scep_attacks:: 2>&1 | tee "$pg_log"
+        acme_attacks:: scep_attacks:: acme_flows:: acme_clients:: scep_clients:: enroll:: \
+        drill:: crl:: revoke:: verify:: token:: issue:: agent:: 2>&1 | tee "$pg_log"
     cargo_status=${PIPESTATUS[0]}
     set -e
 fi

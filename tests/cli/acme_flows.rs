@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use agentca_store::{AcmeOrderStatus, SledStore, Store};
+use agentca_store::AcmeOrderStatus;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use instant_acme::{
@@ -409,7 +409,7 @@ fn an_abandoned_processing_order_can_be_finalized_again() {
     server.terminate();
 
     {
-        let store = SledStore::open(&env.data_file("store")).unwrap();
+        let store = env.open_store();
         let mut order = store.acme_order(&order_id).unwrap().unwrap();
         assert_eq!(order.status, AcmeOrderStatus::Ready);
         order.status = AcmeOrderStatus::Processing;
@@ -464,7 +464,7 @@ fn protocol_records_nothing_needs_are_forgotten_and_certificates_kept() {
     // may allow (398 days) ago, as the store would hold it.
     let long_ago = time::OffsetDateTime::now_utc() - time::Duration::days(400);
     let account_id = {
-        let store = SledStore::open(&env.data_file("store")).unwrap();
+        let store = env.open_store();
         let recent = store.acme_order(&recent_id).unwrap().unwrap();
         let mut old = recent.clone();
         old.id = "order-from-long-ago".into();
@@ -514,7 +514,7 @@ fn protocol_records_nothing_needs_are_forgotten_and_certificates_kept() {
     let (_, log) = server.terminate();
     assert!(log.contains("forgotten=1"), "{log}");
     assert!(!log.contains("forgetting old"), "{log}");
-    let store = SledStore::open(&env.data_file("store")).unwrap();
+    let store = env.open_store();
     assert_eq!(store.acme_order("order-from-long-ago").unwrap(), None);
     assert_eq!(
         store.acme_authorization("authz-from-long-ago").unwrap(),
