@@ -64,30 +64,12 @@ struct Daemon {
 impl Daemon {
     fn enroll_and_start(env: &Env, server: &AcmeServer<'_>, path: &str) -> Self {
         let agent = env.add_agent(path, &[]);
-        let (kid, hmac) = server.eab(&agent);
         let name = path.trim_start_matches('/').replace('/', "-");
         std::fs::create_dir_all(env.path(&name)).unwrap();
         let key = env.path(&format!("{name}/key.pem"));
         let cert = env.path(&format!("{name}/cert.pem"));
         let (key_arg, cert_arg) = (key.display().to_string(), cert.display().to_string());
-        env.run(&[
-            "enroll",
-            "--agent",
-            &agent,
-            "--key",
-            &key_arg,
-            "--cert",
-            &cert_arg,
-            "--acme",
-            &server.acme_directory_url(),
-            "--eab-kid",
-            &kid,
-            "--eab-hmac",
-            &hmac,
-            "--ca",
-            &env.data_file("root.pem").display().to_string(),
-        ])
-        .success();
+        server.enroll(&agent, &key, &cert);
         let first = leaf(&cert);
         let first_chain = std::fs::read_to_string(&cert).unwrap();
         let mut child = env
@@ -264,18 +246,7 @@ fn ari3_a_cohort_asked_to_renew_early_renews_within_one_poll_and_only_then_is_re
     // Now the replaced certificates are revoked, and nothing else.
     let done = env.json(&["revoke", "--replaced"]);
     assert_eq!(done["reason"], "superseded");
-    let mut pairs: Vec<(String, String)> = done["revoked"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["serial"].as_str().unwrap().to_owned(),
-                p["replaced_by"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    pairs.sort();
+    let pairs = super::revoke::replaced_pairs(&done);
     renewed.sort();
     assert_eq!(pairs, renewed, "{done}");
     assert_eq!(done["awaiting_replacement"], json!([]), "{done}");

@@ -86,31 +86,12 @@ fn the_daemon_renews_a_revoked_certificate_at_once() {
     let env = Env::with_ca();
     let agent = env.add_agent("/agent/daemon", &[]);
     let server = AcmeServer::start(&env);
-    let (kid, hmac) = server.eab(&agent);
     std::fs::create_dir_all(env.path("agent")).unwrap();
     let key = env.path("agent/key.pem");
     let cert = env.path("agent/cert.pem");
     let (key_arg, cert_arg) = (key.display().to_string(), cert.display().to_string());
-    let root = env.data_file("root.pem").display().to_string();
     let enrolled_at = now();
-    env.run(&[
-        "enroll",
-        "--agent",
-        &agent,
-        "--key",
-        &key_arg,
-        "--cert",
-        &cert_arg,
-        "--acme",
-        &server.acme_directory_url(),
-        "--eab-kid",
-        &kid,
-        "--eab-hmac",
-        &hmac,
-        "--ca",
-        &root,
-    ])
-    .success();
+    server.enroll(&agent, &key, &cert);
     let first = check_pair(&env, &key, &cert, &agent, enrolled_at);
     let serial = hex::encode(
         x509_parser::parse_x509_certificate(&first)

@@ -567,6 +567,32 @@ impl<'e> AcmeServer<'e> {
         (field("kid"), field("hmac"))
     }
 
+    /// `agentca enroll` of `agent` over ACME with a fresh EAB credential, writing `key` and
+    /// `cert`; must succeed.
+    pub(crate) fn enroll(&self, agent: &str, key: &Path, cert: &Path) -> super::support::Outcome {
+        let (kid, hmac) = self.eab(agent);
+        let path = |p: &Path| p.display().to_string();
+        self.env
+            .run(&[
+                "enroll",
+                "--agent",
+                agent,
+                "--key",
+                &path(key),
+                "--cert",
+                &path(cert),
+                "--acme",
+                &self.acme_directory_url(),
+                "--eab-kid",
+                &kid,
+                "--eab-hmac",
+                &hmac,
+                "--ca",
+                &path(&self.root_pem()),
+            ])
+            .success()
+    }
+
     /// GET `path` on the HTTPS listener with curl trusting `root.pem`; `None` (after a notice,
     /// or a panic under `AGENTCA_REQUIRE_TOOLS=1`) when curl is missing.
     pub(crate) fn https_get(&self, path: &str) -> Option<HttpResponse> {

@@ -366,18 +366,7 @@ fn revoke_replaced_revokes_only_what_a_later_certificate_replaces() {
 
     let doc = env.json(&["revoke", "--replaced"]);
     assert_eq!(doc["reason"], "superseded", "the default reason");
-    let mut pairs: Vec<(String, String)> = doc["revoked"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["serial"].as_str().unwrap().to_owned(),
-                p["replaced_by"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    pairs.sort();
+    let pairs = replaced_pairs(&doc);
     let mut want = vec![
         (alice_old.clone(), alice_new.clone()),
         (carol_old.clone(), carol_new.clone()),
@@ -473,4 +462,21 @@ fn renew_early_refuses_bad_input_and_changes_nothing() {
     assert_eq!(doc["skipped_disabled"], serde_json::json!([bob]), "{doc}");
     assert_eq!(doc["to_replace"], serde_json::json!([serial]), "{doc}");
     assert_eq!(doc["not_acme"], 1, "a CLI-issued certificate has no ARI");
+}
+
+/// What `revoke --replaced --output json` revoked: `(serial, replaced_by)` pairs, sorted.
+pub(crate) fn replaced_pairs(doc: &serde_json::Value) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = doc["revoked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["serial"].as_str().unwrap().to_owned(),
+                p["replaced_by"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    pairs.sort();
+    pairs
 }
