@@ -626,7 +626,7 @@ fn rfc3339(value: &Value) -> time::OffsetDateTime {
 }
 
 /// A process started in a process group of its own (`process_group(0)`): dropping it kills
-/// the whole group (faketime and the daemon it runs), also when a test fails half-way.
+/// the whole group (the daemon and anything it started), also when a test fails half-way.
 struct Group(Child);
 
 impl Drop for Group {
@@ -649,14 +649,14 @@ fn events(lines: &[String], name: &str) -> Vec<Value> {
 }
 
 /// CLI-6 and CLI-7: daemons against pebble, which has no ARI, so they renew at two thirds of
-/// the 30-second lifetime. Two of them run under `faketime` with their clocks 2 hours ahead
+/// the 30-second lifetime. Two of them run with libfaketime preloaded and their clocks 2 hours ahead
 /// and 2 hours behind. Planning in the CA's time (its `Date`), each renews once or twice in
 /// 33 seconds like the one with a correct clock: a clock ahead would otherwise see every new
 /// certificate as expired and renew in a loop, a clock behind would wait hours and let it
 /// expire.
 #[test]
 fn daemons_with_skewed_clocks_renew_on_the_cas_time_cli_6_cli_7() {
-    let faketime = on_path("faketime");
+    let faketime = super::support::libfaketime();
     if faketime.is_none() {
         agentca_testkit::tools::missing("faketime", "the daemon's clock-skew test (CLI-7)");
     }
@@ -680,10 +680,10 @@ fn daemons_with_skewed_clocks_renew_on_the_cas_time_cli_6_cli_7() {
             .enroll(&pebble, EAB_KIDS[n], None, &["--identifiers", "dns"])
             .success();
         let enrolled_nb = rfc3339(&enrolled.json()["not_before"]);
-        let mut cmd = match skew {
-            Some(offset) => env.wrapped("faketime", &["-f", offset]),
-            None => env.bare(),
-        };
+        let mut cmd = env.bare();
+        if let (Some(offset), Some(lib)) = (skew, &faketime) {
+            super::support::move_clock(&mut cmd, lib, offset);
+        }
         cmd.args(["--output", "json", "renew", "--daemon", "--key"])
             .arg(&agent.key)
             .arg("--cert")
@@ -691,7 +691,7 @@ fn daemons_with_skewed_clocks_renew_on_the_cas_time_cli_6_cli_7() {
             // What a daemon that exits says (its error) is on standard output.
             .stdout(std::fs::File::create(env.path(&format!("{name}.stdout"))).unwrap())
             .stderr(Stdio::piped())
-            // A group of its own: faketime runs the daemon as its child, and both must go.
+            // A group of its own, so that nothing it started outlives the test.
             .process_group(0);
         let mut child = Group(cmd.spawn().unwrap());
         let stderr = child.0.stderr.take().unwrap();

@@ -1,31 +1,19 @@
 //! Expired certificates leave the store once the CA's retention has passed, and the audit log
 //! still reconciles with it. The server runs with libfaketime (Debian's `faketime`) preloaded
 //! and its clock 36 hours ahead, which makes the short certificates issued here a day and a
-//! half old. The library is preloaded into the server itself rather than through the
-//! `faketime` program, which would stand between the test and the server's signals.
+//! half old.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::Command;
 
 use agentca_testkit::tools::missing;
 
 use super::harness::{Server, serve_on_free_ports};
-use super::support::{Env, serial_of};
+use super::support::{Env, libfaketime, move_clock, serial_of};
 
-/// Debian's libfaketime, for the threads of a tokio runtime (`MT`).
-fn libfaketime() -> Option<PathBuf> {
-    let lib = std::path::Path::new("/usr/lib");
-    let candidates = std::fs::read_dir(lib)
-        .ok()?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path().join("faketime/libfaketimeMT.so.1"))
-        .chain([lib.join("faketime/libfaketimeMT.so.1")]);
-    candidates.into_iter().find(|p| p.is_file())
-}
-
-fn serve_ahead(env: &Env, lib: &PathBuf) -> Command {
+fn serve_ahead(env: &Env, lib: &Path) -> Command {
     let mut cmd = serve_on_free_ports(env);
-    cmd.env("LD_PRELOAD", lib).env("FAKETIME", "+36h");
+    move_clock(&mut cmd, lib, "+36h");
     cmd
 }
 

@@ -616,34 +616,15 @@ fn acknowledged_enrollments_survive_kill_9() {
     );
 }
 
-/// `cmd` run under `faketime` with the clock moved by `offset` (`+2d`).
-fn under_faketime(cmd: &std::process::Command, offset: &str) -> std::process::Command {
-    let mut faked = std::process::Command::new("faketime");
-    faked
-        .args(["-f", offset])
-        .arg(cmd.get_program())
-        .args(cmd.get_args());
-    for (name, value) in cmd.get_envs() {
-        match value {
-            Some(value) => faked.env(name, value),
-            None => faked.env_remove(name),
-        };
-    }
-    if let Some(dir) = cmd.get_current_dir() {
-        faked.current_dir(dir);
-    }
-    faked
-}
-
 /// SCEP-3, a signer outside its validity: the agent's own certificate signs a RenewalReq that a
-/// server reads two days later (its clock moved by `faketime`, past the 24-hour lifetime): a
+/// server reads two days later (its clock moved by libfaketime, past the 24-hour lifetime): a
 /// FAILURE with badTime, and no signature.
 #[test]
 fn a_renewal_signed_by_an_expired_certificate_gets_bad_time() {
-    if agentca_testkit::tools::on_path("faketime").is_none() {
+    let Some(libfaketime) = super::support::libfaketime() else {
         agentca_testkit::tools::missing("faketime", "the expired SCEP signer test (SCEP-3)");
         return;
-    }
+    };
     let env = Env::with_ca();
     let agent = env.add_agent("/agent/expired", &[]);
     let key = rsa_key(0);
@@ -659,8 +640,9 @@ fn a_renewal_signed_by_an_expired_certificate_gets_bad_time() {
 
     let mut cmd = super::harness::serve_on_free_ports(&env);
     cmd.arg("--scep-legacy-crypto");
+    super::support::move_clock(&mut cmd, &libfaketime, "+2d");
     let later = ScepServer {
-        server: super::harness::Server::start(under_faketime(&cmd, "+2d")),
+        server: super::harness::Server::start(cmd),
         env: &env,
         ra: env.ca_der("scep-ra.pem"),
     };

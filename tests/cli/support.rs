@@ -143,14 +143,6 @@ impl Env {
         self.clean(Command::new(bin()))
     }
 
-    /// [`Env::bare`] run through `wrapper` (e.g. `faketime -f +2h`): `wrapper`, its
-    /// `wrapper_args`, then the binary.
-    pub(crate) fn wrapped(&self, wrapper: &str, wrapper_args: &[&str]) -> Command {
-        let mut cmd = Command::new(wrapper);
-        cmd.args(wrapper_args).arg(bin());
-        self.clean(cmd)
-    }
-
     fn clean(&self, mut cmd: Command) -> Command {
         cmd.current_dir(self.tmp.path());
         for var in OWN_VARS {
@@ -426,6 +418,27 @@ impl fmt::Display for Outcome {
 }
 
 /// The `serial` member of a certificate document.
+/// Debian's libfaketime built for threaded programs (`MT`), if installed. Tests preload it
+/// into the binary itself rather than run the `faketime` program: that wrapper keeps a named
+/// semaphore per process id in shared memory, which a killed run leaves behind and which makes
+/// a later wrapper given the same process id refuse to start ("sem_open: File exists"). The
+/// library alone keeps no such state, and the test signals the binary, not a wrapper.
+pub(crate) fn libfaketime() -> Option<PathBuf> {
+    let lib = Path::new("/usr/lib");
+    let multiarch = std::fs::read_dir(lib)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("faketime/libfaketimeMT.so.1"));
+    multiarch
+        .chain([lib.join("faketime/libfaketimeMT.so.1")])
+        .find(|p| p.is_file())
+}
+
+/// `cmd` with its clock moved by `offset` (`+2d`, `-2h`) by `lib` (see [`libfaketime`]).
+pub(crate) fn move_clock(cmd: &mut Command, lib: &Path, offset: &str) {
+    cmd.env("LD_PRELOAD", lib).env("FAKETIME", offset);
+}
+
 pub(crate) fn serial_of(doc: &Value) -> String {
     doc["serial"].as_str().unwrap().to_owned()
 }
