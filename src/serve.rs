@@ -264,8 +264,11 @@ pub(crate) fn serve(dir: &DataDir, passphrase_file: Option<&Path>, args: ServeAr
         let admin = bind_admin(&socket, dir.path())?;
         tokio::spawn(admin_loop(admin, backend, owner_uid(dir.path())?));
 
+        // Handlers first: a SIGTERM right after the listening line must stop the server
+        // gracefully, not kill it by the default disposition.
+        let shutdown = shutdown_signal();
         announce(dir, &ca, &bound, &socket, created);
-        let result = server.run(shutdown_signal()).await.map_err(server_error);
+        let result = server.run(shutdown).await.map_err(server_error);
         let _ = std::fs::remove_file(&socket);
         tracing::info!("stopped");
         result
@@ -375,20 +378,24 @@ fn init_logging(format: LogFormat) {
     };
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now (not when the future is first polled) and
+/// returns a future that completes on either.
+fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                    _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+                }
             }
-        }
-        _ => {
-            tracing::error!("cannot listen for signals; stop with SIGKILL");
-            std::future::pending::<()>().await;
+            _ => {
+                tracing::error!("cannot listen for signals; stop with SIGKILL");
+                std::future::pending::<()>().await;
+            }
         }
     }
 }
