@@ -55,9 +55,24 @@ if [ "$cargo_status" -eq 0 ]; then
     set -e
 fi
 
+# The same suites once more with each CA as two nodes on one PostgreSQL database behind a
+# round-robin TCP balancer per listener, as a deployment runs them: a client's consecutive
+# connections go to different nodes.
+nodes_log="$log_dir/cargo-test-postgres-2nodes.log"
+: >"$nodes_log"
+if [ "$cargo_status" -eq 0 ]; then
+    section "protocol suites on two nodes"
+    set +e
+    AGENTCA_TEST_STORE=postgres AGENTCA_TEST_NODES=2 cargo test --test cli --no-fail-fast -- \
+        acme_attacks:: scep_attacks:: acme_flows:: acme_clients:: scep_clients:: enroll:: \
+        drill:: crl:: revoke:: verify:: token:: issue:: agent:: 2>&1 | tee "$nodes_log"
+    cargo_status=${PIPESTATUS[0]}
+    set -e
+fi
+
 summary() {
     section "summary"
-    grep -hE '^test result:' "$log" "$pg_log" || true
+    grep -hE '^test result:' "$log" "$pg_log" "$nodes_log" || true
     awk '/^test result:/ {
             for (i = 1; i <= NF; i++) {
                 if ($(i + 1) ~ /^passed/) p += $i
@@ -65,7 +80,7 @@ summary() {
                 if ($(i + 1) ~ /^ignored/) s += $i
             }
          }
-         END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log" "$pg_log"
+         END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log" "$pg_log" "$nodes_log"
 }
 
 if [ "$cargo_status" -ne 0 ]; then

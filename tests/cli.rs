@@ -16,6 +16,7 @@ mod cli {
     mod agent_pebble;
     mod audit;
     mod backup;
+    mod balancer;
     mod crash;
     mod crl;
     mod deployment;

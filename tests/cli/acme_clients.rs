@@ -464,6 +464,7 @@ fn certbot_registers_with_eab_validates_http01_renews_and_revokes() {
         run_bounded(cmd)
     };
     revoke().success();
+    server.await_revoked_everywhere(&renewed.serial);
     let text = ocsp_query(&server, &renewed.leaf_pem);
     assert!(
         text.contains(&format!("{}: revoked", renewed.leaf_pem.display()))
@@ -484,6 +485,7 @@ fn certbot_registers_with_eab_validates_http01_renews_and_revokes() {
         .arg(certbot.config.join("archive/web/privkey1.pem"))
         .args(["--reason", "superseded", "--no-delete-after-revoke"]);
     run_bounded(cmd).success();
+    server.await_revoked_everywhere(&first.serial);
     let text = ocsp_query(&server, &first.leaf_pem);
     assert!(
         text.contains(&format!("{}: revoked", first.leaf_pem.display()))
@@ -528,6 +530,7 @@ fn certbot_registers_with_eab_validates_http01_renews_and_revokes() {
     let shown = store_status(&env, &renewed.serial);
     assert_eq!(shown["revocation_reason"], "keyCompromise", "{shown:#}");
 
+    server.assert_every_node_served();
     env.assert_audit_intact();
 }
 
@@ -698,6 +701,7 @@ fn lego_registers_with_eab_obtains_ec256_rsa2048_and_tls_alpn01_certificates_and
             &["revoke", "--keep", "--reason", code],
         ))
         .success();
+        server.await_revoked_everywhere(&leaf.serial);
         let text = ocsp_query(&server, &leaf.leaf_pem);
         assert!(
             text.contains(&format!("{}: revoked", leaf.leaf_pem.display())),
@@ -711,5 +715,6 @@ fn lego_registers_with_eab_obtains_ec256_rsa2048_and_tls_alpn01_certificates_and
         }
     }
 
+    server.assert_every_node_served();
     env.assert_audit_intact();
 }

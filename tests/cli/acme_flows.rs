@@ -154,6 +154,7 @@ fn ari_windows_replacement_and_revocation() {
             })
             .await
             .unwrap();
+        server.await_revoked_everywhere(&serial_hex(&second[0]));
         let second_id = CertificateIdentifier::try_from(&second_der).unwrap();
         let (info, _) = account.renewal_info(&second_id).await.unwrap();
         let now = time::OffsetDateTime::now_utc();
@@ -377,7 +378,7 @@ fn certificates_from_concurrent_finalizes_survive_kill_9() {
             "{serial} was acknowledged but is lost"
         );
     }
-    let audit = std::fs::read_to_string(env.data_file("audit.log")).unwrap();
+    let audit = env.audit_text();
     for serial in &serials {
         assert!(
             audit

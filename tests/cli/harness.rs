@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use agentca_testkit::dns::FakeDns;
 use serde_json::Value;
 
+use super::balancer::RoundRobin;
 use super::support::Env;
 
 /// How long a server may take to announce its addresses (it signs the HTTPS certificate, a
@@ -66,14 +67,24 @@ pub(crate) struct Exited {
 
 /// A running `agentca serve`. Dropping it kills the process (SIGKILL), so a failing test
 /// leaves nothing behind.
+///
+/// Under `AGENTCA_TEST_NODES=2` (see [`super::support::test_nodes`]) it is two nodes on one
+/// PostgreSQL database behind a [`RoundRobin`] balancer for each listener: `http` and `https`
+/// are the balancers' addresses, so every connection a test or a stock client opens goes to
+/// the other node than the one before, and what the handle reports (metrics, logs) and does
+/// (kill, terminate) covers both nodes.
 pub(crate) struct Server {
     child: Child,
     pub(crate) http: SocketAddr,
     pub(crate) https: SocketAddr,
     pub(crate) admin: PathBuf,
+    /// This node's own HTTP listener (`http` is a balancer's when there are two nodes).
+    own_http: SocketAddr,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
     readers: Vec<JoinHandle<()>>,
+    /// The second node and the balancers in front of both, under `AGENTCA_TEST_NODES=2`.
+    second: Option<(Box<Server>, [RoundRobin; 2])>,
 }
 
 /// Copies a child's output into `sink` line by line, reporting each line on `lines`.
@@ -105,8 +116,50 @@ impl Server {
         }
     }
 
-    /// Starts `cmd` and waits for the `agentca listening:` line, or for the process to exit.
-    pub(crate) fn try_start(mut cmd: Command) -> Result<Self, Exited> {
+    /// Starts `cmd` and waits for the `agentca listening:` line, or for the process to exit;
+    /// under `AGENTCA_TEST_NODES=2`, a second node of the same CA as well (see [`Server`]).
+    pub(crate) fn try_start(cmd: Command) -> Result<Self, Exited> {
+        let second = match super::support::test_nodes() {
+            2 => second_node(&cmd),
+            _ => None,
+        };
+        let mut first = Self::try_start_one(cmd)?;
+        if let Some(cmd) = second {
+            let peer = Self::try_start_one(cmd).unwrap_or_else(|e| {
+                panic!(
+                    "the second node exited before listening: {}\nstdout:\n{}\nstderr:\n{}",
+                    e.status, e.stdout, e.stderr
+                )
+            });
+            let balancers = [
+                RoundRobin::start([first.http, peer.http]),
+                RoundRobin::start([first.https, peer.https]),
+            ];
+            first.http = balancers[0].addr;
+            first.https = balancers[1].addr;
+            first.second = Some((Box::new(peer), balancers));
+        }
+        Ok(first)
+    }
+
+    /// The nodes: this one, and the second under `AGENTCA_TEST_NODES=2`.
+    fn nodes(&self) -> impl Iterator<Item = &Server> {
+        std::iter::once(self).chain(self.second.as_ref().map(|(peer, _)| peer.as_ref()))
+    }
+
+    /// With two nodes, asserts that the balancers sent each node connections (so a stock
+    /// client's run crossed nodes); with one, does nothing.
+    pub(crate) fn assert_every_node_served(&self) {
+        if let Some((_, [http, https])) = self.second.as_ref() {
+            let ([h0, h1], [s0, s1]) = (http.sent(), https.sent());
+            assert!(
+                h0 + s0 > 0 && h1 + s1 > 0,
+                "connections per node: http {h0}/{h1}, https {s0}/{s1}"
+            );
+        }
+    }
+
+    fn try_start_one(mut cmd: Command) -> Result<Self, Exited> {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -125,9 +178,11 @@ impl Server {
             http: SocketAddr::from(([0, 0, 0, 0], 0)),
             https: SocketAddr::from(([0, 0, 0, 0], 0)),
             admin: PathBuf::new(),
+            own_http: SocketAddr::from(([0, 0, 0, 0], 0)),
             stdout,
             stderr,
             readers,
+            second: None,
         };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -173,6 +228,7 @@ impl Server {
         }
         assert_ne!(self.http.port(), 0, "{rest}");
         assert_ne!(self.https.port(), 0, "{rest}");
+        self.own_http = self.http;
         self.admin = PathBuf::from(admin);
     }
 
@@ -186,14 +242,25 @@ impl Server {
         self.stdout.lock().unwrap().clone()
     }
 
-    /// Everything logged on standard error so far.
+    /// Everything logged on standard error so far (by every node, one after the other).
     pub(crate) fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.nodes()
+            .map(|node| node.stderr.lock().unwrap().clone())
+            .collect::<Vec<_>>()
+            .join("")
     }
 
-    /// Waits until the log (standard error) contains `needle`.
+    /// Waits up to ten seconds until the log (standard error) of a node contains `needle`.
     pub(crate) fn wait_log(&self, needle: &str) {
-        wait_for(&self.stderr, needle);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.stderr().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "the server never logged {needle:?}:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Waits until standard output contains `needle` (it may still be arriving after the
@@ -213,8 +280,23 @@ impl Server {
         http(self.http, "GET", path, &[], &[])
     }
 
-    /// Sends SIGTERM and waits for the process to exit; returns its status and full log.
+    /// Sends SIGTERM and waits for the process to exit; returns its status and full log
+    /// (with two nodes: the first node's status, once both have stopped, and both logs).
     pub(crate) fn terminate(mut self) -> (ExitStatus, String) {
+        let peer_log = match self.second.take() {
+            Some((peer, balancers)) => {
+                drop(balancers);
+                let (status, log) = peer.terminate();
+                assert!(status.success(), "the second node: {status}\n{log}");
+                log
+            }
+            None => String::new(),
+        };
+        let (status, log) = self.terminate_one();
+        (status, log + &peer_log)
+    }
+
+    fn terminate_one(mut self) -> (ExitStatus, String) {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(sent.success(), "kill -TERM {pid} failed");
@@ -236,8 +318,11 @@ impl Server {
         (status, self.stderr())
     }
 
-    /// Kills the process with SIGKILL and waits for it.
+    /// Kills the process (every node) with SIGKILL and waits for it.
     pub(crate) fn kill(mut self) {
+        if let Some((peer, _)) = self.second.take() {
+            peer.kill();
+        }
         self.child.kill().unwrap();
         let status = self.child.wait().unwrap();
         assert_eq!(status.signal(), Some(9), "{status}");
@@ -250,6 +335,67 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The command of a second node beside `cmd` (`agentca --data-dir DIR … serve …` on one
+/// PostgreSQL database): the same arguments and environment, its own copy of the data
+/// directory (the CA's keys and certificates are shared by configuration, as in a deployment;
+/// the audit log, the admin socket and the pre-signed OCSP responses are each node's own) and
+/// free ports. `None` for any other command.
+fn second_node(cmd: &Command) -> Option<Command> {
+    let args: Vec<&std::ffi::OsStr> = cmd.get_args().collect();
+    if !args.iter().any(|a| *a == "serve") {
+        return None;
+    }
+    let at = args.iter().position(|a| *a == "--data-dir")?;
+    let data = PathBuf::from(args.get(at + 1)?);
+    let copy = super::support::second_node_data(&data);
+    let _ = std::fs::remove_dir_all(&copy);
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(&data)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success(), "cp -a {}", data.display());
+    let mut second = Command::new(cmd.get_program());
+    let mut listener = false;
+    for (n, arg) in args.iter().enumerate() {
+        if n == at + 1 {
+            second.arg(&copy);
+        } else if listener {
+            second.arg("127.0.0.1:0");
+        } else {
+            second.arg(arg);
+        }
+        listener = *arg == "--listen" || *arg == "--http-listen";
+    }
+    for (name, value) in cmd.get_envs() {
+        match value {
+            Some(value) => second.env(name, value),
+            None => second.env_remove(name),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        second.current_dir(dir);
+    }
+    Some(second)
+}
+
+/// Whether the DER CRL `der` lists the serial `hex` (lowercase, no leading zeros).
+fn crl_lists(der: &[u8], hex: &str) -> bool {
+    use x509_parser::prelude::{CertificateRevocationList, FromDer};
+    let Ok((_, crl)) = CertificateRevocationList::from_der(der) else {
+        return false;
+    };
+    crl.iter_revoked_certificates().any(|entry| {
+        let listed: String = entry
+            .raw_serial()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        listed.trim_start_matches('0') == hex
+    })
 }
 
 /// Waits up to ten seconds for `needle` to appear in `output`.
@@ -414,12 +560,51 @@ impl Server {
         self.https_url("/acme/directory")
     }
 
-    /// The sum of every sample of `series` on `/metrics` (HTTP listener). `series` is a metric
+    /// The sum of every sample of `series` on `/metrics` (HTTP listener), over every node. `series` is a metric
     /// name (`agentca_http_requests_total`: all its label sets added up) or a name with labels
     /// exactly as printed (`agentca_http_requests_total{route="healthz",status="200"}`).
     /// A series that was never recorded counts as 0.
     pub(crate) fn metric(&self, series: &str) -> f64 {
-        let response = self.get("/metrics");
+        self.nodes().map(|node| node.own_metric(series)).sum()
+    }
+
+    /// `GET path` on the HTTP listener of each node itself (not through a balancer): one
+    /// response per node.
+    pub(crate) fn get_on_each_node(&self, path: &str) -> Vec<HttpResponse> {
+        self.nodes()
+            .map(|node| http(node.own_http, "GET", path, &[], &[]))
+            .collect()
+    }
+
+    /// Waits until every node lists the certificate with serial `serial` (hex) on its CRL,
+    /// and so answers it `revoked` over OCSP too (a node re-signs its OCSP answer before it
+    /// schedules the CRL). With one node it returns at once: the node that revoked answers
+    /// `revoked` as soon as the revocation is acknowledged, which the suites assert. With two,
+    /// the other node learns within its poll interval (2 s by default).
+    pub(crate) fn await_revoked_everywhere(&self, serial: &str) {
+        if self.second.is_none() {
+            return;
+        }
+        let wanted = serial.trim_start_matches('0').to_ascii_lowercase();
+        let deadline = Instant::now() + Duration::from_secs(8);
+        for node in self.nodes() {
+            loop {
+                let crl = http(node.own_http, "GET", "/crl", &[], &[]);
+                if crl.status == 200 && crl_lists(&crl.body, &wanted) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "node {} never listed {serial} on its CRL",
+                    node.own_http
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    fn own_metric(&self, series: &str) -> f64 {
+        let response = http(self.own_http, "GET", "/metrics", &[], &[]);
         assert_eq!(response.status, 200, "{}", response.text());
         let text = response.text();
         text.lines()

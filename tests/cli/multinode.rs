@@ -7,13 +7,14 @@
 //! scepclient enrolls on one node and renews on the other.
 //! Faults: a node killed mid-issuance loses nothing it acknowledged while the other
 //! keeps issuing; a database lost mid-run makes issuance over ACME and SCEP retry later while
-//! OCSP answers from the cache, and service recovers without a restart. Skipped with a notice when PostgreSQL is
-//! not installed, a failure under `AGENTCA_REQUIRE_TOOLS=1`.
+//! OCSP answers from the cache, and service recovers without a restart. Skipped with a notice
+//! when PostgreSQL is not installed, a failure under `AGENTCA_REQUIRE_TOOLS=1`.
+//!
+//! These tests place each request on a chosen node. The protocol suites as a whole also run on
+//! two nodes behind a round-robin balancer (`AGENTCA_TEST_NODES=2`, see `harness::Server`).
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use agentca_testkit::acme::{
@@ -24,6 +25,7 @@ use serde_json::{Value, json};
 use agentca_scep::client::{RequestBuilder, csr_with_challenge, transient_certificate};
 
 use super::acme_clients::ocsp_status_at;
+use super::balancer::RoundRobin;
 use super::harness::{Server, free_port, http, serve_on_free_ports};
 use super::support::*;
 
@@ -637,100 +639,6 @@ fn a_scep_challenge_is_spent_on_every_node() {
         .success();
     assert_ne!(std::fs::read_to_string(&cert).unwrap(), before);
     assert_eq!(ocsp_status_at(&nodes.one, &a, &cert), "good");
-}
-
-/// A TCP load balancer in front of the nodes, as a cloud deployment has one: each new
-/// connection goes to the next node in turn, and a connection idle for [`RoundRobin::IDLE`] is
-/// closed, so a client's next request opens a new one, to the other node. TLS passes through
-/// untouched: both nodes hold the same certificate, and links follow the `Host` header.
-struct RoundRobin {
-    addr: std::net::SocketAddr,
-    /// Connections sent to each node.
-    sent: Arc<[AtomicUsize; 2]>,
-    stop: Arc<AtomicBool>,
-}
-
-impl RoundRobin {
-    const IDLE: Duration = Duration::from_secs(2);
-
-    fn start(nodes: [std::net::SocketAddr; 2]) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let sent: Arc<[AtomicUsize; 2]> = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
-        let stop = Arc::new(AtomicBool::new(false));
-        let (counts, halt) = (sent.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut next = 0;
-            while !halt.load(Ordering::Relaxed) {
-                let Ok((client, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                };
-                let Ok(node) = TcpStream::connect(nodes[next]) else {
-                    continue;
-                };
-                counts[next].fetch_add(1, Ordering::SeqCst);
-                next = 1 - next;
-                std::thread::spawn(move || relay(client, node));
-            }
-        });
-        Self { addr, sent, stop }
-    }
-
-    fn sent(&self) -> [usize; 2] {
-        [
-            self.sent[0].load(Ordering::SeqCst),
-            self.sent[1].load(Ordering::SeqCst),
-        ]
-    }
-}
-
-impl Drop for RoundRobin {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Copies bytes both ways until either side closes or nothing moved for [`RoundRobin::IDLE`].
-fn relay(client: TcpStream, node: TcpStream) {
-    let last = Arc::new(std::sync::Mutex::new(Instant::now()));
-    let pipe = |mut from: TcpStream, mut to: TcpStream, last: Arc<std::sync::Mutex<Instant>>| {
-        from.set_read_timeout(Some(Duration::from_millis(20)))
-            .unwrap();
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            match from.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    *last.lock().unwrap() = Instant::now();
-                    if to.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    if last.lock().unwrap().elapsed() >= RoundRobin::IDLE {
-                        break;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        let _ = from.shutdown(std::net::Shutdown::Both);
-        let _ = to.shutdown(std::net::Shutdown::Both);
-    };
-    let (c2, n2) = (client.try_clone().unwrap(), node.try_clone().unwrap());
-    let up = {
-        let last = last.clone();
-        std::thread::spawn(move || pipe(client, node, last))
-    };
-    pipe(n2, c2, last);
-    let _ = up.join();
 }
 
 /// lego, as Debian ships it, through the load balancer in front of both nodes: it registers

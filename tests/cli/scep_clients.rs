@@ -264,6 +264,7 @@ fn scepclient_enrolls_renews_and_cannot_reuse_its_challenge() {
         "{}",
         server.server.stderr()
     );
+    server.server.assert_every_node_served();
 }
 
 /// Every kind of reply parses with OpenSSL: GetCACert (`openssl pkcs7`), a SUCCESS CertRep

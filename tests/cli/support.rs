@@ -61,6 +61,32 @@ const OWN_VARS: [&str; 4] = [
 /// in a fresh database of the shared throwaway cluster instead of the embedded store.
 pub(crate) const STORE_VAR: &str = "AGENTCA_TEST_STORE";
 
+/// Set to `2` (with [`STORE_VAR`] at `postgres`) to run every server a test starts as two
+/// nodes on one database behind a load balancer (see `harness::Server`).
+pub(crate) const NODES_VAR: &str = "AGENTCA_TEST_NODES";
+
+/// How many nodes each test server is: 1, or 2 under [`NODES_VAR`].
+pub(crate) fn test_nodes() -> usize {
+    match std::env::var(NODES_VAR).as_deref() {
+        Ok("2") => {
+            assert_eq!(
+                std::env::var(STORE_VAR).as_deref(),
+                Ok("postgres"),
+                "{NODES_VAR}=2 needs {STORE_VAR}=postgres: nodes share one database"
+            );
+            2
+        }
+        Ok("1") | Ok("") | Err(_) => 1,
+        Ok(other) => panic!("{NODES_VAR}={other:?}: 1 or 2"),
+    }
+}
+
+/// The data directory of the second node beside `data` (a copy of it).
+pub(crate) fn second_node_data(data: &Path) -> PathBuf {
+    let name = data.file_name().unwrap_or_default().to_string_lossy();
+    data.with_file_name(format!("{name}-node2"))
+}
+
 /// A scratch directory holding one data directory (`data/`, not created until `init`) and
 /// any files a test writes beside it. Removed when dropped.
 pub(crate) struct Env {
@@ -254,11 +280,32 @@ impl Env {
         serials
     }
 
-    /// Every line of the audit log, parsed.
+    /// The audit log, and the second node's when servers ran as two nodes.
+    pub(crate) fn audit_logs(&self) -> Vec<PathBuf> {
+        let second = second_node_data(&self.data()).join("audit.log");
+        let mut logs = vec![self.data_file("audit.log")];
+        logs.extend(second.is_file().then_some(second));
+        logs
+    }
+
+    /// Every line of the audit logs (see [`Env::audit_logs`]), parsed.
     pub(crate) fn audit_entries(&self) -> Vec<Value> {
-        let text = std::fs::read_to_string(self.data_file("audit.log")).unwrap();
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap())
+        let mut entries = Vec::new();
+        for log in self.audit_logs() {
+            let text = std::fs::read_to_string(log).unwrap();
+            entries.extend(
+                text.lines()
+                    .map(|l| serde_json::from_str::<Value>(l).unwrap()),
+            );
+        }
+        entries
+    }
+
+    /// The text of every audit log (see [`Env::audit_logs`]), one after the other.
+    pub(crate) fn audit_text(&self) -> String {
+        self.audit_logs()
+            .into_iter()
+            .map(|log| std::fs::read_to_string(log).unwrap())
             .collect()
     }
 
@@ -272,7 +319,11 @@ impl Env {
 
     /// `audit verify --output json`; must succeed and report an intact log.
     pub(crate) fn assert_audit_intact(&self) -> Value {
-        let doc = self.json(&["audit", "verify"]);
+        let mut args = vec!["audit".into(), "verify".into()];
+        for other in self.audit_logs().into_iter().skip(1) {
+            args.extend(["--audit-log".into(), other.into_os_string()]);
+        }
+        let doc = self.json(&args);
         assert_eq!(doc["intact"], true, "{doc:#}");
         assert_eq!(doc["consistent"], true, "{doc:#}");
         assert!(doc["broken"].is_null(), "{doc:#}");

@@ -96,9 +96,10 @@ fn verify_with_ocsp_and_crl_before_and_after_revocation() {
     ));
     assert_eq!(kind, "identityMismatch", "{message}");
 
-    // Revoked: OCSP says so as soon as `revoke` returns.
+    // Revoked: OCSP says so as soon as `revoke` returns (on every node once it has learned).
     env.run(&["revoke", &serial, "--reason", "keyCompromise"])
         .success();
+    server.await_revoked_everywhere(&serial);
     let out = env.run(&verify_args(&cert, &["--ocsp", &ocsp]));
     let line = out.error_line();
     assert!(
