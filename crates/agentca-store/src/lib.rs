@@ -34,7 +34,9 @@ pub use backup::{Backup, BackupRecord, RecordCounts};
 pub use blocking::blocking_section;
 pub use error::StoreError;
 pub use group_commit::{FlushFailed, GroupCommit};
-pub use nodes::{REVOCATION_FEED_OVERLAP, RevocationFeed};
+pub use nodes::{
+    ISSUANCE_FEED_OVERLAP, IssuanceFeed, IssuedEntry, REVOCATION_FEED_OVERLAP, RevocationFeed,
+};
 pub use postgres_store::{PostgresOptions, PostgresStore};
 pub use records::{
     AgentRecord, CertificateFilter, CertificateRecord, CrlState, EarlyRenewal, EnrollmentMethod,
@@ -345,6 +347,14 @@ pub trait Store: Send + Sync {
     /// `as_of`, less a margin for writes in flight ([`REVOCATION_FEED_OVERLAP`]), so it may
     /// see a revocation twice but never misses one.
     fn revocations_since(&self, since: OffsetDateTime) -> Result<RevocationFeed>;
+
+    /// The unrevoked certificates the store recorded at or after `since`, by the store's own
+    /// clock, and that clock's reading taken before the scan, as
+    /// [`Store::revocations_since`] does for revocations (polled with
+    /// [`ISSUANCE_FEED_OVERLAP`]). Nodes sharing a store pre-sign OCSP answers for what the
+    /// others issued, so those are answered from memory, even while the store is unreachable.
+    /// An unshared store need not make this cheap: its one process issued everything itself.
+    fn issued_since(&self, since: OffsetDateTime) -> Result<IssuanceFeed>;
 
     /// Records an anti-replay nonce as used; `Ok(false)` if it already was. Kept until
     /// `expires_at` (after that the nonce is refused by its age alone).

@@ -2,7 +2,7 @@
 
 use time::{Duration, OffsetDateTime};
 
-use crate::RevokedEntry;
+use crate::{RevokedEntry, Serial};
 
 /// How far back a poll of [`Store::revocations_since`](crate::Store::revocations_since) reaches
 /// before the previous poll's `as_of`: a revocation is stamped when its write runs, which may
@@ -18,4 +18,30 @@ pub struct RevocationFeed {
     /// The store's clock, read before the scan: the `since` of the next poll (less
     /// [`REVOCATION_FEED_OVERLAP`]).
     pub as_of: OffsetDateTime,
+}
+
+/// How far back a poll of [`Store::issued_since`](crate::Store::issued_since) reaches before
+/// the previous poll's `as_of`, for the same reason as [`REVOCATION_FEED_OVERLAP`] but
+/// shorter: issuance is frequent, so a long overlap would list many certificates again on
+/// every poll, and a certificate a poll misses costs only a signature on its first OCSP
+/// request instead of being pre-signed.
+pub const ISSUANCE_FEED_OVERLAP: Duration = Duration::seconds(10);
+
+/// The answer to a poll for certificates other nodes stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssuanceFeed {
+    /// Unrevoked certificates stored at or after the time asked for, in no particular order.
+    pub entries: Vec<IssuedEntry>,
+    /// The store's clock, read before the scan: the `since` of the next poll (less
+    /// [`ISSUANCE_FEED_OVERLAP`]).
+    pub as_of: OffsetDateTime,
+}
+
+/// A stored certificate as an OCSP responder needs it to sign a `good` answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IssuedEntry {
+    /// Its serial.
+    pub serial: Serial,
+    /// Its `notAfter` (whole seconds: what every backend keeps).
+    pub not_after: OffsetDateTime,
 }

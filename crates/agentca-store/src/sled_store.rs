@@ -24,9 +24,10 @@ use time::OffsetDateTime;
 use crate::sled_acme::AcmeTrees;
 use crate::{
     AcmeAccount, AcmeAuthorization, AcmeAuthorizationStatus, AcmeOrder, AcmeOrderStatus,
-    AgentRecord, CertificateFilter, CertificateRecord, CrlState, GroupCommit, IssuanceIntent,
-    RateDecision, RateLimit, Result, Revocation, RevocationFeed, RevocationReason, RevokedEntry,
-    ScepTransaction, Serial, SerialEntry, Store, StoreError, TokenRecord,
+    AgentRecord, CertificateFilter, CertificateRecord, CrlState, GroupCommit, IssuanceFeed,
+    IssuanceIntent, IssuedEntry, RateDecision, RateLimit, Result, Revocation, RevocationFeed,
+    RevocationReason, RevokedEntry, ScepTransaction, Serial, SerialEntry, Store, StoreError,
+    TokenRecord,
 };
 
 /// How long `open` waits for another process to release the database.
@@ -695,6 +696,26 @@ impl Store for SledStore {
             }
         }
         Ok(RevocationFeed { entries, as_of })
+    }
+
+    fn issued_since(&self, since: OffsetDateTime) -> Result<IssuanceFeed> {
+        // A full scan: nothing polls an unshared store (see the trait), and the process that
+        // stored a certificate pre-signed its answers already.
+        let as_of = OffsetDateTime::now_utc();
+        let mut entries = Vec::new();
+        for kv in self.serials.iter() {
+            let (k, v) = kv.map_err(backend)?;
+            if let SerialEntry::Issued(record) = decode(&hex::encode(&k), &v)?
+                && record.issued_at >= since
+                && record.revocation.is_none()
+            {
+                entries.push(IssuedEntry {
+                    serial: record.intent.serial,
+                    not_after: record.intent.not_after,
+                });
+            }
+        }
+        Ok(IssuanceFeed { entries, as_of })
     }
 
     fn redeem_nonce(&self, nonce: &[u8; 16], expires_at: OffsetDateTime) -> Result<bool> {

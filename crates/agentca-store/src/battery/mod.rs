@@ -92,6 +92,10 @@ macro_rules! store_battery {
                 with_store($crate::battery::nodes::revocation_feed_lists_what_was_revoked_since)
             }
             #[test]
+            fn issuance_feed_lists_what_was_stored_since() {
+                with_store($crate::battery::nodes::issuance_feed_lists_what_was_stored_since)
+            }
+            #[test]
             fn a_nonce_and_an_account_in_one_call() {
                 with_store($crate::battery::nodes::a_nonce_and_an_account_in_one_call)
             }

@@ -1,10 +1,12 @@
-//! What nodes sharing a store learn from each other: revocations and used nonces.
+//! What nodes sharing a store learn from each other: revocations, certificates and used
+//! nonces.
 
 use time::Duration;
 
 use super::{intent, issue, now};
 use crate::{
-    REVOCATION_FEED_OVERLAP, RequestSubject, Revocation, RevocationReason, Store, SubjectRecord,
+    ISSUANCE_FEED_OVERLAP, REVOCATION_FEED_OVERLAP, RequestSubject, Revocation, RevocationReason,
+    Store, SubjectRecord,
 };
 
 pub fn revocation_feed_lists_what_was_revoked_since(store: &dyn Store) {
@@ -42,6 +44,48 @@ pub fn revocation_feed_lists_what_was_revoked_since(store: &dyn Store) {
     // Nothing was recorded after the clock's reading plus an hour.
     let later = store
         .revocations_since(third.as_of + Duration::hours(1))
+        .unwrap();
+    assert!(later.entries.is_empty(), "{:?}", later.entries);
+}
+
+pub fn issuance_feed_lists_what_was_stored_since(store: &dyn Store) {
+    let far_past = now() - Duration::days(3650);
+    let first = store.issued_since(far_past).unwrap();
+    assert!(first.entries.is_empty(), "{:?}", first.entries);
+
+    // A reservation alone is not a certificate.
+    store.reserve_serial(&intent(50)).unwrap();
+    let a = issue(store, intent(51));
+    let b = issue(store, intent(52));
+    let second = store
+        .issued_since(first.as_of - ISSUANCE_FEED_OVERLAP)
+        .unwrap();
+    let mut entries = second.entries.clone();
+    entries.sort_by_key(|e| e.serial);
+    let listed: Vec<_> = entries.iter().map(|e| (e.serial, e.not_after)).collect();
+    assert_eq!(
+        listed,
+        vec![
+            (a.intent.serial, a.intent.not_after),
+            (b.intent.serial, b.intent.not_after)
+        ]
+    );
+    assert!(second.as_of >= first.as_of);
+
+    // A revoked certificate is the revocation feed's to report, not this one's.
+    let revocation = Revocation {
+        revoked_at: now(),
+        reason: RevocationReason::Superseded,
+    };
+    store.revoke(&a.intent.serial, revocation).unwrap();
+    let third = store
+        .issued_since(second.as_of - ISSUANCE_FEED_OVERLAP)
+        .unwrap();
+    let serials: Vec<_> = third.entries.iter().map(|e| e.serial).collect();
+    assert_eq!(serials, vec![b.intent.serial]);
+
+    let later = store
+        .issued_since(third.as_of + Duration::hours(1))
         .unwrap();
     assert!(later.entries.is_empty(), "{:?}", later.entries);
 }

@@ -35,9 +35,9 @@ use self::pool::{Connection, Pool, Tx};
 use crate::{
     AccountRedemption, AcmeAccount, AcmeAuthorization, AcmeAuthorizationStatus, AcmeOrder,
     AcmeOrderStatus, AgentRecord, CertificateFilter, CertificateRecord, CrlState, IssuanceFacts,
-    IssuanceIntent, OrderClaim, RateDecision, RateLimit, RequestSubject, Result, Revocation,
-    RevocationFeed, RevokedEntry, ScepTransaction, Serial, SerialEntry, Store, StoreError,
-    SubjectRecord, TokenRecord,
+    IssuanceFeed, IssuanceIntent, IssuedEntry, OrderClaim, RateDecision, RateLimit, RequestSubject,
+    Result, Revocation, RevocationFeed, RevokedEntry, ScepTransaction, Serial, SerialEntry, Store,
+    StoreError, SubjectRecord, TokenRecord,
 };
 
 /// How the store connects.
@@ -289,10 +289,12 @@ fn unix(t: OffsetDateTime) -> i64 {
 
 /// Fills a reserved serial with its certificate ($1 the serial, then
 /// [`CertificateColumns::params`]): only a reservation without a certificate moves to issued,
-/// so racing recorders of one serial cannot both succeed.
+/// so racing recorders of one serial cannot both succeed. The database stamps when, for
+/// [`Store::issued_since`].
 macro_rules! fill_serial {
     () => {
-        "UPDATE serials SET entry = $2, der = $3, agent_id = $4, key_sha256 = $5, not_after = $6
+        "UPDATE serials SET entry = $2, der = $3, agent_id = $4, key_sha256 = $5, not_after = $6,
+             certificate_recorded_us = (extract(epoch FROM clock_timestamp()) * 1000000)::bigint
          WHERE serial = $1 AND der IS NULL"
     };
 }
@@ -323,6 +325,16 @@ fn issuance_facts_of(row: &postgres::Row, first: usize, agent_id: &str) -> Resul
 /// none was.
 fn reserved(c: &mut Connection, stored: u64, serial: &&[u8]) -> Result<bool> {
     Ok(stored == 1 || exists(c, "SELECT 1 FROM serials WHERE serial = $1", serial)?)
+}
+
+/// The database's clock (not this node's: nodes' clocks may disagree, and the feeds' stamps
+/// are the database's too).
+fn database_clock(c: &mut Connection) -> Result<OffsetDateTime> {
+    let rows = c.query(
+        "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint",
+        &[],
+    )?;
+    from_unix_micros(column::<i64>(only_row(&rows)?, 0, "clock")?)
 }
 
 /// The one row of a statement that always returns one.
@@ -1215,18 +1227,7 @@ impl Store for PostgresStore {
         // is the database's too.
         let since = unix_micros(since);
         self.pool.run(move |c| {
-            let rows = c.query(
-                "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint",
-                &[],
-            )?;
-            let as_of = match rows.first() {
-                Some(row) => column::<i64>(row, 0, "clock")?,
-                None => {
-                    return Err(StoreError::Backend(
-                        "the clock query returned nothing".into(),
-                    ));
-                }
-            };
+            let as_of = database_clock(c)?;
             let mut entries = Vec::new();
             for row in c.query(
                 "SELECT entry, der FROM serials WHERE revocation_recorded_us >= $1",
@@ -1245,10 +1246,37 @@ impl Store for PostgresStore {
                     not_after: record.intent.not_after,
                 });
             }
-            Ok(RevocationFeed {
-                entries,
-                as_of: from_unix_micros(as_of)?,
-            })
+            Ok(RevocationFeed { entries, as_of })
+        })
+    }
+
+    fn issued_since(&self, since: OffsetDateTime) -> Result<IssuanceFeed> {
+        let since = unix_micros(since);
+        self.pool.run(move |c| {
+            let as_of = database_clock(c)?;
+            // The index columns alone: the record's JSON is not needed to sign `good`.
+            let mut entries = Vec::new();
+            for row in c.query(
+                "SELECT serial, not_after FROM serials
+                 WHERE certificate_recorded_us >= $1 AND NOT revoked",
+                &[&since],
+            )? {
+                let bytes = column::<Vec<u8>>(&row, 0, "serial")?;
+                let serial = <[u8; Serial::LEN]>::try_from(bytes.as_slice())
+                    .ok()
+                    .and_then(Serial::from_bytes)
+                    .ok_or_else(|| StoreError::Corrupt {
+                        key: hex::encode(&bytes),
+                        reason: "not a serial".into(),
+                    })?;
+                let not_after = OffsetDateTime::from_unix_timestamp(column(&row, 1, "not_after")?)
+                    .map_err(|e| StoreError::Corrupt {
+                        key: serial.to_hex(),
+                        reason: format!("not_after column: {e}"),
+                    })?;
+                entries.push(IssuedEntry { serial, not_after });
+            }
+            Ok(IssuanceFeed { entries, as_of })
         })
     }
 

@@ -179,6 +179,18 @@ ALTER TABLE acme_accounts ADD COLUMN agent_id text COLLATE "C"
     GENERATED ALWAYS AS (body::json ->> 'agent_id') STORED;
 "#,
     },
+    Migration {
+        version: 6,
+        description: "what nodes learn from each other: certificate stamps",
+        sql: r#"
+-- When the database stored a certificate (its clock, microseconds since the Unix epoch), so
+-- that every node can pre-sign OCSP answers for what the others issued since it last looked.
+-- Certificates stored before this step keep NULL: every node now running read them at start.
+ALTER TABLE serials ADD COLUMN certificate_recorded_us bigint;
+CREATE INDEX serials_certificate_recorded ON serials (certificate_recorded_us)
+    WHERE certificate_recorded_us IS NOT NULL;
+"#,
+    },
 ];
 
 /// The newest version this binary knows.
