@@ -7,7 +7,8 @@
 //! scepclient enrolls on one node and renews on the other.
 //! Faults: a node killed mid-issuance loses nothing it acknowledged while the other
 //! keeps issuing; a database lost mid-run makes issuance over ACME and SCEP retry later while
-//! OCSP answers from the cache, and service recovers without a restart. Skipped with a notice
+//! OCSP answers from the cache (also for a certificate another node issued after this one
+//! started), and service recovers without a restart. Skipped with a notice
 //! when PostgreSQL is not installed, a failure under `AGENTCA_REQUIRE_TOOLS=1`.
 //!
 //! These tests place each request on a chosen node. The protocol suites as a whole also run on
@@ -30,6 +31,7 @@ use super::harness::{Server, free_port, http, serve_on_free_ports};
 use super::support::*;
 
 const SIGNATURES: &str = "agentca_issuing_ca_signatures_total";
+const PRESIGNED: &str = "agentca_ocsp_background_signatures_total";
 
 /// The default revocation poll (2 s), a signature, and room for a busy machine.
 const LEARN_WITHIN: Duration = Duration::from_secs(8);
@@ -494,6 +496,15 @@ fn a_lost_database_makes_issuance_retry_later_while_ocsp_answers_from_its_cache(
     );
     let doc = env.issue(&id, &env.csr("lost"), &["--store", &url]);
     let leaf = env.write("leaf.pem", doc["certificate_pem"].as_str().unwrap());
+    // A copy of the data directory: what is issued through it is another node's issuance.
+    let other = Env::empty();
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(env.data())
+        .arg(other.data())
+        .status()
+        .unwrap();
+    assert!(copied.success());
     let mut cmd = serve_on_free_ports(&env);
     cmd.args(["--store", &url]);
     let server = Server::start(cmd);
@@ -506,6 +517,19 @@ fn a_lost_database_makes_issuance_retry_later_while_ocsp_answers_from_its_cache(
     });
     assert!(order_certificate(&client, &account, "lost.example.org").is_some());
     assert_eq!(ocsp_status_at(&env, &server, &leaf), "good");
+    // Issued elsewhere after this node started: it pre-signs both answers within a poll,
+    // before anyone asks.
+    let presigned = server.metric(PRESIGNED);
+    let doc = other.issue(&id, &other.csr("elsewhere"), &["--store", &url]);
+    let elsewhere = env.write("elsewhere.pem", doc["certificate_pem"].as_str().unwrap());
+    let started = Instant::now();
+    while server.metric(PRESIGNED) < presigned + 2.0 {
+        assert!(
+            started.elapsed() < LEARN_WITHIN,
+            "the node never pre-signed the answers for a certificate another node issued"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // A SCEP enrollment made ready now (its challenge is in the database), sent during the
     // outage.
     let challenge = env.json(&[
@@ -547,8 +571,9 @@ fn a_lost_database_makes_issuance_retry_later_while_ocsp_answers_from_its_cache(
     r.assert_problem(503, "serverInternal");
     assert!(r.header("retry-after").is_some(), "{r:?}");
     assert!(r.nonce().is_some(), "no fresh nonce on the error answer");
-    // Status: answered from the pre-signed cache.
+    // Status: answered from the pre-signed cache, for what this node and another issued.
     assert_eq!(ocsp_status_at(&env, &server, &leaf), "good");
+    assert_eq!(ocsp_status_at(&env, &server, &elsewhere), "good");
     let crl = server.get("/crl");
     assert_eq!(crl.status, 200);
     // Health says so.

@@ -317,17 +317,15 @@ impl Server {
             },
         ];
 
-        let revocation_watch = if self.authority.store().is_shared() {
+        let peer_watch = if self.authority.store().is_shared() {
             let store = self.authority.shared_store();
             let since = {
                 let store = store.clone();
-                tokio::task::spawn_blocking(move || {
-                    peers::RevocationWatch::start_point(store.as_ref())
-                })
-                .await
-                .map_err(|e| ServerError::Task(e.to_string()))??
+                tokio::task::spawn_blocking(move || peers::PeerWatch::start_point(store.as_ref()))
+                    .await
+                    .map_err(|e| ServerError::Task(e.to_string()))??
             };
-            Some(peers::RevocationWatch {
+            Some(peers::PeerWatch {
                 store,
                 ocsp: self.ocsp.clone(),
                 crl: self.crl.clone(),
@@ -346,7 +344,7 @@ impl Server {
                 maintenance: self.maintenance.clone(),
                 crl_interval: self.config.crl_interval,
                 crl_debounce: self.config.crl_debounce,
-                revocation_watch,
+                peer_watch,
             },
             stop_rx.clone(),
             halt.clone(),

@@ -6,7 +6,8 @@
 //! - **One CertID, no nonce** (the RFC 5019 profile, and what most clients send): the
 //!   pre-signed response for (serial, CertID hash) is returned as bytes. No signature, no store
 //!   access. Responses are signed ahead of requests — at start for every unexpired certificate,
-//!   at issuance, at revocation (before the revoke command returns) — and re-signed before half
+//!   at issuance, at revocation (before the revoke command returns), and on a node sharing its
+//!   store within a poll of another node's issuance or revocation — and re-signed before half
 //!   of their validity has passed. A certificate whose response is not signed yet (start-up
 //!   priming still running) is signed on demand and the result kept.
 //! - **A nonce** (RFC 8954): echoed in a freshly signed response. That costs a signature per
@@ -36,7 +37,7 @@ use agentca_core::ocsp::{
 use agentca_core::signer::Signer;
 use agentca_core::status::{StatusResponder, status_of};
 use agentca_core::store::{
-    CertificateFilter, CertificateRecord, RevokedEntry, Serial, SerialEntry,
+    CertificateFilter, CertificateRecord, IssuedEntry, RevokedEntry, Serial, SerialEntry,
 };
 use axum::body::Bytes;
 use time::{Duration, OffsetDateTime};
@@ -491,6 +492,42 @@ impl OcspService {
             return 0;
         }
         self.revoke_in_cache(new)
+    }
+
+    /// Certificates another node stored, as the store's feed lists them (unrevoked when it
+    /// was read): each unexpired one without an answer from the current responder key here
+    /// gets both `good` answers signed, as its issuing node's [`OcspService::presign`] did
+    /// there. A certificate this node issued or already answered costs nothing; one revoked
+    /// meanwhile keeps its `revoked` answer (the cache refuses `good` for it). Returns how
+    /// many responses were signed.
+    pub(crate) fn learned_issued(&self, entries: &[IssuedEntry]) -> usize {
+        let now = OffsetDateTime::now_utc();
+        let generation = self.responder().generation;
+        let mut signed = 0;
+        for entry in entries.iter().filter(|e| e.not_after > now) {
+            if self.cache.is_marked_revoked(&entry.serial) {
+                continue;
+            }
+            for hash in HashAlgorithm::ALL {
+                if self.cache.has_current(&entry.serial, hash, generation) {
+                    continue;
+                }
+                self.metrics.ocsp_background_signatures.inc();
+                match self.sign_into_cache(
+                    entry.serial,
+                    hash,
+                    CertStatus::Good,
+                    entry.not_after,
+                    now,
+                ) {
+                    Ok(_) => signed += 1,
+                    Err(e) => {
+                        tracing::warn!(serial = %entry.serial, error = %e, "OCSP: pre-signing another node's certificate failed; the first request will sign");
+                    }
+                }
+            }
+        }
+        signed
     }
 
     fn revoke_in_cache(&self, mut all: Vec<(Serial, OffsetDateTime)>) -> usize {

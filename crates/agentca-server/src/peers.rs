@@ -5,15 +5,20 @@
 //! re-signing. Instead this node asks the store every [`ServerConfig::revocation_poll`] for the
 //! revocations recorded since it last asked, withdraws its `good` answers for them, signs
 //! `revoked` ones and schedules a CRL: a revocation made anywhere is answered `revoked` here
-//! within one poll interval plus a signature. The same job forgets used ACME nonces once they
-//! have expired.
+//! within one poll interval plus a signature. In the same poll it asks for the certificates
+//! stored since, and pre-signs `good` answers for those another node issued: their OCSP
+//! requests are then answered from memory like this node's own, without a store read or a
+//! signature on the request path, and still while the store is unreachable. The same job
+//! forgets used ACME nonces once they have expired.
 //!
 //! [`ServerConfig::revocation_poll`]: crate::ServerConfig::revocation_poll
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentca_core::store::{REVOCATION_FEED_OVERLAP, Store, blocking_section};
+use agentca_core::store::{
+    ISSUANCE_FEED_OVERLAP, IssuanceFeed, REVOCATION_FEED_OVERLAP, Store, blocking_section,
+};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
@@ -26,7 +31,7 @@ use crate::scheduler::stopped;
 const NONCE_PURGE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// What the job needs.
-pub(crate) struct RevocationWatch {
+pub(crate) struct PeerWatch {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) ocsp: Arc<OcspService>,
     pub(crate) crl: Arc<CrlPublisher>,
@@ -36,7 +41,7 @@ pub(crate) struct RevocationWatch {
     pub(crate) since: OffsetDateTime,
 }
 
-impl RevocationWatch {
+impl PeerWatch {
     /// Reads the store's clock (blocking): the starting point of the watch.
     pub(crate) fn start_point(store: &dyn Store) -> Result<OffsetDateTime, ServerError> {
         // Asking for what was recorded after a time far ahead lists nothing and costs an index
@@ -46,8 +51,9 @@ impl RevocationWatch {
     }
 }
 
-pub(crate) async fn revocation_watch_job(watch: RevocationWatch, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn peer_watch_job(watch: PeerWatch, mut stop: watch::Receiver<bool>) {
     let mut since = watch.since;
+    let mut issued_since = watch.since;
     let mut last_purge = tokio::time::Instant::now();
     loop {
         tokio::select! {
@@ -88,6 +94,26 @@ pub(crate) async fn revocation_watch_job(watch: RevocationWatch, mut stop: watch
                 watch.crl.request();
             }
         }
+        // After the revocations, which matter more and must not wait for these signatures.
+        if let Some(feed) = poll_issued(&watch, issued_since).await {
+            issued_since = feed.as_of;
+            if !feed.entries.is_empty() {
+                let ocsp = watch.ocsp.clone();
+                match tokio::task::spawn_blocking(move || ocsp.learned_issued(&feed.entries)).await
+                {
+                    Ok(0) => {}
+                    Ok(signed) => {
+                        tracing::debug!(
+                            signed,
+                            "OCSP answers pre-signed for other nodes' certificates"
+                        );
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "pre-signing other nodes' certificates did not finish");
+                    }
+                }
+            }
+        }
         if last_purge.elapsed() >= NONCE_PURGE_INTERVAL {
             last_purge = tokio::time::Instant::now();
             let store = watch.store.clone();
@@ -100,6 +126,24 @@ pub(crate) async fn revocation_watch_job(watch: RevocationWatch, mut stop: watch
                 Ok(Err(e)) => tracing::warn!(error = %e, "purging expired ACME nonces failed"),
                 Err(e) => tracing::error!(error = %e, "purging expired ACME nonces did not finish"),
             }
+        }
+    }
+}
+
+/// The certificates stored since `since` (less the overlap); `None`, logged, if the store did
+/// not answer: the next poll asks again from the same point.
+async fn poll_issued(watch: &PeerWatch, since: OffsetDateTime) -> Option<IssuanceFeed> {
+    let store = watch.store.clone();
+    let from = since - ISSUANCE_FEED_OVERLAP;
+    match tokio::task::spawn_blocking(move || blocking_section(|| store.issued_since(from))).await {
+        Ok(Ok(feed)) => Some(feed),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "asking the store for other nodes' certificates failed; retrying");
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "asking the store for certificates did not finish");
+            None
         }
     }
 }

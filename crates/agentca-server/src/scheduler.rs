@@ -121,16 +121,16 @@ pub(crate) struct Jobs {
     pub(crate) maintenance: Arc<Maintenance>,
     pub(crate) crl_interval: Duration,
     pub(crate) crl_debounce: Duration,
-    /// With a store other nodes write: the watch for their revocations.
-    pub(crate) revocation_watch: Option<crate::peers::RevocationWatch>,
+    /// With a store other nodes write: the watch for their revocations and certificates.
+    pub(crate) peer_watch: Option<crate::peers::PeerWatch>,
 }
 
 impl Scheduler {
     /// Starts every job; they end when `stop` turns true (blocking work checks `halt`).
     pub(crate) fn start(jobs: Jobs, stop: watch::Receiver<bool>, halt: Arc<AtomicBool>) -> Self {
         let mut tasks = Vec::with_capacity(4);
-        if let Some(watch) = jobs.revocation_watch {
-            tasks.push(tokio::spawn(crate::peers::revocation_watch_job(
+        if let Some(watch) = jobs.peer_watch {
+            tasks.push(tokio::spawn(crate::peers::peer_watch_job(
                 watch,
                 stop.clone(),
             )));
