@@ -25,7 +25,7 @@ pub struct RevocationFeed {
 /// shorter: issuance is frequent, so a long overlap would list many certificates again on
 /// every poll, and a certificate a poll misses costs only a signature on its first OCSP
 /// request instead of being pre-signed.
-pub const ISSUANCE_FEED_OVERLAP: Duration = Duration::seconds(10);
+pub const ISSUANCE_FEED_OVERLAP: Duration = Duration::seconds(2);
 
 /// The answer to a poll for certificates other nodes stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
