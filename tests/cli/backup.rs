@@ -262,14 +262,7 @@ fn a_restore_replays_the_other_nodes_audit_logs() {
     };
     let one = Env::empty();
     one.init(&["--store", &url]).success();
-    let two = Env::empty();
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(one.data())
-        .arg(two.data())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let two = one.second_node();
     let pg = ["--store", url.as_str()];
     let agent = agent_id("/agent/nodes");
     one.run(&["--store", &url, "agent", "add", &agent])

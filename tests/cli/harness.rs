@@ -351,13 +351,7 @@ fn second_node(cmd: &Command) -> Option<Command> {
     let data = PathBuf::from(args.get(at + 1)?);
     let copy = super::support::second_node_data(&data);
     let _ = std::fs::remove_dir_all(&copy);
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(&data)
-        .arg(&copy)
-        .status()
-        .unwrap();
-    assert!(status.success(), "cp -a {}", data.display());
+    super::support::copy_dir(&data, &copy);
     let mut second = Command::new(cmd.get_program());
     let mut listener = false;
     for (n, arg) in args.iter().enumerate() {

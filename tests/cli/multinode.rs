@@ -48,14 +48,7 @@ impl TwoNodes {
         let url = agentca_testkit::postgres::shared()?.fresh_database();
         let one = Env::empty();
         one.init(&["--store", &url]).success();
-        let two = Env::empty();
-        let status = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(one.data())
-            .arg(two.data())
-            .status()
-            .unwrap();
-        assert!(status.success());
+        let two = one.second_node();
         Some(Self { url, one, two })
     }
 
@@ -497,14 +490,7 @@ fn a_lost_database_makes_issuance_retry_later_while_ocsp_answers_from_its_cache(
     let doc = env.issue(&id, &env.csr("lost"), &["--store", &url]);
     let leaf = env.write("leaf.pem", doc["certificate_pem"].as_str().unwrap());
     // A copy of the data directory: what is issued through it is another node's issuance.
-    let other = Env::empty();
-    let copied = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(env.data())
-        .arg(other.data())
-        .status()
-        .unwrap();
-    assert!(copied.success());
+    let other = env.second_node();
     let mut cmd = serve_on_free_ports(&env);
     cmd.args(["--store", &url]);
     let server = Server::start(cmd);

@@ -13,19 +13,6 @@ fn database() -> Option<String> {
     Some(url.replacen("postgres@", &format!("postgres:{PASSWORD}@"), 1))
 }
 
-/// A copy of `from`'s data directory: a second node of the same CA.
-fn second_node(from: &Env) -> Env {
-    let node = Env::empty();
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(from.data())
-        .arg(node.data())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    node
-}
-
 #[test]
 fn two_nodes_share_one_database() {
     let Some(url) = database() else { return };
@@ -41,7 +28,7 @@ fn two_nodes_share_one_database() {
         !one.data_file("store").exists(),
         "an embedded store was created too"
     );
-    let two = second_node(&one);
+    let two = one.second_node();
 
     let id = agent_id("/agent/shared");
     one.run(&["--store", &url, "agent", "add", &id]).success();

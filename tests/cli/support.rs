@@ -146,6 +146,14 @@ impl Env {
         self.tmp.path().join("data")
     }
 
+    /// A new environment whose data directory is a copy of this one's: a second node of the
+    /// same CA (keys and certificates by configuration, as a deployment shares them).
+    pub(crate) fn second_node(&self) -> Env {
+        let node = Env::empty();
+        copy_dir(&self.data(), &node.data());
+        node
+    }
+
     /// A file in the data directory.
     pub(crate) fn data_file(&self, name: &str) -> PathBuf {
         self.data().join(name)
@@ -587,4 +595,20 @@ pub(crate) fn serial_hex(der: &[u8]) -> String {
     use x509_parser::prelude::{FromDer, X509Certificate};
     let (_, cert) = X509Certificate::from_der(der).unwrap();
     hex::encode(cert.raw_serial())
+}
+
+/// Copies directory `from` to `to` (which must not exist) with `cp -a`: modes and owners kept.
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "cp -a {} {}",
+        from.display(),
+        to.display()
+    );
 }
