@@ -172,11 +172,7 @@ struct Obtained {
 fn crl_serials(server: &AcmeServer<'_>) -> Vec<String> {
     let response = server.get("/crl");
     assert_eq!(response.status, 200, "{}", response.text());
-    let (_, crl) =
-        x509_parser::revocation_list::CertificateRevocationList::from_der(&response.body).unwrap();
-    crl.iter_revoked_certificates()
-        .map(|r| hex::encode(r.raw_serial()))
-        .collect()
+    super::harness::crl_serials(&response.body)
 }
 
 /// The DER SubjectPublicKeyInfo of a PEM private key (`openssl pkey -pubout`).

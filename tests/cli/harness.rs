@@ -252,21 +252,13 @@ impl Server {
 
     /// Waits up to ten seconds until the log (standard error) of a node contains `needle`.
     pub(crate) fn wait_log(&self, needle: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.stderr().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "the server never logged {needle:?}:\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for(|| self.stderr(), needle);
     }
 
     /// Waits until standard output contains `needle` (it may still be arriving after the
     /// `listening` line) and returns all of it.
     pub(crate) fn wait_stdout(&self, needle: &str) -> String {
-        wait_for(&self.stdout, needle);
+        wait_for(|| self.stdout(), needle);
         self.stdout()
     }
 
@@ -376,30 +368,26 @@ fn second_node(cmd: &Command) -> Option<Command> {
     Some(second)
 }
 
-/// Whether the DER CRL `der` lists the serial `hex` (lowercase, no leading zeros).
-fn crl_lists(der: &[u8], hex: &str) -> bool {
+/// The serials (lowercase hex, as `serial_hex` and `cert list` write them) the DER CRL `der`
+/// lists; none if it does not parse.
+pub(crate) fn crl_serials(der: &[u8]) -> Vec<String> {
     use x509_parser::prelude::{CertificateRevocationList, FromDer};
     let Ok((_, crl)) = CertificateRevocationList::from_der(der) else {
-        return false;
+        return Vec::new();
     };
-    crl.iter_revoked_certificates().any(|entry| {
-        let listed: String = entry
-            .raw_serial()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        listed.trim_start_matches('0') == hex
-    })
+    crl.iter_revoked_certificates()
+        .map(|entry| hex::encode(entry.raw_serial()))
+        .collect()
 }
 
-/// Waits up to ten seconds for `needle` to appear in `output`.
-fn wait_for(output: &Mutex<String>, needle: &str) {
+/// Waits up to ten seconds for `needle` to appear in what `output` reads.
+fn wait_for(output: impl Fn() -> String, needle: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !output.lock().unwrap().contains(needle) {
+    while !output().contains(needle) {
         assert!(
             Instant::now() < deadline,
             "the server never printed {needle:?}:\n{}",
-            output.lock().unwrap()
+            output()
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -579,12 +567,12 @@ impl Server {
         if self.second.is_none() {
             return;
         }
-        let wanted = serial.trim_start_matches('0').to_ascii_lowercase();
+        let wanted = serial.to_ascii_lowercase();
         let deadline = Instant::now() + Duration::from_secs(8);
         for node in self.nodes() {
             loop {
                 let crl = http(node.own_http, "GET", "/crl", &[], &[]);
-                if crl.status == 200 && crl_lists(&crl.body, &wanted) {
+                if crl.status == 200 && crl_serials(&crl.body).contains(&wanted) {
                     break;
                 }
                 assert!(

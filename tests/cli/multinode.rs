@@ -27,7 +27,7 @@ use agentca_scep::client::{RequestBuilder, csr_with_challenge, transient_certifi
 
 use super::acme_clients::ocsp_status_at;
 use super::balancer::RoundRobin;
-use super::harness::{Server, free_port, http, serve_on_free_ports};
+use super::harness::{Server, crl_serials, free_port, http, serve_on_free_ports};
 use super::support::*;
 
 const SIGNATURES: &str = "agentca_issuing_ca_signatures_total";
@@ -267,7 +267,7 @@ fn a_revocation_through_one_node_is_answered_by_the_other() {
     loop {
         let crl = b.get("/crl");
         assert_eq!(crl.status, 200);
-        if crl_lists(&nodes.two, &crl.body, &serial) {
+        if crl_serials(&crl.body).contains(&serial.to_ascii_lowercase()) {
             break;
         }
         assert!(
@@ -327,29 +327,6 @@ fn an_early_renewal_asked_through_one_node_opens_the_window_on_the_other() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-/// Whether the DER CRL `der` lists `serial` (hex, as `cert list` prints it).
-fn crl_lists(env: &Env, der: &[u8], serial: &str) -> bool {
-    let path = env.write("node.crl", der);
-    let out = std::process::Command::new("openssl")
-        .args(["crl", "-inform", "DER", "-noout", "-text", "-in"])
-        .arg(&path)
-        .output()
-        .expect("openssl is needed for these tests");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
-    let wanted = serial.to_ascii_lowercase();
-    let wanted = wanted.trim_start_matches('0');
-    text.lines().any(|l| {
-        l.trim()
-            .strip_prefix("serial number: ")
-            .is_some_and(|s| s.trim_start_matches('0') == wanted)
-    })
 }
 
 /// Orders one certificate for `name` (pre-authorized) through `client`; `Some(serial)` once
