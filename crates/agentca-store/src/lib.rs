@@ -36,6 +36,7 @@ pub use error::StoreError;
 pub use group_commit::{FlushFailed, GroupCommit};
 pub use nodes::{
     ISSUANCE_FEED_OVERLAP, IssuanceFeed, IssuedEntry, REVOCATION_FEED_OVERLAP, RevocationFeed,
+    SharedCrl,
 };
 pub use postgres_store::{PostgresOptions, PostgresStore};
 pub use records::{
@@ -355,6 +356,15 @@ pub trait Store: Send + Sync {
     /// others issued, so those are answered from memory, even while the store is unreachable.
     /// An unshared store need not make this cheap: its one process issued everything itself.
     fn issued_since(&self, since: OffsetDateTime) -> Result<IssuanceFeed>;
+
+    /// Keeps `crl` as the CRL every node sharing the store serves, unless the store keeps one
+    /// with the same or a higher number already; returns whether `crl` was kept. Atomic: of
+    /// two nodes sharing CRLs at once, the higher number wins, whatever the order.
+    fn share_crl(&self, crl: &SharedCrl) -> Result<bool>;
+
+    /// The CRL kept by [`Store::share_crl`], if its number is above `above`: a node polls this
+    /// with the number it serves, so an unchanged CRL costs no transfer.
+    fn shared_crl(&self, above: u64) -> Result<Option<SharedCrl>>;
 
     /// Records an anti-replay nonce as used; `Ok(false)` if it already was. Kept until
     /// `expires_at` (after that the nonce is refused by its age alone).

@@ -45,3 +45,27 @@ pub struct IssuedEntry {
     /// Its `notAfter` (whole seconds: what every backend keeps).
     pub not_after: OffsetDateTime,
 }
+
+/// The CRL that nodes sharing a store all serve: the highest-numbered one any of them signed.
+/// Each node still signs its own (after revocations, on its period), so the numbers of two
+/// nodes' CRLs interleave; without one kept in the store, a relying party balanced across
+/// nodes would see the number go back and forth.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SharedCrl {
+    /// Its CRL number.
+    pub number: u64,
+    /// Its `thisUpdate`.
+    pub this_update: OffsetDateTime,
+    /// The signed CRL, DER.
+    pub der: Vec<u8>,
+}
+
+impl std::fmt::Debug for SharedCrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedCrl")
+            .field("number", &self.number)
+            .field("this_update", &self.this_update)
+            .field("der_len", &self.der.len())
+            .finish()
+    }
+}

@@ -26,8 +26,8 @@ use crate::{
     AcmeAccount, AcmeAuthorization, AcmeAuthorizationStatus, AcmeOrder, AcmeOrderStatus,
     AgentRecord, CertificateFilter, CertificateRecord, CrlState, GroupCommit, IssuanceFeed,
     IssuanceIntent, IssuedEntry, RateDecision, RateLimit, Result, Revocation, RevocationFeed,
-    RevocationReason, RevokedEntry, ScepTransaction, Serial, SerialEntry, Store, StoreError,
-    TokenRecord,
+    RevocationReason, RevokedEntry, ScepTransaction, Serial, SerialEntry, SharedCrl, Store,
+    StoreError, TokenRecord,
 };
 
 /// How long `open` waits for another process to release the database.
@@ -73,6 +73,7 @@ impl std::fmt::Debug for SledStore {
 }
 
 const CRL_STATE_KEY: &[u8] = b"crl";
+const SHARED_CRL_KEY: &[u8] = b"shared_crl";
 
 impl SledStore {
     /// Opens (or creates) the store in `path`, waiting a while if another process holds it.
@@ -718,6 +719,32 @@ impl Store for SledStore {
         Ok(IssuanceFeed { entries, as_of })
     }
 
+    fn share_crl(&self, crl: &SharedCrl) -> Result<bool> {
+        let value = encode_shared_crl(crl);
+        loop {
+            let current = self.meta.get(SHARED_CRL_KEY).map_err(backend)?;
+            if let Some(kept) = &current
+                && shared_crl_number(kept)? >= crl.number
+            {
+                return Ok(false);
+            }
+            let swapped = self
+                .meta
+                .compare_and_swap(SHARED_CRL_KEY, current, Some(value.as_slice()))
+                .map_err(backend)?;
+            if swapped.is_ok() {
+                return Ok(true);
+            }
+        }
+    }
+
+    fn shared_crl(&self, above: u64) -> Result<Option<SharedCrl>> {
+        match self.meta.get(SHARED_CRL_KEY).map_err(backend)? {
+            Some(kept) if shared_crl_number(&kept)? > above => Ok(Some(decode_shared_crl(&kept)?)),
+            _ => Ok(None),
+        }
+    }
+
     fn redeem_nonce(&self, nonce: &[u8; 16], expires_at: OffsetDateTime) -> Result<bool> {
         let expires = expires_at.unix_timestamp().to_be_bytes();
         Ok(self
@@ -823,6 +850,46 @@ fn decode_revoked(k: &[u8], v: &[u8]) -> Result<RevokedEntry> {
             reason: RevocationReason::from_code(v[8]).ok_or_else(|| corrupt("bad reason"))?,
         },
         not_after: time(&v[9..])?,
+    })
+}
+
+/// The shared CRL as one value: number (u64 BE), `thisUpdate` (i64 BE, Unix seconds), DER. A
+/// CRL may be megabytes, so not JSON.
+fn encode_shared_crl(crl: &SharedCrl) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + crl.der.len());
+    out.extend_from_slice(&crl.number.to_be_bytes());
+    out.extend_from_slice(&crl.this_update.unix_timestamp().to_be_bytes());
+    out.extend_from_slice(&crl.der);
+    out
+}
+
+fn shared_crl_corrupt(reason: &str) -> StoreError {
+    StoreError::Corrupt {
+        key: "shared_crl".into(),
+        reason: reason.into(),
+    }
+}
+
+fn shared_crl_number(v: &[u8]) -> Result<u64> {
+    let head: [u8; 8] = v
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| shared_crl_corrupt("too short"))?;
+    Ok(u64::from_be_bytes(head))
+}
+
+fn decode_shared_crl(v: &[u8]) -> Result<SharedCrl> {
+    let number = shared_crl_number(v)?;
+    let secs: [u8; 8] = v
+        .get(8..16)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| shared_crl_corrupt("too short"))?;
+    let this_update = OffsetDateTime::from_unix_timestamp(i64::from_be_bytes(secs))
+        .map_err(|_| shared_crl_corrupt("thisUpdate out of range"))?;
+    Ok(SharedCrl {
+        number,
+        this_update,
+        der: v[16..].to_vec(),
     })
 }
 

@@ -96,6 +96,10 @@ macro_rules! store_battery {
                 with_store($crate::battery::nodes::issuance_feed_lists_what_was_stored_since)
             }
             #[test]
+            fn the_shared_crl_is_the_highest_numbered() {
+                with_store($crate::battery::nodes::the_shared_crl_is_the_highest_numbered)
+            }
+            #[test]
             fn a_nonce_and_an_account_in_one_call() {
                 with_store($crate::battery::nodes::a_nonce_and_an_account_in_one_call)
             }

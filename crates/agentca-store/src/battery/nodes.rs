@@ -1,12 +1,12 @@
-//! What nodes sharing a store learn from each other: revocations, certificates and used
-//! nonces.
+//! What nodes sharing a store learn from each other: revocations, certificates, used nonces
+//! and the CRL they serve.
 
-use time::Duration;
+use time::{Duration, OffsetDateTime};
 
 use super::{intent, issue, now};
 use crate::{
     ISSUANCE_FEED_OVERLAP, REVOCATION_FEED_OVERLAP, RequestSubject, Revocation, RevocationReason,
-    Store, SubjectRecord,
+    SharedCrl, Store, SubjectRecord,
 };
 
 pub fn revocation_feed_lists_what_was_revoked_since(store: &dyn Store) {
@@ -268,4 +268,39 @@ pub fn a_request_subject_is_read_with_its_account(store: &dyn Store) {
         .unwrap();
     assert!(!got.fresh);
     assert!(matches!(got.subject, Some(SubjectRecord::Agent(Some(_)))));
+}
+
+pub fn the_shared_crl_is_the_highest_numbered(store: &dyn Store) {
+    let crl = |number: u64, fill: u8, len: usize| SharedCrl {
+        number,
+        this_update: OffsetDateTime::from_unix_timestamp(1_800_000_000 + number as i64).unwrap(),
+        der: vec![fill; len],
+    };
+    assert_eq!(store.shared_crl(0).unwrap(), None);
+
+    // A CRL of 100,000 entries is a few megabytes.
+    let five = crl(5, 0x30, 4 << 20);
+    assert!(store.share_crl(&five).unwrap());
+    assert_eq!(store.shared_crl(0).unwrap().as_ref(), Some(&five));
+    assert_eq!(store.shared_crl(4).unwrap().as_ref(), Some(&five));
+    assert_eq!(store.shared_crl(5).unwrap(), None, "not above what the poller serves");
+    assert_eq!(store.shared_crl(9).unwrap(), None);
+
+    // A lower number, or the same one signed again, never replaces it.
+    assert!(!store.share_crl(&crl(3, 1, 10)).unwrap());
+    assert!(!store.share_crl(&crl(5, 2, 10)).unwrap());
+    assert_eq!(store.shared_crl(0).unwrap().as_ref(), Some(&five));
+
+    // Nodes sharing at once, in any order: the highest number is what stays.
+    let numbers: Vec<u64> = vec![9, 6, 13, 7, 12, 8, 11, 10];
+    let kept: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = numbers
+            .iter()
+            .map(|&n| s.spawn(move || usize::from(store.share_crl(&crl(n, n as u8, 64)).unwrap())))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert!((1..=numbers.len()).contains(&kept), "{kept} kept");
+    assert_eq!(store.shared_crl(5).unwrap(), Some(crl(13, 13, 64)));
+    assert!(!store.share_crl(&crl(13, 0, 64)).unwrap());
 }

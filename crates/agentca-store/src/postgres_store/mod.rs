@@ -36,8 +36,8 @@ use crate::{
     AccountRedemption, AcmeAccount, AcmeAuthorization, AcmeAuthorizationStatus, AcmeOrder,
     AcmeOrderStatus, AgentRecord, CertificateFilter, CertificateRecord, CrlState, IssuanceFacts,
     IssuanceFeed, IssuanceIntent, IssuedEntry, OrderClaim, RateDecision, RateLimit, RequestSubject,
-    Result, Revocation, RevocationFeed, RevokedEntry, ScepTransaction, Serial, SerialEntry, Store,
-    StoreError, SubjectRecord, TokenRecord,
+    Result, Revocation, RevocationFeed, RevokedEntry, ScepTransaction, Serial, SerialEntry,
+    SharedCrl, Store, StoreError, SubjectRecord, TokenRecord,
 };
 
 /// How the store connects.
@@ -494,6 +494,14 @@ fn redeem_batch(c: &mut Connection, batch: &[Redemption]) -> Result<Vec<Redeemed
 }
 
 /// Microseconds since the Unix epoch, as revocations are stamped.
+/// CRL numbers as the `bigint` columns hold them (agentca's numbers stay far below 2^63).
+fn crl_number_column(number: u64) -> Result<i64> {
+    i64::try_from(number).map_err(|_| StoreError::Corrupt {
+        key: "shared_crl".into(),
+        reason: format!("CRL number {number} does not fit the database"),
+    })
+}
+
 fn unix_micros(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(i64::MIN)
 }
@@ -1277,6 +1285,51 @@ impl Store for PostgresStore {
                 entries.push(IssuedEntry { serial, not_after });
             }
             Ok(IssuanceFeed { entries, as_of })
+        })
+    }
+
+    fn share_crl(&self, crl: &SharedCrl) -> Result<bool> {
+        let number = crl_number_column(crl.number)?;
+        let this_update = unix(crl.this_update);
+        let der = crl.der.clone();
+        self.pool.run(move |c| {
+            // One statement, so two nodes sharing at once cannot both win.
+            let kept = c.execute(
+                "INSERT INTO shared_crl (id, number, this_update, der) VALUES (1, $1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE
+                 SET number = EXCLUDED.number, this_update = EXCLUDED.this_update,
+                     der = EXCLUDED.der
+                 WHERE shared_crl.number < EXCLUDED.number",
+                &[&number, &this_update, &der],
+            )?;
+            Ok(kept == 1)
+        })
+    }
+
+    fn shared_crl(&self, above: u64) -> Result<Option<SharedCrl>> {
+        let above = crl_number_column(above)?;
+        self.pool.run(move |c| {
+            let rows = c.query(
+                "SELECT number, this_update, der FROM shared_crl WHERE id = 1 AND number > $1",
+                &[&above],
+            )?;
+            let Some(row) = rows.first() else {
+                return Ok(None);
+            };
+            let corrupt = |reason: String| StoreError::Corrupt {
+                key: "shared_crl".into(),
+                reason,
+            };
+            let number = u64::try_from(column::<i64>(row, 0, "shared_crl")?)
+                .map_err(|e| corrupt(format!("number: {e}")))?;
+            let this_update =
+                OffsetDateTime::from_unix_timestamp(column(row, 1, "shared_crl")?)
+                    .map_err(|e| corrupt(format!("this_update: {e}")))?;
+            Ok(Some(SharedCrl {
+                number,
+                this_update,
+                der: column(row, 2, "shared_crl")?,
+            }))
         })
     }
 

@@ -191,6 +191,18 @@ CREATE INDEX serials_certificate_recorded ON serials (certificate_recorded_us)
     WHERE certificate_recorded_us IS NOT NULL;
 "#,
     },
+    Migration {
+        version: 7,
+        description: "one CRL for every node: the highest-numbered CRL any node signed",
+        sql: r#"
+CREATE TABLE shared_crl (
+    id smallint PRIMARY KEY CHECK (id = 1),
+    number bigint NOT NULL,
+    this_update bigint NOT NULL,
+    der bytea NOT NULL
+);
+"#,
+    },
 ];
 
 /// The newest version this binary knows.
