@@ -380,6 +380,14 @@ pub(crate) fn crl_serials(der: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// The CRL number of a DER CRL.
+pub(crate) fn crl_number(der: &[u8]) -> u64 {
+    use x509_parser::prelude::{CertificateRevocationList, FromDer};
+    let (_, crl) = CertificateRevocationList::from_der(der).expect("a CRL");
+    let digits = crl.crl_number().expect("a CRL number").to_bytes_be();
+    digits.iter().fold(0, |n, d| (n << 8) | u64::from(*d))
+}
+
 /// Waits up to ten seconds for `needle` to appear in what `output` reads.
 fn wait_for(output: impl Fn() -> String, needle: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);

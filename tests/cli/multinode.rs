@@ -3,7 +3,8 @@
 //! between the nodes for one order or one EAB credential have one winner, a SCEP challenge
 //! spent on one node is refused by the other, and a revocation made through one node is
 //! answered `revoked` by the other's OCSP responder and listed on its CRL within the poll
-//! interval. lego works through a load balancer in front of both nodes, and micromdm's
+//! interval; both nodes come to serve one CRL, and neither ever serves a lower CRL number than
+//! before. lego works through a load balancer in front of both nodes, and micromdm's
 //! scepclient enrolls on one node and renews on the other.
 //! Faults: a node killed mid-issuance loses nothing it acknowledged while the other
 //! keeps issuing; a database lost mid-run makes issuance over ACME and SCEP retry later while
@@ -27,7 +28,7 @@ use agentca_scep::client::{RequestBuilder, csr_with_challenge, transient_certifi
 
 use super::acme_clients::ocsp_status_at;
 use super::balancer::RoundRobin;
-use super::harness::{Server, crl_serials, free_port, http, serve_on_free_ports};
+use super::harness::{self, Server, crl_serials, free_port, http, serve_on_free_ports};
 use super::support::*;
 
 const SIGNATURES: &str = "agentca_issuing_ca_signatures_total";
@@ -276,6 +277,67 @@ fn a_revocation_through_one_node_is_answered_by_the_other() {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+}
+
+/// Each node signs CRLs of its own (at start, after revocations it makes or learns of), so
+/// their numbers interleave; both nodes still serve one CRL, the highest-numbered, within the
+/// poll, and neither ever serves a lower number than it served before.
+#[test]
+fn both_nodes_serve_one_crl_and_its_number_never_goes_back() {
+    let Some(nodes) = TwoNodes::new() else { return };
+    let id = nodes
+        .one
+        .add_agent("/agent/listed", &["--store", &nodes.url]);
+    let a = nodes.serve(&nodes.one);
+    let b = nodes.serve(&nodes.two);
+    let mut last = [0u64; 2];
+    // Until both nodes serve the same CRL and `listed` holds for it: that CRL.
+    let mut converge = |what: &str, listed: &dyn Fn(&[u8]) -> bool| -> Vec<u8> {
+        let started = Instant::now();
+        loop {
+            let crls: Vec<Vec<u8>> = [&a, &b]
+                .iter()
+                .map(|node| {
+                    let crl = node.get("/crl");
+                    assert_eq!(crl.status, 200);
+                    crl.body
+                })
+                .collect();
+            for (node, crl) in crls.iter().enumerate() {
+                let number = harness::crl_number(crl);
+                assert!(
+                    number >= last[node],
+                    "node {node} served CRL {number} after {}",
+                    last[node]
+                );
+                last[node] = number;
+            }
+            if crls[0] == crls[1] && listed(&crls[0]) {
+                return crls[0].clone();
+            }
+            assert!(
+                started.elapsed() < LEARN_WITHIN,
+                "{what}: the nodes still serve CRLs {last:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // Both published at start; B's came second, so A now serves it.
+    let first = converge("after start", &|_| true);
+
+    let doc = nodes
+        .one
+        .issue(&id, &nodes.one.csr("listed"), &["--store", &nodes.url]);
+    let serial = serial_of(&doc).to_ascii_lowercase();
+    nodes
+        .one
+        .run(&["--store", &nodes.url, "revoke", &serial])
+        .success();
+    // A signs a CRL after the debounce, and so does B once it learns of the revocation.
+    let listing = converge("after a revocation", &|crl| {
+        crl_serials(crl).contains(&serial)
+    });
+    assert!(harness::crl_number(&listing) > harness::crl_number(&first));
 }
 
 /// ARI-3 across nodes: a renewal request made through node A opens the window node B offers

@@ -71,6 +71,41 @@ pub fn publish(authority: &Authority, now: OffsetDateTime, validity: Duration) -
     })
 }
 
+/// Reads a CRL that another node of this CA signed (as the store shares it): it must parse
+/// whole, name `ca` as its issuer and carry `ca`'s signature, so that a store written by
+/// something else cannot make a node serve a CRL its CA never signed.
+pub fn read_signed(ca: &IssuingCa, der: &[u8]) -> Result<Crl> {
+    use x509_parser::prelude::FromDer;
+    use x509_parser::revocation_list::CertificateRevocationList;
+    let bad = |why: &str| Error::Der(format!("shared CRL: {why}"));
+    let (rest, crl) = CertificateRevocationList::from_der(der).map_err(|_| bad("not a CRL"))?;
+    if !rest.is_empty() {
+        return Err(bad("trailing bytes"));
+    }
+    let (_, issuing) = x509_parser::certificate::X509Certificate::from_der(ca.cert_der())
+        .map_err(|_| bad("cannot read the issuing CA certificate"))?;
+    if crl.issuer().as_raw() != issuing.subject().as_raw() {
+        return Err(bad("another issuer"));
+    }
+    crl.verify_signature(issuing.public_key())
+        .map_err(|_| bad("not signed by the issuing CA"))?;
+    let digits = crl
+        .crl_number()
+        .ok_or_else(|| bad("no CRL number"))?
+        .to_bytes_be();
+    if digits.len() > 8 {
+        return Err(bad("CRL number out of range"));
+    }
+    let next_update = crl.next_update().ok_or_else(|| bad("no nextUpdate"))?;
+    Ok(Crl {
+        number: digits.iter().fold(0u64, |n, d| (n << 8) | u64::from(*d)),
+        this_update: crl.last_update().to_datetime(),
+        next_update: next_update.to_datetime(),
+        entries: crl.iter_revoked_certificates().count(),
+        der: der.to_vec(),
+    })
+}
+
 /// Builds and signs a CRL from the given entries (no store involved).
 pub fn build(
     ca: &IssuingCa,

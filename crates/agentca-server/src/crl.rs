@@ -3,12 +3,19 @@
 //! Each publication takes a fresh CRL number from the store (strictly increasing and durable
 //! before the CRL exists, so numbers survive restarts and are never reused) and becomes the
 //! served CRL only if its number is higher than the one served.
+//!
+//! Nodes sharing a store each sign CRLs (after the revocations they make or learn of, and on
+//! their period), so their numbers interleave. Each offers what it signs to the store, which
+//! keeps the highest-numbered one, and each adopts a higher one from there within a poll
+//! ([`crate::peers`]), after checking its CA's signature: a relying party balanced across the
+//! nodes then sees one CRL, not two whose numbers alternate.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use agentca_core::crl::{self, Crl};
 use agentca_core::issuer::Authority;
+use agentca_core::store::SharedCrl;
 use axum::body::Bytes;
 use axum::http::HeaderValue;
 use time::{Duration, OffsetDateTime};
@@ -24,6 +31,7 @@ pub(crate) struct ServedCrl {
     pub(crate) der: Bytes,
     pub(crate) pem: Bytes,
     pub(crate) number: u64,
+    pub(crate) this_update: OffsetDateTime,
     pub(crate) etag: HeaderValue,
     pub(crate) last_modified: HeaderValue,
 }
@@ -72,7 +80,10 @@ impl CrlPublisher {
             .clone()
     }
 
-    /// Signs and publishes a new CRL now (blocking: store, signature, flush).
+    /// Signs and publishes a new CRL now (blocking: store, signature, flush). On a store that
+    /// other nodes share, the CRL is also offered to them ([`Store::share_crl`]).
+    ///
+    /// [`Store::share_crl`]: agentca_core::store::Store::share_crl
     pub(crate) fn publish(&self) -> Result<Crl, ServerError> {
         // One publication at a time, so the served number only grows.
         let _one = self
@@ -87,38 +98,95 @@ impl CrlPublisher {
                 return Err(e.into());
             }
         };
-        let pem = headers::pem_lf("X509 CRL", &published.der);
-        let served = Arc::new(ServedCrl {
-            etag: headers::etag(&published.der),
-            last_modified: headers::http_date(published.this_update),
-            der: Bytes::from(published.der.clone()),
-            pem: Bytes::from(pem),
-            number: published.number,
-        });
-        {
-            let mut slot = self
-                .served
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if slot.as_ref().is_none_or(|s| s.number < served.number) {
-                *slot = Some(served);
+        let store = self.authority.store();
+        if store.is_shared() {
+            let shared = SharedCrl {
+                number: published.number,
+                this_update: published.this_update,
+                der: published.der.clone(),
+            };
+            // Served here either way; the other nodes pick up a later one.
+            if let Err(e) = store.share_crl(&shared) {
+                tracing::warn!(number = published.number, error = %e, "CRL not shared with the other nodes");
             }
         }
-        let m = &self.metrics;
-        m.crl_publications.inc();
-        m.crl_number
-            .set(i64::try_from(published.number).unwrap_or(i64::MAX));
-        m.crl_this_update
-            .set(published.this_update.unix_timestamp());
-        m.crl_age_seconds.set(0);
-        m.crl_entries
-            .set(i64::try_from(published.entries).unwrap_or(i64::MAX));
+        self.metrics.crl_publications.inc();
+        self.serve(&published);
         tracing::info!(
             number = published.number,
             entries = published.entries,
             "CRL published"
         );
         Ok(published)
+    }
+
+    /// Serves the CRL the store shares if its number is higher than the one served here
+    /// (blocking: one store read, and a signature check when there is one). Returns its
+    /// number if it is served now.
+    pub(crate) fn adopt_shared(&self) -> Result<Option<u64>, ServerError> {
+        let served = self.served().map_or(0, |s| s.number);
+        let Some(shared) = self.authority.store().shared_crl(served)? else {
+            return Ok(None);
+        };
+        let crl = crl::read_signed(self.authority.ca(), &shared.der)?;
+        if crl.number != shared.number {
+            return Err(agentca_core::Error::Der(format!(
+                "shared CRL: stored as number {} but carries {}",
+                shared.number, crl.number
+            ))
+            .into());
+        }
+        Ok(self.serve(&crl).then_some(crl.number))
+    }
+
+    /// On a store other nodes share, how long the served CRL stays recent: the time until
+    /// `interval` after its `thisUpdate`, at most `interval`; `None` once that has passed,
+    /// when nothing is served, and on an unshared store. A node serving a CRL another node
+    /// signed recently need not sign its own on its period.
+    pub(crate) fn recent_for(&self, interval: std::time::Duration) -> Option<std::time::Duration> {
+        if !self.authority.store().is_shared() {
+            return None;
+        }
+        let served = self.served()?;
+        let interval = Duration::try_from(interval).ok()?;
+        let left = served.this_update + interval - OffsetDateTime::now_utc();
+        let left = std::time::Duration::try_from(left.min(interval)).ok()?;
+        (!left.is_zero()).then_some(left)
+    }
+
+    /// Makes `crl` the served CRL if its number is higher than the served one's; returns
+    /// whether it did.
+    fn serve(&self, crl: &Crl) -> bool {
+        let pem = headers::pem_lf("X509 CRL", &crl.der);
+        let served = Arc::new(ServedCrl {
+            etag: headers::etag(&crl.der),
+            last_modified: headers::http_date(crl.this_update),
+            der: Bytes::from(crl.der.clone()),
+            pem: Bytes::from(pem),
+            number: crl.number,
+            this_update: crl.this_update,
+        });
+        let mut slot = self
+            .served
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.as_ref().is_some_and(|s| s.number >= served.number) {
+            return false;
+        }
+        *slot = Some(served);
+        // Under the lock, so the gauges follow the served CRL.
+        let m = &self.metrics;
+        m.crl_number
+            .set(i64::try_from(crl.number).unwrap_or(i64::MAX));
+        m.crl_this_update.set(crl.this_update.unix_timestamp());
+        m.crl_age_seconds.set(
+            (OffsetDateTime::now_utc() - crl.this_update)
+                .whole_seconds()
+                .max(0),
+        );
+        m.crl_entries
+            .set(i64::try_from(crl.entries).unwrap_or(i64::MAX));
+        true
     }
 
     /// Asks for a publication after the debounce delay (called after revocations).

@@ -8,8 +8,10 @@
 //! within one poll interval plus a signature. In the same poll it asks for the certificates
 //! stored since, and pre-signs `good` answers for those another node issued: their OCSP
 //! requests are then answered from memory like this node's own, without a store read or a
-//! signature on the request path, and still while the store is unreachable. The same job
-//! forgets used ACME nonces once they have expired.
+//! signature on the request path, and still while the store is unreachable. It also serves
+//! the CRL the store shares when another node signed a higher-numbered one, so that every
+//! node serves the same CRL (see [`crate::crl`]). The same job forgets used ACME nonces once
+//! they have expired.
 //!
 //! [`ServerConfig::revocation_poll`]: crate::ServerConfig::revocation_poll
 
@@ -114,6 +116,7 @@ pub(crate) async fn peer_watch_job(watch: PeerWatch, mut stop: watch::Receiver<b
                 }
             }
         }
+        adopt_shared_crl(&watch.crl).await;
         if last_purge.elapsed() >= NONCE_PURGE_INTERVAL {
             last_purge = tokio::time::Instant::now();
             let store = watch.store.clone();
@@ -127,6 +130,17 @@ pub(crate) async fn peer_watch_job(watch: PeerWatch, mut stop: watch::Receiver<b
                 Err(e) => tracing::error!(error = %e, "purging expired ACME nonces did not finish"),
             }
         }
+    }
+}
+
+/// Serves the CRL the store shares if another node signed a higher-numbered one.
+async fn adopt_shared_crl(crl: &Arc<CrlPublisher>) {
+    let crl = crl.clone();
+    match tokio::task::spawn_blocking(move || blocking_section(|| crl.adopt_shared())).await {
+        Ok(Ok(Some(number))) => tracing::debug!(number, "CRL another node signed now served"),
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "reading the CRL the other nodes share failed"),
+        Err(e) => tracing::error!(error = %e, "reading the shared CRL did not finish"),
     }
 }
 

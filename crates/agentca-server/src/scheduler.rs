@@ -182,7 +182,14 @@ async fn crl_job(
     let mut next = tokio::time::Instant::now() + interval;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep_until(next) => {}
+            _ = tokio::time::sleep_until(next) => {
+                // Another node's CRL, adopted since this node last signed one, may still be
+                // recent: then this period's CRL would only add a number.
+                if let Some(wait) = crl.recent_for(interval) {
+                    next = tokio::time::Instant::now() + wait;
+                    continue;
+                }
+            }
             _ = crl.requested() => {
                 // Let a burst of revocations end up on one CRL.
                 tokio::select! {

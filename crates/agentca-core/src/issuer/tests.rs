@@ -1293,6 +1293,44 @@ fn crl_numbers_strictly_increase_across_publishes_and_restarts() {
     assert!(published.this_update >= this_update);
 }
 
+#[test]
+fn a_shared_crl_is_read_only_if_the_issuing_ca_signed_it() {
+    let t = TestCa::new();
+    let revoked = t.issue_checked(ALICE, &plain_csr());
+    t.authority
+        .revoke(&revoked.intent.serial, RevocationReason::KeyCompromise)
+        .unwrap();
+    let now = OffsetDateTime::now_utc();
+    let published = crl::publish(&t.authority, now, crl::DEFAULT_VALIDITY).unwrap();
+    let read = crl::read_signed(t.authority.ca(), &published.der).unwrap();
+    assert_eq!(read.number, published.number);
+    assert_eq!(read.this_update, published.this_update);
+    assert_eq!(read.next_update, published.next_update);
+    assert_eq!(read.entries, 1);
+    assert_eq!(read.der, published.der);
+
+    let refused = |der: &[u8], why: &str| {
+        let err = crl::read_signed(t.authority.ca(), der).unwrap_err();
+        assert!(err.to_string().contains(why), "{err}");
+    };
+    // The root's CRL names another issuer.
+    refused(&root_crl(&t), "another issuer");
+    // Another CA of the same names: the issuer matches, the signature does not.
+    let other = TestCa::new();
+    let foreign = crl::publish(&other.authority, now, crl::DEFAULT_VALIDITY).unwrap();
+    refused(&foreign.der, "not signed by the issuing CA");
+    // One bit of the signature, and bytes after the CRL.
+    let mut flipped = published.der.clone();
+    if let Some(last) = flipped.last_mut() {
+        *last ^= 1;
+    }
+    refused(&flipped, "not signed by the issuing CA");
+    let mut trailing = published.der.clone();
+    trailing.push(0);
+    refused(&trailing, "trailing bytes");
+    refused(b"not a CRL", "not a CRL");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Serials and concurrency
 // ---------------------------------------------------------------------------------------------

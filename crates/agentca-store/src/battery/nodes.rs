@@ -283,7 +283,11 @@ pub fn the_shared_crl_is_the_highest_numbered(store: &dyn Store) {
     assert!(store.share_crl(&five).unwrap());
     assert_eq!(store.shared_crl(0).unwrap().as_ref(), Some(&five));
     assert_eq!(store.shared_crl(4).unwrap().as_ref(), Some(&five));
-    assert_eq!(store.shared_crl(5).unwrap(), None, "not above what the poller serves");
+    assert_eq!(
+        store.shared_crl(5).unwrap(),
+        None,
+        "not above what the poller serves"
+    );
     assert_eq!(store.shared_crl(9).unwrap(), None);
 
     // A lower number, or the same one signed again, never replaces it.

@@ -1322,9 +1322,8 @@ impl Store for PostgresStore {
             };
             let number = u64::try_from(column::<i64>(row, 0, "shared_crl")?)
                 .map_err(|e| corrupt(format!("number: {e}")))?;
-            let this_update =
-                OffsetDateTime::from_unix_timestamp(column(row, 1, "shared_crl")?)
-                    .map_err(|e| corrupt(format!("this_update: {e}")))?;
+            let this_update = OffsetDateTime::from_unix_timestamp(column(row, 1, "shared_crl")?)
+                .map_err(|e| corrupt(format!("this_update: {e}")))?;
             Ok(Some(SharedCrl {
                 number,
                 this_update,
