@@ -21,6 +21,8 @@
 #   QUIET_WAIT (900): seconds to wait for a quiet machine (load average < 0.5, no cargo or rustc)
 #   BUILD (1): 0 to use the release binaries already built
 #   WORK: keep the data (CAs, fixtures, logs, raw JSON results) in this directory
+#   PG_SETTINGS (empty): extra postgresql.conf lines for the cluster, separated by ';', for
+#     example "commit_delay = 100;commit_siblings = 2"
 #   STATEMENTS (0): 1 to count, with pg_stat_statements, the statements each ACME order costs
 #     on PostgreSQL (printed per run, kept in WORK/statements-SETUP-RUN.txt)
 # Needs cargo, PostgreSQL's server binaries (Debian: postgresql, in /usr/lib/postgresql/N/bin),
@@ -53,6 +55,7 @@ SERVER_CPU=${SERVER_CPU-1}
 LOAD_CPU=${LOAD_CPU-0}
 QUIET_WAIT=${QUIET_WAIT:-900}
 STATEMENTS=${STATEMENTS:-0}
+PG_SETTINGS=${PG_SETTINGS:-}
 
 BENCH_AGENT=spiffe://bench.test/agent/bench/load
 # Every command names its data directory and store itself: a store or passphrase exported in
@@ -148,6 +151,9 @@ port = $pg_port
 unix_socket_directories = '$pg_dir'
 max_connections = 100
 EOF
+    if [[ -n $PG_SETTINGS ]]; then
+        tr ';' '\n' <<<"$PG_SETTINGS" >>"$pg_dir/data/postgresql.conf"
+    fi
     if [[ $STATEMENTS == 1 ]]; then
         cat >>"$pg_dir/data/postgresql.conf" <<EOF
 shared_preload_libraries = 'pg_stat_statements'
@@ -382,6 +388,7 @@ pg_sql() {
 statements_reset() {
     pg_sql "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
     pg_sql "SELECT pg_stat_statements_reset()" >/dev/null
+    pg_sql "SELECT pg_stat_reset_shared('wal')" >/dev/null
 }
 
 # statements_report ORDERS FILE: calls per order of each statement on this database since the
@@ -397,6 +404,11 @@ statements_report() {
             WHERE d.datname = current_database() AND s.query NOT LIKE '%pg_stat_statements%'
             ORDER BY s.calls DESC" >"$file"
     echo "statements per order: $(awk '{ n += $1 } END { printf "%.2f", n }' "$file") ($file)"
+    # The cluster's WAL flushes (each one an fdatasync) since the reset, over all databases.
+    echo "WAL per order: $(pg_sql "SELECT to_char(wal_records::numeric / $orders, 'FM990.0') || ' records, ' ||
+        to_char(wal_bytes / $orders, 'FM9999990') || ' bytes, ' ||
+        to_char(wal_write::numeric / $orders, 'FM990.00') || ' writes, ' ||
+        to_char(wal_sync::numeric / $orders, 'FM990.00') || ' syncs' FROM pg_stat_wal")"
 }
 
 matrix() {
