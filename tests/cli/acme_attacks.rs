@@ -36,6 +36,8 @@ const ISSUED: &str = "agentca_certificates_issued_total";
 struct Fx<'e> {
     srv: AcmeServer<'e>,
     c: AcmeClient,
+    /// The `acme.refused` audit entries (by hash) that a checked refusal has claimed.
+    refusals_claimed: std::cell::RefCell<std::collections::HashSet<String>>,
 }
 
 impl<'e> Fx<'e> {
@@ -46,7 +48,11 @@ impl<'e> Fx<'e> {
     fn start_with(env: &'e Env, options: AcmeOptions) -> Self {
         let srv = AcmeServer::start_with(env, options);
         let c = AcmeClient::new(srv.https, &srv.root_pem());
-        Self { srv, c }
+        Self {
+            srv,
+            c,
+            refusals_claimed: Default::default(),
+        }
     }
 
     /// Registers `/agent/NAME` with pre-authorized `dns` names.
@@ -105,6 +111,24 @@ impl<'e> Fx<'e> {
             r.text()
         );
         r.assert_problem(status, kind);
+        // Every rejection writes an audit event (the plan's rule for every row): each checked
+        // refusal claims one entry of its own.
+        let refusals = self.srv.env.audit_events("acme.refused");
+        let mut claimed = self.refusals_claimed.borrow_mut();
+        let entry = refusals.iter().find(|e| {
+            e["fields"]["type"] == kind
+                && e["fields"]["status"] == status
+                && e["fields"]["detail"].is_string()
+                && !claimed.contains(e["hash"].as_str().unwrap_or_default())
+        });
+        let Some(entry) = entry else {
+            panic!(
+                "{what}: no unclaimed acme.refused audit entry for {status} {kind} ({} entries, {} claimed)",
+                refusals.len(),
+                claimed.len(),
+            );
+        };
+        claimed.insert(entry["hash"].as_str().unwrap_or_default().to_owned());
         self.redeem(r.nonce().unwrap());
         assert_eq!(
             self.signatures(),

@@ -459,6 +459,18 @@ fn unparseable_input_gets_400_and_nothing_else() {
         "unknown operation"
     );
     assert_eq!(server.ca_signatures(), signatures);
+    // Each 400 wrote an audit event (the over-long parameter may be refused before any SCEP
+    // code runs).
+    let refusals = env.audit_events("scep.refused");
+    let unparseable = refusals
+        .iter()
+        .filter(|e| e["fields"]["request"] == "unparseable" && e["fields"]["status"] == 400)
+        .count();
+    assert!(
+        unparseable >= inputs.len() + 2,
+        "{unparseable} scep.refused entries for {} requests refused with 400",
+        inputs.len() + 2
+    );
 
     // Indefinite-length BER of a good request is accepted, and by GET too: the challenge
     // was not spent by any of the above.

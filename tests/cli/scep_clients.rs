@@ -74,9 +74,25 @@ impl<'e> ScepServer<'e> {
             response.header("content-type"),
             Some("application/x-pki-message")
         );
-        request
+        let outcome = request
             .parse_reply(&response.body, &[&self.ra], key, &ScepOptions::LEGACY)
-            .unwrap()
+            .unwrap();
+        if let CertRepOutcome::Failure(info) = &outcome {
+            // Every rejection writes an audit event, naming the transaction and the failInfo.
+            let transaction = request.transaction_id().as_str();
+            let refusals = self.env.audit_events("scep.refused");
+            assert!(
+                refusals
+                    .iter()
+                    .any(|e| e["fields"]["transaction"] == transaction
+                        && e["fields"]["fail_info"] == info.name()
+                        && e["fields"]["reason"].is_string()),
+                "no scep.refused audit entry for {} of transaction {transaction} among {} entries",
+                info.name(),
+                refusals.len()
+            );
+        }
+        outcome
     }
 
     /// Signatures made by the issuing CA key so far.

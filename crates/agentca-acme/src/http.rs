@@ -342,12 +342,15 @@ async fn unknown() -> Response {
     problem(&AcmeError::not_found("ACME resource"))
 }
 
-/// Adds what every ACME response carries (§6.5, §7.1).
+/// Adds what every ACME response carries (§6.5, §7.1), and records each refusal in the audit
+/// log ([`agentca_core::refusals`]).
 async fn protocol_headers(State(service): Svc, request: Request, next: Next) -> Response {
     if !request.uri().path().starts_with("/acme/") {
         return next.run(request).await;
     }
     let index = links_for(request.headers()).ok().map(|l| l.directory());
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
     let mut response = next.run(request).await;
     let is_problem = response
         .headers()
@@ -363,6 +366,20 @@ async fn protocol_headers(State(service): Svc, request: Request, next: Next) -> 
             ),
             _ => response,
         };
+    }
+    if response.status().is_client_error()
+        && let Some(refused) = response.extensions().get::<Refused>()
+    {
+        let fields = json!({
+            "method": method.as_str(),
+            "path": path,
+            "status": response.status().as_u16(),
+            "type": refused.kind,
+            "detail": refused.detail,
+        });
+        if let Err(e) = service.authority.refusals().record("acme.refused", fields) {
+            tracing::warn!(error = %e, "an ACME refusal could not be recorded in the audit log");
+        }
     }
     let headers = response.headers_mut();
     if let Ok(nonce) = HeaderValue::from_str(&service.nonces().issue()) {
@@ -407,9 +424,20 @@ fn respond(reply: Reply) -> Response {
     response
 }
 
+/// What a problem answer said, for the audit log's record of the refusal.
+#[derive(Clone, Debug)]
+struct Refused {
+    kind: &'static str,
+    detail: String,
+}
+
 fn problem(e: &AcmeError) -> Response {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
     let mut response = (status, e.to_problem().to_string()).into_response();
+    response.extensions_mut().insert(Refused {
+        kind: e.kind.name(),
+        detail: e.detail.clone(),
+    });
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::identity::SpiffeId;
 use crate::policy::PolicySet;
 use crate::profile::{self, Authorization, LeafExpectation, Urls};
+use crate::refusals::RefusalLog;
 use crate::signer::{RcgenSigner, Signer};
 use crate::store::{
     AcmeOrder, AcmeOrderStatus, AgentRecord, CertificateRecord, EnrollmentMethod, IssuanceFacts,
@@ -253,6 +254,7 @@ pub struct Authority {
     policies: PolicySet,
     store: Arc<dyn Store>,
     audit: Arc<AuditLog>,
+    refusals: RefusalLog,
     /// Started by the first [`Authority::commit_staged`].
     commit_thread: OnceLock<CommitThread>,
     in_flight: Arc<InFlight>,
@@ -305,6 +307,7 @@ impl Authority {
             ca,
             policies,
             store,
+            refusals: RefusalLog::new(audit.clone()),
             audit,
             commit_thread: OnceLock::new(),
             in_flight: Arc::default(),
@@ -316,6 +319,11 @@ impl Authority {
     /// issuances on their way while requests keep arriving.
     pub fn in_flight(&self) -> &Arc<InFlight> {
         &self.in_flight
+    }
+
+    /// Where front ends record the requests they refuse.
+    pub fn refusals(&self) -> &RefusalLog {
+        &self.refusals
     }
 
     /// The issuing CA.

@@ -22,6 +22,7 @@ pub mod ocsp;
 pub mod policy;
 pub mod profile;
 pub mod reconcile;
+pub mod refusals;
 pub mod replacement;
 pub mod retention;
 pub mod signer;

@@ -27,11 +27,29 @@ pub fn router(service: Arc<ScepService>) -> Router {
         .with_state(service)
 }
 
+/// Every `/scep` request; an unparseable one is recorded in the audit log as refused.
 async fn scep(
     State(service): State<Arc<ScepService>>,
     method: Method,
     uri: Uri,
     body: Bytes,
+) -> Response {
+    let response = operation(&service, &method, &uri, &body).await;
+    if let Some(BadInput(reason)) = response.extensions().get::<BadInput>() {
+        service.record_refusal(serde_json::json!({
+            "request": RequestKind::Unparseable.as_str(),
+            "status": response.status().as_u16(),
+            "reason": reason,
+        }));
+    }
+    response
+}
+
+async fn operation(
+    service: &Arc<ScepService>,
+    method: &Method,
+    uri: &Uri,
+    body: &Bytes,
 ) -> Response {
     let query = uri.query().unwrap_or("");
     let Some(operation) = raw_param(query, "operation") else {
@@ -103,8 +121,16 @@ fn text(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
+/// Why a request got HTTP 400, for the audit log.
+#[derive(Clone, Debug)]
+struct BadInput(String);
+
 fn bad_request(reason: &str) -> Response {
-    text(StatusCode::BAD_REQUEST, format!("{reason}\n"))
+    let mut response = text(StatusCode::BAD_REQUEST, format!("{reason}\n"));
+    response
+        .extensions_mut()
+        .insert(BadInput(reason.to_owned()));
+    response
 }
 
 fn unavailable(reason: &str) -> Response {

@@ -346,6 +346,12 @@ impl ScepService {
             reason = %refusal.reason,
             "SCEP request refused"
         );
+        self.record_refusal(serde_json::json!({
+            "request": kind.as_str(),
+            "transaction": reply_to.transaction_id().as_str(),
+            "fail_info": fail_info.name(),
+            "reason": refusal.reason,
+        }));
         let encoded = CertRep {
             reply_to,
             status: CertRepStatus::Failure(fail_info),
@@ -361,6 +367,13 @@ impl ScepService {
                 ScepReply::Unavailable(format!("encode CertRep: {e}")),
                 Answer::Unavailable,
             ),
+        }
+    }
+
+    /// Records a refused request in the audit log ([`agentca_core::refusals`]).
+    fn record_refusal(&self, fields: serde_json::Value) {
+        if let Err(e) = self.authority.refusals().record("scep.refused", fields) {
+            tracing::warn!(error = %e, "a SCEP refusal could not be recorded in the audit log");
         }
     }
 
