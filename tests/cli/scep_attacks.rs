@@ -34,8 +34,8 @@ fn wrong_foreign_and_reused_challenges_are_refused_without_a_signature() {
     let key = rsa_key(0);
     let signatures = server.ca_signatures();
 
-    // SCEP-1: an unknown challenge, and none at all.
-    for wrong in [Some("not-a-challenge"), None] {
+    // SCEP-2: an unknown challenge, an empty one, and none at all.
+    for wrong in [Some("not-a-challenge"), Some(""), None] {
         let (parts, transient) = pkcs_req(&server, &key, wrong);
         let request = parts.builder(&key, &transient).build().unwrap();
         assert_eq!(
@@ -54,7 +54,7 @@ fn wrong_foreign_and_reused_challenges_are_refused_without_a_signature() {
         FailInfo::BadRequest
     );
 
-    // SCEP-3: alice's challenge with a CSR that asks for bob's identity is refused by policy
+    // SCEP-2: alice's challenge with a CSR that asks for bob's identity is refused by policy
     // — and, refused before the challenge is spent, alice can still use it.
     let csr = agentca_scep::client::csr_with_challenge(
         &key,
@@ -89,7 +89,7 @@ fn wrong_foreign_and_reused_challenges_are_refused_without_a_signature() {
     );
     let signatures = server.ca_signatures();
 
-    // SCEP-2: the challenge is spent; a new transaction with it is refused.
+    // SCEP-2, reuse: the challenge is spent; a new transaction with it is refused.
     let (parts, transient) = pkcs_req(&server, &key, Some(&challenge));
     let request = parts.builder(&key, &transient).build().unwrap();
     assert_eq!(
@@ -184,6 +184,18 @@ fn forged_and_broken_messages_get_bad_message_check() {
             tampered(&server, &challenge, tamper.clone()),
             FailInfo::BadMessageCheck,
             "{tamper:?}"
+        );
+    }
+    // SCEP-4: an MD5 digest, or one nobody knows, named in the SignedData: badAlg.
+    for named in ["1.2.840.113549.2.5", "1.2.3.4.5"] {
+        let tamper = Tamper {
+            digest_oid: Some(const_oid::ObjectIdentifier::new_unwrap(named)),
+            ..Tamper::default()
+        };
+        assert_eq!(
+            tampered(&server, &challenge, tamper),
+            FailInfo::BadAlg,
+            "digest {named}"
         );
     }
     // SCEP-6: every way the envelope fails to open gets the same answer (no padding oracle).
@@ -311,12 +323,34 @@ fn renewals_need_a_current_certificate_of_ours() {
         agentca_scep::client::csr_with_challenge(&key, &rcgen::CertificateParams::default(), None)
             .unwrap();
 
-    // SCEP-7: signed by the current certificate, it works.
+    // SCEP-3: signed by the current certificate, it works.
     let request = RequestBuilder::renewal_req(&csr, &key, &current, &server.ra)
         .build()
         .unwrap();
     issued(server.exchange(&request, &key));
     let signatures = server.ca_signatures();
+
+    // SCEP-3, other identity: the agent's certificate signs a renewal whose CSR asks for
+    // another agent's identity: refused by policy, whoever that other agent is.
+    let other = env.add_agent("/agent/other", &[]);
+    let for_other = agentca_scep::client::csr_with_challenge(
+        &key,
+        &{
+            let mut p = rcgen::CertificateParams::default();
+            p.subject_alt_names = vec![rcgen::SanType::URI(other.as_str().try_into().unwrap())];
+            p
+        },
+        None,
+    )
+    .unwrap();
+    let request = RequestBuilder::renewal_req(&for_other, &key, &current, &server.ra)
+        .build()
+        .unwrap();
+    assert_eq!(
+        fail_info(server.exchange(&request, &key)),
+        FailInfo::BadRequest
+    );
+    assert_eq!(server.ca_signatures(), signatures);
 
     // Signed by a self-signed certificate (of the same key), it does not.
     let request = RequestBuilder::renewal_req(&csr, &key, &transient, &server.ra)

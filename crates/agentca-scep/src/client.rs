@@ -125,6 +125,9 @@ pub struct Tamper {
     pub signer_by_key_id: bool,
     /// Send the signed attributes in reverse DER order, signed as sent (a sloppy encoder).
     pub unsorted_attributes: bool,
+    /// Name this digest algorithm in the SignedData and its SignerInfo (e.g. MD5's), while
+    /// digesting and signing with the builder's.
+    pub digest_oid: Option<const_oid::ObjectIdentifier>,
 }
 
 /// Builds a PKCSReq or RenewalReq.
@@ -304,6 +307,7 @@ impl<'a> RequestBuilder<'a> {
                 duplicate_signer_info: t.duplicate_signer_info,
                 signer_by_key_id: t.signer_by_key_id,
                 unsorted_attributes: t.unsorted_attributes,
+                digest_oid: t.digest_oid,
             },
         })?;
         if t.indefinite_ber {

@@ -361,6 +361,8 @@ pub(crate) struct SignTamper {
     pub(crate) duplicate_signer_info: bool,
     pub(crate) signer_by_key_id: bool,
     pub(crate) unsorted_attributes: bool,
+    /// Name this digest algorithm (signing with the real one).
+    pub(crate) digest_oid: Option<const_oid::ObjectIdentifier>,
 }
 
 /// What to sign and with what.
@@ -416,10 +418,14 @@ pub(crate) fn encode_signed_data(req: SignRequest<'_>) -> Result<Vec<u8>> {
     } else {
         (1, req.signer_cert.issuer_and_serial())
     };
+    let digest_algorithm = match req.tamper.digest_oid {
+        Some(named) => der::algorithm(&named, None),
+        None => req.digest.algorithm_identifier(),
+    };
     let signer_info = der::sequence(&[
         &der::small_integer(version),
         &sid,
-        &req.digest.algorithm_identifier(),
+        &digest_algorithm,
         &der::tlv(der::context(0), &attrs_content),
         &sig_alg,
         &der::octet_string(&sig),
@@ -436,7 +442,7 @@ pub(crate) fn encode_signed_data(req: SignRequest<'_>) -> Result<Vec<u8>> {
         ]),
         None => der::sequence(&[&der::oid(&oid::DATA)]),
     };
-    let digest_algs = der::set_of(vec![req.digest.algorithm_identifier()]);
+    let digest_algs = der::set_of(vec![digest_algorithm]);
     let certs = der::constructed(der::context(0), req.certificates);
     let mut parts: Vec<&[u8]> = vec![&[2, 1, 1], &digest_algs, &econtent_info];
     if !req.certificates.is_empty() {
