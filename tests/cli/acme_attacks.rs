@@ -1949,6 +1949,11 @@ fn acme_challenges_against_hostile_targets() {
         });
     };
     add("O5 B's key authorization", "o5.example.org", vec![loopback]);
+    add(
+        "O5 A's key authorization of another token",
+        "o5r.example.org",
+        vec![loopback],
+    );
     add("O8 secret body", "o8.example.org", vec![loopback]);
     add(
         "O7 redirect to a refused address",
@@ -1992,11 +1997,14 @@ fn acme_challenges_against_hostile_targets() {
         vec!["::ffff:127.0.0.3".parse().unwrap()],
     );
     add("O10 trickling target", "o10.example.org", vec![loopback]);
+    // A token of A's own, from another challenge.
+    let other_token = cases[0].challenge["token"].as_str().unwrap().to_owned();
     for case in &mut cases {
         let path = challenge_path(&case.challenge);
         let token = case.challenge["token"].as_str().unwrap();
         let serve = match case.name {
             "o5.example.org" => Target::Body(key_authorization(token, &b.key)),
+            "o5r.example.org" => Target::Body(key_authorization(&other_token, &a.key)),
             "o8.example.org" => Target::Body(format!("{secret} {}", "x".repeat(200))),
             "o7a.example.org" => Target::Redirect(format!("http://127.0.0.3:{port}{path}")),
             "o7b.example.org" => {
@@ -2047,7 +2055,7 @@ fn acme_challenges_against_hostile_targets() {
         let text = authz.to_string();
         assert!(!text.contains(secret), "O8: the body was echoed: {text}");
         match case.name {
-            "o5.example.org" | "o8.example.org" => assert_eq!(
+            "o5.example.org" | "o5r.example.org" | "o8.example.org" => assert_eq!(
                 kind, "urn:ietf:params:acme:error:incorrectResponse",
                 "{}: {error}",
                 case.what
@@ -2594,10 +2602,11 @@ fn acme_identifiers_of_every_kind_with_every_account_key_algorithm() {
     );
 }
 
-/// ACME-O13, revocation: a reason a subscriber may not give (cACompromise, unused, a number
-/// RFC 5280 does not define) is `badRevocationReason`; another agent's account may not revoke;
-/// neither changes anything or reaches the CA key. The certificate's own key may revoke it,
-/// with no account (a `jwk`-signed request).
+/// ACME-O13 and REV-6, revocation: a reason a subscriber may not give (cACompromise,
+/// certificateHold, unused, aACompromise, a number RFC 5280 does not define) is
+/// `badRevocationReason`; another agent's account may not revoke; neither changes anything or
+/// reaches the CA key. The certificate's own key may revoke it, with no account (a
+/// `jwk`-signed request); REV-7: for keyCompromise, and that key is refused from then on.
 #[test]
 fn acme_o13_revocation_needs_the_agents_account_or_the_certificates_key() {
     let env = Env::with_ca();
@@ -2617,7 +2626,8 @@ fn acme_o13_revocation_needs_the_agents_account_or_the_certificates_key() {
     let status = || fx.srv.env.json(&["cert", "show", &serial])["status"].clone();
     let sigs = fx.signatures();
 
-    for reason in [2, 7, 8, 11] {
+    // REV-6 too: certificateHold (6) and aACompromise (10) are not a subscriber's to give.
+    for reason in [2, 6, 7, 8, 10, 11] {
         let r = fx.c.post_as(
             &account,
             &revoke,
@@ -2657,6 +2667,19 @@ fn acme_o13_revocation_needs_the_agents_account_or_the_certificates_key() {
     assert_eq!(status(), "revoked");
     let shown = fx.srv.env.json(&["cert", "show", &serial]);
     assert_eq!(shown["revocation_reason"], "keyCompromise", "{shown}");
+
+    // REV-7: the compromised key is blocked: a new order finalized with it is refused.
+    let (_, order) = fx.ready_order(&account, &owner);
+    let sigs = fx.signatures();
+    let r =
+        fx.c.finalize(&account, &order, &csr(&key, &[], &[], &[&owner]));
+    fx.refused(
+        "REV-7 finalize with the compromised key",
+        &r,
+        400,
+        "badCSR",
+        sigs,
+    );
 }
 
 /// dns-01 end to end (RFC 8555 §8.4): the TXT record at `_acme-challenge.NAME` holding the
