@@ -5,12 +5,19 @@
 //! challenge is spent only by a request that is granted. Most requests come from the project's
 //! own client; one test sends them from a client built on RustCrypto's `cms` instead.
 
-use agentca_scep::client::{RequestBuilder, Tamper};
+use agentca_scep::client::{RequestBuilder, SignerKey, Tamper};
 use agentca_scep::{ContentCipher, FailInfo, TransactionId};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::scep_clients::{ScepServer, fail_info, issued, pkcs_req, rsa_key};
 use super::support::{Env, serial_hex};
+
+/// A CSR for `key` naming `agent` as its URI, without a challenge unless given.
+fn csr_naming(key: &SignerKey, agent: &str, challenge: Option<&str>) -> Vec<u8> {
+    let mut params = rcgen::CertificateParams::default();
+    params.subject_alt_names = vec![rcgen::SanType::URI(agent.try_into().unwrap())];
+    agentca_scep::client::csr_with_challenge(key, &params, challenge).unwrap()
+}
 
 /// A request tampered with `tamper`, from a fresh transient certificate.
 fn tampered(server: &ScepServer<'_>, challenge: &str, tamper: Tamper) -> FailInfo {
@@ -56,16 +63,7 @@ fn wrong_foreign_and_reused_challenges_are_refused_without_a_signature() {
 
     // SCEP-2: alice's challenge with a CSR that asks for bob's identity is refused by policy
     // — and, refused before the challenge is spent, alice can still use it.
-    let csr = agentca_scep::client::csr_with_challenge(
-        &key,
-        &{
-            let mut p = rcgen::CertificateParams::default();
-            p.subject_alt_names = vec![rcgen::SanType::URI(bob.as_str().try_into().unwrap())];
-            p
-        },
-        Some(&challenge),
-    )
-    .unwrap();
+    let csr = csr_naming(&key, &bob, Some(&challenge));
     let transient = agentca_scep::client::transient_certificate(&key, "x").unwrap();
     let request = RequestBuilder::pkcs_req(&csr, &key, &transient, &server.ra)
         .build()
@@ -291,10 +289,7 @@ fn legacy_ciphers_need_the_option() {
         assert_eq!(fail_info(server.exchange(&request, &key)), FailInfo::BadAlg);
     }
     // An ECDSA signer could not read an RSA key-transport reply: refused before issuing.
-    let ec = agentca_scep::client::SignerKey::from_pkcs8(
-        agentca_testkit::acme::AccountKey::es256().pkcs8_der(),
-    )
-    .unwrap();
+    let ec = SignerKey::from_pkcs8(agentca_testkit::acme::AccountKey::es256().pkcs8_der()).unwrap();
     let (parts, transient) = pkcs_req(&server, &ec, Some(&challenge));
     let request = parts.builder(&ec, &transient).build().unwrap();
     let response = server.post(request.der());
@@ -322,6 +317,13 @@ fn renewals_need_a_current_certificate_of_ours() {
     let csr =
         agentca_scep::client::csr_with_challenge(&key, &rcgen::CertificateParams::default(), None)
             .unwrap();
+    // The failInfo of a RenewalReq for `csr` signed under `signer`.
+    let renewal = |csr: &[u8], signer: &[u8]| {
+        let request = RequestBuilder::renewal_req(csr, &key, signer, &server.ra)
+            .build()
+            .unwrap();
+        fail_info(server.exchange(&request, &key))
+    };
 
     // SCEP-3: signed by the current certificate, it works.
     let request = RequestBuilder::renewal_req(&csr, &key, &current, &server.ra)
@@ -333,33 +335,14 @@ fn renewals_need_a_current_certificate_of_ours() {
     // SCEP-3, other identity: the agent's certificate signs a renewal whose CSR asks for
     // another agent's identity: refused by policy, whoever that other agent is.
     let other = env.add_agent("/agent/other", &[]);
-    let for_other = agentca_scep::client::csr_with_challenge(
-        &key,
-        &{
-            let mut p = rcgen::CertificateParams::default();
-            p.subject_alt_names = vec![rcgen::SanType::URI(other.as_str().try_into().unwrap())];
-            p
-        },
-        None,
-    )
-    .unwrap();
-    let request = RequestBuilder::renewal_req(&for_other, &key, &current, &server.ra)
-        .build()
-        .unwrap();
     assert_eq!(
-        fail_info(server.exchange(&request, &key)),
+        renewal(&csr_naming(&key, &other, None), &current),
         FailInfo::BadRequest
     );
     assert_eq!(server.ca_signatures(), signatures);
 
     // Signed by a self-signed certificate (of the same key), it does not.
-    let request = RequestBuilder::renewal_req(&csr, &key, &transient, &server.ra)
-        .build()
-        .unwrap();
-    assert_eq!(
-        fail_info(server.exchange(&request, &key)),
-        FailInfo::BadMessageCheck
-    );
+    assert_eq!(renewal(&csr, &transient), FailInfo::BadMessageCheck);
 
     // Signed by another CA's copy of the current certificate (its serial, subject and the
     // agent's URI, for the same key), it does not: only the certificate stored under that
@@ -391,24 +374,12 @@ fn renewals_need_a_current_certificate_of_ours() {
             .der()
             .to_vec()
     };
-    let request = RequestBuilder::renewal_req(&csr, &key, &forged, &server.ra)
-        .build()
-        .unwrap();
-    assert_eq!(
-        fail_info(server.exchange(&request, &key)),
-        FailInfo::BadMessageCheck
-    );
+    assert_eq!(renewal(&csr, &forged), FailInfo::BadMessageCheck);
 
     // Signed by a revoked certificate of ours, it does not.
     let serial = serial_hex(&current);
     env.run(&["revoke", &serial]).success();
-    let request = RequestBuilder::renewal_req(&csr, &key, &current, &server.ra)
-        .build()
-        .unwrap();
-    assert_eq!(
-        fail_info(server.exchange(&request, &key)),
-        FailInfo::BadRequest
-    );
+    assert_eq!(renewal(&csr, &current), FailInfo::BadRequest);
     assert_eq!(server.ca_signatures(), signatures);
 }
 
