@@ -324,6 +324,10 @@ fn both_nodes_serve_one_crl_and_its_number_never_goes_back() {
     };
     // Both published at start; B's came second, so A now serves it.
     let first = converge("after start", &|_| true);
+    assert!(
+        a.metric("agentca_crl_adoptions_total") + b.metric("agentca_crl_adoptions_total") >= 1.0,
+        "one node serves the other's CRL without counting it"
+    );
 
     let doc = nodes
         .one

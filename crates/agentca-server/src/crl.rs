@@ -136,7 +136,11 @@ impl CrlPublisher {
             ))
             .into());
         }
-        Ok(self.serve(&crl).then_some(crl.number))
+        if !self.serve(&crl) {
+            return Ok(None);
+        }
+        self.metrics.crl_adoptions.inc();
+        Ok(Some(crl.number))
     }
 
     /// On a store other nodes share, how long the served CRL stays recent: the time until

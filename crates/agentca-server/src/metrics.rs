@@ -170,6 +170,7 @@ pub(crate) struct Metrics {
     pub(crate) crl_age_seconds: Gauge,
     pub(crate) crl_entries: Gauge,
     pub(crate) crl_publications: Counter,
+    pub(crate) crl_adoptions: Counter,
     pub(crate) crl_failures: Counter,
     pub(crate) certificates_issued: Counter,
     pub(crate) certificates_revoked: Counter,
@@ -223,6 +224,7 @@ impl Metrics {
             crl_age_seconds: Gauge::default(),
             crl_entries: Gauge::default(),
             crl_publications: Counter::default(),
+            crl_adoptions: Counter::default(),
             crl_failures: Counter::default(),
             certificates_issued: Counter::default(),
             certificates_revoked: Counter::default(),
@@ -317,6 +319,11 @@ impl Metrics {
             "crl_publications",
             "CRLs published",
             metrics.crl_publications.clone(),
+        );
+        r.register(
+            "crl_adoptions",
+            "CRLs another node sharing the store signed, served here in place of a lower number",
+            metrics.crl_adoptions.clone(),
         );
         r.register(
             "crl_publication_failures",
