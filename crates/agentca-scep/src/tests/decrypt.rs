@@ -3,9 +3,9 @@
 //! The plan also asks for a timing test. The RSA private-key operation (about 0.4 ms) runs
 //! for every envelope and dwarfs the CBC step of a CSR (microseconds), so a test timing the
 //! failures against each other could not see the one shortcut that matters, a skipped CBC
-//! decryption after a failed RSA step. What keeps the failures alike is the structure these
-//! tests pin down instead: `decrypt_uniformly` always decrypts (a random key stands in for a
-//! bad one) and folds every check into one outcome.
+//! decryption after a failed RSA step. What keeps the failures alike is the code's structure,
+//! `decrypt_uniformly` always decrypting (a random key stands in for a bad one) and folding
+//! every check into one outcome; these tests pin down that outcome.
 
 use super::{pkcs_req, pki, ra};
 use crate::client::Tamper;
