@@ -1114,6 +1114,23 @@ fn acme_a4_an_expired_credential_is_refused() {
         fx.c.new_account_raw(&key, &json!({"externalAccountBinding": binding}));
     fx.refused("A4 expired kid", &r, 403, "unauthorized", sigs);
     assert_eq!(fx.account_of_key(&key), None, "an account was created");
+    // The control: the same kind of credential, unexpired, binds the same key.
+    let fresh = fx.srv.env.json(&[
+        "token", "create", "--agent", &agent, "--for", "acme", "--ttl", "1m",
+    ]);
+    let fresh = Eab::new(
+        fresh["kid"].as_str().unwrap(),
+        fresh["hmac"].as_str().unwrap(),
+    );
+    let binding = eab_jws(
+        &fresh,
+        &key.jwk(),
+        &fx.c.url("new-account"),
+        &EabKnobs::default(),
+    );
+    let r =
+        fx.c.new_account_raw(&key, &json!({"externalAccountBinding": binding}));
+    assert_eq!(r.status, 201, "{}", r.text());
 }
 
 /// ACME-A1, A2, A3, A4, A9, A10: account creation and the external account binding.

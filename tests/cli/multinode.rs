@@ -328,6 +328,14 @@ fn both_nodes_serve_one_crl_and_its_number_never_goes_back() {
         a.metric("agentca_crl_adoptions_total") + b.metric("agentca_crl_adoptions_total") >= 1.0,
         "one node serves the other's CRL without counting it"
     );
+    // The adopting node's audit log keeps the number it served (REL-9 on restore).
+    let number = harness::crl_number(&first);
+    let adopted: Vec<_> = [&nodes.one, &nodes.two]
+        .iter()
+        .flat_map(|env| env.audit_events("crl.adopted"))
+        .filter(|e| e["fields"]["number"] == number)
+        .collect();
+    assert!(!adopted.is_empty(), "no crl.adopted entry for CRL {number}");
 
     let doc = nodes
         .one
@@ -342,6 +350,43 @@ fn both_nodes_serve_one_crl_and_its_number_never_goes_back() {
         crl_serials(crl).contains(&serial)
     });
     assert!(harness::crl_number(&listing) > harness::crl_number(&first));
+
+    // Something other than agentca writes the shared CRL: a far higher number, but not signed
+    // by the issuing CA (one bit of the signature flipped). Neither node serves it.
+    let adoptions =
+        a.metric("agentca_crl_adoptions_total") + b.metric("agentca_crl_adoptions_total");
+    let mut forged = listing.clone();
+    if let Some(last) = forged.last_mut() {
+        *last ^= 1;
+    }
+    let database = nodes.url.rsplit('/').next().unwrap();
+    agentca_testkit::postgres::shared()
+        .unwrap()
+        .psql(
+            database,
+            &format!(
+                "UPDATE shared_crl SET number = 999999, der = '\\x{}'::bytea",
+                hex::encode(&forged)
+            ),
+        )
+        .unwrap();
+    let kept = agentca_testkit::postgres::shared()
+        .unwrap()
+        .psql(database, "SELECT number, length(der) FROM shared_crl")
+        .unwrap();
+    assert_eq!(kept.trim(), format!("999999|{}", forged.len()));
+    std::thread::sleep(Duration::from_secs(5));
+    for node in [&a, &b] {
+        assert_eq!(
+            node.get("/crl").body,
+            listing,
+            "a node serves a CRL its CA never signed"
+        );
+    }
+    assert_eq!(
+        a.metric("agentca_crl_adoptions_total") + b.metric("agentca_crl_adoptions_total"),
+        adoptions
+    );
 }
 
 /// ARI-3 across nodes: a renewal request made through node A opens the window node B offers

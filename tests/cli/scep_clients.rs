@@ -24,6 +24,8 @@ pub(crate) struct ScepServer<'e> {
     pub(crate) env: &'e Env,
     /// The RA certificate (DER): requests are encrypted to it, replies signed by it.
     pub(crate) ra: Vec<u8>,
+    /// The `scep.refused` audit entries (by hash) a checked FAILURE has claimed.
+    refusals_claimed: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl<'e> ScepServer<'e> {
@@ -35,11 +37,16 @@ impl<'e> ScepServer<'e> {
     pub(crate) fn start_with(env: &'e Env, extra: &[&str]) -> Self {
         let mut cmd = serve_on_free_ports(env);
         cmd.args(extra);
-        let server = Server::start(cmd);
+        Self::of(Server::start(cmd), env)
+    }
+
+    /// A server already started on `env`'s data directory.
+    pub(crate) fn of(server: Server, env: &'e Env) -> Self {
         Self {
             server,
             env,
             ra: env.ca_der("scep-ra.pem"),
+            refusals_claimed: Default::default(),
         }
     }
 
@@ -78,19 +85,25 @@ impl<'e> ScepServer<'e> {
             .parse_reply(&response.body, &[&self.ra], key, &ScepOptions::LEGACY)
             .unwrap();
         if let CertRepOutcome::Failure(info) = &outcome {
-            // Every rejection writes an audit event, naming the transaction and the failInfo.
+            // Every rejection writes an audit event, naming the transaction and the failInfo:
+            // each FAILURE claims one entry of its own.
             let transaction = request.transaction_id().as_str();
             let refusals = self.env.audit_events("scep.refused");
-            assert!(
-                refusals
-                    .iter()
-                    .any(|e| e["fields"]["transaction"] == transaction
-                        && e["fields"]["fail_info"] == info.name()
-                        && e["fields"]["reason"].is_string()),
-                "no scep.refused audit entry for {} of transaction {transaction} among {} entries",
-                info.name(),
-                refusals.len()
-            );
+            let mut claimed = self.refusals_claimed.lock().unwrap();
+            let entry = refusals.iter().find(|e| {
+                e["fields"]["transaction"] == transaction
+                    && e["fields"]["fail_info"] == info.name()
+                    && e["fields"]["reason"].is_string()
+                    && !claimed.contains(e["hash"].as_str().unwrap_or_default())
+            });
+            let Some(entry) = entry else {
+                panic!(
+                    "no unclaimed scep.refused audit entry for {} of transaction {transaction} among {} entries",
+                    info.name(),
+                    refusals.len()
+                );
+            };
+            claimed.insert(entry["hash"].as_str().unwrap_or_default().to_owned());
         }
         outcome
     }

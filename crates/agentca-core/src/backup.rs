@@ -24,7 +24,8 @@
 //! revocations, serials issued after the snapshot (reserved again, so never reused; their
 //! certificates cannot come back because audit lines do not carry the DER), agents added or
 //! disabled, EAB keys spent, ACME accounts deactivated or re-keyed. The CRL number restarts
-//! above every number the snapshot, the audit logs (`crl.published`) and any published CRL
+//! above every number the snapshot, the audit logs (`crl.published`, and `crl.adopted` for
+//! the CRLs another node signed) and any published CRL
 //! files given show, plus a margin for numbers published where no log saw them.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -627,7 +628,9 @@ impl Replay {
                     self.accounts_rekeyed.insert(id.to_owned(), new.to_owned());
                 }
             }
-            "crl.published" => {
+            // A CRL another node signed and this node served counts as published here too:
+            // its number was seen by relying parties whichever log the signer's is.
+            "crl.published" | "crl.adopted" => {
                 if let Some(n) = f.get("number").and_then(Value::as_u64) {
                     self.crl_number = self.crl_number.max(n);
                 }
@@ -1363,6 +1366,7 @@ mod tests {
                 json!({"number": 41, "this_update": rfc3339(t(270))}),
             ),
             entry(12, t(280), "crl.published", json!({"number": 40})),
+            entry(13, t(285), "crl.adopted", json!({"number": 43})),
         ] {
             replay.visit(&e);
         }
@@ -1392,7 +1396,7 @@ mod tests {
     #[test]
     fn the_audit_log_is_folded_into_the_snapshot() {
         let replay = log();
-        assert_eq!(replay.crl_number, 41);
+        assert_eq!(replay.crl_number, 43);
         let mut records = snapshot();
         let mut report = RestoreReport::default();
         apply(

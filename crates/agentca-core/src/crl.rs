@@ -71,6 +71,21 @@ pub fn publish(authority: &Authority, now: OffsetDateTime, validity: Duration) -
     })
 }
 
+/// Records, durably, that this node serves `crl`, which another node signed (and
+/// [`read_signed`] checked): a restore from this node's data directory alone then numbers its
+/// CRLs above it, as it does above the node's own (REL-9).
+pub fn record_adopted(authority: &Authority, crl: &Crl) -> Result<()> {
+    authority.audit().append_durable(
+        "crl.adopted",
+        serde_json::json!({
+            "number": crl.number,
+            "this_update": crate::issuer::rfc3339(crl.this_update),
+            "entries": crl.entries,
+        }),
+    )?;
+    Ok(())
+}
+
 /// Reads a CRL that another node of this CA signed (as the store shares it): it must parse
 /// whole, name `ca` as its issuer and carry `ca`'s signature, so that a store written by
 /// something else cannot make a node serve a CRL its CA never signed.

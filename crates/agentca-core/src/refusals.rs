@@ -27,9 +27,10 @@ use crate::error::Result;
 pub const BURST: u32 = 1000;
 
 /// How many refusals per second are recorded, sustained.
-pub const PER_SECOND: u32 = 20;
+pub const PER_SECOND: u32 = 5;
 
-/// Text fields are cut to this many characters: a refusal's detail may quote the request.
+/// Text fields are cut to at most this many bytes as the log writes them (escapes counted): a
+/// refusal's detail may quote the request.
 const MAX_TEXT: usize = 256;
 
 /// The audit log's record of refused requests; see the module documentation.
@@ -78,11 +79,18 @@ impl RefusalLog {
             bucket.tokens -= 1.0;
             std::mem::take(&mut bucket.suppressed)
         };
-        if suppressed > 0 {
-            self.audit.append(
+        if suppressed > 0
+            && let Err(e) = self.audit.append(
                 "refusals.suppressed",
                 serde_json::json!({ "count": suppressed }),
-            )?;
+            )
+        {
+            // Counted again, for the next entry that gets through.
+            self.bucket
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .suppressed += suppressed;
+            return Err(e);
         }
         self.audit.append(event, cut_strings(fields))?;
         Ok(true)
@@ -96,13 +104,27 @@ fn cut_strings(fields: Value) -> Value {
                 .map(|(k, v)| (k, cut_strings(v)))
                 .collect::<Map<_, _>>(),
         ),
-        Value::String(s) if s.chars().count() > MAX_TEXT => {
-            let mut cut: String = s.chars().take(MAX_TEXT).collect();
-            cut.push('…');
-            Value::String(cut)
-        }
+        Value::String(s) => Value::String(cut_text(s)),
         other => other,
     }
+}
+
+/// `s`, or as much of it as fits [`MAX_TEXT`] bytes once written as JSON, and `…`.
+fn cut_text(s: String) -> String {
+    let mut written = 0;
+    for (at, c) in s.char_indices() {
+        written += match c {
+            '"' | '\\' => 2,
+            c if u32::from(c) < 0x20 || c == '\u{2028}' || c == '\u{2029}' => 6,
+            c => c.len_utf8(),
+        };
+        if written > MAX_TEXT {
+            let mut cut = s[..at].to_owned();
+            cut.push('…');
+            return cut;
+        }
+    }
+    s
 }
 
 #[cfg(test)]
@@ -126,16 +148,18 @@ mod tests {
         let path = dir.path().join("audit.log");
         let log = RefusalLog::new(Arc::new(AuditLog::open(&path).unwrap()));
         let flood = BURST + 50;
+        let started = Instant::now();
         let recorded = (0..flood)
             .filter(|i| {
                 log.record("acme.refused", serde_json::json!({ "n": i }))
                     .unwrap()
             })
             .count();
-        // The bucket refills while the loop runs, by a few entries at most.
+        // The bucket refills while the loop runs, by the rate over the loop's time.
+        let refilled = (started.elapsed().as_secs_f64() * f64::from(PER_SECOND)).ceil() as usize;
         assert!(
-            (BURST as usize..BURST as usize + 5).contains(&recorded),
-            "{recorded} recorded"
+            (BURST as usize..=BURST as usize + refilled).contains(&recorded),
+            "{recorded} recorded, {refilled} refilled"
         );
         let before = events(&path);
         assert_eq!(before.len(), recorded);
@@ -160,20 +184,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
         let log = RefusalLog::new(Arc::new(AuditLog::open(&path).unwrap()));
-        let long = "é".repeat(MAX_TEXT * 3);
+        let accents = "é".repeat(MAX_TEXT * 3);
+        let controls = "\u{1}".repeat(MAX_TEXT);
+        let short = "short \"enough\"".to_owned();
         assert!(
             log.record(
                 "acme.refused",
-                serde_json::json!({ "detail": long, "nested": { "detail": long }, "status": 400 })
+                serde_json::json!({
+                    "detail": accents,
+                    "nested": { "detail": controls },
+                    "short": short,
+                    "status": 400,
+                })
             )
             .unwrap()
         );
         let (_, fields) = events(&path).pop().unwrap();
         for text in [&fields["detail"], &fields["nested"]["detail"]] {
-            let text = text.as_str().unwrap();
-            assert_eq!(text.chars().count(), MAX_TEXT + 1);
-            assert!(text.ends_with('…'));
+            let written = serde_json::to_string(text).unwrap();
+            assert!(written.len() <= MAX_TEXT + 2 + '…'.len_utf8(), "{written}");
+            assert!(text.as_str().unwrap().ends_with('…'));
         }
+        assert_eq!(fields["short"], short);
         assert_eq!(fields["status"], 400);
     }
 }

@@ -10,7 +10,7 @@
 //! ([`crate::peers`]), after checking its CA's signature: a relying party balanced across the
 //! nodes then sees one CRL, not two whose numbers alternate.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use agentca_core::crl::{self, Crl};
@@ -32,6 +32,7 @@ pub(crate) struct ServedCrl {
     pub(crate) pem: Bytes,
     pub(crate) number: u64,
     pub(crate) this_update: OffsetDateTime,
+    pub(crate) next_update: OffsetDateTime,
     pub(crate) etag: HeaderValue,
     pub(crate) last_modified: HeaderValue,
 }
@@ -42,6 +43,8 @@ pub(crate) struct CrlPublisher {
     validity: Duration,
     served: RwLock<Option<Arc<ServedCrl>>>,
     publishing: Mutex<()>,
+    /// The highest number of a shared CRL that failed its check here.
+    refused_shared: AtomicU64,
     dirty: AtomicBool,
     wake: Notify,
     metrics: Arc<Metrics>,
@@ -66,6 +69,7 @@ impl CrlPublisher {
             validity,
             served: RwLock::new(None),
             publishing: Mutex::new(()),
+            refused_shared: AtomicU64::new(0),
             dirty: AtomicBool::new(false),
             wake: Notify::new(),
             metrics,
@@ -98,6 +102,15 @@ impl CrlPublisher {
                 return Err(e.into());
             }
         };
+        self.metrics.crl_publications.inc();
+        // Served here before it is offered to the others: sharing a CRL of megabytes may wait
+        // on the database, and this node's clients need not.
+        self.serve(&published);
+        tracing::info!(
+            number = published.number,
+            entries = published.entries,
+            "CRL published"
+        );
         let store = self.authority.store();
         if store.is_shared() {
             let shared = SharedCrl {
@@ -110,32 +123,47 @@ impl CrlPublisher {
                 tracing::warn!(number = published.number, error = %e, "CRL not shared with the other nodes");
             }
         }
-        self.metrics.crl_publications.inc();
-        self.serve(&published);
-        tracing::info!(
-            number = published.number,
-            entries = published.entries,
-            "CRL published"
-        );
         Ok(published)
     }
 
     /// Serves the CRL the store shares if its number is higher than the one served here
-    /// (blocking: one store read, and a signature check when there is one). Returns its
-    /// number if it is served now.
+    /// (blocking: one store read, a signature check and an audit sync when there is one).
+    /// Returns its number if it is served now. A shared CRL this node refused is not read
+    /// again: only a higher number is.
     pub(crate) fn adopt_shared(&self) -> Result<Option<u64>, ServerError> {
         let served = self.served().map_or(0, |s| s.number);
-        let Some(shared) = self.authority.store().shared_crl(served)? else {
+        let above = served.max(self.refused_shared.load(Ordering::SeqCst));
+        let Some(shared) = self.authority.store().shared_crl(above)? else {
             return Ok(None);
         };
-        let crl = crl::read_signed(self.authority.ca(), &shared.der)?;
-        if crl.number != shared.number {
-            return Err(agentca_core::Error::Der(format!(
-                "shared CRL: stored as number {} but carries {}",
-                shared.number, crl.number
-            ))
-            .into());
+        let checked = crl::read_signed(self.authority.ca(), &shared.der).and_then(|crl| {
+            if crl.number == shared.number {
+                Ok(crl)
+            } else {
+                Err(agentca_core::Error::Der(format!(
+                    "shared CRL: stored as number {} but carries {}",
+                    shared.number, crl.number
+                )))
+            }
+        });
+        let crl = match checked {
+            Ok(crl) => crl,
+            Err(e) => {
+                self.refused_shared
+                    .fetch_max(shared.number, Ordering::SeqCst);
+                return Err(e.into());
+            }
+        };
+        let _one = self
+            .publishing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.served().is_some_and(|s| s.number >= crl.number) {
+            return Ok(None);
         }
+        // Recorded before it is served, as this node's own CRLs are: a restore from this
+        // node's data directory alone must still number its CRLs above this one (REL-9).
+        crl::record_adopted(&self.authority, &crl)?;
         if !self.serve(&crl) {
             return Ok(None);
         }
@@ -143,18 +171,25 @@ impl CrlPublisher {
         Ok(Some(crl.number))
     }
 
-    /// On a store other nodes share, how long the served CRL stays recent: the time until
-    /// `interval` after its `thisUpdate`, at most `interval`; `None` once that has passed,
-    /// when nothing is served, and on an unshared store. A node serving a CRL another node
-    /// signed recently need not sign its own on its period.
-    pub(crate) fn recent_for(&self, interval: std::time::Duration) -> Option<std::time::Duration> {
+    /// On a store other nodes share, how long the served CRL stays recent enough that this
+    /// node need not sign its own on its period: until `interval` plus `grace` after its
+    /// `thisUpdate` (the grace lets the node that signed it sign the next one and this node
+    /// adopt it, instead of both signing), and never once less than half of this node's
+    /// validity is left before its `nextUpdate` (another node may use a shorter validity).
+    /// `None` once that has passed, when nothing is served, and on an unshared store.
+    pub(crate) fn recent_for(
+        &self,
+        interval: std::time::Duration,
+        grace: std::time::Duration,
+    ) -> Option<std::time::Duration> {
         if !self.authority.store().is_shared() {
             return None;
         }
         let served = self.served()?;
-        let interval = Duration::try_from(interval).ok()?;
-        let left = served.this_update + interval - OffsetDateTime::now_utc();
-        let left = std::time::Duration::try_from(left.min(interval)).ok()?;
+        let span = Duration::try_from(interval + grace).ok()?;
+        let until = (served.this_update + span).min(served.next_update - self.validity / 2);
+        let left = until - OffsetDateTime::now_utc();
+        let left = std::time::Duration::try_from(left.min(span)).ok()?;
         (!left.is_zero()).then_some(left)
     }
 
@@ -169,6 +204,7 @@ impl CrlPublisher {
             pem: Bytes::from(pem),
             number: crl.number,
             this_update: crl.this_update,
+            next_update: crl.next_update,
         });
         let mut slot = self
             .served

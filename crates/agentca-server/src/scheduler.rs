@@ -129,6 +129,11 @@ impl Scheduler {
     /// Starts every job; they end when `stop` turns true (blocking work checks `halt`).
     pub(crate) fn start(jobs: Jobs, stop: watch::Receiver<bool>, halt: Arc<AtomicBool>) -> Self {
         let mut tasks = Vec::with_capacity(4);
+        // Two polls: time for another node's CRL of this period to be adopted here.
+        let crl_grace = jobs
+            .peer_watch
+            .as_ref()
+            .map_or(Duration::ZERO, |watch| watch.interval * 2);
         if let Some(watch) = jobs.peer_watch {
             tasks.push(tokio::spawn(crate::peers::peer_watch_job(
                 watch,
@@ -140,6 +145,7 @@ impl Scheduler {
                 jobs.crl,
                 jobs.crl_interval,
                 jobs.crl_debounce,
+                crl_grace,
                 stop.clone(),
             )),
             tokio::spawn(ocsp_job(
@@ -177,15 +183,16 @@ async fn crl_job(
     crl: Arc<CrlPublisher>,
     interval: Duration,
     debounce: Duration,
+    grace: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut next = tokio::time::Instant::now() + interval;
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {
-                // Another node's CRL, adopted since this node last signed one, may still be
-                // recent: then this period's CRL would only add a number.
-                if let Some(wait) = crl.recent_for(interval) {
+                // The served CRL may be recent still (another node's, adopted since this node
+                // last signed one): then this period's CRL would only add a number.
+                if let Some(wait) = crl.recent_for(interval, grace) {
                     next = tokio::time::Instant::now() + wait;
                     continue;
                 }

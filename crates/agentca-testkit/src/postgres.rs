@@ -197,6 +197,30 @@ impl PgCluster {
         }
     }
 
+    /// Runs `sql` in `database` as the superuser, over the unix socket; returns psql's
+    /// unaligned output. For tests that play a writer other than agentca.
+    pub fn psql(&self, database: &str, sql: &str) -> Result<String, String> {
+        let output = Command::new(self.bin.join("psql"))
+            .arg("-h")
+            .arg(&self.dir)
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+            ])
+            .args(["-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("psql: {e}"))?;
+        if !output.status.success() {
+            return Err(format!("psql: {}", crate::tools::transcript(&output)));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
     /// Stops the server (fast shutdown), keeping its data.
     pub fn stop_server(&self) -> Result<(), String> {
         let data = self.data_dir();
@@ -321,24 +345,7 @@ impl PgCluster {
             "ALTER ROLE postgres PASSWORD '{}'",
             password.replace('\'', "''")
         );
-        let output = Command::new(self.bin.join("psql"))
-            .arg("-h")
-            .arg(&self.dir)
-            .args([
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-qAt",
-                "-c",
-                &sql,
-            ])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("psql: {e}"))?;
-        if !output.status.success() {
-            return Err(format!("psql: {}", crate::tools::transcript(&output)));
-        }
+        self.psql("postgres", &sql)?;
         self.tcp_needs_credentials = true;
         Ok(())
     }

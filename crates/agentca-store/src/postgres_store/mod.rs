@@ -493,15 +493,13 @@ fn redeem_batch(c: &mut Connection, batch: &[Redemption]) -> Result<Vec<Redeemed
         .collect()
 }
 
-/// Microseconds since the Unix epoch, as revocations are stamped.
-/// CRL numbers as the `bigint` columns hold them (agentca's numbers stay far below 2^63).
+/// A CRL number as the `bigint` column holds it (agentca's numbers stay far below 2^63).
 fn crl_number_column(number: u64) -> Result<i64> {
-    i64::try_from(number).map_err(|_| StoreError::Corrupt {
-        key: "shared_crl".into(),
-        reason: format!("CRL number {number} does not fit the database"),
-    })
+    i64::try_from(number)
+        .map_err(|_| StoreError::Backend(format!("CRL number {number} does not fit the database")))
 }
 
+/// Microseconds since the Unix epoch, as revocations are stamped.
 fn unix_micros(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(i64::MIN)
 }
@@ -1307,7 +1305,8 @@ impl Store for PostgresStore {
     }
 
     fn shared_crl(&self, above: u64) -> Result<Option<SharedCrl>> {
-        let above = crl_number_column(above)?;
+        // Nothing the column holds is above its own maximum.
+        let above = i64::try_from(above).unwrap_or(i64::MAX);
         self.pool.run(move |c| {
             let rows = c.query(
                 "SELECT number, this_update, der FROM shared_crl WHERE id = 1 AND number > $1",
