@@ -90,6 +90,7 @@ pub fn record_adopted(authority: &Authority, crl: &Crl) -> Result<()> {
 /// whole, name `ca` as its issuer and carry `ca`'s signature, so that a store written by
 /// something else cannot make a node serve a CRL its CA never signed.
 pub fn read_signed(ca: &IssuingCa, der: &[u8]) -> Result<Crl> {
+    use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtension};
     use x509_parser::prelude::FromDer;
     use x509_parser::revocation_list::CertificateRevocationList;
     let bad = |why: &str| Error::Der(format!("shared CRL: {why}"));
@@ -104,6 +105,20 @@ pub fn read_signed(ca: &IssuingCa, der: &[u8]) -> Result<Crl> {
     }
     crl.verify_signature(issuing.public_key())
         .map_err(|_| bad("not signed by the issuing CA"))?;
+    // Its scope must be this node's CRL URL, the one this node's certificates name (RFC 5280
+    // §6.3.3 has relying parties check it): nodes configured with other URLs do not share.
+    let scope = crl
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::IssuingDistributionPoint(idp) => idp.distribution_point.as_ref(),
+            _ => None,
+        });
+    let names_ours = matches!(scope, Some(DistributionPointName::FullName(names))
+        if names.iter().any(|n| matches!(n, GeneralName::URI(uri) if *uri == ca.urls().crl)));
+    if !names_ours {
+        return Err(bad("another distribution point"));
+    }
     let digits = crl
         .crl_number()
         .ok_or_else(|| bad("no CRL number"))?

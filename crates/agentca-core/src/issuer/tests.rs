@@ -1329,6 +1329,22 @@ fn a_shared_crl_is_read_only_if_the_issuing_ca_signed_it() {
     trailing.push(0);
     refused(&trailing, "trailing bytes");
     refused(b"not a CRL", "not a CRL");
+    // Signed by the same key, but for another CRL URL (a node with another base URL).
+    let mut urls = t.authority.ca().urls().clone();
+    urls.crl = "http://elsewhere.example/crl".into();
+    let key =
+        t.ca.signer("issuing.key", &Protection::InsecurePlaintext)
+            .unwrap();
+    let elsewhere = IssuingCa::new(
+        Arc::new(key),
+        t.issuing.clone(),
+        urls,
+        t.authority.ca().trust_domain().to_owned(),
+        Vec::new(),
+    )
+    .unwrap();
+    let scoped = crl::build(&elsewhere, 99, now, now + Duration::days(1), &[]).unwrap();
+    refused(&scoped, "another distribution point");
 }
 
 // ---------------------------------------------------------------------------------------------
