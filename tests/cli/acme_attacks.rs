@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use x509_parser::prelude::FromDer;
 
 use super::harness::{AcmeOptions, AcmeServer};
-use super::support::Env;
+use super::support::{AuditClaims, Env};
 
 const SIGNATURES: &str = "agentca_issuing_ca_signatures_total";
 const ISSUED: &str = "agentca_certificates_issued_total";
@@ -36,8 +36,8 @@ const ISSUED: &str = "agentca_certificates_issued_total";
 struct Fx<'e> {
     srv: AcmeServer<'e>,
     c: AcmeClient,
-    /// The `acme.refused` audit entries (by hash) that a checked refusal has claimed.
-    refusals_claimed: std::cell::RefCell<std::collections::HashSet<String>>,
+    /// The `acme.refused` audit entries that checked refusals have claimed.
+    refusals: AuditClaims,
 }
 
 impl<'e> Fx<'e> {
@@ -51,7 +51,7 @@ impl<'e> Fx<'e> {
         Self {
             srv,
             c,
-            refusals_claimed: Default::default(),
+            refusals: AuditClaims::default(),
         }
     }
 
@@ -111,24 +111,14 @@ impl<'e> Fx<'e> {
             r.text()
         );
         r.assert_problem(status, kind);
-        // Every rejection writes an audit event (the plan's rule for every row): each checked
-        // refusal claims one entry of its own.
-        let refusals = self.srv.env.audit_events("acme.refused");
-        let mut claimed = self.refusals_claimed.borrow_mut();
-        let entry = refusals.iter().find(|e| {
-            e["fields"]["type"] == kind
-                && e["fields"]["status"] == status
-                && e["fields"]["detail"].is_string()
-                && !claimed.contains(e["hash"].as_str().unwrap_or_default())
-        });
-        let Some(entry) = entry else {
-            panic!(
-                "{what}: no unclaimed acme.refused audit entry for {status} {kind} ({} entries, {} claimed)",
-                refusals.len(),
-                claimed.len(),
-            );
-        };
-        claimed.insert(entry["hash"].as_str().unwrap_or_default().to_owned());
+        // Every rejection writes an audit event (the plan's rule for every row).
+        self.srv
+            .env
+            .claim_audit_entry(&self.refusals, "acme.refused", what, |e| {
+                e["fields"]["type"] == kind
+                    && e["fields"]["status"] == status
+                    && e["fields"]["detail"].is_string()
+            });
         self.redeem(r.nonce().unwrap());
         assert_eq!(
             self.signatures(),
@@ -1104,32 +1094,26 @@ fn acme_a4_an_expired_credential_is_refused() {
     let fx = Fx::start(&env);
     let sigs = fx.signatures();
     let key = AccountKey::es256();
-    let binding = eab_jws(
-        &eab,
-        &key.jwk(),
-        &fx.c.url("new-account"),
-        &EabKnobs::default(),
-    );
-    let r =
-        fx.c.new_account_raw(&key, &json!({"externalAccountBinding": binding}));
+    let new_account = |eab: &Eab| {
+        let binding = eab_jws(
+            eab,
+            &key.jwk(),
+            &fx.c.url("new-account"),
+            &EabKnobs::default(),
+        );
+        fx.c.new_account_raw(&key, &json!({"externalAccountBinding": binding}))
+    };
+    let r = new_account(&eab);
     fx.refused("A4 expired kid", &r, 403, "unauthorized", sigs);
     assert_eq!(fx.account_of_key(&key), None, "an account was created");
     // The control: the same kind of credential, unexpired, binds the same key.
     let fresh = fx.srv.env.json(&[
         "token", "create", "--agent", &agent, "--for", "acme", "--ttl", "1m",
     ]);
-    let fresh = Eab::new(
+    let r = new_account(&Eab::new(
         fresh["kid"].as_str().unwrap(),
         fresh["hmac"].as_str().unwrap(),
-    );
-    let binding = eab_jws(
-        &fresh,
-        &key.jwk(),
-        &fx.c.url("new-account"),
-        &EabKnobs::default(),
-    );
-    let r =
-        fx.c.new_account_raw(&key, &json!({"externalAccountBinding": binding}));
+    ));
     assert_eq!(r.status, 201, "{}", r.text());
 }
 

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::acme_clients::{ocsp_status_at, spki_of_key};
 use super::harness::{HttpResponse, Server, http, serve_on_free_ports};
-use super::support::{BASE_URL, Env, now, pem_certs, serial_hex};
+use super::support::{AuditClaims, BASE_URL, Env, now, pem_certs, serial_hex};
 
 /// A running `serve` with SCEP, and what a client needs to talk to it.
 pub(crate) struct ScepServer<'e> {
@@ -24,8 +24,8 @@ pub(crate) struct ScepServer<'e> {
     pub(crate) env: &'e Env,
     /// The RA certificate (DER): requests are encrypted to it, replies signed by it.
     pub(crate) ra: Vec<u8>,
-    /// The `scep.refused` audit entries (by hash) a checked FAILURE has claimed.
-    refusals_claimed: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The `scep.refused` audit entries that checked FAILUREs have claimed.
+    refusals: AuditClaims,
 }
 
 impl<'e> ScepServer<'e> {
@@ -46,7 +46,7 @@ impl<'e> ScepServer<'e> {
             server,
             env,
             ra: env.ca_der("scep-ra.pem"),
-            refusals_claimed: Default::default(),
+            refusals: AuditClaims::default(),
         }
     }
 
@@ -85,25 +85,18 @@ impl<'e> ScepServer<'e> {
             .parse_reply(&response.body, &[&self.ra], key, &ScepOptions::LEGACY)
             .unwrap();
         if let CertRepOutcome::Failure(info) = &outcome {
-            // Every rejection writes an audit event, naming the transaction and the failInfo:
-            // each FAILURE claims one entry of its own.
+            // Every rejection writes an audit event, naming the transaction and the failInfo.
             let transaction = request.transaction_id().as_str();
-            let refusals = self.env.audit_events("scep.refused");
-            let mut claimed = self.refusals_claimed.lock().unwrap();
-            let entry = refusals.iter().find(|e| {
-                e["fields"]["transaction"] == transaction
-                    && e["fields"]["fail_info"] == info.name()
-                    && e["fields"]["reason"].is_string()
-                    && !claimed.contains(e["hash"].as_str().unwrap_or_default())
-            });
-            let Some(entry) = entry else {
-                panic!(
-                    "no unclaimed scep.refused audit entry for {} of transaction {transaction} among {} entries",
-                    info.name(),
-                    refusals.len()
-                );
-            };
-            claimed.insert(entry["hash"].as_str().unwrap_or_default().to_owned());
+            self.env.claim_audit_entry(
+                &self.refusals,
+                "scep.refused",
+                &format!("{} of transaction {transaction}", info.name()),
+                |e| {
+                    e["fields"]["transaction"] == transaction
+                        && e["fields"]["fail_info"] == info.name()
+                        && e["fields"]["reason"].is_string()
+                },
+            );
         }
         outcome
     }

@@ -325,6 +325,33 @@ impl Env {
             .collect()
     }
 
+    /// Claims, in `claims`, the first entry of `event` not claimed before for which `matches`
+    /// holds: each checked refusal must have an audit entry of its own. Panics, naming `what`,
+    /// when there is none.
+    #[track_caller]
+    pub(crate) fn claim_audit_entry(
+        &self,
+        claims: &AuditClaims,
+        event: &str,
+        what: &str,
+        matches: impl Fn(&Value) -> bool,
+    ) {
+        let entries = self.audit_events(event);
+        let mut claimed = claims.0.lock().unwrap();
+        let hash = |e: &Value| e["hash"].as_str().unwrap_or_default().to_owned();
+        let Some(entry) = entries
+            .iter()
+            .find(|e| matches(e) && !claimed.contains(&hash(e)))
+        else {
+            panic!(
+                "{what}: no unclaimed {event} audit entry that fits ({} entries, {} claimed)",
+                entries.len(),
+                claimed.len()
+            );
+        };
+        claimed.insert(hash(entry));
+    }
+
     /// `audit verify --output json`; must succeed and report an intact log.
     pub(crate) fn assert_audit_intact(&self) -> Value {
         let mut args = vec!["audit".into(), "verify".into()];
@@ -497,6 +524,10 @@ pub(crate) fn libfaketime() -> Option<PathBuf> {
 pub(crate) fn move_clock(cmd: &mut Command, lib: &Path, offset: &str) {
     cmd.env("LD_PRELOAD", lib).env("FAKETIME", offset);
 }
+
+/// The audit entries (by hash) that checks have claimed; see [`Env::claim_audit_entry`].
+#[derive(Debug, Default)]
+pub(crate) struct AuditClaims(std::sync::Mutex<std::collections::HashSet<String>>);
 
 pub(crate) fn serial_of(doc: &Value) -> String {
     doc["serial"].as_str().unwrap().to_owned()
