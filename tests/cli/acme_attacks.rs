@@ -118,6 +118,7 @@ impl<'e> Fx<'e> {
                 e["fields"]["type"] == kind
                     && e["fields"]["status"] == status
                     && e["fields"]["detail"].is_string()
+                    && e["fields"]["client"] == "127.0.0.1"
             });
         self.redeem(r.nonce().unwrap());
         assert_eq!(

@@ -470,7 +470,11 @@ fn unparseable_input_gets_400_and_nothing_else() {
     let refusals = env.audit_events("scep.refused");
     let unparseable = refusals
         .iter()
-        .filter(|e| e["fields"]["request"] == "unparseable" && e["fields"]["status"] == 400)
+        .filter(|e| {
+            e["fields"]["request"] == "unparseable"
+                && e["fields"]["status"] == 400
+                && e["fields"]["client"] == "127.0.0.1"
+        })
         .count();
     assert_eq!(
         unparseable, refused_with_400,

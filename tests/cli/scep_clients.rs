@@ -95,6 +95,7 @@ impl<'e> ScepServer<'e> {
                     e["fields"]["transaction"] == transaction
                         && e["fields"]["fail_info"] == info.name()
                         && e["fields"]["reason"].is_string()
+                        && e["fields"]["client"] == "127.0.0.1"
                 },
             );
         }

@@ -3,13 +3,14 @@
 //! headers every answer carries: a fresh `Replay-Nonce`, `Link: <directory>;rel="index"` and
 //! `Cache-Control: no-store`, errors included.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use agentca_core::issuer::{InFlightGuard, StagedIssuance};
 use agentca_core::store::{RequestSubject, blocking_section};
 use axum::Router;
 use axum::body::{Body as HttpBody, Bytes};
-use axum::extract::{Path, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -351,6 +352,7 @@ async fn protocol_headers(State(service): Svc, request: Request, next: Next) -> 
     let index = links_for(request.headers()).ok().map(|l| l.directory());
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    let client = client_of(&request);
     let mut response = next.run(request).await;
     let is_problem = response
         .headers()
@@ -371,6 +373,7 @@ async fn protocol_headers(State(service): Svc, request: Request, next: Next) -> 
         && let Some(refused) = response.extensions().get::<Refused>()
     {
         let fields = json!({
+            "client": client,
             "method": method.as_str(),
             "path": path,
             "status": response.status().as_u16(),
@@ -422,6 +425,14 @@ fn respond(reply: Reply) -> Response {
         );
     }
     response
+}
+
+/// The client's IP address, when the listener recorded it.
+fn client_of(request: &Request) -> Option<String> {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip().to_string())
 }
 
 /// What a problem answer said, for the audit log's record of the refusal.

@@ -1,9 +1,11 @@
 //! Accept loops: connection limits, timeouts, TLS, and draining at shutdown.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -11,6 +13,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
 
 use crate::metrics::{Listener, ListenerLabels, Metrics};
 
@@ -62,9 +65,9 @@ pub(crate) async fn serve(
             },
             _ = crate::scheduler::stopped(&mut stop) => break,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!(error = %e, listener = label.as_str(), "accept failed");
@@ -81,7 +84,7 @@ pub(crate) async fn serve(
         tokio::spawn(async move {
             let _permit = permit;
             let _open = OpenConnection::new(metrics, label);
-            handle(stream, router, tls, limits, watcher).await;
+            handle(stream, peer, router, tls, limits, watcher).await;
         });
     }
     drop(listener);
@@ -98,12 +101,18 @@ pub(crate) async fn serve(
 
 async fn handle(
     stream: TcpStream,
+    peer: SocketAddr,
     router: Router,
     tls: Option<TlsAcceptor>,
     limits: ConnLimits,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
     let _ = stream.set_nodelay(true);
+    // The client's address, for handlers that record who asked (refusals in the audit log).
+    let router = router.map_request(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        request
+    });
     let service = TowerToHyperService::new(router);
     let mut builder = http1::Builder::new();
     builder

@@ -1,5 +1,7 @@
 //! The blocking part of a PKIOperation: dispatch, authentication and staging an issuance.
 
+use std::net::IpAddr;
+
 use agentca_core::csr::CertificateRequest;
 use agentca_core::issuer::{IssueRequest, StagedIssuance};
 use agentca_core::store::{EnrollmentMethod, ScepTransaction, SerialEntry, StoreError};
@@ -40,7 +42,7 @@ struct Requester {
 }
 
 impl ScepService {
-    pub(super) fn handle(&self, body: &[u8]) -> Step {
+    pub(super) fn handle(&self, body: &[u8], client: Option<IpAddr>) -> Step {
         let message = match UnverifiedMessage::parse(body) {
             Ok(m) => m,
             Err(e) => {
@@ -61,6 +63,7 @@ impl ScepService {
                     kind,
                     &message.reply_to(),
                     Refusal::bad_request(format!("messageType {other} is not served")),
+                    client,
                 );
             }
         }
@@ -68,7 +71,7 @@ impl ScepService {
             Ok(pki) => pki,
             Err(e) => {
                 let refusal = Refusal::new(e.fail_info(), format!("signature: {e}"));
-                return self.failure(kind, &message.reply_to(), refusal);
+                return self.failure(kind, &message.reply_to(), refusal, client);
             }
         };
         let reply_to = pki.reply_to();
@@ -77,13 +80,13 @@ impl ScepService {
                 FailInfo::BadAlg,
                 "the signer's key is not RSA, so no reply envelope could reach it",
             );
-            return self.failure(kind, &reply_to, refusal);
+            return self.failure(kind, &reply_to, refusal, client);
         }
         let request = match pki.decrypt(&self.ra, &self.options) {
             Ok(r) => r,
             Err(e) => {
                 let refusal = Refusal::new(e.fail_info(), format!("envelope: {e}"));
-                return self.failure(kind, &reply_to, refusal);
+                return self.failure(kind, &reply_to, refusal, client);
             }
         };
         let result = match pki.message_type() {
@@ -95,7 +98,7 @@ impl ScepService {
         };
         match result {
             Ok(step) => step,
-            Err(refusal) => self.failure(kind, &reply_to, refusal),
+            Err(refusal) => self.failure(kind, &reply_to, refusal, client),
         }
     }
 

@@ -2,12 +2,13 @@
 //! GET (`message=` base64) or POST (the DER body). `/scep/pkiclient.exe` is the same endpoint,
 //! for clients that append the path of the first SCEP servers.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{Extensions, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
@@ -32,11 +33,16 @@ async fn scep(
     State(service): State<Arc<ScepService>>,
     method: Method,
     uri: Uri,
+    extensions: Extensions,
     body: Bytes,
 ) -> Response {
-    let response = operation(&service, &method, &uri, &body).await;
+    let client = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
+    let response = operation(&service, client, &method, &uri, &body).await;
     if let Some(BadInput(reason)) = response.extensions().get::<BadInput>() {
         service.record_refusal(serde_json::json!({
+            "client": client.map(|ip| ip.to_string()),
             "request": RequestKind::Unparseable.as_str(),
             "status": response.status().as_u16(),
             "reason": reason,
@@ -47,6 +53,7 @@ async fn scep(
 
 async fn operation(
     service: &Arc<ScepService>,
+    client: Option<IpAddr>,
     method: &Method,
     uri: &Uri,
     body: &Bytes,
@@ -78,7 +85,7 @@ async fn operation(
                     }
                 }
             };
-            match service.pki_operation(message).await {
+            match service.pki_operation(message, client).await {
                 ScepReply::CertRep(bytes) => with_type(StatusCode::OK, PKI_MESSAGE, bytes),
                 ScepReply::BadInput(reason) => bad_request(&reason),
                 // The reason was logged; the client learns only that it may retry.

@@ -32,6 +32,7 @@ mod enroll;
 mod http;
 mod in_progress;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -244,11 +245,16 @@ impl ScepService {
     /// thread: RSA, the store, the wait for the commit thread (about a millisecond) and the
     /// reply's signature. Handing the request from thread to thread around that wait cost more
     /// CPU than holding the thread does.
-    pub async fn pki_operation(self: &Arc<Self>, body: Vec<u8>) -> ScepReply {
+    /// `client` is the requester's address, for the audit log's record of a refusal.
+    pub async fn pki_operation(
+        self: &Arc<Self>,
+        body: Vec<u8>,
+        client: Option<IpAddr>,
+    ) -> ScepReply {
         let in_flight = self.authority.in_flight().enter();
         let worker = self.clone();
         match tokio::task::spawn_blocking(move || {
-            blocking_section(|| worker.answer(&body, &in_flight))
+            blocking_section(|| worker.answer(&body, &in_flight, client))
         })
         .await
         {
@@ -258,8 +264,8 @@ impl ScepService {
     }
 
     /// [`ScepService::pki_operation`] on the blocking thread.
-    fn answer(&self, body: &[u8], in_flight: &InFlightGuard) -> ScepReply {
-        let (kind, issuing) = match self.handle(body) {
+    fn answer(&self, body: &[u8], in_flight: &InFlightGuard, client: Option<IpAddr>) -> ScepReply {
+        let (kind, issuing) = match self.handle(body, client) {
             enroll::Step::Done(kind, reply, answer) => {
                 self.events.answered(kind, answer);
                 return reply;
@@ -325,7 +331,13 @@ impl ScepService {
     }
 
     /// A FAILURE CertRep, or 503 if the CA failed or even that cannot be signed.
-    fn failure(&self, kind: RequestKind, reply_to: &ReplyTo, refusal: Refusal) -> enroll::Step {
+    fn failure(
+        &self,
+        kind: RequestKind,
+        reply_to: &ReplyTo,
+        refusal: Refusal,
+        client: Option<IpAddr>,
+    ) -> enroll::Step {
         let Some(fail_info) = refusal.fail_info else {
             tracing::warn!(
                 request = kind.as_str(),
@@ -347,6 +359,7 @@ impl ScepService {
             "SCEP request refused"
         );
         self.record_refusal(serde_json::json!({
+            "client": client.map(|ip| ip.to_string()),
             "request": kind.as_str(),
             "transaction": reply_to.transaction_id().as_str(),
             "fail_info": fail_info.name(),
