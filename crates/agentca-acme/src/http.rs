@@ -350,9 +350,13 @@ async fn protocol_headers(State(service): Svc, request: Request, next: Next) -> 
         return next.run(request).await;
     }
     let index = links_for(request.headers()).ok().map(|l| l.directory());
+    // Cheap copies: the refusal record that needs them is the rare case.
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let client = client_of(&request);
+    let uri = request.uri().clone();
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
     let mut response = next.run(request).await;
     let is_problem = response
         .headers()
@@ -373,9 +377,9 @@ async fn protocol_headers(State(service): Svc, request: Request, next: Next) -> 
         && let Some(refused) = response.extensions().get::<Refused>()
     {
         let fields = json!({
-            "client": client,
+            "client": client.map(|ip| ip.to_string()),
             "method": method.as_str(),
-            "path": path,
+            "path": uri.path(),
             "status": response.status().as_u16(),
             "type": refused.kind,
             "detail": refused.detail,
@@ -425,14 +429,6 @@ fn respond(reply: Reply) -> Response {
         );
     }
     response
-}
-
-/// The client's IP address, when the listener recorded it.
-fn client_of(request: &Request) -> Option<String> {
-    request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0.ip().to_string())
 }
 
 /// What a problem answer said, for the audit log's record of the refusal.

@@ -682,12 +682,7 @@ fn published_crl(path: &Path, issuing_der: &[u8]) -> Result<(u64, OffsetDateTime
     if crl.issuer().as_raw() != issuing.subject().as_raw() {
         return Err(bad("not issued by this CA's issuing CA"));
     }
-    let number = crl.crl_number().ok_or_else(|| bad("has no CRL number"))?;
-    let digits = number.to_bytes_be();
-    if digits.len() > 8 {
-        return Err(bad("its CRL number is larger than agentca's"));
-    }
-    let number = digits.iter().fold(0u64, |n, d| (n << 8) | u64::from(*d));
+    let number = crate::crl::number_of(&crl).map_err(bad)?;
     let this_update = crl.last_update().to_datetime();
     Ok((number, this_update))
 }

@@ -119,21 +119,26 @@ pub fn read_signed(ca: &IssuingCa, der: &[u8]) -> Result<Crl> {
     if !names_ours {
         return Err(bad("another distribution point"));
     }
-    let digits = crl
-        .crl_number()
-        .ok_or_else(|| bad("no CRL number"))?
-        .to_bytes_be();
-    if digits.len() > 8 {
-        return Err(bad("CRL number out of range"));
-    }
+    let number = number_of(&crl).map_err(bad)?;
     let next_update = crl.next_update().ok_or_else(|| bad("no nextUpdate"))?;
     Ok(Crl {
-        number: digits.iter().fold(0u64, |n, d| (n << 8) | u64::from(*d)),
+        number,
         this_update: crl.last_update().to_datetime(),
         next_update: next_update.to_datetime(),
         entries: crl.iter_revoked_certificates().count(),
         der: der.to_vec(),
     })
+}
+
+/// A parsed CRL's number, if it has one agentca could have given.
+pub(crate) fn number_of(
+    crl: &x509_parser::revocation_list::CertificateRevocationList<'_>,
+) -> std::result::Result<u64, &'static str> {
+    let digits = crl.crl_number().ok_or("has no CRL number")?.to_bytes_be();
+    if digits.len() > 8 {
+        return Err("its CRL number is larger than agentca's");
+    }
+    Ok(digits.iter().fold(0u64, |n, d| (n << 8) | u64::from(*d)))
 }
 
 /// Builds and signs a CRL from the given entries (no store involved).

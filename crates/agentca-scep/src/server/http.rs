@@ -5,10 +5,11 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{Extensions, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
@@ -33,12 +34,10 @@ async fn scep(
     State(service): State<Arc<ScepService>>,
     method: Method,
     uri: Uri,
-    extensions: Extensions,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     body: Bytes,
 ) -> Response {
-    let client = extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0.ip());
+    let client = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
     let response = operation(&service, client, &method, &uri, &body).await;
     if let Some(BadInput(reason)) = response.extensions().get::<BadInput>() {
         service.record_refusal(serde_json::json!({
