@@ -191,7 +191,7 @@ pub(crate) fn spki_of_key(key: &Path) -> Vec<u8> {
 }
 
 /// The DNS names of a certificate's subjectAltName, in order, and its URI names.
-fn san_names(der: &[u8]) -> (Vec<String>, Vec<String>) {
+pub(crate) fn san_names(der: &[u8]) -> (Vec<String>, Vec<String>) {
     let (_, cert) = X509Certificate::from_der(der).unwrap();
     let san = cert.subject_alternative_name().unwrap().unwrap();
     let mut dns = Vec::new();

@@ -9,6 +9,7 @@ use agentca_scep::client::{RequestBuilder, SignerKey, Tamper};
 use agentca_scep::{ContentCipher, FailInfo, TransactionId};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use super::acme_clients::san_names;
 use super::scep_clients::{ScepServer, fail_info, issued, pkcs_req, rsa_key};
 use super::support::{Env, serial_hex};
 
@@ -376,10 +377,43 @@ fn renewals_need_a_current_certificate_of_ours() {
     };
     assert_eq!(renewal(&csr, &forged), FailInfo::BadMessageCheck);
 
-    // Signed by a revoked certificate of ours, it does not.
+    // A PKCSReq whose challenge is spent, signed by the current certificate, is a renewal
+    // too (how certmonger renews); signed by the transient certificate it is refused for the
+    // challenge, with no signature.
+    let spent = |signer: &[u8]| {
+        RequestBuilder::pkcs_req(&parts.csr, &key, signer, &server.ra)
+            .build()
+            .unwrap()
+    };
+    assert_eq!(
+        fail_info(server.exchange(&spent(&transient), &key)),
+        FailInfo::BadRequest
+    );
+    assert_eq!(server.ca_signatures(), signatures);
+    let renewed = issued(server.exchange(&spent(&current), &key));
+    assert_eq!(san_names(&renewed).1, vec![agent.clone()]);
+
+    // A live challenge wins over the signer: signed by this agent's certificate, a PKCSReq
+    // with the other agent's challenge enrolls the other agent (and spends the challenge).
+    let (theirs, _) = pkcs_req(&server, &key, Some(&server.challenge(&other)));
+    let request = RequestBuilder::pkcs_req(&theirs.csr, &key, &current, &server.ra)
+        .build()
+        .unwrap();
+    assert_eq!(
+        san_names(&issued(server.exchange(&request, &key))).1,
+        vec![other.clone()]
+    );
+    let signatures = server.ca_signatures();
+
+    // Signed by a revoked certificate of ours, neither a RenewalReq nor a PKCSReq with a spent
+    // challenge is granted.
     let serial = serial_hex(&current);
     env.run(&["revoke", &serial]).success();
     assert_eq!(renewal(&csr, &current), FailInfo::BadRequest);
+    assert_eq!(
+        fail_info(server.exchange(&spent(&current), &key)),
+        FailInfo::BadRequest
+    );
     assert_eq!(server.ca_signatures(), signatures);
 }
 

@@ -11,7 +11,10 @@
 //!
 //! EAB key ids are URL-safe base64 of 128 random bits (no `:`, which uacme uses as a
 //! separator); HMAC keys are 256 random bits as unpadded base64url (lego and uacme reject
-//! padding).
+//! padding). SCEP challenges are 256 random bits in lowercase hex: clients put the challenge
+//! into the CSR's challengePassword as they like, certmonger always as a PrintableString,
+//! whose alphabet has no `_` (X.680 §41.4), so a base64url challenge would make its CSR
+//! invalid DER.
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::hkdf::{HKDF_SHA256, Salt};
@@ -184,7 +187,10 @@ pub fn new_token(
     let now = crate::profile::whole_seconds(now);
     let mut secret_bytes = Zeroizing::new([0u8; 32]);
     random_unhyphenated(secret_bytes.as_mut())?;
-    let secret = Zeroizing::new(URL_SAFE_NO_PAD.encode(secret_bytes.as_ref()));
+    let secret = Zeroizing::new(match kind {
+        TokenKind::Scep => hex::encode(secret_bytes.as_ref()),
+        _ => URL_SAFE_NO_PAD.encode(secret_bytes.as_ref()),
+    });
     let mut record = TokenRecord {
         id: String::new(),
         kind,
@@ -266,6 +272,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.record.id, scep_token_id(&t.secret));
+        // 256 bits in characters every ASN.1 string type of a challengePassword can carry.
+        assert_eq!(t.secret.len(), 64);
+        assert!(
+            t.secret
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        );
         assert!(!t.record.verifier.contains(t.secret.as_str()));
         assert!(scep_challenge_matches(&t.record, &t.secret));
         assert!(!scep_challenge_matches(&t.record, "guess"));

@@ -73,9 +73,11 @@ impl CertRep<'_> {
     /// (FAILURE only), transactionID and recipientNonce from the request, a fresh senderNonce,
     /// and signingTime when set. The digest is SHA-256, or SHA-1 when the request used SHA-1
     /// and [`ScepOptions::legacy`] is on. The RA certificate is the one certificate in
-    /// `certificates`. FAILURE and PENDING carry no eContent: RFC 8894 omits the
-    /// pkcsPKIEnvelope for them, and the messageDigest is then that of empty content (what
-    /// micromdm's client checks).
+    /// `certificates`. FAILURE and PENDING carry no pkcsPKIEnvelope (RFC 8894 §3.3.2) but an
+    /// empty id-data eContent rather than none: OpenSSL's `PKCS7_verify`, which certmonger's
+    /// `scep-submit` uses, refuses a SignedData without content ("no content") and would
+    /// report the CA unreachable instead of the failure. The messageDigest is that of the
+    /// empty content either way (what micromdm's client checks).
     pub fn encode(&self, ra: &RaIdentity, options: &ScepOptions) -> Result<Vec<u8>> {
         let digest = if self.reply_to.digest == DigestAlgorithm::Sha1 && options.legacy {
             DigestAlgorithm::Sha1
@@ -110,8 +112,8 @@ impl CertRep<'_> {
                     Some(self.seal(&inner, cipher, options)?),
                 )
             }
-            CertRepStatus::Failure(_) => (PkiStatus::Failure, None),
-            CertRepStatus::Pending => (PkiStatus::Pending, None),
+            CertRepStatus::Failure(_) => (PkiStatus::Failure, Some(Vec::new())),
+            CertRepStatus::Pending => (PkiStatus::Pending, Some(Vec::new())),
         };
 
         let mut attributes = vec![

@@ -150,7 +150,7 @@ impl ScepService {
 
         let now = OffsetDateTime::now_utc();
         let requester = match pki.message_type() {
-            MessageType::PkcsReq => self.challenged(&csr, now)?,
+            MessageType::PkcsReq => self.challenged_or_renewing(&csr, pki, now)?,
             _ => self.renewing(pki.signer_certificate(), now)?,
         };
         let issue = IssueRequest {
@@ -208,7 +208,29 @@ impl ScepService {
         }
     }
 
-    /// PKCSReq: the challengePassword must be a live SCEP token; it names the agent.
+    /// PKCSReq: a live challenge names the agent; without one, a PKCSReq signed by a current
+    /// certificate of ours is a renewal. certmonger renews that way (a PKCSReq signed with the
+    /// certificate it holds, the spent challenge still in its CSR, also where RenewalReq is
+    /// advertised); a signer that would pass as a RenewalReq's gains nothing more by it. When
+    /// neither holds, the answer names the challenge's fault, the one a client can fix.
+    fn challenged_or_renewing(
+        &self,
+        csr: &CertificateRequest,
+        pki: &PkiMessage,
+        now: OffsetDateTime,
+    ) -> Result<Requester, Refusal> {
+        match self.challenged(csr, now) {
+            Ok(requester) => Ok(requester),
+            Err(refusal) if refusal.fail_info.is_none() => Err(refusal),
+            Err(refusal) => match self.renewing(pki.signer_certificate(), now) {
+                Ok(requester) => Ok(requester),
+                Err(renewal) if renewal.fail_info.is_none() => Err(renewal),
+                Err(_) => Err(refusal),
+            },
+        }
+    }
+
+    /// The challengePassword must be a live SCEP token; it names the agent.
     fn challenged(
         &self,
         csr: &CertificateRequest,

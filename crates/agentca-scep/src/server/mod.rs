@@ -14,7 +14,9 @@
 //!    request is checked against policy *before* the token is consumed (a request policy
 //!    would refuse does not burn the challenge), then the token is consumed atomically, then
 //!    the certificate is signed and made durable with the consumed token and the transaction
-//!    record in the same flush ([`Authority::commit_staged`]); only then is SUCCESS sent;
+//!    record in the same flush ([`Authority::commit_staged`]); only then is SUCCESS sent.
+//!    Without a live challenge, a PKCSReq whose signer would pass step 5 is a renewal
+//!    (certmonger renews with a PKCSReq signed by its certificate);
 //! 5. RenewalReq: the signer must be a certificate this CA issued (byte for byte the stored
 //!    one), unexpired and unrevoked; the new certificate goes to the same agent, under the
 //!    same policy; no challenge;
