@@ -290,6 +290,147 @@ fn scepclient_enrolls_renews_and_cannot_reuse_its_challenge() {
     server.server.assert_every_node_served();
 }
 
+/// certmonger (Debian package `certmonger`) in a daemon of its own on a private D-Bus session
+/// bus, its state in `dir`, driven with `getcert`.
+struct Certmonger {
+    dir: PathBuf,
+}
+
+impl Certmonger {
+    const PURPOSE: &'static str = "the certmonger SCEP interoperability test (SCEP-8)";
+
+    fn new(dir: PathBuf) -> Self {
+        for sub in ["requests", "cas", "local", "config", "home"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        // Renewal only when asked: with its default thresholds (28 days and less before
+        // expiry) certmonger would renew a 24-hour certificate whenever it starts.
+        std::fs::write(
+            dir.join("config/certmonger.conf"),
+            "[defaults]\nenroll_ttls = 3600\nnotify_ttls = 3600\n",
+        )
+        .unwrap();
+        Self { dir }
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Runs the `getcert` commands of `script` while a certmonger serves the session bus, and
+    /// what `getcert list` says of request `id` afterwards; `None` when certmonger is missing.
+    fn session(&self, script: &str, id: &str) -> Option<String> {
+        let daemon = agentca_testkit::tools::on_path("certmonger")
+            .or_else(|| Some(PathBuf::from("/usr/sbin/certmonger")).filter(|p| p.exists()));
+        let (Some(daemon), Some(_), Some(_)) = (
+            daemon,
+            agentca_testkit::tools::on_path("getcert"),
+            agentca_testkit::tools::on_path("dbus-run-session"),
+        ) else {
+            agentca_testkit::tools::missing("certmonger", Self::PURPOSE);
+            return None;
+        };
+        let file = self.file("session.sh");
+        std::fs::write(&file, format!("{script}\ngetcert list -s -i {id}\n")).unwrap();
+        // The gate command (-c) inherits no environment of ours, so everything it needs is in
+        // the script; the directories are certmonger's own, read from its environment.
+        let output = Command::new("timeout")
+            .arg("120")
+            .arg("dbus-run-session")
+            .arg("--")
+            .arg(daemon)
+            .args(["-s", "-n", "-d", "1", "-c"])
+            .arg(format!("sh {}", file.display()))
+            .env("CERTMONGER_REQUESTS_DIR", self.file("requests"))
+            .env("CERTMONGER_CAS_DIR", self.file("cas"))
+            .env("CERTMONGER_LOCAL_CA_DIR", self.file("local"))
+            .env("CERTMONGER_CONFIG_DIR", self.file("config"))
+            .env("HOME", self.file("home"))
+            .output()
+            .unwrap();
+        let transcript = agentca_testkit::tools::transcript(&output);
+        assert!(output.status.success(), "{transcript}");
+        Some(transcript)
+    }
+}
+
+/// SCEP-8 with certmonger: it reads GetCACaps and GetCACert, enrolls with a one-time challenge
+/// (AES-256 and SHA-256, as advertised, without `--scep-legacy-crypto`), renews with a PKCSReq
+/// signed by the certificate it holds, and a request with the spent challenge ends in
+/// CA_REJECTED (it can read the FAILURE) with no signature by the CA.
+#[test]
+fn certmonger_enrolls_renews_and_reads_a_refusal() {
+    let env = Env::with_ca();
+    let agent = env.add_agent("/agent/certmonger", &[]);
+    let server = ScepServer::start_with(&env, &[]);
+    let certmonger = Certmonger::new(env.path("certmonger"));
+    let (key, cert) = (certmonger.file("key.pem"), certmonger.file("cert.pem"));
+    let challenge = certmonger.file("challenge");
+    std::fs::write(&challenge, server.challenge(&agent)).unwrap();
+
+    let signed_at = now();
+    let Some(listed) = certmonger.session(
+        &format!(
+            "getcert add-scep-ca -s -c agentca -u {url}\n\
+             getcert request -s -c agentca -I agent -k {key} -f {cert} -l {challenge} \
+             -N CN=whatever -w",
+            url = server.url(),
+            key = key.display(),
+            cert = cert.display(),
+            challenge = challenge.display(),
+        ),
+        "agent",
+    ) else {
+        return;
+    };
+    assert!(listed.contains("status: MONITORING"), "{listed}");
+    let first = pem_certs(&std::fs::read_to_string(&cert).unwrap())[0].clone();
+    check_issued(&env, &first, &agent, &key, signed_at);
+    assert_eq!(ocsp_status_at(&env, &server.server, &cert), "good");
+    let shown = env.json(&["cert", "show", &serial_hex(&first)]);
+    assert_eq!(shown["method"], "scep", "{shown}");
+
+    // Renewal, as certmonger does it before expiry: no new challenge.
+    let signed_at = now();
+    let listed = certmonger
+        .session("getcert resubmit -s -i agent -w", "agent")
+        .unwrap();
+    assert!(listed.contains("status: MONITORING"), "{listed}");
+    let second = pem_certs(&std::fs::read_to_string(&cert).unwrap())[0].clone();
+    assert_ne!(serial_hex(&first), serial_hex(&second), "{listed}");
+    check_issued(&env, &second, &agent, &key, signed_at);
+    certmonger
+        .session("getcert stop-tracking -s -i agent", "agent")
+        .unwrap();
+
+    // A new key with the spent challenge: refused, and certmonger knows it was refused.
+    let signatures = server.ca_signatures();
+    let again = certmonger.file("again.pem");
+    let listed = certmonger
+        .session(
+            &format!(
+                "getcert request -s -c agentca -I again -k {key} -f {cert} -l {challenge} -w",
+                key = certmonger.file("again.key").display(),
+                cert = again.display(),
+                challenge = challenge.display(),
+            ),
+            "again",
+        )
+        .unwrap();
+    assert!(listed.contains("status: CA_REJECTED"), "{listed}");
+    assert!(!again.exists(), "{listed}");
+    assert_eq!(server.ca_signatures(), signatures);
+    assert!(
+        server
+            .server
+            .stderr()
+            .contains("the challenge was already used"),
+        "{}",
+        server.server.stderr()
+    );
+    server.server.assert_every_node_served();
+}
+
 /// Every kind of reply parses with OpenSSL: GetCACert (`openssl pkcs7`), a SUCCESS CertRep
 /// (`openssl cms -verify`, then `-decrypt` with the requester's key, then `openssl pkcs7`),
 /// and a FAILURE CertRep (`openssl cms -cmsout`).
