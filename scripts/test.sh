@@ -97,6 +97,9 @@ if [ -f scripts/crash-test.sh ]; then
 else
     echo "scripts/crash-test.sh not present; skipped"
 fi
+# Coverage-guided fuzzing of the parsers of untrusted input (PARSE-1, SCEP-7): every target
+# for a short while from the seed corpus; a crash, a hang or unbounded memory fails the run.
+SECONDS_PER_TARGET=${FUZZ_SECONDS_PER_TARGET:-20} bash scripts/fuzz.sh
 # ---- end of extra test scripts ----
 
 summary

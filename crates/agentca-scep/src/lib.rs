@@ -59,3 +59,30 @@ pub use key::RaIdentity;
 pub use message::{DecryptedRequest, PkiMessage, ReplyTo, UnverifiedMessage, decode_pki_message};
 pub use param::{MAX_MESSAGE_PARAM_LEN, decode_message_param};
 pub use signed::MAX_MESSAGE_LEN;
+
+/// Entry points for the fuzz targets in `fuzz/` only (compiled with `--cfg fuzzing`): the
+/// envelope decoder, which an attacker reaches by signing a request with a key of their own.
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    use crate::{RaIdentity, ScepOptions};
+
+    /// Opens `envelope` (an EnvelopedData ContentInfo) with the RA's key, as the server opens
+    /// a verified request's; returns the content.
+    pub fn open_envelope(
+        envelope: &[u8],
+        ra: &RaIdentity,
+        options: &ScepOptions,
+    ) -> crate::error::Result<Vec<u8>> {
+        let opened = crate::envelope::open(envelope, &ra.cert, ra.decrypting()?, options)?;
+        Ok(opened.content)
+    }
+
+    /// The envelope (eContent) of a pkiMessage whose signature verifies, for seeds.
+    pub fn envelope_of(message: &[u8], options: &ScepOptions) -> Option<Vec<u8>> {
+        crate::UnverifiedMessage::parse(message)
+            .ok()?
+            .verify(options)
+            .ok()?
+            .envelope
+    }
+}

@@ -114,7 +114,7 @@ pub struct PkiMessage {
     transaction_id: TransactionId,
     sender_nonce: Nonce,
     digest: DigestAlgorithm,
-    envelope: Option<Vec<u8>>,
+    pub(crate) envelope: Option<Vec<u8>>,
     signer: CertInfo,
 }
 
