@@ -1,5 +1,6 @@
 //! Bad SCEP input against the real `agentca serve` (security-test-plan.md §1.5, SCEP-1 …
-//! SCEP-8, and PARSE-1 for the CMS decoder). Business failures are signed CertReps with HTTP
+//! SCEP-8, and PARSE-1 for the CMS decoder; coverage-guided fuzzing of the same decoders is in
+//! `fuzz/`). Business failures are signed CertReps with HTTP
 //! 200 and the right failInfo; only input that is not a pkiMessage gets HTTP 400; nothing
 //! reaches the CA's signer (`agentca_issuing_ca_signatures_total` stays put), and a
 //! challenge is spent only by a request that is granted. Most requests come from the project's
