@@ -79,6 +79,16 @@ impl CertRep<'_> {
     /// report the CA unreachable instead of the failure. The messageDigest is that of the
     /// empty content either way (what micromdm's client checks).
     pub fn encode(&self, ra: &RaIdentity, options: &ScepOptions) -> Result<Vec<u8>> {
+        self.encode_with(ra, options, EmptyContent::Encapsulated)
+    }
+
+    /// [`CertRep::encode`], with the choice for a FAILURE's or PENDING's empty content.
+    pub(crate) fn encode_with(
+        &self,
+        ra: &RaIdentity,
+        options: &ScepOptions,
+        empty: EmptyContent,
+    ) -> Result<Vec<u8>> {
         let digest = if self.reply_to.digest == DigestAlgorithm::Sha1 && options.legacy {
             DigestAlgorithm::Sha1
         } else {
@@ -112,8 +122,8 @@ impl CertRep<'_> {
                     Some(self.seal(&inner, cipher, options)?),
                 )
             }
-            CertRepStatus::Failure(_) => (PkiStatus::Failure, Some(Vec::new())),
-            CertRepStatus::Pending => (PkiStatus::Pending, Some(Vec::new())),
+            CertRepStatus::Failure(_) => (PkiStatus::Failure, empty.econtent()),
+            CertRepStatus::Pending => (PkiStatus::Pending, empty.econtent()),
         };
 
         let mut attributes = vec![
@@ -144,5 +154,25 @@ impl CertRep<'_> {
             attributes,
             tamper: SignTamper::default(),
         })
+    }
+}
+
+/// How a CertRep without a certificate carries its (empty) content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EmptyContent {
+    /// An empty id-data eContent: what agentca sends.
+    Encapsulated,
+    /// No eContent at all, as other servers send (RFC 8894 §3.3.2 read literally); for tests
+    /// that the client reads both.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Absent,
+}
+
+impl EmptyContent {
+    fn econtent(self) -> Option<Vec<u8>> {
+        match self {
+            Self::Encapsulated => Some(Vec::new()),
+            Self::Absent => None,
+        }
     }
 }

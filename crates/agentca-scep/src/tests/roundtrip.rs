@@ -1,6 +1,7 @@
 //! Client → server decode → CertRep → client parse, for every supported algorithm.
 
 use super::{ec_key, pkcs_req, pki, ra, requester_key};
+use crate::certrep::EmptyContent;
 use crate::client::{CertRepOutcome, RequestBuilder, Tamper};
 use crate::signed::SignedData;
 use crate::{
@@ -186,6 +187,25 @@ fn failure_and_pending_replies() {
         assert_eq!(sd.certificates, vec![p.ra_cert.clone()]);
         let outcome = req
             .parse_reply(&reply, &[&p.ra_cert], requester_key(), &ScepOptions::STRICT)
+            .unwrap();
+        assert_eq!(outcome, CertRepOutcome::Failure(fail_info));
+
+        // The client also reads a FAILURE without any eContent, as other servers send it.
+        let absent = CertRep {
+            reply_to: &msg.reply_to(),
+            status: CertRepStatus::Failure(fail_info),
+            signing_time: None,
+        }
+        .encode_with(ra(), &ScepOptions::STRICT, EmptyContent::Absent)
+        .unwrap();
+        assert!(SignedData::decode(&absent).unwrap().econtent.is_none());
+        let outcome = req
+            .parse_reply(
+                &absent,
+                &[&p.ra_cert],
+                requester_key(),
+                &ScepOptions::STRICT,
+            )
             .unwrap();
         assert_eq!(outcome, CertRepOutcome::Failure(fail_info));
     }
