@@ -102,6 +102,14 @@ impl<'e> ScepServer<'e> {
         outcome
     }
 
+    /// Checks that the CA signed nothing since it counted `signatures`, and that the log
+    /// gives `reason` for a refusal.
+    fn assert_refused_unsigned(&self, signatures: f64, reason: &str) {
+        assert_eq!(self.ca_signatures(), signatures);
+        let log = self.server.stderr();
+        assert!(log.contains(reason), "{log}");
+    }
+
     /// Signatures made by the issuing CA key so far.
     pub(crate) fn ca_signatures(&self) -> f64 {
         self.server.metric("agentca_issuing_ca_signatures_total")
@@ -278,15 +286,7 @@ fn scepclient_enrolls_renews_and_cannot_reuse_its_challenge() {
         "a used challenge enrolled again: {}",
         agentca_testkit::tools::transcript(&again)
     );
-    assert_eq!(server.ca_signatures(), signatures);
-    assert!(
-        server
-            .server
-            .stderr()
-            .contains("the challenge was already used"),
-        "{}",
-        server.server.stderr()
-    );
+    server.assert_refused_unsigned(signatures, "the challenge was already used");
     server.server.assert_every_node_served();
 }
 
@@ -419,15 +419,7 @@ fn certmonger_enrolls_renews_and_reads_a_refusal() {
         .unwrap();
     assert!(listed.contains("status: CA_REJECTED"), "{listed}");
     assert!(!again.exists(), "{listed}");
-    assert_eq!(server.ca_signatures(), signatures);
-    assert!(
-        server
-            .server
-            .stderr()
-            .contains("the challenge was already used"),
-        "{}",
-        server.server.stderr()
-    );
+    server.assert_refused_unsigned(signatures, "the challenge was already used");
     server.server.assert_every_node_served();
 }
 
