@@ -405,6 +405,14 @@ fn renewals_need_a_current_certificate_of_ours() {
         vec![other.clone()]
     );
     let signatures = server.ca_signatures();
+    let spent_theirs = RequestBuilder::pkcs_req(&theirs.csr, &key, &transient, &server.ra)
+        .build()
+        .unwrap();
+    assert_eq!(
+        fail_info(server.exchange(&spent_theirs, &key)),
+        FailInfo::BadRequest,
+        "the other agent's challenge was spent by the request it granted"
+    );
 
     // Signed by a revoked certificate of ours, neither a RenewalReq nor a PKCSReq with a spent
     // challenge is granted.

@@ -102,12 +102,15 @@ impl<'e> ScepServer<'e> {
         outcome
     }
 
-    /// Checks that the CA signed nothing since it counted `signatures`, and that the log
-    /// gives `reason` for a refusal.
-    fn assert_refused_unsigned(&self, signatures: f64, reason: &str) {
+    /// Checks that the CA signed nothing since it counted `signatures`, and that what the
+    /// server logged after its first `logged` bytes gives `reason` for a refusal.
+    fn assert_refused_unsigned(&self, signatures: f64, logged: usize, reason: &str) {
         assert_eq!(self.ca_signatures(), signatures);
         let log = self.server.stderr();
-        assert!(log.contains(reason), "{log}");
+        assert!(
+            log.get(logged..).is_some_and(|l| l.contains(reason)),
+            "{log}"
+        );
     }
 
     /// Signatures made by the issuing CA key so far.
@@ -280,13 +283,14 @@ fn scepclient_enrolls_renews_and_cannot_reuse_its_challenge() {
     // losing the certificate) is refused, and the CA key signs nothing.
     std::fs::remove_file(client.cert()).unwrap();
     let signatures = server.ca_signatures();
+    let logged = server.server.stderr().len();
     let again = client.run(Some(&challenge)).unwrap();
     assert!(
         !again.status.success() || !client.cert().exists(),
         "a used challenge enrolled again: {}",
         agentca_testkit::tools::transcript(&again)
     );
-    server.assert_refused_unsigned(signatures, "the challenge was already used");
+    server.assert_refused_unsigned(signatures, logged, "the challenge was already used");
     server.server.assert_every_node_served();
 }
 
@@ -300,7 +304,7 @@ impl Certmonger {
     const PURPOSE: &'static str = "the certmonger SCEP interoperability test (SCEP-8)";
 
     fn new(dir: PathBuf) -> Self {
-        for sub in ["requests", "cas", "local", "config", "home"] {
+        for sub in ["requests", "cas", "local", "config", "tmp"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
         // Renewal only when asked: with its default thresholds (28 days and less before
@@ -333,7 +337,9 @@ impl Certmonger {
         let file = self.file("session.sh");
         std::fs::write(&file, format!("{script}\ngetcert list -s -i {id}\n")).unwrap();
         // The gate command (-c) inherits no environment of ours, so everything it needs is in
-        // the script; the directories are certmonger's own, read from its environment.
+        // the script. certmonger reads its directories from its environment, and without
+        // CERTMONGER_SYSTEM_LOCK_FILE it locks the system instance's file even on a session
+        // bus (which a non-root user may not open, and a running system certmonger holds).
         let output = Command::new("timeout")
             .arg("120")
             .arg("dbus-run-session")
@@ -345,7 +351,8 @@ impl Certmonger {
             .env("CERTMONGER_CAS_DIR", self.file("cas"))
             .env("CERTMONGER_LOCAL_CA_DIR", self.file("local"))
             .env("CERTMONGER_CONFIG_DIR", self.file("config"))
-            .env("HOME", self.file("home"))
+            .env("CERTMONGER_SYSTEM_LOCK_FILE", self.file("lock"))
+            .env("CERTMONGER_TMPDIR", self.file("tmp"))
             .output()
             .unwrap();
         let transcript = agentca_testkit::tools::transcript(&output);
@@ -405,6 +412,7 @@ fn certmonger_enrolls_renews_and_reads_a_refusal() {
 
     // A new key with the spent challenge: refused, and certmonger knows it was refused.
     let signatures = server.ca_signatures();
+    let logged = server.server.stderr().len();
     let again = certmonger.file("again.pem");
     let listed = certmonger
         .session(
@@ -419,7 +427,7 @@ fn certmonger_enrolls_renews_and_reads_a_refusal() {
         .unwrap();
     assert!(listed.contains("status: CA_REJECTED"), "{listed}");
     assert!(!again.exists(), "{listed}");
-    server.assert_refused_unsigned(signatures, "the challenge was already used");
+    server.assert_refused_unsigned(signatures, logged, "the challenge was already used");
     server.server.assert_every_node_served();
 }
 
