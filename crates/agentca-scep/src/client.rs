@@ -53,7 +53,7 @@ const CHALLENGE_PASSWORD: &[u64] = &[1, 2, 840, 113549, 1, 9, 7];
 /// A PKCS#10 request for `key` built from `params`, carrying `challenge` as its
 /// challengePassword when given (a PKCSReq needs one, a RenewalReq does not): a
 /// PrintableString when the challenge fits one, as most SCEP clients send it, else a
-/// UTF8String (RFC 2985 allows both; agentca's challenges contain `_`).
+/// UTF8String (RFC 2985 allows both; agentca's challenges are hex, other CAs' may not be).
 pub fn csr_with_challenge(
     key: &SignerKey,
     params: &rcgen::CertificateParams,

@@ -223,9 +223,23 @@ impl ScepService {
             Ok(requester) => Ok(requester),
             Err(refusal) if refusal.fail_info.is_none() => Err(refusal),
             Err(refusal) => match self.renewing(pki.signer_certificate(), now) {
-                Ok(requester) => Ok(requester),
+                Ok(requester) => {
+                    tracing::info!(
+                        agent = %requester.agent_id,
+                        "SCEP PKCSReq without a live challenge renews the certificate that signed it"
+                    );
+                    Ok(requester)
+                }
                 Err(renewal) if renewal.fail_info.is_none() => Err(renewal),
-                Err(_) => Err(refusal),
+                // A signer we never issued (the usual transient certificate) says nothing
+                // more; one of ours that is revoked or expired is worth the log's mention.
+                Err(renewal) if renewal.fail_info == Some(FailInfo::BadMessageCheck) => {
+                    Err(refusal)
+                }
+                Err(renewal) => Err(Refusal {
+                    fail_info: refusal.fail_info,
+                    reason: format!("{}; {}", refusal.reason, renewal.reason),
+                }),
             },
         }
     }
@@ -264,7 +278,7 @@ impl ScepService {
         let not_ours = || {
             Refusal::new(
                 FailInfo::BadMessageCheck,
-                "the RenewalReq is not signed by a certificate this CA issued",
+                "the renewal is not signed by a certificate this CA issued",
             )
         };
         let (_, cert) = X509Certificate::from_der(signer).map_err(|_| not_ours())?;
@@ -286,13 +300,13 @@ impl ScepService {
         }
         if record.revocation.is_some() {
             return Err(Refusal::bad_request(
-                "the RenewalReq is signed by a revoked certificate",
+                "the renewal is signed by a revoked certificate",
             ));
         }
         if now < record.intent.not_before || now > record.intent.not_after {
             return Err(Refusal::new(
                 FailInfo::BadTime,
-                "the RenewalReq is signed by a certificate outside its validity",
+                "the renewal is signed by a certificate outside its validity",
             ));
         }
         Ok(Requester {
