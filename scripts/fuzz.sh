@@ -2,7 +2,9 @@
 # Builds the fuzz targets in fuzz/ with libFuzzer's coverage instrumentation on the stable
 # toolchain (the flags cargo-fuzz passes, without a sanitizer: the crates have no unsafe code,
 # so what is looked for is panics, hangs and unbounded memory), writes the seed corpus, and
-# runs every target for SECONDS (default 30) with a per-input timeout and an RSS cap.
+# runs every target for SECONDS_PER_TARGET (default 30) with a per-input timeout and an RSS
+# cap. The corpus is kept in FUZZ_CORPUS when set (so that long campaigns build on each
+# other), else in a temporary directory.
 #
 #   scripts/fuzz.sh                 all targets, 30 s each
 #   SECONDS_PER_TARGET=600 scripts/fuzz.sh csr jws
@@ -32,13 +34,23 @@ flags=(
     -Cdebug-assertions
     -Coverflow-checks
 )
+cargo fmt --manifest-path fuzz/Cargo.toml --check
+# The fuzzed code is the shipped code: the targets build with the workspace's locked versions
+# (cargo adds only what fuzz/ needs on top, libfuzzer-sys).
+cp Cargo.lock fuzz/Cargo.lock
 echo "fuzz: building ${targets[*]} into $target_dir"
 # --target keeps the instrumentation out of build scripts (they would not link).
 RUSTFLAGS="${flags[*]}" CARGO_TARGET_DIR="$target_dir" \
-    cargo build --manifest-path fuzz/Cargo.toml --release --locked --target "$triple" --bins
+    cargo build --manifest-path fuzz/Cargo.toml --release --target "$triple" --bin seeds \
+    "${targets[@]/#/--bin=}"
 
-corpus=$(mktemp -d)
-trap 'rm -rf "$corpus"' EXIT
+if [ -n "${FUZZ_CORPUS:-}" ]; then
+    corpus=$FUZZ_CORPUS
+    mkdir -p "$corpus"
+else
+    corpus=$(mktemp -d)
+    trap 'rm -rf "$corpus"' EXIT
+fi
 "$bin_dir/seeds" "$corpus"
 
 status=0
@@ -55,7 +67,7 @@ for t in "${targets[@]}"; do
         echo "fuzz: $t FAILED; the input is in fuzz/artifacts/$t/" >&2
         status=1
     else
-        grep -E '^stat::number_of_executed_units|^Done' "$corpus/$t.log" | tr '\n' ' '
+        grep -E '^stat::number_of_executed_units|^Done' "$corpus/$t.log" | tr '\n' ' ' || true
         echo
     fi
 done

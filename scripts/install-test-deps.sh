@@ -113,6 +113,7 @@ pip_tool() {
 
 # ---- the tools the tests need: one line each ----
 apt_tool openssl openssl      # independent chain/CRL/OCSP verifier (INV-9, REV-9)
+apt_tool g++ g++              # libFuzzer (C++) for the fuzz targets (scripts/fuzz.sh)
 apt_tool golang-cfssl cfssl   # comparison CA for the benchmarks
 apt_tool pebble pebble        # ACME test server: the ACME load generator and the agent (CLI-1 … CLI-7) are checked against it
 apt_tool faketime faketime    # clocks hours off: the renewal daemon (CLI-7), certificate retention

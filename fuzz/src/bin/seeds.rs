@@ -54,6 +54,15 @@ fn main() {
     for (name, builder) in requests {
         let request = builder.build().expect("a request");
         write(&dir, "scep_message", name, request.der());
+        // The GET form's message= parameter: base64url without padding, one of the forms
+        // clients send.
+        let text = agentca_testkit::acme::b64(request.der());
+        write(
+            &dir,
+            "scep_message",
+            &format!("{name}-param"),
+            text.as_bytes(),
+        );
         let ber = agentca_scep::client::to_indefinite_ber(request.der()).expect("BER");
         write(&dir, "scep_message", &format!("{name}-ber"), &ber);
         let envelope = agentca_scep::fuzzing::envelope_of(request.der(), &ScepOptions::LEGACY)
