@@ -102,15 +102,17 @@ impl<'e> ScepServer<'e> {
         outcome
     }
 
-    /// Checks that the CA signed nothing since it counted `signatures`, and that what the
-    /// server logged after its first `logged` bytes gives `reason` for a refusal.
-    fn assert_refused_unsigned(&self, signatures: f64, logged: usize, reason: &str) {
+    /// How many times the server (every node) has logged `reason`.
+    fn logged(&self, reason: &str) -> usize {
+        self.server.stderr().matches(reason).count()
+    }
+
+    /// Checks that the CA signed nothing since it counted `signatures`, and that the server
+    /// logged `reason` once more than the `before` times it had (its nodes' logs are read one
+    /// after the other, so a position in them says nothing of time).
+    fn assert_refused_unsigned(&self, signatures: f64, before: usize, reason: &str) {
         assert_eq!(self.ca_signatures(), signatures);
-        let log = self.server.stderr();
-        assert!(
-            log.get(logged..).is_some_and(|l| l.contains(reason)),
-            "{log}"
-        );
+        assert_eq!(self.logged(reason), before + 1, "{}", self.server.stderr());
     }
 
     /// Signatures made by the issuing CA key so far.
@@ -118,6 +120,9 @@ impl<'e> ScepServer<'e> {
         self.server.metric("agentca_issuing_ca_signatures_total")
     }
 }
+
+/// What the server logs when a spent challenge is presented.
+const USED: &str = "the challenge was already used";
 
 /// An RSA key of the shared pool (0 or 1), for the Rust client.
 pub(crate) fn rsa_key(index: usize) -> SignerKey {
@@ -283,14 +288,14 @@ fn scepclient_enrolls_renews_and_cannot_reuse_its_challenge() {
     // losing the certificate) is refused, and the CA key signs nothing.
     std::fs::remove_file(client.cert()).unwrap();
     let signatures = server.ca_signatures();
-    let logged = server.server.stderr().len();
+    let logged = server.logged(USED);
     let again = client.run(Some(&challenge)).unwrap();
     assert!(
         !again.status.success() || !client.cert().exists(),
         "a used challenge enrolled again: {}",
         agentca_testkit::tools::transcript(&again)
     );
-    server.assert_refused_unsigned(signatures, logged, "the challenge was already used");
+    server.assert_refused_unsigned(signatures, logged, USED);
     server.server.assert_every_node_served();
 }
 
@@ -412,7 +417,7 @@ fn certmonger_enrolls_renews_and_reads_a_refusal() {
 
     // A new key with the spent challenge: refused, and certmonger knows it was refused.
     let signatures = server.ca_signatures();
-    let logged = server.server.stderr().len();
+    let logged = server.logged(USED);
     let again = certmonger.file("again.pem");
     let listed = certmonger
         .session(
@@ -427,7 +432,7 @@ fn certmonger_enrolls_renews_and_reads_a_refusal() {
         .unwrap();
     assert!(listed.contains("status: CA_REJECTED"), "{listed}");
     assert!(!again.exists(), "{listed}");
-    server.assert_refused_unsigned(signatures, logged, "the challenge was already used");
+    server.assert_refused_unsigned(signatures, logged, USED);
     server.server.assert_every_node_served();
 }
 
