@@ -228,6 +228,7 @@ pub(crate) fn serve(dir: &DataDir, passphrase_file: Option<&Path>, args: ServeAr
         .build()
         .map_err(|e| Error::io("start the async runtime", e))?;
     runtime.block_on(async move {
+        survive_file_size_limit();
         // Loading signs the HTTPS certificate, pre-signs OCSP responses and publishes a CRL.
         let server = tokio::task::block_in_place(|| {
             Server::new(ca.clone(), authority.clone(), protection, config)
@@ -367,9 +368,14 @@ fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AGENTCA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
+    // A log line that cannot be written (a full disk under a redirected stderr) is dropped:
+    // the subscriber's own complaint about it goes through `eprintln!`, which panics when
+    // stderr fails, and a panic in the thread that logged (one of sled's I/O threads, on the
+    // path that records its write error) left the store waiting forever on that write.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     // Logging may already be set up (a second call in one process); that is fine.
     let _ = match format {
@@ -396,6 +402,26 @@ fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
                 tracing::error!("cannot listen for signals; stop with SIGKILL");
                 std::future::pending::<()>().await;
             }
+        }
+    }
+}
+
+/// A write past the file-size limit (`ulimit -f`, RLIMIT_FSIZE) raises SIGXFSZ, whose default
+/// disposition kills the process: OCSP and the CRL would go down with the one write that
+/// failed. With a handler installed the write fails with EFBIG instead, and that failure takes
+/// the same path as a full disk (503 for issuance, degraded health, answers from memory).
+fn survive_file_size_limit() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::from_raw(libc::SIGXFSZ)) {
+        Ok(mut xfsz) => {
+            tokio::spawn(async move {
+                while xfsz.recv().await.is_some() {
+                    tracing::warn!("a write reached the file-size limit (SIGXFSZ); it failed");
+                }
+            });
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot handle SIGXFSZ; a write past the file-size limit would stop the server")
         }
     }
 }

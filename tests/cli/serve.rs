@@ -1303,3 +1303,154 @@ fn serve_fixes_the_allocators_mmap_threshold_and_keeps_an_operators_tunables() {
         assert!(!log.contains("mmap threshold"), "{log}");
     }
 }
+
+/// Lowers (or, with `unlimited`, lifts) the file-size limit of a running process.
+fn set_file_size_limit(pid: u32, limit: &str) {
+    let status = Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid.to_string(),
+            &format!("--fsize={limit}:unlimited"),
+        ])
+        .status()
+        .expect("prlimit(1) (util-linux) is needed for the full-disk test");
+    assert!(status.success(), "prlimit --fsize={limit}: {status}");
+}
+
+/// REL-8: a disk that takes no more bytes. The server's file-size limit is lowered to one byte
+/// while it runs, so every write to the store, the audit log and the health probe fails (with
+/// EFBIG and SIGXFSZ, whose default disposition would kill the process), as on a full disk.
+/// Issuance and revocation are refused with the storage error, nothing they attempted is
+/// recorded, `/healthz` says degraded, OCSP and the CRL keep answering, and the server lives.
+/// sled keeps a write error until it is opened again, so recovery is a restart: after it the
+/// store holds exactly what was acknowledged and the CA issues and revokes again.
+#[test]
+fn serve_degrades_on_a_full_disk_and_recovers_after_a_restart() {
+    degrades_on_a_full_disk(None);
+}
+
+/// The same with the server's log in a file on the full disk (`serve 2>>FILE`): the log lines
+/// are lost, and nothing else may be — a failed log write once panicked the thread that
+/// logged, and when that was one of sled's I/O threads the store waited for it forever.
+#[test]
+fn serve_degrades_on_a_full_disk_that_also_holds_its_log() {
+    degrades_on_a_full_disk(Some("serve.log"));
+}
+
+/// `cmd` with its stderr appended to `log` by a shell that then becomes the server (same pid).
+fn with_stderr_in(cmd: &Command, log: &Path) -> Command {
+    let mut shell = Command::new("sh");
+    shell
+        .arg("-c")
+        .arg("log=$1; shift; exec \"$@\" 2>>\"$log\"")
+        .arg("sh")
+        .arg(log)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => shell.env(key, value),
+            None => shell.env_remove(key),
+        };
+    }
+    shell
+}
+
+fn degrades_on_a_full_disk(log_file: Option<&str>) {
+    let env = Env::with_ca();
+    // The limit is the server's: PostgreSQL writes in its own process.
+    if env.postgres_url().is_some() {
+        return;
+    }
+    let log_file = log_file.map(|name| env.path(name));
+    let start = || {
+        let cmd = serve_on_free_ports(&env);
+        Server::start(match &log_file {
+            Some(log) => with_stderr_in(&cmd, log),
+            None => cmd,
+        })
+    };
+    let server = start();
+    let files = OcspFiles::of(&env);
+    let alice = env.add_agent("/agent/alice", &[]);
+    let leaf = issue_checked(&env, &alice, "leaf");
+    let before = env.listed_serials(&[]);
+    // The HTTPS listener's certificate (issued at start, recorded like any other) and the leaf.
+    let reserved = 2;
+
+    set_file_size_limit(server.pid(), "1");
+    let csr = env.csr("refused");
+    let started = Instant::now();
+    let (kind, message) = env.json_error(&[
+        OsStr::new("issue"),
+        OsStr::new("--agent"),
+        OsStr::new(&alice),
+        OsStr::new("--csr"),
+        csr.path.as_os_str(),
+    ]);
+    assert!(
+        message.contains("File too large") || message.contains("storage"),
+        "{kind}: {message}"
+    );
+    let (kind, message) = env.json_error(&["revoke", &leaf.serial]);
+    assert!(
+        message.contains("File too large") || message.contains("storage"),
+        "{kind}: {message}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the refusals took {:?}",
+        started.elapsed()
+    );
+    // A probe result lives for a second; the next one must fail.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let health = loop {
+        let health = server.get("/healthz");
+        if health.status != 200 || Instant::now() > deadline {
+            break health;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(health.status, 503, "{}", health.text());
+    assert!(health.text().contains("degraded"), "{}", health.text());
+    // Read-only service goes on: OCSP (pre-signed and freshly signed with a nonce), the CRL.
+    let text = files.query(&server, &leaf.pem, &["-no_nonce"]);
+    assert!(text.contains(": good"), "{text}");
+    let text = files.query(&server, &leaf.pem, &[]);
+    assert!(text.contains(": good"), "{text}");
+    assert!(served_crl(&server).serials.is_empty());
+    match &log_file {
+        None => {
+            server.wait_log("file-size limit");
+            assert!(!server.stderr().contains("panicked"), "{}", server.stderr());
+        }
+        Some(log) => {
+            let log = std::fs::read_to_string(log).unwrap();
+            assert!(log.contains("listening"), "{log}");
+            assert!(!log.contains("panicked"), "{log}");
+        }
+    }
+
+    set_file_size_limit(server.pid(), "unlimited");
+    server.kill();
+    assert_eq!(
+        env.listed_serials(&[]),
+        before,
+        "a refused issuance was recorded"
+    );
+    assert_eq!(
+        env.serial_count(),
+        reserved,
+        "a refused issuance reserved a serial"
+    );
+    env.assert_audit_intact();
+
+    let server = start();
+    assert_eq!(server.get("/healthz").status, 200);
+    let fresh = issue_checked(&env, &alice, "after");
+    env.run(&["revoke", &leaf.serial]).success();
+    let text = files.query(&server, &leaf.pem, &[]);
+    assert!(text.contains(": revoked"), "{text}");
+    let text = files.query(&server, &fresh.pem, &[]);
+    assert!(text.contains(": good"), "{text}");
+}
