@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use agentca_testkit::acme::{AccountKey, AcmeClient, Eab};
 use base64::Engine;
 use serde_json::Value;
 use x509_parser::prelude::FromDer;
@@ -21,6 +22,9 @@ use x509_parser::revocation_list::CertificateRevocationList;
 
 use super::harness::{Server, free_port, http, serve_command, serve_on_free_ports};
 use super::support::{Env, Outcome, TRUST_DOMAIN, agent_id, expect, now, pem_certs, serial_of};
+
+/// The issuing CA's signature count in `/metrics`.
+const SIGNATURES: &str = "agentca_issuing_ca_signatures_total";
 
 /// REL-5: the longest a revocation may take to appear on the served CRL.
 const CRL_PROPAGATION_LIMIT: Duration = Duration::from_secs(5);
@@ -1372,8 +1376,13 @@ fn degrades_on_a_full_disk(log_file: Option<&str>) {
     };
     let server = start();
     let files = OcspFiles::of(&env);
-    let alice = env.add_agent("/agent/alice", &[]);
+    let alice = env.add_agent("/agent/alice", &["--dns", "full.example.org"]);
     let leaf = issue_checked(&env, &alice, "leaf");
+    let acme = AcmeClient::new(server.https, &env.data_file("root.pem"));
+    let account = acme.new_account(AccountKey::es256(), &{
+        let doc = env.json(&["token", "create", "--agent", &alice, "--for", "acme"]);
+        Eab::new(doc["kid"].as_str().unwrap(), doc["hmac"].as_str().unwrap())
+    });
     let before = env.listed_serials(&[]);
     // The HTTPS listener's certificate (issued at start, recorded like any other) and the leaf.
     let reserved = 2;
@@ -1397,10 +1406,26 @@ fn degrades_on_a_full_disk(log_file: Option<&str>) {
         message.contains("File too large") || message.contains("storage"),
         "{kind}: {message}"
     );
+    // The embedded store makes a reservation durable with its certificate, so the refused
+    // issuance above may have been signed (and then thrown away); an ACME order is refused
+    // before any signature.
+    let signatures = server.metric(SIGNATURES);
+    let r = acme.new_order(
+        &account,
+        &serde_json::json!([{"type": "dns", "value": "full.example.org"}]),
+    );
+    r.assert_problem(503, "serverInternal");
+    assert!(r.header("retry-after").is_some(), "{r:?}");
+    assert!(r.nonce().is_some(), "no fresh nonce on the error answer");
     assert!(
         started.elapsed() < Duration::from_secs(20),
         "the refusals took {:?}",
         started.elapsed()
+    );
+    assert_eq!(
+        server.metric(SIGNATURES),
+        signatures,
+        "a refused order was signed"
     );
     // A probe result lives for a second; the next one must fail.
     let deadline = Instant::now() + Duration::from_secs(5);
