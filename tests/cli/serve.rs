@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use agentca_scep::client::{RequestBuilder, csr_with_challenge, transient_certificate};
 use agentca_testkit::acme::{AccountKey, AcmeClient, Eab};
 use base64::Engine;
 use serde_json::Value;
@@ -1383,6 +1384,23 @@ fn degrades_on_a_full_disk(log_file: Option<&str>) {
         let doc = env.json(&["token", "create", "--agent", &alice, "--for", "acme"]);
         Eab::new(doc["kid"].as_str().unwrap(), doc["hmac"].as_str().unwrap())
     });
+    // A SCEP enrollment made ready now (its challenge is recorded), sent on the full disk.
+    let challenge = env.json(&["token", "create", "--agent", &alice, "--for", "scep"])["challenge"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let scep_key = super::scep_clients::rsa_key(0);
+    let scep_csr = csr_with_challenge(
+        &scep_key,
+        &rcgen::CertificateParams::default(),
+        Some(&challenge),
+    )
+    .unwrap();
+    let transient = transient_certificate(&scep_key, "full").unwrap();
+    let pkcs_req =
+        RequestBuilder::pkcs_req(&scep_csr, &scep_key, &transient, &env.ca_der("scep-ra.pem"))
+            .build()
+            .unwrap();
     let before = env.listed_serials(&[]);
     // The HTTPS listener's certificate (issued at start, recorded like any other) and the leaf.
     let reserved = 2;
@@ -1417,6 +1435,16 @@ fn degrades_on_a_full_disk(log_file: Option<&str>) {
     r.assert_problem(503, "serverInternal");
     assert!(r.header("retry-after").is_some(), "{r:?}");
     assert!(r.nonce().is_some(), "no fresh nonce on the error answer");
+    // SCEP: 503 with Retry-After (a FAILURE would be a verdict on the request).
+    let r = http(
+        server.http,
+        "POST",
+        "/scep?operation=PKIOperation",
+        &[("content-type", "application/x-pki-message")],
+        pkcs_req.der(),
+    );
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.header("retry-after").is_some(), "{r:?}");
     assert!(
         started.elapsed() < Duration::from_secs(20),
         "the refusals took {:?}",
@@ -1478,4 +1506,15 @@ fn degrades_on_a_full_disk(log_file: Option<&str>) {
     assert!(text.contains(": revoked"), "{text}");
     let text = files.query(&server, &fresh.pem, &[]);
     assert!(text.contains(": good"), "{text}");
+    // The refused enrollment did not spend its challenge: the same request now succeeds.
+    let r = http(
+        server.http,
+        "POST",
+        "/scep?operation=PKIOperation",
+        &[("content-type", "application/x-pki-message")],
+        pkcs_req.der(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Since the restart: its HTTPS certificate, `fresh` and this enrollment's.
+    assert_eq!(env.listed_serials(&[]).len(), before.len() + 3);
 }
