@@ -1518,3 +1518,41 @@ fn degrades_on_a_full_disk(log_file: Option<&str>) {
     // Since the restart: its HTTPS certificate, `fresh` and this enrollment's.
     assert_eq!(env.listed_serials(&[]).len(), before.len() + 3);
 }
+
+/// KEY-3: the root CA's key is for the ceremony, not for the online service. With `root.key`
+/// moved out of the data directory after `init` (as an operator keeping it offline would), the
+/// operator commands and `serve` issue, revoke and publish CRLs and OCSP answers as before:
+/// nothing online reads the root key.
+#[test]
+fn nothing_online_needs_the_root_key() {
+    let env = Env::with_ca();
+    let offline = env.path("offline-root.key");
+    std::fs::rename(env.data_file("root.key"), &offline).unwrap();
+
+    // Without a server.
+    let alice = env.add_agent("/agent/alice", &[]);
+    let first = issue_checked(&env, &alice, "first");
+    let crl = env.path("offline.crl");
+    env.run(&["crl", "--out", crl.to_str().unwrap()]).success();
+
+    // With one.
+    let server = Server::start(serve_on_free_ports(&env));
+    let files = OcspFiles::of(&env);
+    let second = issue_checked(&env, &alice, "second");
+    env.run(&["revoke", &first.serial]).success();
+    server.await_revoked_everywhere(&first.serial);
+    let text = files.query(&server, &first.pem, &[]);
+    assert!(text.contains(": revoked"), "{text}");
+    let text = files.query(&server, &second.pem, &[]);
+    assert!(text.contains(": good"), "{text}");
+    // The served CRL follows within REL-5's bound.
+    let deadline = Instant::now() + CRL_PROPAGATION_LIMIT;
+    while !served_crl(&server).serials.contains(&first.serial) {
+        assert!(
+            Instant::now() < deadline,
+            "the CRL never listed the revocation"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!env.data_file("root.key").exists());
+}
