@@ -14,6 +14,8 @@ use super::support::{Env, Outcome, PKILINT_ALLOWED_ANY, pem_certs, serial_of};
 /// What a test reads from a CRL.
 struct Parsed {
     number: u64,
+    /// thisUpdate, Unix seconds.
+    this_update: i64,
     /// Serial (hex) → reason code.
     entries: BTreeMap<String, Option<u8>>,
 }
@@ -56,7 +58,11 @@ fn parse_and_check(env: &Env, der: &[u8]) -> Parsed {
             )
         })
         .collect();
-    Parsed { number, entries }
+    Parsed {
+        number,
+        this_update: crl.last_update().timestamp(),
+        entries,
+    }
 }
 
 /// rustls-webpki's verdict on `leaf` with the CRL checked for the leaf only (the CLI does not
@@ -221,4 +227,61 @@ fn crl_needs_the_passphrase() {
     cmd.env_remove("AGENTCA_PASSPHRASE").arg("crl");
     let out = Outcome::of(&mut cmd);
     assert!(out.error_line().contains("AGENTCA_PASSPHRASE"), "{out}");
+}
+
+/// REL-7: the clock set back an hour, then forward two, then back to now, between CRLs
+/// (libfaketime on the `crl` command): every CRL has a higher number than the one before, a
+/// thisUpdate no earlier than the one before, lists every revocation, and passes the checks of
+/// [`parse_and_check`].
+#[test]
+fn a_clock_moved_back_or_forward_never_lowers_the_crl_number() {
+    let Some(lib) = super::support::libfaketime() else {
+        agentca_testkit::tools::missing("faketime", "the CRL clock test (REL-7)");
+        return;
+    };
+    let env = Env::with_ca();
+    let alice = env.add_agent("/agent/alice", &[]);
+    let revoked = serial_of(&env.issue(&alice, &env.csr("r"), &[]));
+    env.json(&["revoke", &revoked]);
+    let crl_at = |offset: Option<&str>, name: &str| {
+        let out = env.path(name);
+        let mut cmd = env.command();
+        cmd.args(["crl", "--out", out.to_str().unwrap()]);
+        if let Some(offset) = offset {
+            super::support::move_clock(&mut cmd, &lib, offset);
+        }
+        Outcome::of(&mut cmd).success();
+        parse_and_check(&env, &std::fs::read(&out).unwrap())
+    };
+    let (mut last, mut last_update) = (0, 0);
+    for (offset, name) in [
+        (None, "now.crl"),
+        (Some("-1h"), "back.crl"),
+        (Some("+2h"), "ahead.crl"),
+        (None, "again.crl"),
+    ] {
+        let parsed = crl_at(offset, name);
+        assert!(
+            parsed.number > last,
+            "{name}: CRL number {} after {last}",
+            parsed.number
+        );
+        // thisUpdate never goes back, whatever the clock says.
+        assert!(
+            parsed.this_update >= last_update,
+            "{name}: thisUpdate {} before {last_update}",
+            parsed.this_update
+        );
+        assert!(
+            parsed.entries.contains_key(&revoked),
+            "{name}: {:?}",
+            parsed.entries
+        );
+        if offset == Some("+2h") {
+            // The clock did move.
+            let ahead = OffsetDateTime::now_utc().unix_timestamp() + 7200;
+            assert!((parsed.this_update - ahead).abs() < 60, "{name}");
+        }
+        (last, last_update) = (parsed.number, parsed.this_update);
+    }
 }
