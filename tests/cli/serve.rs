@@ -1556,3 +1556,77 @@ fn nothing_online_needs_the_root_key() {
     }
     assert!(!env.data_file("root.key").exists());
 }
+
+/// The `This Update` of the single response in `openssl ocsp -resp_text` output, Unix seconds.
+fn this_update_of(text: &str) -> i64 {
+    let line = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("This Update: "))
+        .unwrap_or_else(|| panic!("no This Update in:\n{text}"));
+    let out = Command::new("date")
+        .args(["-u", "-d", line, "+%s"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "date -d {line:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// REL-7: the server's wall clock steps back an hour while it runs (libfaketime reading its
+/// offset from a file; the monotonic clock is left alone, as a real step leaves it). A
+/// response signed afterwards, the `revoked` one included, is never dated before a response
+/// already given out, so no cache that keeps the newest response can prefer the old `good`.
+#[test]
+fn ocsp_answers_are_never_dated_back_when_the_clock_steps_back() {
+    let Some(lib) = super::support::libfaketime() else {
+        agentca_testkit::tools::missing("faketime", "the OCSP clock-step test (REL-7)");
+        return;
+    };
+    let env = Env::with_ca();
+    let offset = env.write("clock-offset", "+0\n");
+    let mut cmd = serve_on_free_ports(&env);
+    cmd.env("LD_PRELOAD", &lib)
+        .env("FAKETIME_TIMESTAMP_FILE", &offset)
+        .env("FAKETIME_NO_CACHE", "1")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    let server = Server::start(cmd);
+    let files = OcspFiles::of(&env);
+    let alice = env.add_agent("/agent/alice", &[]);
+    let leaf = issue_checked(&env, &alice, "leaf");
+    let resp_text = ["-resp_text"];
+    let fresh = ["-resp_text", "-no_nonce"];
+    let before = [
+        this_update_of(&files.query(&server, &leaf.pem, &resp_text)),
+        this_update_of(&files.query(&server, &leaf.pem, &fresh)),
+    ];
+    let latest = before.into_iter().max().unwrap();
+
+    std::fs::write(&offset, "-1h\n").unwrap();
+    // The step took: what the server issues now starts an hour earlier (less the backdating).
+    let stepped = env.issue(&alice, &env.csr("stepped"), &[]);
+    let started = x509_not_before(stepped["certificate_pem"].as_str().unwrap());
+    assert!(
+        started < latest - 3000,
+        "the server's clock did not step back (notBefore {started}, before {latest})"
+    );
+    env.run(&["revoke", &leaf.serial]).success();
+    for extra in [&resp_text[..], &fresh[..]] {
+        let text = files.query(&server, &leaf.pem, extra);
+        assert!(text.contains(": revoked"), "{text}");
+        let dated = this_update_of(&text);
+        assert!(
+            dated >= latest,
+            "{extra:?}: the revoked answer is dated {dated}, before the good one ({latest})"
+        );
+    }
+}
+
+/// notBefore of the first certificate in `pem`, Unix seconds.
+fn x509_not_before(pem: &str) -> i64 {
+    let der = pem_certs(pem).remove(0);
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&der).unwrap();
+    cert.validity().not_before.timestamp()
+}

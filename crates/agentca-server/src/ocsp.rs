@@ -27,7 +27,7 @@
 //!   more than [`MAX_REQUESTS`](agentca_core::ocsp::MAX_REQUESTS) CertIDs, or a nonce outside
 //!   1–32 bytes: `malformedRequest`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use agentca_core::issuer::Authority;
@@ -121,6 +121,30 @@ pub(crate) struct OcspService {
     metrics: Arc<Metrics>,
     validity: Duration,
     unsigned: [Bytes; 4],
+    clock: ResponseClock,
+}
+
+/// The time responses are dated at: the wall clock, except that it never goes back. After a
+/// clock step backwards a fresh response would otherwise be dated before the one it follows,
+/// and a relying party or cache that keeps the newest response it has seen would keep a
+/// `good` over a later `revoked` (security-test-plan REL-7). Each process keeps its own.
+#[derive(Debug, Default)]
+struct ResponseClock {
+    /// The latest time handed out, Unix seconds.
+    latest: AtomicI64,
+}
+
+impl ResponseClock {
+    fn now(&self) -> OffsetDateTime {
+        let now = OffsetDateTime::now_utc();
+        let seconds = now.unix_timestamp();
+        let latest = self.latest.fetch_max(seconds, Ordering::AcqRel);
+        if latest > seconds {
+            OffsetDateTime::from_unix_timestamp(latest).unwrap_or(now)
+        } else {
+            now
+        }
+    }
 }
 
 impl std::fmt::Debug for OcspService {
@@ -167,6 +191,7 @@ impl OcspService {
             metrics,
             validity,
             unsigned: UNSIGNED.map(|s| Bytes::from(ocsp::error_response(s))),
+            clock: ResponseClock::default(),
         })
     }
 
@@ -231,7 +256,7 @@ impl OcspService {
         if !request.cert_ids.iter().all(|id| self.issuer.matches(id)) {
             return self.unsigned(OcspResponseStatus::Unauthorized);
         }
-        let now = OffsetDateTime::now_utc();
+        let now = self.clock.now();
         if let [id] = request.cert_ids.as_slice() {
             let Some(serial) = serial_of(id) else {
                 return self.unsigned(OcspResponseStatus::Unauthorized);
@@ -446,7 +471,7 @@ impl OcspService {
 
     /// Pre-signs both responses for a newly issued certificate.
     pub(crate) fn presign(&self, record: &CertificateRecord) {
-        let now = OffsetDateTime::now_utc();
+        let now = self.clock.now();
         for hash in HashAlgorithm::ALL {
             self.metrics.ocsp_background_signatures.inc();
             if let Err(e) = self.sign_into_cache(
@@ -482,7 +507,7 @@ impl OcspService {
     /// here (and not expired) are handled as [`OcspService::revoked`] does. Returns how many
     /// were new.
     pub(crate) fn learned(&self, entries: &[RevokedEntry]) -> usize {
-        let now = OffsetDateTime::now_utc();
+        let now = self.clock.now();
         let new: Vec<(Serial, OffsetDateTime)> = entries
             .iter()
             .filter(|e| e.not_after > now && !self.cache.is_marked_revoked(&e.serial))
@@ -501,7 +526,7 @@ impl OcspService {
     /// meanwhile keeps its `revoked` answer (the cache refuses `good` for it). Returns how
     /// many responses were signed.
     pub(crate) fn learned_issued(&self, entries: &[IssuedEntry]) -> usize {
-        let now = OffsetDateTime::now_utc();
+        let now = self.clock.now();
         let generation = self.responder().generation;
         let mut signed = 0;
         for entry in entries.iter().filter(|e| e.not_after > now) {
@@ -538,7 +563,7 @@ impl OcspService {
         for (serial, not_after) in &all {
             self.cache.mark_revoked(*serial, *not_after);
         }
-        let now = OffsetDateTime::now_utc();
+        let now = self.clock.now();
         for (serial, not_after) in &all {
             for hash in HashAlgorithm::ALL {
                 self.metrics.ocsp_background_signatures.inc();
@@ -553,7 +578,7 @@ impl OcspService {
     /// Every (serial, hash) of an unexpired stored certificate that has no response from the
     /// current responder key yet: the start-up priming list.
     pub(crate) fn unprimed(&self) -> Result<Vec<Due>, ServerError> {
-        let now = OffsetDateTime::now_utc();
+        let now = self.clock.now();
         let generation = self.responder().generation;
         // Loads every certificate (with its DER) once at start; see the crate docs.
         let records = self
@@ -596,7 +621,7 @@ impl OcspService {
                 break;
             }
             let generation = self.responder().generation;
-            let now = OffsetDateTime::now_utc();
+            let now = self.clock.now();
             let fresh = self.cache.get(&item.serial, item.hash).is_some_and(|r| {
                 r.generation >= generation && r.this_update > now - self.validity * 2 / 5
             });
@@ -618,5 +643,21 @@ impl OcspService {
             tracing::warn!(failed, "OCSP: background signing failures");
         }
         signed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_response_clock_never_goes_back() {
+        let clock = ResponseClock::default();
+        let real = OffsetDateTime::now_utc().unix_timestamp();
+        assert!((clock.now().unix_timestamp() - real).abs() <= 1);
+        // As if an hour had been handed out before the wall clock stepped back.
+        clock.latest.store(real + 3600, Ordering::Release);
+        assert_eq!(clock.now().unix_timestamp(), real + 3600);
+        assert_eq!(clock.now().unix_timestamp(), real + 3600);
     }
 }
