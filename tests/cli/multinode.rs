@@ -24,11 +24,9 @@ use agentca_testkit::acme::{
 };
 use serde_json::{Value, json};
 
-use agentca_scep::client::{RequestBuilder, csr_with_challenge, transient_certificate};
-
 use super::acme_clients::ocsp_status_at;
 use super::balancer::RoundRobin;
-use super::harness::{self, Server, crl_serials, free_port, http, serve_on_free_ports};
+use super::harness::{self, Server, crl_serials, free_port, serve_on_free_ports};
 use super::support::*;
 
 const SIGNATURES: &str = "agentca_issuing_ca_signatures_total";
@@ -612,29 +610,12 @@ fn a_lost_database_makes_issuance_retry_later_while_ocsp_answers_from_its_cache(
         .as_str()
         .unwrap()
         .to_owned();
-    let scep_key = super::scep_clients::rsa_key(0);
-    let scep_csr = csr_with_challenge(
-        &scep_key,
-        &rcgen::CertificateParams::default(),
-        Some(&challenge),
-    )
-    .unwrap();
-    let transient = transient_certificate(&scep_key, "outage").unwrap();
-    let ra = env.ca_der("scep-ra.pem");
-    let pkcs_req = RequestBuilder::pkcs_req(&scep_csr, &scep_key, &transient, &ra)
-        .build()
-        .unwrap();
+    let pkcs_req = super::scep_clients::ready_pkcs_req(&env, &challenge);
     let signed = server.metric(SIGNATURES);
 
     cluster.stop_server().unwrap();
     // SCEP: 503 with Retry-After (no CertRep: a FAILURE would be a verdict on the request).
-    let r = http(
-        server.http,
-        "POST",
-        "/scep?operation=PKIOperation",
-        &[("content-type", "application/x-pki-message")],
-        pkcs_req.der(),
-    );
+    let r = super::scep_clients::post_pki_message(server.http, &pkcs_req);
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(r.header("retry-after").is_some(), "{r:?}");
     // Issuance: serverInternal with Retry-After, never a signature.

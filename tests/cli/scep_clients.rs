@@ -129,6 +129,31 @@ pub(crate) fn rsa_key(index: usize) -> SignerKey {
     SignerKey::from_pkcs8(agentca_testkit::acme::AccountKey::rsa(index).pkcs8_der()).unwrap()
 }
 
+/// A PKCSReq (DER) with `challenge` for the pool's first RSA key, enveloped to `env`'s RA:
+/// made ready while the store works, to be sent when it does not.
+pub(crate) fn ready_pkcs_req(env: &Env, challenge: &str) -> Vec<u8> {
+    let key = rsa_key(0);
+    let csr =
+        csr_with_challenge(&key, &rcgen::CertificateParams::default(), Some(challenge)).unwrap();
+    let transient = transient_certificate(&key, "prepared").unwrap();
+    RequestBuilder::pkcs_req(&csr, &key, &transient, &env.ca_der("scep-ra.pem"))
+        .build()
+        .unwrap()
+        .der()
+        .to_vec()
+}
+
+/// POSTs a pkiMessage to `/scep` at `addr`.
+pub(crate) fn post_pki_message(addr: std::net::SocketAddr, der: &[u8]) -> HttpResponse {
+    http(
+        addr,
+        "POST",
+        "/scep?operation=PKIOperation",
+        &[("content-type", "application/x-pki-message")],
+        der,
+    )
+}
+
 /// A PKCSReq for `key` with `challenge`, signed under a fresh transient certificate; returns
 /// the request and the transient certificate.
 pub(crate) fn pkcs_req(

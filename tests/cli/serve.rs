@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use agentca_scep::client::{RequestBuilder, csr_with_challenge, transient_certificate};
 use agentca_testkit::acme::{AccountKey, AcmeClient, Eab};
 use base64::Engine;
 use serde_json::Value;
@@ -1389,18 +1388,7 @@ fn degrades_on_a_full_disk(log_file: Option<&str>) {
         .as_str()
         .unwrap()
         .to_owned();
-    let scep_key = super::scep_clients::rsa_key(0);
-    let scep_csr = csr_with_challenge(
-        &scep_key,
-        &rcgen::CertificateParams::default(),
-        Some(&challenge),
-    )
-    .unwrap();
-    let transient = transient_certificate(&scep_key, "full").unwrap();
-    let pkcs_req =
-        RequestBuilder::pkcs_req(&scep_csr, &scep_key, &transient, &env.ca_der("scep-ra.pem"))
-            .build()
-            .unwrap();
+    let pkcs_req = super::scep_clients::ready_pkcs_req(&env, &challenge);
     let before = env.listed_serials(&[]);
     // The HTTPS listener's certificate (issued at start, recorded like any other) and the leaf.
     let reserved = 2;
@@ -1436,13 +1424,7 @@ fn degrades_on_a_full_disk(log_file: Option<&str>) {
     assert!(r.header("retry-after").is_some(), "{r:?}");
     assert!(r.nonce().is_some(), "no fresh nonce on the error answer");
     // SCEP: 503 with Retry-After (a FAILURE would be a verdict on the request).
-    let r = http(
-        server.http,
-        "POST",
-        "/scep?operation=PKIOperation",
-        &[("content-type", "application/x-pki-message")],
-        pkcs_req.der(),
-    );
+    let r = super::scep_clients::post_pki_message(server.http, &pkcs_req);
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(r.header("retry-after").is_some(), "{r:?}");
     assert!(
@@ -1507,13 +1489,7 @@ fn degrades_on_a_full_disk(log_file: Option<&str>) {
     let text = files.query(&server, &fresh.pem, &[]);
     assert!(text.contains(": good"), "{text}");
     // The refused enrollment did not spend its challenge: the same request now succeeds.
-    let r = http(
-        server.http,
-        "POST",
-        "/scep?operation=PKIOperation",
-        &[("content-type", "application/x-pki-message")],
-        pkcs_req.der(),
-    );
+    let r = super::scep_clients::post_pki_message(server.http, &pkcs_req);
     assert_eq!(r.status, 200, "{}", r.text());
     // Since the restart: its HTTPS certificate, `fresh` and this enrollment's.
     assert_eq!(env.listed_serials(&[]).len(), before.len() + 3);
