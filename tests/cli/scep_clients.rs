@@ -64,13 +64,7 @@ impl<'e> ScepServer<'e> {
 
     /// POSTs a PKIOperation.
     pub(crate) fn post(&self, body: &[u8]) -> HttpResponse {
-        http(
-            self.server.http,
-            "POST",
-            "/scep?operation=PKIOperation",
-            &[("content-type", "application/x-pki-message")],
-            body,
-        )
+        post_pki_message(self.server.http, body)
     }
 
     /// Sends `request` by POST and verifies the CertRep against the RA certificate.
@@ -133,10 +127,9 @@ pub(crate) fn rsa_key(index: usize) -> SignerKey {
 /// made ready while the store works, to be sent when it does not.
 pub(crate) fn ready_pkcs_req(env: &Env, challenge: &str) -> Vec<u8> {
     let key = rsa_key(0);
-    let csr =
-        csr_with_challenge(&key, &rcgen::CertificateParams::default(), Some(challenge)).unwrap();
-    let transient = transient_certificate(&key, "prepared").unwrap();
-    RequestBuilder::pkcs_req(&csr, &key, &transient, &env.ca_der("scep-ra.pem"))
+    let (parts, transient) = pkcs_req_to(env.ca_der("scep-ra.pem"), &key, Some(challenge));
+    parts
+        .builder(&key, &transient)
         .build()
         .unwrap()
         .der()
@@ -161,15 +154,18 @@ pub(crate) fn pkcs_req(
     key: &SignerKey,
     challenge: Option<&str>,
 ) -> (RequestBuilderParts, Vec<u8>) {
+    pkcs_req_to(server.ra.clone(), key, challenge)
+}
+
+/// [`pkcs_req`] enveloped to the RA certificate `ra`.
+fn pkcs_req_to(
+    ra: Vec<u8>,
+    key: &SignerKey,
+    challenge: Option<&str>,
+) -> (RequestBuilderParts, Vec<u8>) {
     let csr = csr_with_challenge(key, &rcgen::CertificateParams::default(), challenge).unwrap();
     let transient = transient_certificate(key, "scep test").unwrap();
-    (
-        RequestBuilderParts {
-            csr,
-            ra: server.ra.clone(),
-        },
-        transient,
-    )
+    (RequestBuilderParts { csr, ra }, transient)
 }
 
 /// The parts a [`RequestBuilder`] borrows.

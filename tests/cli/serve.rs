@@ -1572,11 +1572,11 @@ fn ocsp_answers_are_never_dated_back_when_the_clock_steps_back() {
     let files = OcspFiles::of(&env);
     let alice = env.add_agent("/agent/alice", &[]);
     let leaf = issue_checked(&env, &alice, "leaf");
-    let resp_text = ["-resp_text"];
-    let fresh = ["-resp_text", "-no_nonce"];
+    let signed_now = ["-resp_text"]; // with a nonce: signed for the request
+    let pre_signed = ["-resp_text", "-no_nonce"];
     let before = [
-        this_update_of(&files.query(&server, &leaf.pem, &resp_text)),
-        this_update_of(&files.query(&server, &leaf.pem, &fresh)),
+        this_update_of(&files.query(&server, &leaf.pem, &signed_now)),
+        this_update_of(&files.query(&server, &leaf.pem, &pre_signed)),
     ];
     let latest = before.into_iter().max().unwrap();
 
@@ -1589,7 +1589,7 @@ fn ocsp_answers_are_never_dated_back_when_the_clock_steps_back() {
         "the server's clock did not step back (notBefore {started}, before {latest})"
     );
     env.run(&["revoke", &leaf.serial]).success();
-    for extra in [&resp_text[..], &fresh[..]] {
+    for extra in [&signed_now[..], &pre_signed[..]] {
         let text = files.query(&server, &leaf.pem, extra);
         assert!(text.contains(": revoked"), "{text}");
         let dated = this_update_of(&text);
