@@ -410,13 +410,23 @@ fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
 /// disposition kills the process: OCSP and the CRL would go down with the one write that
 /// failed. With a handler installed the write fails with EFBIG instead, and that failure takes
 /// the same path as a full disk (503 for issuance, degraded health, answers from memory).
+///
+/// Said at most once a minute: when the log itself is a file past the limit, writing the
+/// warning raises the signal again, and logging each one would never stop.
 fn survive_file_size_limit() {
     use tokio::signal::unix::{SignalKind, signal};
+    const QUIET: Duration = Duration::from_secs(60);
     match signal(SignalKind::from_raw(libc::SIGXFSZ)) {
         Ok(mut xfsz) => {
             tokio::spawn(async move {
+                let mut said: Option<std::time::Instant> = None;
                 while xfsz.recv().await.is_some() {
-                    tracing::warn!("a write reached the file-size limit (SIGXFSZ); it failed");
+                    if said.is_none_or(|at| at.elapsed() >= QUIET) {
+                        said = Some(std::time::Instant::now());
+                        tracing::warn!(
+                            "a write reached the file-size limit (SIGXFSZ); it failed (said once a minute)"
+                        );
+                    }
                 }
             });
         }

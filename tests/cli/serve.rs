@@ -1454,6 +1454,16 @@ fn degrades_on_a_full_disk(log_file: Option<&str>) {
     let text = files.query(&server, &leaf.pem, &[]);
     assert!(text.contains(": good"), "{text}");
     assert!(served_crl(&server).serials.is_empty());
+    // Not busy either (a warning about a failed write, written to a log past the limit, once
+    // raised the signal it was about, forever).
+    let cpu = || agentca_bench::sample_process(server.pid()).unwrap().cpu;
+    let idle_from = cpu();
+    std::thread::sleep(Duration::from_secs(2));
+    let busy = cpu() - idle_from;
+    assert!(
+        busy < Duration::from_millis(500),
+        "{busy:?} of CPU in 2 s while idle"
+    );
     match &log_file {
         None => {
             server.wait_log("file-size limit");

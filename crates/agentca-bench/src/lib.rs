@@ -50,6 +50,7 @@ pub use acme::{
 };
 pub use error::BenchError;
 pub use latency::LatencySummary;
+pub use proc_stat::{ProcessSample, sample as sample_process};
 pub use report::{ErrorCounts, OcspBenchReport, StatusCounts};
 pub use requests::{load_certificates, requests_for, requests_for_hash};
 pub use run::{Method, OcspBenchOptions, run_ocsp};

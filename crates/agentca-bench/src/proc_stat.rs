@@ -10,15 +10,15 @@ use crate::error::BenchError;
 
 /// One observation of a process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct ProcessSample {
+pub struct ProcessSample {
     /// User plus system CPU time consumed so far.
-    pub(crate) cpu: Duration,
+    pub cpu: Duration,
     /// Resident set size in bytes.
-    pub(crate) rss: u64,
+    pub rss: u64,
 }
 
 /// Reads `/proc/PID/stat` and `/proc/PID/status`.
-pub(crate) fn sample(pid: u32) -> Result<ProcessSample, BenchError> {
+pub fn sample(pid: u32) -> Result<ProcessSample, BenchError> {
     let read = |file: &str| {
         std::fs::read_to_string(format!("/proc/{pid}/{file}")).map_err(|e| BenchError::Server {
             pid,
