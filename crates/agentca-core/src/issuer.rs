@@ -258,7 +258,12 @@ pub struct Authority {
     /// Started by the first [`Authority::commit_staged`].
     commit_thread: OnceLock<CommitThread>,
     in_flight: Arc<InFlight>,
+    /// Where [`Authority::reserve`] draws serials: [`random_serial`], or in tests a source
+    /// that repeats itself, to show that a collision never overwrites a record.
+    serials: SerialSource,
 }
+
+type SerialSource = Box<dyn Fn() -> Result<Serial> + Send + Sync>;
 
 /// An issuance that is signed and stored but not yet durable nor audited
 /// ([`Authority::stage_issue`]); [`Authority::commit_staged`] finishes it.
@@ -311,7 +316,14 @@ impl Authority {
             audit,
             commit_thread: OnceLock::new(),
             in_flight: Arc::default(),
+            serials: Box::new(random_serial),
         }
+    }
+
+    /// Draws serials from `source` instead of the system's random number generator.
+    #[cfg(test)]
+    fn draw_serials_from(&mut self, source: impl Fn() -> Result<Serial> + Send + Sync + 'static) {
+        self.serials = Box::new(source);
     }
 
     /// The requests front ends are serving: a front end that commits staged issuances holds
@@ -803,7 +815,7 @@ impl Authority {
     ) -> Result<IssuanceIntent> {
         for _ in 0..SERIAL_ATTEMPTS {
             let intent = IssuanceIntent {
-                serial: random_serial()?,
+                serial: (self.serials)()?,
                 agent_id: agent_id.to_owned(),
                 method,
                 not_before,

@@ -1417,6 +1417,64 @@ fn concurrent_issuance_gives_distinct_durable_serials() {
     assert_eq!(t.audit_events("cert.issued").len(), 32);
 }
 
+/// REL-4, a forced collision: serials are reserved insert-if-absent, so a serial the random
+/// number generator repeats (one already certified, or one only reserved by an issuance that
+/// never finished) is drawn again and never overwrites what holds it; a generator that only
+/// repeats itself is refused before anything is signed.
+#[test]
+fn rel4_a_repeated_serial_is_drawn_again_and_never_overwrites() {
+    let mut t = TestCa::new();
+    let certified = t.issue_checked(ALICE, &plain_csr());
+    let now = OffsetDateTime::now_utc();
+    let reserved = IssuanceIntent {
+        serial: random_serial().unwrap(),
+        agent_id: BOB.into(),
+        method: EnrollmentMethod::Cli,
+        not_before: now,
+        not_after: now + Duration::hours(1),
+        key_sha256: "00".repeat(32),
+        reserved_at: now,
+    };
+    t.ca.store().reserve_serial(&reserved).unwrap();
+    let taken = [certified.intent.serial, reserved.serial];
+    let unchanged = |t: &TestCa| {
+        match t.ca.store().serial(&taken[0]).unwrap() {
+            Some(SerialEntry::Issued(stored)) => assert_eq!(stored, certified),
+            other => panic!("the certified serial now holds {other:?}"),
+        }
+        match t.ca.store().serial(&taken[1]).unwrap() {
+            Some(SerialEntry::Reserved(intent)) => assert_eq!(intent, reserved),
+            other => panic!("the reserved serial now holds {other:?}"),
+        }
+    };
+
+    // Both taken serials first, then fresh ones.
+    let repeats = std::sync::Mutex::new(taken.to_vec());
+    t.authority
+        .draw_serials_from(move || match repeats.lock().unwrap().pop() {
+            Some(serial) => Ok(serial),
+            None => random_serial(),
+        });
+    let signed_at = OffsetDateTime::now_utc();
+    let request = plain_csr();
+    let second = t.issue(BOB, &request, EnrollmentMethod::Cli, None).unwrap();
+    t.check(&second, t.expect(BOB, signed_at, &request));
+    assert!(!taken.contains(&second.intent.serial));
+    unchanged(&t);
+    assert_eq!((t.serials(), t.signatures()), (3, 2));
+
+    // Nothing but repeats: refused, nothing signed, nothing reserved, nothing overwritten.
+    let repeated = taken[0];
+    t.authority.draw_serials_from(move || Ok(repeated));
+    let err = t
+        .issue(BOB, &plain_csr(), EnrollmentMethod::Cli, None)
+        .unwrap_err();
+    assert!(err.to_string().contains("repeats"), "{err}");
+    unchanged(&t);
+    assert_eq!((t.serials(), t.signatures()), (3, 2));
+    assert_eq!(t.audit_events("cert.issued").len(), 2);
+}
+
 // ---------------------------------------------------------------------------------------------
 
 fn seq(parts: &[&[u8]]) -> Vec<u8> {
