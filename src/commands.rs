@@ -66,22 +66,33 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                 args.out,
             )
         }
-        Command::Revoke(args) => (
-            Request::Revoke {
-                serial: args.serial,
-                agent: args.agent,
-                reason: args.reason.unwrap_or_else(|| {
-                    if args.replaced {
-                        "superseded"
-                    } else {
-                        "unspecified"
-                    }
-                    .to_owned()
-                }),
-                replaced: args.replaced,
-            },
-            None,
-        ),
+        Command::Revoke(args) => {
+            let reason = args.reason.unwrap_or_else(|| {
+                if args.replaced {
+                    "superseded"
+                } else {
+                    "unspecified"
+                }
+                .to_owned()
+            });
+            let (serial, agent, replaced) = (args.serial, args.agent, args.replaced);
+            let request = if args.dry_run {
+                Request::RevokePreview {
+                    serial,
+                    agent,
+                    reason,
+                    replaced,
+                }
+            } else {
+                Request::Revoke {
+                    serial,
+                    agent,
+                    reason,
+                    replaced,
+                }
+            };
+            (request, None)
+        }
         Command::Cert(CertCommand::List { agent, status }) => (
             Request::CertList {
                 agent,

@@ -223,6 +223,10 @@ pub(crate) struct RevokeArgs {
     /// --replaced)
     #[arg(long)]
     reason: Option<String>,
+    /// Revoke nothing: list what this command would revoke now (with keyCompromise, the
+    /// other certificates of the same key too). Needs no passphrase.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -53,6 +53,16 @@ pub(crate) enum Request {
         #[serde(default)]
         replaced: bool,
     },
+    /// `revoke --dry-run`: what [`Request::Revoke`] with the same fields would revoke now.
+    /// A request of its own, not a flag of `Revoke`: a server that does not know it refuses
+    /// it instead of revoking.
+    RevokePreview {
+        serial: Option<String>,
+        agent: Option<String>,
+        reason: String,
+        #[serde(default)]
+        replaced: bool,
+    },
     CertList {
         agent: Option<String>,
         status: Option<String>,
@@ -184,13 +194,20 @@ pub(crate) fn execute(backend: &dyn Backend, request: Request) -> Result<Reply> 
             agent,
             reason,
             replaced,
-        } => {
-            if replaced {
-                crate::renewal::revoke_replaced(backend, agent, parse_reason(&reason)?)
-            } else {
-                revoke(backend, serial.as_deref(), agent, &reason)
-            }
-        }
+        } => revoke_request(backend, RevokeMode::Act, serial, agent, &reason, replaced),
+        Request::RevokePreview {
+            serial,
+            agent,
+            reason,
+            replaced,
+        } => revoke_request(
+            backend,
+            RevokeMode::DryRun,
+            serial,
+            agent,
+            &reason,
+            replaced,
+        ),
         Request::RenewEarly { cohort, within } => {
             crate::renewal::renew_early(backend.ca(), &cohort, &within)
         }
@@ -471,28 +488,127 @@ fn issue(backend: &dyn Backend, agent: &str, csr: &[u8], ttl: Option<&str>) -> R
     })
 }
 
-fn revoke(
+/// Whether a revocation is carried out or only shown (`revoke --dry-run`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RevokeMode {
+    Act,
+    DryRun,
+}
+
+impl RevokeMode {
+    /// Revokes `serial` for `reason`, or tells what that would revoke (changing nothing and
+    /// needing no key); either way the certificate first, then for keyCompromise the others
+    /// of its key.
+    pub(crate) fn revoke(
+        self,
+        backend: &dyn Backend,
+        serial: &Serial,
+        reason: RevocationReason,
+    ) -> Result<Vec<CertificateRecord>> {
+        match self {
+            Self::Act => backend.authority()?.revoke_all(serial, reason),
+            Self::DryRun => agentca_core::issuer::revocation_preview(
+                backend.ca().store().as_ref(),
+                serial,
+                reason,
+            ),
+        }
+    }
+
+    /// Hands what was revoked to whoever keeps status elsewhere; nothing for a dry run.
+    pub(crate) fn published(self, backend: &dyn Backend, revoked: &[CertificateRecord]) {
+        if self == Self::Act {
+            backend.revoked(revoked);
+        }
+    }
+
+    /// The verb of the text reply.
+    pub(crate) fn verb(self) -> &'static str {
+        match self {
+            Self::Act => "revoked",
+            Self::DryRun => "would revoke",
+        }
+    }
+
+    /// The JSON key of the certificates concerned.
+    pub(crate) fn key(self) -> &'static str {
+        match self {
+            Self::Act => "revoked",
+            Self::DryRun => "would_revoke",
+        }
+    }
+
+    /// The reply, marked as a dry run where it is one.
+    pub(crate) fn reply(self, text: String, mut json: Value) -> Reply {
+        match self {
+            Self::Act => reply(text, json),
+            Self::DryRun => {
+                json["dry_run"] = json!(true);
+                reply(format!("dry run, nothing changed: {text}"), json)
+            }
+        }
+    }
+}
+
+fn revoke_request(
     backend: &dyn Backend,
-    serial: Option<&str>,
+    mode: RevokeMode,
+    serial: Option<String>,
     agent: Option<String>,
     reason: &str,
+    replaced: bool,
 ) -> Result<Reply> {
     let reason = parse_reason(reason)?;
-    let serial = serial.map(parse_serial).transpose()?;
-    let authority = backend.authority()?;
-    if let Some(serial) = serial {
-        let all = authority.revoke_all(&serial, reason)?;
-        backend.revoked(&all);
-        let record = &all[0];
-        return Ok(reply(
-            format!(
-                "revoked {serial} ({}) reason {reason}",
-                record.intent.agent_id
-            ),
-            cert_json(record, false),
-        ));
+    let serial = serial.as_deref().map(parse_serial).transpose()?;
+    if mode == RevokeMode::Act {
+        // The key is needed whatever the targets turn out to be: a wrong passphrase fails
+        // before anything is read.
+        backend.authority()?;
     }
-    let agent = agent.unwrap_or_default();
+    if replaced {
+        return crate::renewal::revoke_replaced(backend, mode, agent, reason);
+    }
+    match serial {
+        Some(serial) => revoke_one(backend, mode, &serial, reason),
+        None => revoke_agent(backend, mode, agent.unwrap_or_default(), reason),
+    }
+}
+
+fn revoke_one(
+    backend: &dyn Backend,
+    mode: RevokeMode,
+    serial: &Serial,
+    reason: RevocationReason,
+) -> Result<Reply> {
+    let all = mode.revoke(backend, serial, reason)?;
+    mode.published(backend, &all);
+    let record = &all[0];
+    let mut text = format!(
+        "{} {serial} ({}) reason {reason}",
+        mode.verb(),
+        record.intent.agent_id
+    );
+    let mut json = cert_json(record, false);
+    if mode == RevokeMode::DryRun {
+        // The real reply names only the certificate asked for; what it would take along is
+        // what a dry run is for.
+        for other in &all[1..] {
+            text.push_str(&format!(
+                "\n  and {} ({}): the same key",
+                other.intent.serial, other.intent.agent_id
+            ));
+        }
+        json["same_key"] = all[1..].iter().map(|r| cert_json(r, false)).collect();
+    }
+    Ok(mode.reply(text, json))
+}
+
+fn revoke_agent(
+    backend: &dyn Backend,
+    mode: RevokeMode,
+    agent: String,
+    reason: RevocationReason,
+) -> Result<Reply> {
     let store = backend.ca().store();
     if store.agent(&agent)?.is_none() {
         return Err(Error::UnknownAgent(agent));
@@ -505,21 +621,34 @@ fn revoke(
         .into_iter()
         .filter(|c| c.revocation.is_none() && c.intent.not_after > now)
         .collect();
-    let mut revoked = Vec::new();
+    let mut revoked: Vec<CertificateRecord> = Vec::new();
     for c in &targets {
-        match authority.revoke_all(&c.intent.serial, reason) {
-            Ok(all) => revoked.extend(all),
+        // A keyCompromise revocation already took this one along with an earlier target.
+        if revoked.iter().any(|r| r.intent.serial == c.intent.serial) {
+            continue;
+        }
+        match mode.revoke(backend, &c.intent.serial, reason) {
+            Ok(all) => revoked.extend(
+                all.into_iter()
+                    .filter(|r| {
+                        !revoked
+                            .iter()
+                            .any(|seen| seen.intent.serial == r.intent.serial)
+                    })
+                    .collect::<Vec<_>>(),
+            ),
             // Revoked concurrently by someone else: the goal is reached.
             Err(Error::AlreadyRevoked(_)) => {}
             Err(e) => {
-                backend.revoked(&revoked);
+                mode.published(backend, &revoked);
                 return Err(e);
             }
         }
     }
-    backend.revoked(&revoked);
+    mode.published(backend, &revoked);
     let text = format!(
-        "revoked {} certificate(s) of {agent}, reason {reason}{}",
+        "{} {} certificate(s) of {agent}, reason {reason}{}",
+        mode.verb(),
         revoked.len(),
         revoked
             .iter()
@@ -527,7 +656,7 @@ fn revoke(
             .collect::<String>()
     );
     let docs: Vec<Value> = revoked.iter().map(|r| cert_json(r, false)).collect();
-    Ok(reply(text, json!({ "agent": agent, "revoked": docs })))
+    Ok(mode.reply(text, json!({ "agent": agent, mode.key(): docs })))
 }
 
 fn cert_list(ca: &Ca, agent: Option<String>, want: Option<&str>) -> Result<Reply> {

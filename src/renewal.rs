@@ -21,7 +21,7 @@ use agentca_core::{Error, Result};
 use serde_json::{Value, json};
 use time::{Duration, OffsetDateTime};
 
-use crate::operations::{Backend, Reply, cert_json, policy_name, reply, rfc3339};
+use crate::operations::{Backend, Reply, RevokeMode, cert_json, policy_name, reply, rfc3339};
 
 /// The longest span an early renewal may be spread over.
 const LONGEST_SPAN: Duration = Duration::days(7);
@@ -204,6 +204,7 @@ pub(crate) fn renew_early(ca: &Ca, cohort: &Cohort, within: &str) -> Result<Repl
 /// waiting for their replacement.
 pub(crate) fn revoke_replaced(
     backend: &dyn Backend,
+    mode: RevokeMode,
     agent: Option<String>,
     reason: RevocationReason,
 ) -> Result<Reply> {
@@ -214,7 +215,6 @@ pub(crate) fn revoke_replaced(
     };
     let agents = cohort.agents(ca)?;
     let certs = certificates_by_agent(ca, &cohort, &agents)?;
-    let authority = backend.authority()?;
     let now = OffsetDateTime::now_utc();
     let mut revoked: Vec<CertificateRecord> = Vec::new();
     let mut pairs: Vec<Value> = Vec::new();
@@ -238,7 +238,7 @@ pub(crate) fn revoke_replaced(
                 }
                 continue;
             };
-            match authority.revoke_all(&old.intent.serial, reason) {
+            match mode.revoke(backend, &old.intent.serial, reason) {
                 Ok(all) => {
                     pairs.push(json!({
                         "serial": old.intent.serial.to_hex(),
@@ -257,12 +257,13 @@ pub(crate) fn revoke_replaced(
         }
     }
     // Whatever was revoked is published before the reply, even when a later one failed.
-    backend.revoked(&revoked);
+    mode.published(backend, &revoked);
     if let Some(e) = failure {
         return Err(e);
     }
     let mut text = format!(
-        "revoked {} replaced certificate(s), reason {reason}",
+        "{} {} replaced certificate(s), reason {reason}",
+        mode.verb(),
         pairs.len()
     );
     for p in &pairs {
@@ -287,12 +288,12 @@ pub(crate) fn revoke_replaced(
             ));
         }
     }
-    Ok(reply(
+    Ok(mode.reply(
         text,
         json!({
             "reason": reason.name(),
-            "revoked": pairs,
-            "revoked_certificates": revoked.iter().map(|r| cert_json(r, false)).collect::<Vec<_>>(),
+            mode.key(): pairs,
+            format!("{}_certificates", mode.key()): revoked.iter().map(|r| cert_json(r, false)).collect::<Vec<_>>(),
             "awaiting_replacement": waiting.iter().map(|c| cert_json(c, false)).collect::<Vec<_>>(),
         }),
     ))

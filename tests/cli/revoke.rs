@@ -1,6 +1,9 @@
 //! `agentca revoke`, `agentca cert list` and `agentca cert show`.
 
-use super::support::{Env, agent_id, serial_of};
+use serde_json::{Value, json};
+
+use super::harness::{Server, serve_on_free_ports};
+use super::support::{Env, Outcome, agent_id, serial_of};
 
 #[test]
 fn revoke_one_certificate_with_a_reason() {
@@ -361,7 +364,7 @@ fn revoke_replaced_revokes_only_what_a_later_certificate_replaces() {
         "--reason",
         "keyCompromise",
     ]);
-    assert_eq!(doc["revoked"], serde_json::json!([]), "{doc}");
+    assert_eq!(doc["revoked"], json!([]), "{doc}");
     assert_eq!(env.json(&["cert", "show", &carol_old])["status"], "valid");
 
     let doc = env.json(&["revoke", "--replaced"]);
@@ -390,21 +393,17 @@ fn revoke_replaced_revokes_only_what_a_later_certificate_replaces() {
     );
     // Again: nothing left to revoke.
     let doc = env.json(&["revoke", "--replaced"]);
-    assert_eq!(doc["revoked"], serde_json::json!([]), "{doc}");
+    assert_eq!(doc["revoked"], json!([]), "{doc}");
 
     // A cohort asked to renew early is listed until its replacement exists.
     let asked = env.json(&["cert", "renew-early", "--agent", &bob, "--within", "10m"]);
-    assert_eq!(asked["agents"], serde_json::json!([bob]), "{asked}");
-    assert_eq!(
-        asked["to_replace"],
-        serde_json::json!([bob_only]),
-        "{asked}"
-    );
+    assert_eq!(asked["agents"], json!([bob]), "{asked}");
+    assert_eq!(asked["to_replace"], json!([bob_only]), "{asked}");
     assert_eq!(asked["within"], "10m");
     let shown = env.json(&["agent", "show", &bob]);
     assert_eq!(shown["early_renewal"]["within"], "10m", "{shown}");
     let doc = env.json(&["revoke", "--replaced"]);
-    assert_eq!(doc["revoked"], serde_json::json!([]), "{doc}");
+    assert_eq!(doc["revoked"], json!([]), "{doc}");
     let waiting: Vec<&str> = doc["awaiting_replacement"]
         .as_array()
         .unwrap()
@@ -420,7 +419,7 @@ fn revoke_replaced_revokes_only_what_a_later_certificate_replaces() {
     let doc = env.json(&["revoke", "--replaced", "--agent", &bob]);
     assert_eq!(doc["revoked"][0]["serial"], bob_only.as_str(), "{doc}");
     assert_eq!(doc["revoked"][0]["replaced_by"], bob_new.as_str(), "{doc}");
-    assert_eq!(doc["awaiting_replacement"], serde_json::json!([]), "{doc}");
+    assert_eq!(doc["awaiting_replacement"], json!([]), "{doc}");
     assert_eq!(env.audit_events("agent.renewal-advised").len(), 1);
     assert_eq!(env.audit_events("cert.revoked").len(), 3);
     env.assert_audit_intact();
@@ -443,7 +442,7 @@ fn renew_early_refuses_bad_input_and_changes_nothing() {
     assert_eq!(kind, "invalidArgument", "{message}");
     assert_eq!(
         env.json(&["agent", "show", &alice])["early_renewal"],
-        serde_json::Value::Null
+        Value::Null
     );
     assert!(env.audit_events("agent.renewal-advised").is_empty());
     // A cohort must be named, and --replaced does not go with a serial.
@@ -458,14 +457,14 @@ fn renew_early_refuses_bad_input_and_changes_nothing() {
     let bob = env.add_agent("/agent/bob", &[]);
     env.run(&["agent", "disable", &bob]).success();
     let doc = env.json(&["cert", "renew-early", "--policy", "default"]);
-    assert_eq!(doc["agents"], serde_json::json!([alice]), "{doc}");
-    assert_eq!(doc["skipped_disabled"], serde_json::json!([bob]), "{doc}");
-    assert_eq!(doc["to_replace"], serde_json::json!([serial]), "{doc}");
+    assert_eq!(doc["agents"], json!([alice]), "{doc}");
+    assert_eq!(doc["skipped_disabled"], json!([bob]), "{doc}");
+    assert_eq!(doc["to_replace"], json!([serial]), "{doc}");
     assert_eq!(doc["not_acme"], 1, "a CLI-issued certificate has no ARI");
 }
 
 /// What `revoke --replaced --output json` revoked: `(serial, replaced_by)` pairs, sorted.
-pub(crate) fn replaced_pairs(doc: &serde_json::Value) -> Vec<(String, String)> {
+pub(crate) fn replaced_pairs(doc: &Value) -> Vec<(String, String)> {
     let mut pairs: Vec<(String, String)> = doc["revoked"]
         .as_array()
         .unwrap()
@@ -479,4 +478,130 @@ pub(crate) fn replaced_pairs(doc: &serde_json::Value) -> Vec<(String, String)> {
         .collect();
     pairs.sort();
     pairs
+}
+
+/// OPS-2: `revoke --dry-run` lists what the same command would revoke — the other
+/// certificates of the key for keyCompromise, the replaced ones for `--replaced` — refuses
+/// what it would refuse, needs no passphrase, and changes nothing: no revocation, no blocked
+/// key, no audit entry. The real command then revokes exactly what it listed.
+#[test]
+fn a_dry_run_lists_what_a_revocation_would_take_and_changes_nothing() {
+    let env = Env::with_ca();
+    let alice = env.add_agent("/agent/alice", &[]);
+    let bob = env.add_agent("/agent/bob", &[]);
+    // Certificates of the same second do not replace one another.
+    let next_second = || std::thread::sleep(std::time::Duration::from_millis(1050));
+    let shared_key = env.csr("shared");
+    let a1 = serial_of(&env.issue(&alice, &shared_key, &[]));
+    let b1 = serial_of(&env.issue(&bob, &shared_key, &[]));
+    next_second();
+    let a2 = env.issue_fresh(&alice, "a2");
+    let before = (
+        env.cert_list(&[]),
+        env.audit_entries().len(),
+        env.serial_count(),
+    );
+    let dry_run = |args: &[&str]| {
+        let mut cmd = env.command();
+        cmd.env_remove("AGENTCA_PASSPHRASE")
+            .args(["--output", "json", "revoke", "--dry-run"])
+            .args(args);
+        let doc = Outcome::of(&mut cmd).success().json();
+        assert_eq!(doc["dry_run"], true, "{doc}");
+        doc
+    };
+    let serials = |docs: &Value| -> Vec<String> {
+        let mut all: Vec<String> = docs
+            .as_array()
+            .unwrap_or_else(|| panic!("not a list: {docs}"))
+            .iter()
+            .map(|d| d["serial"].as_str().unwrap().to_owned())
+            .collect();
+        all.sort();
+        all
+    };
+    let sorted = |mut v: Vec<&String>| {
+        v.sort();
+        v.into_iter().cloned().collect::<Vec<_>>()
+    };
+
+    let doc = dry_run(&[&a1, "--reason", "keyCompromise"]);
+    assert_eq!(
+        (serial_of(&doc), &doc["status"]),
+        (a1.clone(), &json!("valid"))
+    );
+    assert_eq!(serials(&doc["same_key"]), vec![b1.clone()]);
+    assert!(serials(&dry_run(&[&a1])["same_key"]).is_empty());
+    let doc = dry_run(&["--agent", &alice]);
+    assert_eq!(serials(&doc["would_revoke"]), sorted(vec![&a1, &a2]));
+    let doc = dry_run(&["--agent", &alice, "--reason", "keyCompromise"]);
+    assert_eq!(serials(&doc["would_revoke"]), sorted(vec![&a1, &a2, &b1]));
+    let doc = dry_run(&["--replaced"]);
+    assert_eq!(
+        doc["would_revoke"],
+        json!([{ "serial": a1, "agent": alice, "replaced_by": a2 }]),
+        "{doc}"
+    );
+    let mut cmd = env.command();
+    cmd.args(["revoke", "--dry-run", "--agent", &alice]);
+    let out = Outcome::of(&mut cmd).success();
+    assert!(
+        out.stdout
+            .starts_with("dry run, nothing changed: would revoke 2 certificate(s) of"),
+        "{out}"
+    );
+    // Refused as the revocation would be, with the same kinds.
+    let mut cmd = env.command();
+    cmd.args([
+        "--output",
+        "json",
+        "revoke",
+        "--dry-run",
+        "7f00112233445566778899aabbccddee",
+    ]);
+    assert_eq!(Outcome::of(&mut cmd).json_error().0, "unknownSerial");
+    let mut cmd = env.command();
+    cmd.args([
+        "--output",
+        "json",
+        "revoke",
+        "--dry-run",
+        &a1,
+        "--reason",
+        "removeFromCRL",
+    ]);
+    assert_eq!(Outcome::of(&mut cmd).json_error().0, "invalidArgument");
+
+    assert_eq!(
+        (
+            env.cert_list(&[]),
+            env.audit_entries().len(),
+            env.serial_count()
+        ),
+        before,
+        "a dry run changed something"
+    );
+    // The key is not blocked: it is certified again.
+    env.issue(&alice, &shared_key, &[]);
+
+    // The real command needs the passphrase and revokes what the dry run listed.
+    let mut cmd = env.command();
+    cmd.env_remove("AGENTCA_PASSPHRASE").args(["revoke", &a1]);
+    assert_ne!(Outcome::of(&mut cmd).status.code(), Some(0));
+    assert_eq!(env.json(&["cert", "show", &a1])["status"], "valid");
+    let predicted =
+        serials(&dry_run(&["--agent", &bob, "--reason", "keyCompromise"])["would_revoke"]);
+    let doc = env.json(&["revoke", "--agent", &bob, "--reason", "keyCompromise"]);
+    assert_eq!(serials(&doc["revoked"]), predicted);
+    let mut cmd = env.command();
+    cmd.args(["--output", "json", "revoke", "--dry-run", &b1]);
+    assert_eq!(Outcome::of(&mut cmd).json_error().0, "alreadyRevoked");
+
+    // Through a running server's admin socket, the same.
+    let server = Server::start(serve_on_free_ports(&env));
+    let doc = dry_run(&["--agent", &alice]);
+    assert_eq!(serials(&doc["would_revoke"]), vec![a2.clone()]);
+    assert_eq!(env.json(&["cert", "show", &a2])["status"], "valid");
+    drop(server);
+    env.assert_audit_intact();
 }

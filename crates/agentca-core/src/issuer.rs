@@ -28,7 +28,8 @@ use crate::refusals::RefusalLog;
 use crate::signer::{RcgenSigner, Signer};
 use crate::store::{
     AcmeOrder, AcmeOrderStatus, AgentRecord, CertificateRecord, EnrollmentMethod, IssuanceFacts,
-    IssuanceIntent, RateDecision, Revocation, RevocationReason, Serial, Store, StoreError,
+    IssuanceIntent, RateDecision, Revocation, RevocationReason, Serial, SerialEntry, Store,
+    StoreError,
 };
 
 mod commit_thread;
@@ -894,13 +895,7 @@ impl Authority {
             if hex::decode_to_slice(&record.intent.key_sha256, &mut key).is_ok() {
                 self.store.block_key(&key)?;
             }
-            for other in self
-                .store
-                .certificates_with_key(&record.intent.key_sha256)?
-            {
-                if other.revocation.is_some() || other.intent.serial == *serial {
-                    continue;
-                }
+            for other in others_with_the_key(self.store.as_ref(), &record)? {
                 match self.store.revoke(&other.intent.serial, revocation) {
                     Ok(r) => also_revoked.push(r),
                     Err(StoreError::Conflict { .. }) => {}
@@ -935,6 +930,47 @@ impl Authority {
         all.extend(also_revoked);
         Ok(all)
     }
+}
+
+/// What [`Authority::revoke_all`] of `serial` for `reason` would revoke now, changing nothing
+/// and needing no key: the certificate, then for keyCompromise the other unrevoked
+/// certificates of its key. Refused as the revocation itself would be (unknown serial,
+/// already revoked, removeFromCRL).
+pub fn revocation_preview(
+    store: &dyn Store,
+    serial: &Serial,
+    reason: RevocationReason,
+) -> Result<Vec<CertificateRecord>> {
+    if reason == RevocationReason::RemoveFromCrl {
+        return Err(Error::InvalidArgument(
+            "removeFromCRL only undoes a certificateHold, which agentca never uses".into(),
+        ));
+    }
+    let Some(SerialEntry::Issued(record)) = store.serial(serial)? else {
+        return Err(Error::UnknownSerial(serial.to_hex()));
+    };
+    if record.revocation.is_some() {
+        return Err(Error::AlreadyRevoked(serial.to_hex()));
+    }
+    let mut all = Vec::new();
+    if reason == RevocationReason::KeyCompromise {
+        all = others_with_the_key(store, &record)?;
+    }
+    all.insert(0, record);
+    Ok(all)
+}
+
+/// The unrevoked certificates other than `record` for its key: what a keyCompromise
+/// revocation of `record` revokes with it.
+fn others_with_the_key(
+    store: &dyn Store,
+    record: &CertificateRecord,
+) -> Result<Vec<CertificateRecord>> {
+    Ok(store
+        .certificates_with_key(&record.intent.key_sha256)?
+        .into_iter()
+        .filter(|other| other.revocation.is_none() && other.intent.serial != record.intent.serial)
+        .collect())
 }
 
 /// A fresh serial: 16 bytes from the OS CSPRNG, sign bit clear, first byte non-zero.
