@@ -72,6 +72,11 @@ fi
 
 summary() {
     section "summary"
+    # The start of each failure's report (its panic message), so that the end of the output
+    # says why, not only which.
+    awk '/^---- .* stdout ----$/ { n = 25; print; next }
+         /^failures:$/ || /^test result:/ { n = 0 }
+         n > 0 { print substr($0, 1, 300); n-- }' "$log" "$pg_log" "$nodes_log"
     grep -hE '^test result:' "$log" "$pg_log" "$nodes_log" || true
     awk '/^test result:/ {
             for (i = 1; i <= NF; i++) {

@@ -530,13 +530,35 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     }
 }
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, for a process to bind later (a stock client's
+/// validation port, a port named in a configuration).
+///
+/// It comes from below the kernel's ephemeral range, which is where every `bind` to port 0
+/// and every outgoing connection takes its port: a port from that range is free only until
+/// one of the many servers and clients the other tests start is handed it, so a test that
+/// names it a little later would find it taken now and then. Below the range only this
+/// function hands out ports, never the same one twice in a run.
 pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::collections::HashSet;
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::OnceLock;
+    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let low = ephemeral_start.saturating_sub(12_000).max(1024);
+    let span = u64::from(ephemeral_start - low).max(1);
+    let mut given = GIVEN.get_or_init(Mutex::default).lock().unwrap();
+    for attempt in 0u64..1000 {
+        let pick = RandomState::new().hash_one(attempt) % span;
+        let port = low + u16::try_from(pick).unwrap();
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free port in {low}..{ephemeral_start}");
 }
 
 impl Server {

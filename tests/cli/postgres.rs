@@ -94,11 +94,7 @@ fn an_unreachable_database_is_a_clear_error() {
     let Some(url) = database() else { return };
     let env = Env::empty();
     env.init(&["--store", &url]).success();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = super::harness::free_port();
     let down = format!("postgres://postgres:{PASSWORD}@127.0.0.1:{port}/agentca");
     for args in [
         vec!["agent", "list"],
