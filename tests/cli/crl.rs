@@ -68,6 +68,22 @@ fn parse_and_check(env: &Env, der: &[u8]) -> Parsed {
 /// rustls-webpki's verdict on `leaf` with the CRL checked for the leaf only (the CLI does not
 /// publish the root's CRL, which webpki would need for the issuing CA).
 fn webpki_with_crl(env: &Env, leaf: &[u8], crl: &[u8]) -> Result<(), webpki::Error> {
+    let now = u64::try_from(OffsetDateTime::now_utc().unix_timestamp()).unwrap();
+    webpki_with_crl_at(
+        env,
+        leaf,
+        crl,
+        UnixTime::since_unix_epoch(StdDuration::from_secs(now)),
+    )
+}
+
+/// [`webpki_with_crl`] at the time `when`.
+fn webpki_with_crl_at(
+    env: &Env,
+    leaf: &[u8],
+    crl: &[u8],
+    when: UnixTime,
+) -> Result<(), webpki::Error> {
     let root = env.ca_der("root.pem");
     let issuing = env.ca_der("issuing.pem");
     let root = CertificateDer::from(root.as_slice());
@@ -82,12 +98,11 @@ fn webpki_with_crl(env: &Env, leaf: &[u8], crl: &[u8]) -> Result<(), webpki::Err
         .with_depth(webpki::RevocationCheckDepth::EndEntity)
         .with_expiration_policy(webpki::ExpirationPolicy::Enforce)
         .build();
-    let now = u64::try_from(OffsetDateTime::now_utc().unix_timestamp()).unwrap();
     ee.verify_for_usage(
         webpki::ALL_VERIFICATION_ALGS,
         &anchors,
         &intermediates,
-        UnixTime::since_unix_epoch(StdDuration::from_secs(now)),
+        when,
         webpki::KeyUsage::client_auth(),
         Some(options),
         None,
@@ -284,4 +299,125 @@ fn a_clock_moved_back_or_forward_never_lowers_the_crl_number() {
         }
         (last, last_update) = (parsed.number, parsed.this_update);
     }
+}
+
+/// REL-7, the year 2050: dates through 2049 are UTCTime and dates from 2050 on are
+/// GeneralizedTime (RFC 5280 §4.1.2.5 for validity, §5.1.2.4–5 and §5.1.2.6 for the CRL). A CA
+/// made, and a certificate issued, revoked and listed, in the last half hour of 2049 gets each
+/// date in the form of its year, and OpenSSL and rustls-webpki, at a time in 2050, read the
+/// chain and find the certificate revoked; pkilint checks every encoding.
+#[test]
+fn dates_from_2050_on_are_generalized_time() {
+    let Some(lib) = super::support::libfaketime() else {
+        agentca_testkit::tools::missing("faketime", "the year-2050 test (REL-7)");
+        return;
+    };
+    let env = Env::empty();
+    let at_end_of_2049 = |args: &[&str]| {
+        let mut cmd = env.command();
+        cmd.args(args);
+        super::support::move_clock(&mut cmd, &lib, "@2049-12-31 23:30:00");
+        Outcome::of(&mut cmd).success()
+    };
+    at_end_of_2049(&["init", "--trust-domain", "example.org"]);
+    let alice = env.add_agent("/agent/alice", &[]);
+    let csr = env.csr("alice");
+    let leaf_pem = env.path("leaf.pem");
+    at_end_of_2049(&[
+        "issue",
+        "--agent",
+        &alice,
+        "--csr",
+        csr.arg(),
+        "--ttl",
+        "24h",
+        "--out",
+        leaf_pem.to_str().unwrap(),
+    ]);
+    let leaf = pem_certs(&std::fs::read_to_string(&leaf_pem).unwrap()).remove(0);
+    let (_, parsed) = x509_parser::certificate::X509Certificate::from_der(&leaf).unwrap();
+    let serial = hex::encode(parsed.raw_serial());
+    at_end_of_2049(&["revoke", &serial, "--reason", "keyCompromise"]);
+    let crl_file = env.path("crl.der");
+    at_end_of_2049(&["crl", "--out", crl_file.to_str().unwrap()]);
+    let crl = std::fs::read(&crl_file).unwrap();
+
+    let year = |t: &x509_parser::time::ASN1Time| t.to_datetime().year();
+    let form = |t: &x509_parser::time::ASN1Time| {
+        assert_ne!(t.is_utctime(), t.is_generalizedtime());
+        if t.is_utctime() {
+            "UTCTime"
+        } else {
+            "GeneralizedTime"
+        }
+    };
+    let expected = |y: i32| {
+        if y < 2050 {
+            "UTCTime"
+        } else {
+            "GeneralizedTime"
+        }
+    };
+    let mut years = Vec::new();
+    for (name, der) in [
+        ("root", env.ca_der("root.pem")),
+        ("issuing", env.ca_der("issuing.pem")),
+        ("leaf", leaf.clone()),
+    ] {
+        let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&der).unwrap();
+        for (field, t) in [
+            ("notBefore", cert.validity().not_before),
+            ("notAfter", cert.validity().not_after),
+        ] {
+            assert_eq!(form(&t), expected(year(&t)), "{name} {field} {t}");
+            years.push(year(&t));
+        }
+    }
+    let (_, list) = CertificateRevocationList::from_der(&crl).unwrap();
+    let next = list.next_update().expect("nextUpdate");
+    let entry = list.iter_revoked_certificates().next().expect("one entry");
+    for (field, t) in [
+        ("thisUpdate", list.last_update()),
+        ("nextUpdate", next),
+        ("revocationDate", entry.revocation_date),
+    ] {
+        assert_eq!(form(&t), expected(year(&t)), "CRL {field} {t}");
+        years.push(year(&t));
+    }
+    // The boundary was crossed: both forms occur.
+    assert!(
+        years.contains(&2049) && years.iter().any(|y| *y >= 2050),
+        "{years:?}"
+    );
+
+    agentca_testkit::pkilint::pkilint_cert_allowing(&leaf, super::support::PKILINT_ALLOWED_LEAF);
+    agentca_testkit::pkilint::pkilint_crl_allowing(&crl, PKILINT_ALLOWED_ANY);
+    // 2050-01-01T00:15:00Z: every certificate valid, the CRL current.
+    let in_2050 = 2_524_609_800;
+    let crl_pem = env.write("crl.pem", agentca_testkit::tools::pem("X509 CRL", &[&crl]));
+    let verify = |extra: &[&str]| {
+        std::process::Command::new("openssl")
+            .args(["verify", "-attime", &in_2050.to_string(), "-CAfile"])
+            .arg(env.data_file("root.pem"))
+            .arg("-untrusted")
+            .arg(env.data_file("issuing.pem"))
+            .args(extra)
+            .arg(&leaf_pem)
+            .output()
+            .unwrap()
+    };
+    let plain = verify(&[]);
+    assert!(plain.status.success(), "{plain:?}");
+    let checked = verify(&["-crl_check", "-CRLfile", crl_pem.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&checked.stdout).into_owned()
+        + &String::from_utf8_lossy(&checked.stderr);
+    assert!(
+        !checked.status.success() && said.contains("certificate revoked"),
+        "{said}"
+    );
+    let when = UnixTime::since_unix_epoch(StdDuration::from_secs(in_2050));
+    assert!(matches!(
+        webpki_with_crl_at(&env, &leaf, &crl, when),
+        Err(webpki::Error::CertRevoked)
+    ));
 }
