@@ -131,13 +131,14 @@ fn issue_checked(env: &Env, agent: &str, name: &str) -> Leaf {
 }
 
 /// The served CRL (`/crl`): its number and the serials it lists (lowercase hex).
-struct ServedCrl {
-    der: Vec<u8>,
-    number: u64,
-    serials: Vec<String>,
+pub(crate) struct ServedCrl {
+    pub(crate) der: Vec<u8>,
+    pub(crate) number: u64,
+    pub(crate) serials: Vec<String>,
 }
 
-fn served_crl(server: &Server) -> ServedCrl {
+/// `GET /crl`, checked to be a whole CRL.
+pub(crate) fn served_crl(server: &Server) -> ServedCrl {
     let response = server.get("/crl");
     assert_eq!(response.status, 200, "{}", response.text());
     assert_eq!(
