@@ -506,7 +506,22 @@ impl RevokeMode {
         reason: RevocationReason,
     ) -> Result<Vec<CertificateRecord>> {
         match self {
-            Self::Act => backend.authority()?.revoke_all(serial, reason),
+            Self::Act => match backend.authority()?.revoke_all(serial, reason) {
+                Err(Error::AlreadyRevoked(s)) => {
+                    // The revocation may have been recorded by an attempt whose reply failed:
+                    // whoever keeps status elsewhere learns of it now (at no cost if it knew;
+                    // none for an expired certificate, whose status nobody needs signed again).
+                    if let Ok(Some(SerialEntry::Issued(record))) =
+                        backend.ca().store().serial(serial)
+                        && record.revocation.is_some()
+                        && record.intent.not_after > OffsetDateTime::now_utc()
+                    {
+                        backend.revoked(std::slice::from_ref(&record));
+                    }
+                    Err(Error::AlreadyRevoked(s))
+                }
+                done => done,
+            },
             Self::DryRun => agentca_core::issuer::revocation_preview(
                 backend.ca().store().as_ref(),
                 serial,

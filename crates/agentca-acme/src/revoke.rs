@@ -1,6 +1,6 @@
 //! Revocation over ACME (RFC 8555 §7.6) and renewal information (RFC 9773 §4).
 
-use agentca_core::store::{RevocationReason, SerialEntry};
+use agentca_core::store::{Revocation, RevocationReason, SerialEntry};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
@@ -76,13 +76,30 @@ impl AcmeService {
                 }
             }
         }
-        if record.revocation.is_some() {
-            return Err(AcmeError::new(
+        let already = || {
+            // The revocation may have been recorded by an attempt whose reply failed: the
+            // status holders learn of it now (at no cost if they knew; none for an expired
+            // certificate, whose status nobody needs signed again).
+            if record.intent.not_after > Self::now() {
+                self.events.revoked(std::slice::from_ref(&record));
+            }
+            AcmeError::new(
                 ProblemType::AlreadyRevoked,
                 "the certificate is already revoked",
-            ));
+            )
+        };
+        // A keyCompromise revocation of a certificate revoked for keyCompromise goes on: it
+        // finishes one that did not reach every certificate of the key.
+        let finishing = |r: Revocation| {
+            r.reason == RevocationReason::KeyCompromise && reason == RevocationReason::KeyCompromise
+        };
+        if record.revocation.is_some_and(|r| !finishing(r)) {
+            return Err(already());
         }
-        let revoked = self.authority.revoke_all(&serial, reason)?;
+        let revoked = match self.authority.revoke_all(&serial, reason) {
+            Err(agentca_core::Error::AlreadyRevoked(_)) => return Err(already()),
+            other => other?,
+        };
         self.events.revoked(&revoked);
         Ok(Reply {
             status: 200,

@@ -42,6 +42,7 @@ pub fn publish(authority: &Authority, now: OffsetDateTime, validity: Duration) -
     let state = store.next_crl_number(crate::profile::whole_seconds(now))?;
     // The number is durable before any CRL carrying it exists.
     store.commit()?;
+    fail_point!("crl::numbered");
     let this_update = state.this_update;
     let next_update = this_update + validity;
     let entries = store.revoked(this_update - validity)?;
@@ -52,6 +53,7 @@ pub fn publish(authority: &Authority, now: OffsetDateTime, validity: Duration) -
         next_update,
         &entries,
     )?;
+    fail_point!("crl::signed");
     // The data directory's record of the highest number published, kept apart from the store
     // so that restoring an older snapshot of the store cannot bring the number back (REL-9).
     authority.audit().append_durable(

@@ -403,13 +403,16 @@ impl Authority {
         record_more: impl FnOnce(&CertificateRecord) -> Result<()>,
     ) -> Result<CertificateRecord> {
         let staged = self.stage_issue(request, record_more)?;
+        fail_point!("issue::stored");
         // Store first: sled holds unflushed writes in its own memory, so an audit line written
         // before the flush could outlive the record it describes after a crash. This order can
         // only leave the opposite (a stored, unacknowledged certificate without its line), which
         // reconciliation reports.
         self.store.commit()?;
+        fail_point!("issue::committed");
         self.audit.append("cert.issued", staged.audit)?;
         self.audit.sync()?;
+        fail_point!("issue::audited");
         staged.more?;
         Ok(staged.record)
     }
@@ -526,9 +529,11 @@ impl Authority {
                 )?
             }
         };
+        fail_point!("issue::reserved");
         let der = self
             .ca
             .sign_leaf(&auth, intent.serial, not_before, not_after)?;
+        fail_point!("issue::signed");
         let record = CertificateRecord {
             intent,
             der,
@@ -844,7 +849,11 @@ impl Authority {
 
     /// [`Authority::revoke`], returning every certificate it revoked: the one named first, then,
     /// for keyCompromise, the other certificates of the same key. Whoever keeps status
-    /// elsewhere (the OCSP cache) updates all of them.
+    /// elsewhere (the OCSP cache) updates all of them. A keyCompromise revocation of a
+    /// certificate already revoked for keyCompromise finishes that revocation if it did not
+    /// reach every certificate of the key (it failed half-way): the named certificate comes
+    /// first as it was revoked then, and the others follow; with nothing left to finish it is
+    /// refused as already revoked.
     pub fn revoke_all(
         &self,
         serial: &Serial,
@@ -882,28 +891,73 @@ impl Authority {
             revoked_at: profile::whole_seconds(OffsetDateTime::now_utc()),
             reason,
         };
-        let record = self.store.revoke(serial, revocation).map_err(|e| match e {
-            StoreError::NotFound { .. } => Error::UnknownSerial(serial.to_hex()),
-            StoreError::Conflict { .. } => Error::AlreadyRevoked(serial.to_hex()),
-            other => other.into(),
-        })?;
-        // A compromised key compromises every certificate for it (BR §4.9.1.1): block the key
-        // and revoke its other certificates in the same durable step.
+        if reason != RevocationReason::KeyCompromise {
+            let record = self.store.revoke(serial, revocation).map_err(|e| match e {
+                StoreError::NotFound { .. } => Error::UnknownSerial(serial.to_hex()),
+                StoreError::Conflict { .. } => Error::AlreadyRevoked(serial.to_hex()),
+                other => other.into(),
+            })?;
+            fail_point!("revoke::recorded");
+            return self.finish_revocation(serial, record, true, Vec::new(), revocation);
+        }
+        // A compromised key compromises every certificate for it (BR §4.9.1.1): the key is
+        // blocked first, then this certificate and every other of the key are revoked, each
+        // step idempotent, so that a retry after a failure between two of them (a flush that
+        // failed, a database lost half-way) finishes what the first attempt began instead of
+        // stopping at "already revoked".
+        let Some(SerialEntry::Issued(found)) = self.store.serial(serial)? else {
+            return Err(Error::UnknownSerial(serial.to_hex()));
+        };
+        let finishing = |r: &CertificateRecord| {
+            r.revocation
+                .is_some_and(|r| r.reason == RevocationReason::KeyCompromise)
+        };
+        if found.revocation.is_some() && !finishing(&found) {
+            return Err(Error::AlreadyRevoked(serial.to_hex()));
+        }
+        let mut key = [0u8; 32];
+        if hex::decode_to_slice(&found.intent.key_sha256, &mut key).is_ok() {
+            self.store.block_key(&key)?;
+        }
+        let (record, newly) = match self.store.revoke(serial, revocation) {
+            Ok(record) => (record, true),
+            Err(StoreError::Conflict { .. }) => match self.store.serial(serial)? {
+                Some(SerialEntry::Issued(record)) if finishing(&record) => (record, false),
+                _ => return Err(Error::AlreadyRevoked(serial.to_hex())),
+            },
+            Err(StoreError::NotFound { .. }) => return Err(Error::UnknownSerial(serial.to_hex())),
+            Err(e) => return Err(e.into()),
+        };
+        fail_point!("revoke::recorded");
         let mut also_revoked = Vec::new();
-        if reason == RevocationReason::KeyCompromise {
-            let mut key = [0u8; 32];
-            if hex::decode_to_slice(&record.intent.key_sha256, &mut key).is_ok() {
-                self.store.block_key(&key)?;
-            }
-            for other in others_with_the_key(self.store.as_ref(), &record)? {
-                match self.store.revoke(&other.intent.serial, revocation) {
-                    Ok(r) => also_revoked.push(r),
-                    Err(StoreError::Conflict { .. }) => {}
-                    Err(e) => return Err(e.into()),
-                }
+        for other in others_with_the_key(self.store.as_ref(), &record)? {
+            match self.store.revoke(&other.intent.serial, revocation) {
+                Ok(r) => also_revoked.push(r),
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
             }
         }
+        if !newly && also_revoked.is_empty() {
+            // Nothing was left to finish; the block may have been (it is idempotent).
+            self.store.commit()?;
+            return Err(Error::AlreadyRevoked(serial.to_hex()));
+        }
+        self.finish_revocation(serial, record, newly, also_revoked, revocation)
+    }
+
+    /// Makes a revocation durable and audits it: `record` (audited only if `newly` revoked
+    /// now) and the other certificates of its key revoked with it.
+    fn finish_revocation(
+        &self,
+        serial: &Serial,
+        record: CertificateRecord,
+        newly: bool,
+        also_revoked: Vec<CertificateRecord>,
+        revocation: Revocation,
+    ) -> Result<Vec<CertificateRecord>> {
+        let reason = revocation.reason;
         self.store.commit()?;
+        fail_point!("revoke::committed");
         for other in &also_revoked {
             self.audit.append(
                 "cert.revoked",
@@ -916,16 +970,19 @@ impl Authority {
                 }),
             )?;
         }
-        self.audit.append(
-            "cert.revoked",
-            serde_json::json!({
-                "serial": serial.to_hex(),
-                "agent": record.intent.agent_id,
-                "reason": reason.name(),
-                "revoked_at": rfc3339(revocation.revoked_at),
-            }),
-        )?;
+        if newly {
+            self.audit.append(
+                "cert.revoked",
+                serde_json::json!({
+                    "serial": serial.to_hex(),
+                    "agent": record.intent.agent_id,
+                    "reason": reason.name(),
+                    "revoked_at": rfc3339(revocation.revoked_at),
+                }),
+            )?;
+        }
         self.audit.sync()?;
+        fail_point!("revoke::audited");
         let mut all = vec![record];
         all.extend(also_revoked);
         Ok(all)
@@ -949,12 +1006,17 @@ pub fn revocation_preview(
     let Some(SerialEntry::Issued(record)) = store.serial(serial)? else {
         return Err(Error::UnknownSerial(serial.to_hex()));
     };
-    if record.revocation.is_some() {
-        return Err(Error::AlreadyRevoked(serial.to_hex()));
-    }
     let mut all = Vec::new();
     if reason == RevocationReason::KeyCompromise {
         all = others_with_the_key(store, &record)?;
+    }
+    // An earlier keyCompromise revocation of it that did not reach every certificate of the
+    // key is finished by this one; anything else already revoked is refused.
+    let finishing = record
+        .revocation
+        .is_some_and(|r| r.reason == RevocationReason::KeyCompromise && !all.is_empty());
+    if record.revocation.is_some() && !finishing {
+        return Err(Error::AlreadyRevoked(serial.to_hex()));
     }
     all.insert(0, record);
     Ok(all)

@@ -9,6 +9,18 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+/// A fail point of the crash tests (`tests/failpoints.rs`, REL-1 of the security test plan):
+/// nothing at all unless the `fail` crate's `failpoints` feature is on, which only test builds
+/// turn on, and a test configures the point. Its `return` action makes the function fail as a
+/// storage backend error would.
+macro_rules! fail_point {
+    ($name:literal) => {
+        fail::fail_point!($name, |_| Err($crate::Error::Store(
+            $crate::store::StoreError::Backend(concat!("fail point ", $name).into())
+        )))
+    };
+}
+
 pub mod audit;
 pub mod backup;
 pub mod ca;

@@ -43,8 +43,16 @@ impl Hooks {
     ///
     /// The revoke command should return only after this: that is what makes "when `revoke`
     /// returns, OCSP already says revoked" true.
+    ///
+    /// Records whose `revoked` answers this node already gives cost nothing: a front end that
+    /// refuses a revocation as already done passes the stored record too, so that a
+    /// revocation recorded by an attempt that failed before its reply is answered `revoked`
+    /// from then on.
     pub fn revoked(&self, records: &[CertificateRecord]) {
         let changed = self.ocsp.revoked(records);
+        if changed == 0 {
+            return;
+        }
         self.metrics
             .certificates_revoked
             .inc_by(u64::try_from(changed).unwrap_or(u64::MAX));

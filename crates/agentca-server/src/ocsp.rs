@@ -488,12 +488,17 @@ impl OcspService {
 
     /// Makes every response for `records` say `revoked` before returning. `records` must be
     /// everything the revocation changed (`Authority::revoke_all` returns the other
-    /// certificates of a compromised key too).
+    /// certificates of a compromised key too). Records already answered `revoked` cost
+    /// nothing (a refused second revocation passes its record, in case the first one's
+    /// answer was lost). Returns how many were new.
     pub(crate) fn revoked(&self, records: &[CertificateRecord]) -> usize {
         // Only records that say revoked: marking a certificate the store still holds as good
         // would leave it answerable by nothing but `tryLater`.
         let mut all: Vec<(Serial, OffsetDateTime)> = Vec::with_capacity(records.len());
         for record in records {
+            if self.cache.is_marked_revoked(&record.intent.serial) {
+                continue;
+            }
             if record.revocation.is_some() {
                 all.push((record.intent.serial, record.intent.not_after));
             } else {

@@ -123,7 +123,12 @@ async fn openssl_sees_good_then_revoked_over_post_and_get() {
     })
     .await
     .unwrap();
+    let again = revoked.clone();
     server.blocking(move |h| h.revoked(&[revoked])).await;
+    // Told again (as a refused second revocation tells it): nothing is signed.
+    let signatures = server.hooks.responder_signatures();
+    server.blocking(move |h| h.revoked(&[again])).await;
+    assert_eq!(server.hooks.responder_signatures(), signatures);
 
     let text = openssl_post(&ca, &server, &leaf, &[]).await;
     assert_verified(&text, "revoked");
