@@ -542,35 +542,20 @@ fn a_dry_run_lists_what_a_revocation_would_take_and_changes_nothing() {
         json!([{ "serial": a1, "agent": alice, "replaced_by": a2 }]),
         "{doc}"
     );
-    let mut cmd = env.command();
-    cmd.args(["revoke", "--dry-run", "--agent", &alice]);
-    let out = Outcome::of(&mut cmd).success();
+    let out = env
+        .run(&["revoke", "--dry-run", "--agent", &alice])
+        .success();
     assert!(
         out.stdout
             .starts_with("dry run, nothing changed: would revoke 2 certificate(s) of"),
         "{out}"
     );
     // Refused as the revocation would be, with the same kinds.
-    let mut cmd = env.command();
-    cmd.args([
-        "--output",
-        "json",
-        "revoke",
-        "--dry-run",
-        "7f00112233445566778899aabbccddee",
-    ]);
-    assert_eq!(Outcome::of(&mut cmd).json_error().0, "unknownSerial");
-    let mut cmd = env.command();
-    cmd.args([
-        "--output",
-        "json",
-        "revoke",
-        "--dry-run",
-        &a1,
-        "--reason",
-        "removeFromCRL",
-    ]);
-    assert_eq!(Outcome::of(&mut cmd).json_error().0, "invalidArgument");
+    let unknown = "7f00112233445566778899aabbccddee";
+    let (kind, _) = env.json_error(&["revoke", "--dry-run", unknown]);
+    assert_eq!(kind, "unknownSerial");
+    let (kind, _) = env.json_error(&["revoke", "--dry-run", &a1, "--reason", "removeFromCRL"]);
+    assert_eq!(kind, "invalidArgument");
 
     assert_eq!(
         (
@@ -593,9 +578,8 @@ fn a_dry_run_lists_what_a_revocation_would_take_and_changes_nothing() {
         serials(&dry_run(&["--agent", &bob, "--reason", "keyCompromise"])["would_revoke"]);
     let doc = env.json(&["revoke", "--agent", &bob, "--reason", "keyCompromise"]);
     assert_eq!(serials(&doc["revoked"]), predicted);
-    let mut cmd = env.command();
-    cmd.args(["--output", "json", "revoke", "--dry-run", &b1]);
-    assert_eq!(Outcome::of(&mut cmd).json_error().0, "alreadyRevoked");
+    let (kind, _) = env.json_error(&["revoke", "--dry-run", &b1]);
+    assert_eq!(kind, "alreadyRevoked");
 
     // Through a running server's admin socket, the same.
     let server = Server::start(serve_on_free_ports(&env));

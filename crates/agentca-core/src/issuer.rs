@@ -882,11 +882,7 @@ impl Authority {
         serial: &Serial,
         reason: RevocationReason,
     ) -> Result<Vec<CertificateRecord>> {
-        if reason == RevocationReason::RemoveFromCrl {
-            return Err(Error::InvalidArgument(
-                "removeFromCRL only undoes a certificateHold, which agentca never uses".into(),
-            ));
-        }
+        refuse_remove_from_crl(reason)?;
         let revocation = Revocation {
             revoked_at: profile::whole_seconds(OffsetDateTime::now_utc()),
             reason,
@@ -998,11 +994,7 @@ pub fn revocation_preview(
     serial: &Serial,
     reason: RevocationReason,
 ) -> Result<Vec<CertificateRecord>> {
-    if reason == RevocationReason::RemoveFromCrl {
-        return Err(Error::InvalidArgument(
-            "removeFromCRL only undoes a certificateHold, which agentca never uses".into(),
-        ));
-    }
+    refuse_remove_from_crl(reason)?;
     let Some(SerialEntry::Issued(record)) = store.serial(serial)? else {
         return Err(Error::UnknownSerial(serial.to_hex()));
     };
@@ -1020,6 +1012,16 @@ pub fn revocation_preview(
     }
     all.insert(0, record);
     Ok(all)
+}
+
+/// removeFromCRL is no reason to revoke (RFC 5280 §5.3.1: it only undoes certificateHold).
+fn refuse_remove_from_crl(reason: RevocationReason) -> Result<()> {
+    if reason == RevocationReason::RemoveFromCrl {
+        return Err(Error::InvalidArgument(
+            "removeFromCRL only undoes a certificateHold, which agentca never uses".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The unrevoked certificates other than `record` for its key: what a keyCompromise
