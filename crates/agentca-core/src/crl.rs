@@ -175,9 +175,11 @@ pub fn build(
     let signer = RcgenSigner::new(ca.signer())?;
     let issuer = Issuer::from_ca_cert_der(&ca.cert_der().into(), &signer)
         .map_err(|e| Error::Der(format!("issuing CA certificate: {e}")))?;
-    let crl = params
-        .signed_by(&issuer)
-        .map_err(|e| Error::Signing(format!("CRL: {e}")))?;
+    let crl = params.signed_by(&issuer).map_err(|e| {
+        signer
+            .take_error()
+            .unwrap_or_else(|| Error::Signing(format!("CRL: {e}")))
+    })?;
     Ok(crl.der().to_vec())
 }
 

@@ -167,6 +167,7 @@ impl IssuingCa {
                 .lint_error
                 .borrow_mut()
                 .take()
+                .or_else(|| signer.inner.take_error())
                 .unwrap_or_else(|| Error::Signing(e.to_string()))
         })?;
         Ok(cert.der().to_vec())

@@ -138,11 +138,20 @@ impl Signer for KeyPairSigner {
 
 /// Adapts any [`Signer`] to rcgen's signing trait, so rcgen can build certificates and CRLs
 /// with keys it does not own.
+///
+/// Every signature is verified with the key's public key before rcgen may use it: a faulty
+/// signer (a hardware module returning a corrupted signature, a bit flipped in memory) fails
+/// the certificate or CRL instead of releasing one that no relying party can verify. The
+/// public key is the one the CA certificate names (`IssuingCa::new` refuses a key that
+/// does not match its certificate).
 pub struct RcgenSigner<'a> {
     inner: &'a dyn Signer,
     spki: Vec<u8>,
     public_key: Vec<u8>,
     algorithm: &'static rcgen::SignatureAlgorithm,
+    /// Why the last signature was refused, for [`RcgenSigner::take_error`]: rcgen reports any
+    /// signing failure as one opaque error.
+    error: std::sync::Mutex<Option<Error>>,
 }
 
 impl<'a> RcgenSigner<'a> {
@@ -161,7 +170,36 @@ impl<'a> RcgenSigner<'a> {
             spki,
             public_key,
             algorithm,
+            error: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Why the last signature failed (the signer's own error, or a signature that did not
+    /// verify), once: for the caller to report instead of rcgen's opaque error.
+    pub fn take_error(&self) -> Option<Error> {
+        self.error.lock().ok().and_then(|mut e| e.take())
+    }
+
+    fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), Error> {
+        use aws_lc_rs::signature::{
+            ECDSA_P256_SHA256_ASN1, ECDSA_P384_SHA384_ASN1, ED25519, RSA_PKCS1_2048_8192_SHA256,
+            UnparsedPublicKey, VerificationAlgorithm,
+        };
+        let algorithm: &'static dyn VerificationAlgorithm = match self.inner.algorithm() {
+            SignatureAlgorithm::EcdsaP256Sha256 => &ECDSA_P256_SHA256_ASN1,
+            SignatureAlgorithm::EcdsaP384Sha384 => &ECDSA_P384_SHA384_ASN1,
+            SignatureAlgorithm::Ed25519 => &ED25519,
+            SignatureAlgorithm::RsaPkcs1Sha256 => &RSA_PKCS1_2048_8192_SHA256,
+        };
+        UnparsedPublicKey::new(algorithm, &self.public_key)
+            .verify(message, signature)
+            .map_err(|_| {
+                Error::Signing(
+                    "the CA key's signature does not verify with its public key (a faulty \
+                     signer): nothing signed with it was released"
+                        .into(),
+                )
+            })
     }
 }
 
@@ -181,9 +219,16 @@ impl PublicKeyData for RcgenSigner<'_> {
 
 impl SigningKey for RcgenSigner<'_> {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        self.inner
+        let signed = self
+            .inner
             .sign(msg)
-            .map_err(|_| rcgen::Error::RemoteKeyError)
+            .and_then(|signature| self.verify(msg, &signature).map(|()| signature));
+        signed.map_err(|e| {
+            if let Ok(mut slot) = self.error.lock() {
+                *slot = Some(e);
+            }
+            rcgen::Error::RemoteKeyError
+        })
     }
 }
 

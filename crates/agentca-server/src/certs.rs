@@ -189,9 +189,11 @@ fn issue(
     let ca_key = agentca_core::signer::RcgenSigner::new(ca.signer())?;
     let issuer = Issuer::from_ca_cert_der(&ca.cert_der().into(), &ca_key)
         .map_err(|e| agentca_core::Error::Der(format!("issuing CA certificate: {e}")))?;
-    let cert = params
-        .signed_by(key, &issuer)
-        .map_err(|e| agentca_core::Error::Signing(format!("{agent} certificate: {e}")))?;
+    let cert = params.signed_by(key, &issuer).map_err(|e| {
+        ca_key
+            .take_error()
+            .unwrap_or_else(|| agentca_core::Error::Signing(format!("{agent} certificate: {e}")))
+    })?;
     let record = CertificateRecord {
         intent,
         der: cert.der().to_vec(),

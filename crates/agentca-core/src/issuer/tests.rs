@@ -1475,6 +1475,78 @@ fn rel4_a_repeated_serial_is_drawn_again_and_never_overwrites() {
     assert_eq!(t.audit_events("cert.issued").len(), 2);
 }
 
+/// A signer that signs, then corrupts the signature: a faulty hardware module.
+struct CorruptingSigner(Arc<dyn Signer>);
+
+impl Signer for CorruptingSigner {
+    fn algorithm(&self) -> crate::signer::SignatureAlgorithm {
+        self.0.algorithm()
+    }
+
+    fn subject_public_key_info(&self) -> Vec<u8> {
+        self.0.subject_public_key_info()
+    }
+
+    fn sign(&self, message: &[u8]) -> std::result::Result<Vec<u8>, Error> {
+        let mut signature = self.0.sign(message)?;
+        if let Some(last) = signature.last_mut() {
+            *last ^= 0x01;
+        }
+        Ok(signature)
+    }
+
+    fn signatures(&self) -> u64 {
+        self.0.signatures()
+    }
+}
+
+/// KEY-4: every signature of the CA key is verified with its public key before anything
+/// signed with it is released; a faulty signer gets no certificate and no CRL out, the
+/// request fails with the reason, and nothing is recorded as issued or published.
+#[test]
+fn key4_a_signer_returning_corrupted_signatures_releases_nothing() {
+    let t = TestCa::new();
+    let good = &t.authority.ca;
+    let mut faulty = t.ca.authority(&Protection::InsecurePlaintext).unwrap();
+    faulty.ca = IssuingCa::new(
+        Arc::new(CorruptingSigner(good.signer.clone())),
+        good.cert_der.clone(),
+        good.urls.clone(),
+        good.trust_domain.clone(),
+        good.own_keys.clone(),
+    )
+    .unwrap();
+    let before = (t.serials(), t.audit_events("cert.issued").len());
+    let signatures = faulty.ca().signer().signatures();
+    let err = faulty
+        .issue_csr(ALICE, &plain_csr(), EnrollmentMethod::Cli, None)
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Signing(m) if m.contains("does not verify")),
+        "{err}"
+    );
+    assert_eq!(faulty.ca().signer().signatures(), signatures + 1);
+    let certificates =
+        t.ca.store()
+            .certificates(&crate::store::CertificateFilter::default())
+            .unwrap();
+    assert!(certificates.is_empty(), "a certificate was stored");
+    assert_eq!(t.audit_events("cert.issued").len(), before.1);
+    // The serial reached the key, so it stays reserved (reported, never reused).
+    assert_eq!(t.serials(), before.0 + 1);
+
+    let err = crl::publish(&faulty, OffsetDateTime::now_utc(), Duration::hours(24)).unwrap_err();
+    assert!(
+        matches!(&err, Error::Signing(m) if m.contains("does not verify")),
+        "{err}"
+    );
+    assert!(t.audit_events("crl.published").is_empty());
+
+    // The sound key goes on working.
+    t.issue_checked(ALICE, &plain_csr());
+    crl::publish(&t.authority, OffsetDateTime::now_utc(), Duration::hours(24)).unwrap();
+}
+
 // ---------------------------------------------------------------------------------------------
 
 fn seq(parts: &[&[u8]]) -> Vec<u8> {
