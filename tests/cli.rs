@@ -21,6 +21,7 @@ mod cli {
     mod crl;
     mod deployment;
     mod drill;
+    mod durability;
     mod enroll;
     mod examples;
     mod garbage;

@@ -50,6 +50,23 @@ pub(crate) fn serve_command(env: &Env) -> Command {
     cmd
 }
 
+/// `cmd` run by `program` with `args` before it (a shell that `exec`s it, a tracer): the same
+/// environment and working directory.
+pub(crate) fn wrapped(program: &str, args: &[&std::ffi::OsStr], cmd: &Command) -> Command {
+    let mut outer = Command::new(program);
+    outer.args(args).arg(cmd.get_program()).args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => outer.env(key, value),
+            None => outer.env_remove(key),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        outer.current_dir(dir);
+    }
+    outer
+}
+
 /// [`serve_command`] on free ports: the usual way to start a test server.
 pub(crate) fn serve_on_free_ports(env: &Env) -> Command {
     let mut cmd = serve_command(env);
@@ -288,8 +305,15 @@ impl Server {
         (status, log + &peer_log)
     }
 
-    fn terminate_one(mut self) -> (ExitStatus, String) {
-        let pid = self.child.id().to_string();
+    fn terminate_one(self) -> (ExitStatus, String) {
+        let pid = self.child.id();
+        self.terminate_through(pid)
+    }
+
+    /// [`Server::terminate`] for a server started under a wrapper that does not pass SIGTERM
+    /// on (a tracer): sends it to `pid`, the server itself, and waits for the wrapper to end.
+    pub(crate) fn terminate_through(mut self, pid: u32) -> (ExitStatus, String) {
+        let pid = pid.to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(sent.success(), "kill -TERM {pid} failed");
         let deadline = Instant::now() + STOP_TIMEOUT;

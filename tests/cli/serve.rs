@@ -1344,21 +1344,10 @@ fn serve_degrades_on_a_full_disk_that_also_holds_its_log() {
 
 /// `cmd` with its stderr appended to `log` by a shell that then becomes the server (same pid).
 fn with_stderr_in(cmd: &Command, log: &Path) -> Command {
-    let mut shell = Command::new("sh");
-    shell
-        .arg("-c")
-        .arg("log=$1; shift; exec \"$@\" 2>>\"$log\"")
-        .arg("sh")
-        .arg(log)
-        .arg(cmd.get_program())
-        .args(cmd.get_args());
-    for (key, value) in cmd.get_envs() {
-        match value {
-            Some(value) => shell.env(key, value),
-            None => shell.env_remove(key),
-        };
-    }
-    shell
+    let script = ["-c", "log=$1; shift; exec \"$@\" 2>>\"$log\"", "sh"];
+    let mut args: Vec<&OsStr> = script.iter().map(OsStr::new).collect();
+    args.push(log.as_os_str());
+    super::harness::wrapped("sh", &args, cmd)
 }
 
 fn degrades_on_a_full_disk(log_file: Option<&str>) {
