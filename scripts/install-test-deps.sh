@@ -118,6 +118,8 @@ apt_tool golang-cfssl cfssl   # comparison CA for the benchmarks
 apt_tool pebble pebble        # ACME test server: the ACME load generator and the agent (CLI-1 … CLI-7) are checked against it
 apt_tool faketime faketime    # clocks hours off: the renewal daemon (CLI-7), certificate retention
 apt_tool strace strace        # the order of a running server's writes, fsyncs and replies (REL-3)
+apt_tool softhsm2 softhsm2-util # a PKCS#11 token for the issuing CA key (KEY-2)
+apt_tool opensc pkcs11-tool     # reads the flags of the token's key (KEY-2)
 apt_tool scep scepserver      # micromdm scepserver/scepclient: SCEP load generator and interop tests
 apt_tool certmonger getcert   # certmonger: SCEP interop test (SCEP-8); pulls in dbus for its session bus
 apt_tool certbot certbot      # stock ACME client the ACME server is tested with

@@ -226,6 +226,14 @@ fn init(
             }
         }
     };
+    let issuing_key_in = match (args.pkcs11_module, args.pkcs11_token) {
+        (Some(module), Some(token)) => Some(ca::TokenPlace {
+            module,
+            token,
+            pin: agentca_core::pkcs11::pin_from_environment()?,
+        }),
+        _ => None,
+    };
     let report = ca::init(
         dir,
         &InitOptions {
@@ -233,6 +241,7 @@ fn init(
             key_type,
             base_url: args.base_url,
             protection,
+            issuing_key_in,
         },
     )?;
     let d = report.data_dir.display();

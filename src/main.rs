@@ -156,6 +156,14 @@ pub(crate) struct InitArgs {
     /// DEVELOPMENT ONLY: store the CA private keys unencrypted.
     #[arg(long)]
     insecure_unencrypted_keys: bool,
+    /// Generate the issuing CA's key in a PKCS#11 token instead of `issuing.key` (the module,
+    /// e.g. /usr/lib/softhsm/libsofthsm2.so); its user PIN comes from AGENTCA_PKCS11_PIN or
+    /// the file AGENTCA_PKCS11_PIN_FILE names. ECDSA key types only.
+    #[arg(long, requires = "pkcs11_token")]
+    pkcs11_module: Option<PathBuf>,
+    /// The label of the token to generate the issuing CA's key in (with --pkcs11-module).
+    #[arg(long, requires = "pkcs11_module")]
+    pkcs11_token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

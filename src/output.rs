@@ -56,6 +56,7 @@ pub(crate) fn kind(e: &agentca_core::Error) -> &str {
         E::InvalidLifetime(_) => "invalidLifetime",
         E::RateLimited { .. } => "rateLimited",
         E::KeyFile { .. } => "keyFile",
+        E::Pkcs11(_) => "pkcs11",
         E::DataDir { .. } => "dataDir",
         E::Audit(_) => "audit",
         E::Store(_) => "store",

@@ -299,6 +299,7 @@ fn ensure_ca(
             key_type: KeyKind::EcdsaP256,
             base_url: None,
             protection,
+            issuing_key_in: None,
         },
     )?;
     Ok(Some(if encrypted {

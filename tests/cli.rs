@@ -26,6 +26,7 @@ mod cli {
     mod examples;
     mod garbage;
     mod global;
+    mod hsm;
     mod init;
     mod issue;
     mod multinode;

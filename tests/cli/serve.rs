@@ -67,14 +67,14 @@ fn openssl<S: AsRef<OsStr>>(args: &[S]) -> Run {
 }
 
 /// Paths handed to `openssl ocsp`.
-struct OcspFiles {
+pub(crate) struct OcspFiles {
     issuing: String,
     chain: String,
     root: String,
 }
 
 impl OcspFiles {
-    fn of(env: &Env) -> Self {
+    pub(crate) fn of(env: &Env) -> Self {
         let s = |name: &str| env.data_file(name).to_str().unwrap().to_owned();
         Self {
             issuing: s("issuing.pem"),
@@ -85,7 +85,7 @@ impl OcspFiles {
 
     /// `openssl ocsp -issuer issuing.pem -cert LEAF -url URL -CAfile ca-chain.pem` plus
     /// `extra`; must succeed (exit 0 and "Response verify OK").
-    fn query(&self, server: &Server, leaf: &Path, extra: &[&str]) -> String {
+    pub(crate) fn query(&self, server: &Server, leaf: &Path, extra: &[&str]) -> String {
         let leaf = leaf.to_str().unwrap();
         let url = server.url("/ocsp");
         let mut args = vec![

@@ -50,11 +50,13 @@ pub(crate) fn bin() -> &'static str {
 }
 
 /// Environment variables of the binary that must not leak in from the developer's shell.
-const OWN_VARS: [&str; 4] = [
+const OWN_VARS: [&str; 6] = [
     "AGENTCA_DATA_DIR",
     "AGENTCA_PASSPHRASE",
     "AGENTCA_PASSPHRASE_FILE",
     "AGENTCA_STORE",
+    "AGENTCA_PKCS11_PIN",
+    "AGENTCA_PKCS11_PIN_FILE",
 ];
 
 /// Set to `postgres` to run the tests on PostgreSQL: every [`Env`] then keeps its CA's records
@@ -93,6 +95,8 @@ pub(crate) struct Env {
     tmp: TempDir,
     /// The PostgreSQL URL every command is given (`AGENTCA_STORE`), under [`STORE_VAR`].
     store: Option<String>,
+    /// Variables every command of this environment gets (a PKCS#11 module's configuration).
+    vars: std::sync::Mutex<Vec<(String, String)>>,
 }
 
 impl Env {
@@ -111,7 +115,18 @@ impl Env {
             Ok("sled") | Ok("") | Err(_) => None,
             Ok(other) => panic!("{STORE_VAR}={other:?}: postgres or sled"),
         };
-        Self { tmp, store }
+        Self {
+            tmp,
+            store,
+            vars: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Gives every later command of this environment `key=value`.
+    pub(crate) fn set_var(&self, key: &str, value: impl Into<String>) {
+        let mut vars = self.vars.lock().unwrap();
+        vars.retain(|(k, _)| k != key);
+        vars.push((key.to_owned(), value.into()));
     }
 
     /// The PostgreSQL URL the CA's records are kept at; `None` for the embedded store.
@@ -183,6 +198,9 @@ impl Env {
             cmd.env_remove(var);
         }
         cmd.env("AGENTCA_PASSPHRASE", PASSPHRASE);
+        for (key, value) in self.vars.lock().unwrap().iter() {
+            cmd.env(key, value);
+        }
         if let Some(url) = &self.store {
             cmd.env("AGENTCA_STORE", url);
         }

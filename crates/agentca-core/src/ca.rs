@@ -32,7 +32,7 @@ use crate::issuer::{Authority, IssuingCa};
 use crate::keyfile::{self, Passphrase, Protection};
 use crate::policy::PolicySet;
 use crate::profile::{self, Urls};
-use crate::signer::KeyPairSigner;
+use crate::signer::{KeyPairSigner, RcgenSigner, Signer};
 use crate::status::StatusResponder;
 use crate::store::{PostgresStore, SledStore, Store};
 use crate::token::TokenSealer;
@@ -207,6 +207,9 @@ pub struct CaConfig {
     /// [`CaConfig::keep_expired_certificates`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_expired_certificates: Option<String>,
+    /// The PKCS#11 token that holds the issuing CA's key; absent means `issuing.key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuing_key: Option<crate::pkcs11::TokenKey>,
 }
 
 impl CaConfig {
@@ -244,6 +247,20 @@ pub struct InitOptions {
     pub base_url: Option<String>,
     /// How the keys are protected.
     pub protection: Protection,
+    /// Generate the issuing CA's key in this PKCS#11 token instead of a key file.
+    pub issuing_key_in: Option<TokenPlace>,
+}
+
+/// A PKCS#11 token to generate the issuing CA's key in (`init --pkcs11-module … --pkcs11-token
+/// …`).
+#[derive(Clone, Debug)]
+pub struct TokenPlace {
+    /// The PKCS#11 module.
+    pub module: PathBuf,
+    /// The token's label.
+    pub token: String,
+    /// The token's user PIN.
+    pub pin: crate::pkcs11::Pin,
 }
 
 /// The default base URL: the HTTP listener's default address (design §6).
@@ -293,6 +310,28 @@ pub fn init(dir: &DataDir, options: &InitOptions) -> Result<InitReport> {
         }
         StoreLocation::DataDir | StoreLocation::Sled(_) => None,
     };
+    // The issuing CA's key first, a key file's or one that never leaves its token: a token
+    // that is missing or refuses the PIN stops `init` before anything is written.
+    let (issuing_signer, issuing_file_key, issuing_token): (Arc<dyn Signer>, _, _) =
+        match &options.issuing_key_in {
+            None => {
+                let key = generate_key(options.key_type)?;
+                let der = key.serialize_der();
+                (Arc::new(KeyPairSigner::new(key)?), Some(der), None)
+            }
+            Some(place) => {
+                let label = format!("{} agent issuing CA", options.trust_domain);
+                let (signer, token) = crate::pkcs11::TokenSigner::generate(
+                    &place.module,
+                    &place.token,
+                    options.key_type,
+                    &label,
+                    place.pin.clone(),
+                )?;
+                (Arc::new(signer), None, Some(token))
+            }
+        };
+    let issuing_key = RcgenSigner::new(issuing_signer.as_ref())?;
     create_private_dir(dir.path())?;
     let store: Arc<dyn Store> = match &database {
         Some(pg) => pg.clone(),
@@ -314,7 +353,6 @@ pub fn init(dir: &DataDir, options: &InitOptions) -> Result<InitReport> {
     let root_issuer = Issuer::new(root_params, &root_key);
 
     // Issuing CA.
-    let issuing_key = generate_key(options.key_type)?;
     let mut issuing_params =
         ca_params(&format!("{td} agent issuing CA"), td, now, ISSUING_LIFETIME)?;
     issuing_params.key_identifier_method = ski(&issuing_key)?;
@@ -369,11 +407,13 @@ pub fn init(dir: &DataDir, options: &InitOptions) -> Result<InitReport> {
     // leaves no config.toml, and a rerun refuses because keys exist — nothing is overwritten.
     for (name, key) in [
         ("root.key", &root_key),
-        ("issuing.key", &issuing_key),
         ("ocsp.key", &responder_key),
         ("scep-ra.key", &ra_key),
     ] {
         keyfile::write_key(&dir.file(name), &key.serialize_der(), &options.protection)?;
+    }
+    if let Some(der) = &issuing_file_key {
+        keyfile::write_key(&dir.file("issuing.key"), der, &options.protection)?;
     }
     write_token_seal_key(dir, &options.protection)?;
     write_new(&dir.file("root.pem"), root_cert.pem().as_bytes())?;
@@ -400,6 +440,7 @@ pub fn init(dir: &DataDir, options: &InitOptions) -> Result<InitReport> {
         created_at: now,
         store: dir.store_location().kind(),
         keep_expired_certificates: None,
+        issuing_key: issuing_token,
     };
     store.commit()?;
     drop(store);
@@ -618,13 +659,19 @@ impl Ca {
 
     /// The issuing CA with its key loaded.
     pub fn issuing_ca(&self, protection: &Protection) -> Result<IssuingCa> {
-        let signer = self.signer("issuing.key", protection)?;
+        let signer: Arc<dyn Signer> = match &self.config.issuing_key {
+            Some(token) => Arc::new(crate::pkcs11::TokenSigner::open(
+                token,
+                crate::pkcs11::pin_from_environment()?,
+            )?),
+            None => Arc::new(self.signer("issuing.key", protection)?),
+        };
         let mut own_keys = Vec::new();
         for name in ["root.pem", "issuing.pem", "ocsp.pem", "scep-ra.pem"] {
             own_keys.push(spki_of(&self.cert_der(name)?)?);
         }
         IssuingCa::new(
-            Arc::new(signer),
+            signer,
             self.cert_der("issuing.pem")?,
             Urls::from_base(&self.config.base_url),
             self.config.trust_domain.clone(),
@@ -744,8 +791,7 @@ fn generate_key(kind: KeyKind) -> Result<KeyPair> {
 }
 
 /// RFC 7093 method 1 key identifiers for the CA's own certificates too.
-fn ski(key: &KeyPair) -> Result<KeyIdMethod> {
-    use rcgen::PublicKeyData;
+fn ski(key: &impl rcgen::PublicKeyData) -> Result<KeyIdMethod> {
     Ok(KeyIdMethod::PreSpecified(profile::key_identifier(
         &key.subject_public_key_info(),
     )?))

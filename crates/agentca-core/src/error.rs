@@ -85,6 +85,11 @@ pub enum Error {
     #[error("signing failed: {0}")]
     Signing(String),
 
+    /// The PKCS#11 token holding the issuing CA key is missing, refused the PIN, holds no
+    /// such key, or failed.
+    #[error("PKCS#11: {0}")]
+    Pkcs11(String),
+
     /// A key file could not be read, decrypted or written, or has unsafe permissions.
     #[error("key file {}: {reason}", path.display())]
     KeyFile {

@@ -31,6 +31,7 @@ pub mod identity;
 pub mod issuer;
 pub mod keyfile;
 pub mod ocsp;
+pub mod pkcs11;
 pub mod policy;
 pub mod profile;
 pub mod reconcile;

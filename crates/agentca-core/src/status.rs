@@ -185,6 +185,7 @@ mod tests {
                 key_type: KeyKind::EcdsaP256,
                 base_url: None,
                 protection: Protection::InsecurePlaintext,
+                issuing_key_in: None,
             },
         )
         .unwrap();

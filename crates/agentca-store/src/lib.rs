@@ -163,6 +163,11 @@ pub trait Store: Send + Sync {
     fn token(&self, id: &str) -> Result<Option<TokenRecord>>;
     /// Marks a token used, only if it is unused; [`StoreError::Conflict`] if it was used.
     fn consume_token(&self, id: &str, at: OffsetDateTime) -> Result<TokenRecord>;
+    /// Makes a token unused again, only if it was consumed at `consumed_at` (to the second):
+    /// for an enrollment that consumed it and then failed before anything was signed for it
+    /// (the CA's key unavailable), so that the client's retry can use it. Returns whether it
+    /// did; a token used at another time, or unused, stays as it is.
+    fn restore_token(&self, id: &str, consumed_at: OffsetDateTime) -> Result<bool>;
 
     /// Allocates the next CRL number: strictly greater than any number handed out before, with a
     /// `thisUpdate` never earlier than the previous one (even if the clock stepped back).
@@ -432,4 +437,9 @@ pub fn change_agent(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Whether two times fall in the same second (what a round trip through a record keeps).
+pub(crate) fn same_second(a: OffsetDateTime, b: OffsetDateTime) -> bool {
+    a.unix_timestamp() == b.unix_timestamp()
 }

@@ -454,6 +454,29 @@ impl Store for SledStore {
             .transpose()
     }
 
+    fn restore_token(&self, id: &str, consumed_at: OffsetDateTime) -> Result<bool> {
+        loop {
+            let Some(current) = self.tokens.get(id.as_bytes()).map_err(backend)? else {
+                return Ok(false);
+            };
+            let mut token: TokenRecord = decode(id, &current)?;
+            if !token
+                .consumed_at
+                .is_some_and(|t| crate::same_second(t, consumed_at))
+            {
+                return Ok(false);
+            }
+            token.consumed_at = None;
+            let swapped = self
+                .tokens
+                .compare_and_swap(id.as_bytes(), Some(&current), Some(encode(&token)?))
+                .map_err(backend)?;
+            if swapped.is_ok() {
+                return Ok(true);
+            }
+        }
+    }
+
     fn consume_token(&self, id: &str, at: OffsetDateTime) -> Result<TokenRecord> {
         // A compare-and-swap on the bytes read, not a sled transaction: each transaction
         // writes sled's log at once, twice, and every write wakes all of its I/O threads —

@@ -60,6 +60,7 @@ impl Fixture {
                 key_type: KeyKind::EcdsaP256,
                 base_url: None,
                 protection: Protection::InsecurePlaintext,
+                issuing_key_in: None,
             },
         )
         .expect("init the benchmark CA");

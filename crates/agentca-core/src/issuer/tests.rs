@@ -66,6 +66,7 @@ impl TestCa {
                 key_type,
                 base_url: base_url.map(Into::into),
                 protection: Protection::InsecurePlaintext,
+                issuing_key_in: None,
             },
         )
         .unwrap();

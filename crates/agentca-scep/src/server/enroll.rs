@@ -163,9 +163,10 @@ impl ScepService {
             csr_key_thumbprint: None,
         };
         self.authority.precheck(&issue).map_err(core_refusal)?;
+        let mut consumed = None;
         if let Some(token_id) = &requester.token_id {
             match store.consume_token(token_id, now) {
-                Ok(_) => {}
+                Ok(token) => consumed = token.consumed_at.map(|at| (token_id, at)),
                 Err(StoreError::Conflict { .. }) => {
                     return Err(Refusal::bad_request("the challenge was already used"));
                 }
@@ -197,8 +198,22 @@ impl ScepService {
                 }),
             )),
             Err(e) => {
-                // A consumed challenge stays consumed: make that durable before answering.
-                if requester.token_id.is_some()
+                // The CA's key failed (a token away, a faulty signer): nothing was signed for
+                // this request, so its challenge is given back for the client's retry.
+                let key_failed = matches!(
+                    e,
+                    agentca_core::Error::Signing(_) | agentca_core::Error::Pkcs11(_)
+                );
+                if key_failed && let Some((token_id, at)) = consumed {
+                    match store.restore_token(token_id, at) {
+                        Ok(_) => {}
+                        Err(restore) => {
+                            tracing::warn!(error = %restore, "could not give a challenge back")
+                        }
+                    }
+                }
+                // Otherwise a consumed challenge stays consumed: durable before the answer.
+                if consumed.is_some()
                     && let Err(commit) = store.commit()
                 {
                     tracing::warn!(error = %commit, "could not make a consumed challenge durable");
@@ -372,6 +387,7 @@ fn core_refusal(e: agentca_core::Error) -> Refusal {
     match e {
         Error::Store(e) => store_refusal(e),
         Error::Signing(_)
+        | Error::Pkcs11(_)
         | Error::KeyFile { .. }
         | Error::DataDir { .. }
         | Error::Audit(_)

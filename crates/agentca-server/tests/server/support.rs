@@ -45,6 +45,7 @@ impl TestCa {
                 key_type: KeyKind::EcdsaP256,
                 base_url: None,
                 protection: Protection::InsecurePlaintext,
+                issuing_key_in: None,
             },
         )
         .unwrap();

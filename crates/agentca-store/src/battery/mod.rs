@@ -775,7 +775,26 @@ pub fn tokens_are_single_use(store: &dyn Store) {
         store.consume_token("nope", now()),
         Err(StoreError::NotFound { .. })
     ));
+    assert_eq!(store.token("tok1").unwrap(), Some(used.clone()));
+
+    // A consumption is undone only by whoever made it (its time), and only once.
+    let at = used.consumed_at.unwrap();
+    assert!(
+        !store
+            .restore_token("tok1", at - Duration::seconds(5))
+            .unwrap()
+    );
+    assert!(!store.restore_token("nope", at).unwrap());
     assert_eq!(store.token("tok1").unwrap(), Some(used));
+    assert!(store.restore_token("tok1", at).unwrap());
+    assert_eq!(store.token("tok1").unwrap().unwrap().consumed_at, None);
+    assert!(!store.restore_token("tok1", at).unwrap());
+    let again = store.consume_token("tok1", now()).unwrap();
+    assert!(again.consumed_at.is_some());
+    assert!(matches!(
+        store.consume_token("tok1", now()),
+        Err(StoreError::Conflict { .. })
+    ));
 }
 
 pub fn crl_numbers_increase_even_when_the_clock_steps_back(store: &dyn Store) {

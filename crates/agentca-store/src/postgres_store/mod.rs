@@ -920,6 +920,28 @@ impl Store for PostgresStore {
             .run(move |c| c.transaction(|tx| use_token(tx, &id, at)))
     }
 
+    fn restore_token(&self, id: &str, consumed_at: OffsetDateTime) -> Result<bool> {
+        let id = id.to_owned();
+        self.pool.run(move |c| {
+            c.transaction(|tx| {
+                let rows = tx.query("SELECT body FROM tokens WHERE id = $1 FOR UPDATE", &[&id])?;
+                let Some(mut token) = record::<TokenRecord>(&rows, 0, &id)? else {
+                    return Ok(false);
+                };
+                if !token
+                    .consumed_at
+                    .is_some_and(|t| crate::same_second(t, consumed_at))
+                {
+                    return Ok(false);
+                }
+                token.consumed_at = None;
+                let body = to_json(&token)?;
+                tx.execute("UPDATE tokens SET body = $2 WHERE id = $1", &[&id, &body])?;
+                Ok(true)
+            })
+        })
+    }
+
     fn next_crl_number(&self, now: OffsetDateTime) -> Result<CrlState> {
         self.pool.run(move |c| {
             c.transaction(|tx| {
