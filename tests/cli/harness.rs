@@ -55,16 +55,21 @@ pub(crate) fn serve_command(env: &Env) -> Command {
 pub(crate) fn wrapped(program: &str, args: &[&std::ffi::OsStr], cmd: &Command) -> Command {
     let mut outer = Command::new(program);
     outer.args(args).arg(cmd.get_program()).args(cmd.get_args());
-    for (key, value) in cmd.get_envs() {
+    same_environment(&mut outer, cmd);
+    outer
+}
+
+/// Gives `to` the variables `from` sets or removes, and its working directory.
+fn same_environment(to: &mut Command, from: &Command) {
+    for (key, value) in from.get_envs() {
         match value {
-            Some(value) => outer.env(key, value),
-            None => outer.env_remove(key),
+            Some(value) => to.env(key, value),
+            None => to.env_remove(key),
         };
     }
-    if let Some(dir) = cmd.get_current_dir() {
-        outer.current_dir(dir);
+    if let Some(dir) = from.get_current_dir() {
+        to.current_dir(dir);
     }
-    outer
 }
 
 /// [`serve_command`] on free ports: the usual way to start a test server.
@@ -380,15 +385,7 @@ fn second_node(cmd: &Command) -> Option<Command> {
         }
         listener = *arg == "--listen" || *arg == "--http-listen";
     }
-    for (name, value) in cmd.get_envs() {
-        match value {
-            Some(value) => second.env(name, value),
-            None => second.env_remove(name),
-        };
-    }
-    if let Some(dir) = cmd.get_current_dir() {
-        second.current_dir(dir);
-    }
+    same_environment(&mut second, cmd);
     Some(second)
 }
 
