@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use agentca_testkit::tools::{missing, on_path};
 
-use super::harness::{Server, serve_on_free_ports};
+use super::harness::{AcmeServer, Server, serve_on_free_ports};
 use super::support::{Env, Outcome, expect, now, pem_certs, serial_of};
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
@@ -136,6 +136,18 @@ fn the_issuing_key_lives_in_the_token_and_signs_everything() {
     let (status, log) = server.terminate();
     assert!(status.success(), "{status}\n{log}");
     assert!(!log.contains(PIN), "the PIN was logged:\n{log}");
+
+    // An agent enrolls over ACME with a certificate the token signed.
+    let server = AcmeServer::start(&env);
+    std::fs::create_dir_all(env.path("agent")).unwrap();
+    let (key, cert) = (env.path("agent/key.pem"), env.path("agent/cert.pem"));
+    server.enroll(&alice, &key, &cert);
+    agentca_testkit::openssl_verify(
+        &cert,
+        &env.data_file("root.pem"),
+        &env.data_file("issuing.pem"),
+    );
+    drop(server);
 
     // The key cannot leave the token, and signs only.
     let listed = hsm.private_keys();
