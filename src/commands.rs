@@ -252,6 +252,12 @@ fn init(
         report.root_sha256,
         report.chain_pem.display()
     );
+    if let Some(token) = &report.issuing_key {
+        text.push_str(&format!(
+            "  issuing CA key:   in PKCS#11 token {:?} (id {}), never outside it\n",
+            token.token, token.id
+        ));
+    }
     if report.insecure_plaintext_keys {
         text.push_str("\n  WARNING: the CA private keys are NOT encrypted (development mode).\n");
     }

@@ -104,7 +104,11 @@ fn the_issuing_key_lives_in_the_token_and_signs_everything() {
     let Some(hsm) = SoftHsm::new(&env) else {
         return;
     };
-    hsm.init(&env, &[]).success();
+    let out = hsm.init(&env, &[]).success();
+    assert!(
+        out.stdout.contains("issuing CA key:   in PKCS#11 token"),
+        "{out}"
+    );
     assert!(
         !env.data_file("issuing.key").exists(),
         "a key file was written"

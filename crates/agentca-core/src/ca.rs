@@ -281,6 +281,9 @@ pub struct InitReport {
     pub root_sha256: String,
     /// Whether keys were written unencrypted.
     pub insecure_plaintext_keys: bool,
+    /// The token holding the issuing CA's key, if it is not `issuing.key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuing_key: Option<crate::pkcs11::TokenKey>,
 }
 
 /// Creates a new CA in `dir`. Refuses if `dir` already holds one.
@@ -466,6 +469,7 @@ pub fn init(dir: &DataDir, options: &InitOptions) -> Result<InitReport> {
         chain_pem: dir.file("ca-chain.pem"),
         root_sha256,
         insecure_plaintext_keys: insecure,
+        issuing_key: config.issuing_key,
     })
 }
 
