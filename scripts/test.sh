@@ -19,6 +19,12 @@ for dir in "$HOME/.cargo/bin" "$HOME/.local/bin" "${PYENV_ROOT:-$HOME/.pyenv}/sh
 done
 export PATH
 
+# A one-off build on a fresh machine gains nothing from incremental compilation, whose caches
+# take as much disk as the build itself.
+if [ -n "${CI:-}" ]; then
+    export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+fi
+
 section "test dependencies"
 scripts/install-test-deps.sh
 
