@@ -200,8 +200,8 @@ impl std::fmt::Debug for TokenSigner {
 }
 
 impl TokenSigner {
-    /// Generates a key pair of `kind` in the token `key.token` (its `id` is ignored and a
-    /// fresh one chosen); returns the signer and where the key is.
+    /// Generates a key pair of `kind`, under a fresh random id, in the token labelled `token`
+    /// of `module`; returns the signer and where the key is.
     pub fn generate(
         module: &Path,
         token: &str,
