@@ -1,6 +1,7 @@
 //! Revocation over ACME (RFC 8555 §7.6) and renewal information (RFC 9773 §4).
 
-use agentca_core::store::{Revocation, RevocationReason, SerialEntry};
+use agentca_core::issuer::finishes_revocation;
+use agentca_core::store::{RevocationReason, SerialEntry};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
@@ -88,12 +89,12 @@ impl AcmeService {
                 "the certificate is already revoked",
             )
         };
-        // A keyCompromise revocation of a certificate revoked for keyCompromise goes on: it
-        // finishes one that did not reach every certificate of the key.
-        let finishing = |r: Revocation| {
-            r.reason == RevocationReason::KeyCompromise && reason == RevocationReason::KeyCompromise
-        };
-        if record.revocation.is_some_and(|r| !finishing(r)) {
+        // A keyCompromise revocation of a certificate revoked for keyCompromise goes on to the
+        // authority, which finishes what is left of it or refuses it.
+        if record
+            .revocation
+            .is_some_and(|r| !finishes_revocation(r, reason))
+        {
             return Err(already());
         }
         let revoked = match self.authority.revoke_all(&serial, reason) {

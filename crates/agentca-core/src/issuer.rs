@@ -883,43 +883,35 @@ impl Authority {
         serial: &Serial,
         reason: RevocationReason,
     ) -> Result<Vec<CertificateRecord>> {
-        refuse_remove_from_crl(reason)?;
+        // Refused here as `revoke --dry-run` refuses it, before anything changes.
+        let plan = revocation_preview(self.store.as_ref(), serial, reason)?;
         let revocation = Revocation {
             revoked_at: profile::whole_seconds(OffsetDateTime::now_utc()),
             reason,
         };
-        if reason != RevocationReason::KeyCompromise {
-            let record = self.store.revoke(serial, revocation).map_err(|e| match e {
-                StoreError::NotFound { .. } => Error::UnknownSerial(serial.to_hex()),
-                StoreError::Conflict { .. } => Error::AlreadyRevoked(serial.to_hex()),
-                other => other.into(),
-            })?;
-            fail_point!("revoke::recorded");
-            return self.finish_revocation(serial, record, true, Vec::new(), revocation);
-        }
+        let compromised = reason == RevocationReason::KeyCompromise;
         // A compromised key compromises every certificate for it (BR §4.9.1.1): the key is
         // blocked first, then this certificate and every other of the key are revoked, each
         // step idempotent, so that a retry after a failure between two of them (a flush that
         // failed, a database lost half-way) finishes what the first attempt began instead of
         // stopping at "already revoked".
-        let Some(SerialEntry::Issued(found)) = self.store.serial(serial)? else {
-            return Err(Error::UnknownSerial(serial.to_hex()));
-        };
-        let finishing = |r: &CertificateRecord| {
-            r.revocation
-                .is_some_and(|r| r.reason == RevocationReason::KeyCompromise)
-        };
-        if found.revocation.is_some() && !finishing(&found) {
-            return Err(Error::AlreadyRevoked(serial.to_hex()));
-        }
-        let mut key = [0u8; 32];
-        if hex::decode_to_slice(&found.intent.key_sha256, &mut key).is_ok() {
-            self.store.block_key(&key)?;
+        if compromised {
+            let mut key = [0u8; 32];
+            if hex::decode_to_slice(&plan[0].intent.key_sha256, &mut key).is_ok() {
+                self.store.block_key(&key)?;
+            }
         }
         let (record, newly) = match self.store.revoke(serial, revocation) {
             Ok(record) => (record, true),
+            // Revoked since the plan was read, or by the attempt this one finishes.
             Err(StoreError::Conflict { .. }) => match self.store.serial(serial)? {
-                Some(SerialEntry::Issued(record)) if finishing(&record) => (record, false),
+                Some(SerialEntry::Issued(record))
+                    if record
+                        .revocation
+                        .is_some_and(|r| finishes_revocation(r, reason)) =>
+                {
+                    (record, false)
+                }
                 _ => return Err(Error::AlreadyRevoked(serial.to_hex())),
             },
             Err(StoreError::NotFound { .. }) => return Err(Error::UnknownSerial(serial.to_hex())),
@@ -927,11 +919,14 @@ impl Authority {
         };
         fail_point!("revoke::recorded");
         let mut also_revoked = Vec::new();
-        for other in others_with_the_key(self.store.as_ref(), &record)? {
-            match self.store.revoke(&other.intent.serial, revocation) {
-                Ok(r) => also_revoked.push(r),
-                Err(StoreError::Conflict { .. }) => {}
-                Err(e) => return Err(e.into()),
+        if compromised {
+            // Listed again now: a certificate of the key issued before the block took effect.
+            for other in others_with_the_key(self.store.as_ref(), &record)? {
+                match self.store.revoke(&other.intent.serial, revocation) {
+                    Ok(r) => also_revoked.push(r),
+                    Err(StoreError::Conflict { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         if !newly && also_revoked.is_empty() {
@@ -1005,14 +1000,22 @@ pub fn revocation_preview(
     }
     // An earlier keyCompromise revocation of it that did not reach every certificate of the
     // key is finished by this one; anything else already revoked is refused.
-    let finishing = record
-        .revocation
-        .is_some_and(|r| r.reason == RevocationReason::KeyCompromise && !all.is_empty());
-    if record.revocation.is_some() && !finishing {
+    if let Some(earlier) = record.revocation
+        && (!finishes_revocation(earlier, reason) || all.is_empty())
+    {
         return Err(Error::AlreadyRevoked(serial.to_hex()));
     }
     all.insert(0, record);
     Ok(all)
+}
+
+/// Whether a revocation for `requested` of a certificate already revoked as `earlier` goes on
+/// rather than being refused: keyCompromise after keyCompromise, which finishes a revocation
+/// that did not reach every certificate of the key (it revokes only what is left, and is
+/// refused if nothing is). Every other repeat is refused as already revoked.
+pub fn finishes_revocation(earlier: Revocation, requested: RevocationReason) -> bool {
+    earlier.reason == RevocationReason::KeyCompromise
+        && requested == RevocationReason::KeyCompromise
 }
 
 /// removeFromCRL is no reason to revoke (RFC 5280 §5.3.1: it only undoes certificateHold).
