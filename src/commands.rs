@@ -10,7 +10,7 @@ use agentca_core::csr::KeyKind;
 use agentca_core::keyfile::{Passphrase, Protection};
 use agentca_core::{Error, Result};
 
-use crate::operations::{self, LocalBackend, Reply, Request};
+use crate::operations::{self, LocalBackend, Reply, Request, RevokeTarget};
 use crate::output::print;
 use crate::renewal::Cohort;
 use crate::{
@@ -75,21 +75,16 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 .to_owned()
             });
-            let (serial, agent, replaced) = (args.serial, args.agent, args.replaced);
+            let target = RevokeTarget {
+                serial: args.serial,
+                agent: args.agent,
+                reason,
+                replaced: args.replaced,
+            };
             let request = if args.dry_run {
-                Request::RevokePreview {
-                    serial,
-                    agent,
-                    reason,
-                    replaced,
-                }
+                Request::RevokePreview(target)
             } else {
-                Request::Revoke {
-                    serial,
-                    agent,
-                    reason,
-                    replaced,
-                }
+                Request::Revoke(target)
             };
             (request, None)
         }

@@ -45,24 +45,11 @@ pub(crate) enum Request {
         csr: Vec<u8>,
         ttl: Option<String>,
     },
-    Revoke {
-        serial: Option<String>,
-        agent: Option<String>,
-        reason: String,
-        /// Only what a later certificate replaces ([`crate::renewal::revoke_replaced`]).
-        #[serde(default)]
-        replaced: bool,
-    },
-    /// `revoke --dry-run`: what [`Request::Revoke`] with the same fields would revoke now.
-    /// A request of its own, not a flag of `Revoke`: a server that does not know it refuses
-    /// it instead of revoking.
-    RevokePreview {
-        serial: Option<String>,
-        agent: Option<String>,
-        reason: String,
-        #[serde(default)]
-        replaced: bool,
-    },
+    Revoke(RevokeTarget),
+    /// `revoke --dry-run`: what [`Request::Revoke`] of the same target would revoke now. A
+    /// request of its own, not a flag of `Revoke`: a server that does not know it refuses it
+    /// instead of revoking.
+    RevokePreview(RevokeTarget),
     CertList {
         agent: Option<String>,
         status: Option<String>,
@@ -85,6 +72,17 @@ pub(crate) enum Request {
         kind: String,
         ttl: Option<String>,
     },
+}
+
+/// What `revoke` is asked to revoke.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RevokeTarget {
+    pub(crate) serial: Option<String>,
+    pub(crate) agent: Option<String>,
+    pub(crate) reason: String,
+    /// Only what a later certificate replaces ([`crate::renewal::revoke_replaced`]).
+    #[serde(default)]
+    pub(crate) replaced: bool,
 }
 
 /// What an operation produced.
@@ -189,25 +187,8 @@ pub(crate) fn execute(backend: &dyn Backend, request: Request) -> Result<Reply> 
         Request::AgentShow { id } => agent_show(backend.ca(), &id),
         Request::AgentDisable { id } => agent_disable(backend.ca(), &id),
         Request::Issue { agent, csr, ttl } => issue(backend, &agent, &csr, ttl.as_deref()),
-        Request::Revoke {
-            serial,
-            agent,
-            reason,
-            replaced,
-        } => revoke_request(backend, RevokeMode::Act, serial, agent, &reason, replaced),
-        Request::RevokePreview {
-            serial,
-            agent,
-            reason,
-            replaced,
-        } => revoke_request(
-            backend,
-            RevokeMode::DryRun,
-            serial,
-            agent,
-            &reason,
-            replaced,
-        ),
+        Request::Revoke(target) => revoke_request(backend, RevokeMode::Act, target),
+        Request::RevokePreview(target) => revoke_request(backend, RevokeMode::DryRun, target),
         Request::RenewEarly { cohort, within } => {
             crate::renewal::renew_early(backend.ca(), &cohort, &within)
         }
@@ -565,15 +546,14 @@ impl RevokeMode {
     }
 }
 
-fn revoke_request(
-    backend: &dyn Backend,
-    mode: RevokeMode,
-    serial: Option<String>,
-    agent: Option<String>,
-    reason: &str,
-    replaced: bool,
-) -> Result<Reply> {
-    let reason = parse_reason(reason)?;
+fn revoke_request(backend: &dyn Backend, mode: RevokeMode, target: RevokeTarget) -> Result<Reply> {
+    let RevokeTarget {
+        serial,
+        agent,
+        reason,
+        replaced,
+    } = target;
+    let reason = parse_reason(&reason)?;
     let serial = serial.as_deref().map(parse_serial).transpose()?;
     if mode == RevokeMode::Act {
         // The key is needed whatever the targets turn out to be: a wrong passphrase fails
@@ -637,21 +617,15 @@ fn revoke_agent(
         .filter(|c| c.revocation.is_none() && c.intent.not_after > now)
         .collect();
     let mut revoked: Vec<CertificateRecord> = Vec::new();
+    // A keyCompromise revocation takes the key's other certificates along (a dry run lists
+    // them with every target of that key): each is counted once.
+    let mut seen = std::collections::BTreeSet::new();
     for c in &targets {
-        // A keyCompromise revocation already took this one along with an earlier target.
-        if revoked.iter().any(|r| r.intent.serial == c.intent.serial) {
+        if seen.contains(&c.intent.serial) {
             continue;
         }
         match mode.revoke(backend, &c.intent.serial, reason) {
-            Ok(all) => revoked.extend(
-                all.into_iter()
-                    .filter(|r| {
-                        !revoked
-                            .iter()
-                            .any(|seen| seen.intent.serial == r.intent.serial)
-                    })
-                    .collect::<Vec<_>>(),
-            ),
+            Ok(all) => revoked.extend(all.into_iter().filter(|r| seen.insert(r.intent.serial))),
             // Revoked concurrently by someone else: the goal is reached.
             Err(Error::AlreadyRevoked(_)) => {}
             Err(e) => {
