@@ -180,6 +180,14 @@ pub(crate) fn serve(dir: &DataDir, passphrase_file: Option<&Path>, args: ServeAr
 
     let created = ensure_ca(dir, passphrase_file, args.trust_domain.as_deref())?;
     let ca = Arc::new(Ca::open(dir)?);
+    let caught_up = ca.caught_up();
+    if !caught_up.is_empty() {
+        tracing::warn!(
+            certificates = ?caught_up.issued,
+            revocations = ?caught_up.revoked,
+            "the audit log lacked the lines of writes in flight at a crash; written now, marked recovered"
+        );
+    }
     let protection = ca.protection(passphrase_file)?;
     let authority = Arc::new(ca.authority(&protection)?);
     let sealer = Arc::new(ca.token_sealer(&protection)?);

@@ -272,6 +272,38 @@ impl AuditLog {
         Ok(seq)
     }
 
+    /// The last entry and every entry before it written less than `window` earlier, newest
+    /// first, read from the end of the file backwards: a recovery after a crash needs only
+    /// the last minutes of a log that may hold years. Each line is checked against its own
+    /// hash (not against its neighbours': `agentca audit verify` checks the chain); a line
+    /// that fails is an error, since anything decided from a damaged log could hide the damage.
+    pub fn recent_entries(&self, window: time::Duration) -> Result<Vec<Entry>> {
+        let len = self.lock_tail().len;
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut since = None;
+        lines_backwards(&self.file, len, |line, offset| {
+            let entry = parse_line(line).map_err(|e| {
+                Error::Audit(format!(
+                    "{}: the entry at byte offset {offset} is not valid ({}); \
+                     run `agentca audit verify`",
+                    self.path.display(),
+                    match e {
+                        LineError::Unparseable(why) => why,
+                        LineError::HashMismatch { seq } =>
+                            format!("seq {seq} does not match its hash"),
+                    }
+                ))
+            })?;
+            let since = *since.get_or_insert(entry.time - window);
+            if entry.time < since {
+                return Ok(false);
+            }
+            entries.push(entry);
+            Ok(true)
+        })?;
+        Ok(entries)
+    }
+
     /// The `seq` and `hash` of the last entry (0 and [`GENESIS_PREV`] when empty).
     pub fn head(&self) -> (u64, String) {
         let tail = self.lock_tail();
@@ -628,6 +660,7 @@ fn encode_line(
     Ok((line, hash))
 }
 
+#[derive(Debug)]
 enum LineError {
     Unparseable(String),
     HashMismatch { seq: u64 },
@@ -802,6 +835,52 @@ fn last_newline_before(file: &File, end: u64) -> io::Result<Option<u64>> {
     Ok(None)
 }
 
+/// Calls `visit` with each line of the first `len` bytes of `file` (which end in `\n`) and
+/// its byte offset, last line first, until it returns `false`, reading backwards in blocks.
+fn lines_backwards(
+    file: &File,
+    len: u64,
+    mut visit: impl FnMut(&[u8], u64) -> Result<bool>,
+) -> Result<()> {
+    const BLOCK: u64 = 64 * 1024;
+    if len == 0 {
+        return Ok(());
+    }
+    // The bytes from `pos` to the end of the line being assembled; lines before it are
+    // unread. The file's final '\n' closes the last line.
+    let mut pos = len - 1;
+    let mut carry: Vec<u8> = Vec::new();
+    loop {
+        let lo = pos.saturating_sub(BLOCK);
+        let mut data = vec![0u8; (pos - lo) as usize];
+        file.read_exact_at(&mut data, lo)
+            .map_err(|e| Error::io("reading the audit log backwards", e))?;
+        data.extend_from_slice(&carry);
+        // Every line but the first of `data` is whole; the first is whole only at the start
+        // of the file.
+        let mut end = data.len();
+        while let Some(newline) = data[..end].iter().rposition(|&b| b == b'\n') {
+            if !visit(&data[newline + 1..end], lo + newline as u64 + 1)? {
+                return Ok(());
+            }
+            end = newline;
+        }
+        if lo == 0 {
+            visit(&data[..end], 0)?;
+            return Ok(());
+        }
+        if end > MAX_LINE {
+            return Err(Error::Audit(format!(
+                "an entry before byte offset {} is longer than {MAX_LINE} bytes",
+                lo + end as u64
+            )));
+        }
+        data.truncate(end);
+        carry = data;
+        pos = lo;
+    }
+}
+
 /// Reads and checks the last line of a file of `len` bytes that ends in `\n`.
 fn read_last_entry(file: &File, len: u64) -> Result<Entry, String> {
     let end = len - 1; // the final '\n'
@@ -872,6 +951,73 @@ mod tests {
         let report = verify(path).unwrap();
         assert!(report.ensure_intact().is_err());
         report.broken.unwrap()
+    }
+
+    #[test]
+    fn recent_entries_are_read_backwards_across_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, log) = new_log(&dir);
+        assert!(
+            log.recent_entries(time::Duration::hours(1))
+                .unwrap()
+                .is_empty()
+        );
+        // Lines of about 1.2 KB, so the 64 KiB blocks split many of them.
+        let filler = "x".repeat(1200);
+        for i in 0..300u64 {
+            log.append("cert.issued", json!({"n": i, "filler": filler}))
+                .unwrap();
+        }
+        log.sync().unwrap();
+        let all = log.recent_entries(time::Duration::hours(1)).unwrap();
+        let seqs: Vec<u64> = all.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=300).rev().collect::<Vec<_>>());
+        assert_eq!(all[0].fields["n"], 299);
+        assert_eq!(all[299].fields["n"], 0);
+        // Reopened, it reads the same from the file.
+        drop(log);
+        let log = AuditLog::open(&path).unwrap();
+        assert_eq!(log.recent_entries(time::Duration::hours(1)).unwrap(), all);
+    }
+
+    #[test]
+    fn recent_entries_stop_at_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_with(&dir, 3);
+        // Date the first two entries back an hour, resealing each line and the chain.
+        let mut prev = GENESIS_PREV.to_owned();
+        let mut rewritten = Vec::new();
+        for (i, line) in lines(&path).iter().enumerate() {
+            let mut entry = parse_line(line.strip_suffix(b"\n").unwrap()).unwrap();
+            if i < 2 {
+                entry.time -= time::Duration::hours(1);
+            }
+            let time = entry.time.format(&Rfc3339).unwrap();
+            let (line, hash) =
+                encode_line(entry.seq, &time, &entry.event, &entry.fields, &prev).unwrap();
+            prev = hash;
+            rewritten.push(line);
+        }
+        write_lines(&path, &rewritten);
+        assert!(verify(&path).unwrap().is_intact());
+        let log = AuditLog::open(&path).unwrap();
+        let recent = log.recent_entries(time::Duration::minutes(10)).unwrap();
+        assert_eq!(recent.iter().map(|e| e.seq).collect::<Vec<_>>(), [3]);
+        let all = log.recent_entries(time::Duration::hours(2)).unwrap();
+        assert_eq!(all.len(), 3);
+    }
+
+    #[test]
+    fn recent_entries_refuse_a_damaged_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_with(&dir, 4);
+        let mut l = lines(&path);
+        let text = String::from_utf8(l[2].clone()).unwrap();
+        l[2] = text.replace("\"n\":2", "\"n\":9").into_bytes();
+        write_lines(&path, &l);
+        let log = AuditLog::open(&path).unwrap();
+        let e = log.recent_entries(time::Duration::hours(1)).unwrap_err();
+        assert!(e.to_string().contains("does not match its hash"), "{e}");
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //!   audit.log            hash-chained audit log
 //! ```
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -32,6 +33,7 @@ use crate::issuer::{Authority, IssuingCa};
 use crate::keyfile::{self, Passphrase, Protection};
 use crate::policy::PolicySet;
 use crate::profile::{self, Urls};
+use crate::reconcile::{self, CaughtUp};
 use crate::signer::{KeyPairSigner, RcgenSigner, Signer};
 use crate::status::StatusResponder;
 use crate::store::{PostgresStore, SledStore, Store};
@@ -174,6 +176,13 @@ impl DataDir {
     /// The audit log.
     pub fn audit_log(&self) -> PathBuf {
         self.file("audit.log")
+    }
+
+    /// `in-use`: present while a process has the CA open. Found by [`Ca::open`], it says the
+    /// last process did not close the CA (a crash), so the audit log may lack the lines of
+    /// writes that were in flight, and [`reconcile::catch_up`] runs.
+    pub fn in_use_marker(&self) -> PathBuf {
+        self.file("in-use")
     }
 
     /// The policy directory.
@@ -579,6 +588,22 @@ pub struct Ca {
     store: Arc<dyn Store>,
     audit: Arc<AuditLog>,
     policies: PolicySet,
+    caught_up: CaughtUp,
+}
+
+impl Drop for Ca {
+    /// Says the CA was closed, unless the store or the audit log is still shared (a commit
+    /// thread, a server's tasks): what they may still write is then left to the next open's
+    /// catch-up. A marker that cannot be removed only costs that catch-up.
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.store) == 1
+            && Arc::strong_count(&self.audit) == 1
+            && self.store.commit().is_ok()
+            && self.audit.sync().is_ok()
+        {
+            let _ = std::fs::remove_file(self.dir.in_use_marker());
+        }
+    }
 }
 
 impl std::fmt::Debug for Ca {
@@ -597,13 +622,36 @@ impl Ca {
         let policies = PolicySet::load_dir(&dir.policies())?;
         let store = open_checked_store(dir, &config)?;
         let audit = Arc::new(AuditLog::open(&dir.audit_log())?);
+        // The audit log's lock is held: no other process opens the CA until it is dropped.
+        let marker = dir.in_use_marker();
+        let caught_up = if marker.exists() {
+            // Other nodes of a shared store write their own logs, and a certificate carries
+            // no mark of the node that issued it: only `audit verify` with every node's log
+            // can tell which lines are missing there.
+            if store.is_shared() {
+                CaughtUp::default()
+            } else {
+                reconcile::catch_up(store.as_ref(), &audit)?
+            }
+        } else {
+            File::create(&marker)
+                .map_err(|e| Error::io(format!("create {}", marker.display()), e))?;
+            sync_dir(dir.path())?;
+            CaughtUp::default()
+        };
         Ok(Self {
             dir: dir.clone(),
             config,
             store,
             audit,
             policies,
+            caught_up,
         })
+    }
+
+    /// The audit lines [`Ca::open`] wrote for writes a crash kept from their line.
+    pub fn caught_up(&self) -> &CaughtUp {
+        &self.caught_up
     }
 
     /// The configuration.
@@ -903,7 +951,7 @@ fn write_new(path: &Path, contents: &[u8]) -> Result<()> {
 }
 
 fn sync_dir(path: &Path) -> Result<()> {
-    std::fs::File::open(path)
+    File::open(path)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(format!("sync {}", path.display()), e))
 }

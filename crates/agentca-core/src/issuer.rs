@@ -542,21 +542,8 @@ impl Authority {
             revocation: None,
         };
         let more = store_it(self.store.as_ref(), &record)?;
-        let mut audit = serde_json::json!({
-            "serial": record.intent.serial.to_hex(),
-            "agent": auth.agent.as_str(),
-            "method": request.method.to_string(),
-            "not_before": rfc3339(not_before),
-            "not_after": rfc3339(not_after),
-            "key_sha256": record.intent.key_sha256,
-            "dns": auth.dns,
-            "ips": auth.ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        });
-        if let Some(fields) = audit.as_object_mut() {
-            for (name, value) in crate::audit::issued_certificate_fields(&record.der) {
-                fields.insert(name.into(), value);
-            }
-        }
+        let ips: Vec<String> = auth.ips.iter().map(ToString::to_string).collect();
+        let audit = issued_line(&record, &auth.dns, &ips);
         Ok(StagedIssuance {
             record,
             audit,
@@ -963,15 +950,8 @@ impl Authority {
             )?;
         }
         if newly {
-            self.audit.append(
-                "cert.revoked",
-                serde_json::json!({
-                    "serial": serial.to_hex(),
-                    "agent": record.intent.agent_id,
-                    "reason": reason.name(),
-                    "revoked_at": rfc3339(revocation.revoked_at),
-                }),
-            )?;
+            self.audit
+                .append("cert.revoked", revoked_line(&record, &revocation))?;
         }
         self.audit.sync()?;
         fail_point!("revoke::audited");
@@ -979,6 +959,45 @@ impl Authority {
         all.extend(also_revoked);
         Ok(all)
     }
+}
+
+/// The fields of the `cert.issued` line of `record`, which carries the DNS names `dns` and
+/// the IP addresses `ips`.
+pub(crate) fn issued_line(
+    record: &CertificateRecord,
+    dns: &[String],
+    ips: &[String],
+) -> serde_json::Value {
+    let intent = &record.intent;
+    let mut line = serde_json::json!({
+        "serial": intent.serial.to_hex(),
+        "agent": intent.agent_id,
+        "method": intent.method.to_string(),
+        "not_before": rfc3339(intent.not_before),
+        "not_after": rfc3339(intent.not_after),
+        "key_sha256": intent.key_sha256,
+        "dns": dns,
+        "ips": ips,
+    });
+    if let Some(fields) = line.as_object_mut() {
+        for (name, value) in crate::audit::issued_certificate_fields(&record.der) {
+            fields.insert(name.into(), value);
+        }
+    }
+    line
+}
+
+/// The fields of the `cert.revoked` line of `record`'s revocation `revocation`.
+pub(crate) fn revoked_line(
+    record: &CertificateRecord,
+    revocation: &Revocation,
+) -> serde_json::Value {
+    serde_json::json!({
+        "serial": record.intent.serial.to_hex(),
+        "agent": record.intent.agent_id,
+        "reason": revocation.reason.name(),
+        "revoked_at": rfc3339(revocation.revoked_at),
+    })
 }
 
 /// What [`Authority::revoke_all`] of `serial` for `reason` would revoke now, changing nothing

@@ -20,7 +20,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::audit::{self, VerifyReport};
+use crate::audit::{self, AuditLog, VerifyReport};
 use crate::error::Result;
 use crate::store::{CertificateFilter, Serial, SerialEntry, Store};
 
@@ -159,4 +159,126 @@ pub fn reconcile(
         .map(|i| i.serial.to_hex())
         .collect();
     Ok((reports, out))
+}
+
+/// How far before the audit log's last entry [`catch_up`] looks for certificates and
+/// revocations the store holds and the log lacks. A line is written a moment after its store
+/// commit, so only writes in flight at a crash can lack one; ten minutes is far longer than
+/// that moment and short enough to read at every start after a crash.
+pub const CATCH_UP_WINDOW: time::Duration = time::Duration::minutes(10);
+
+/// What [`catch_up`] wrote: the serials whose lines were missing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CaughtUp {
+    /// Certificates given their `cert.issued` line.
+    pub issued: Vec<String>,
+    /// Revocations given their `cert.revoked` line.
+    pub revoked: Vec<String>,
+}
+
+impl CaughtUp {
+    /// True when nothing was missing.
+    pub fn is_empty(&self) -> bool {
+        self.issued.is_empty() && self.revoked.is_empty()
+    }
+}
+
+/// Writes the `cert.issued` and `cert.revoked` lines that a crash between a store commit and
+/// its audit line kept from being written (INV-10: every certificate the store holds, and so
+/// can hand out after a restart, is audited), each marked `"recovered": true`, and syncs
+/// them. It looks at the certificates issued and revoked in the [`CATCH_UP_WINDOW`] before the
+/// log's last entry and at the log's entries of that window. An empty log is left alone: it
+/// gives no time to start from, and a store written without one has no line to catch up to.
+pub fn catch_up(store: &dyn Store, audit: &AuditLog) -> Result<CaughtUp> {
+    let recent = audit.recent_entries(CATCH_UP_WINDOW)?;
+    let Some(newest) = recent.first() else {
+        return Ok(CaughtUp::default());
+    };
+    let since = newest.time - CATCH_UP_WINDOW;
+    let mut logged = Logged::default();
+    for entry in &recent {
+        logged.visit(entry);
+    }
+
+    let mut serials: BTreeSet<Serial> = store
+        .issued_since(since)?
+        .entries
+        .into_iter()
+        .map(|e| e.serial)
+        .filter(|s| !logged.issued.contains_key(&s.to_hex()))
+        .collect();
+    serials.extend(
+        store
+            .revocations_since(since)?
+            .entries
+            .into_iter()
+            .map(|e| e.serial),
+    );
+    let mut missing = Vec::new();
+    for serial in serials {
+        if let Some(SerialEntry::Issued(record)) = store.serial(&serial)? {
+            let hex = serial.to_hex();
+            let issued = record.issued_at >= since && !logged.issued.contains_key(&hex);
+            let revoked = record.revocation.is_some() && !logged.revoked.contains(&hex);
+            if issued || revoked {
+                missing.push((record, issued, revoked));
+            }
+        }
+    }
+    missing.sort_by_key(|(record, _, _)| record.issued_at);
+
+    let mut out = CaughtUp::default();
+    for (record, issued, revoked) in &missing {
+        let serial = record.intent.serial.to_hex();
+        if *issued {
+            let (dns, ips) = names_of(&record.der)?;
+            let line = crate::issuer::issued_line(record, &dns, &ips);
+            audit.append("cert.issued", recovered(line))?;
+            out.issued.push(serial.clone());
+        }
+        if let (true, Some(revocation)) = (revoked, &record.revocation) {
+            let line = crate::issuer::revoked_line(record, revocation);
+            audit.append("cert.revoked", recovered(line))?;
+            out.revoked.push(serial);
+        }
+    }
+    if !out.is_empty() {
+        audit.sync()?;
+    }
+    Ok(out)
+}
+
+fn recovered(mut line: serde_json::Value) -> serde_json::Value {
+    if let Some(fields) = line.as_object_mut() {
+        fields.insert("recovered".to_owned(), serde_json::Value::Bool(true));
+    }
+    line
+}
+
+/// The DNS names and IP addresses a stored certificate carries, as its `cert.issued` line
+/// lists them.
+fn names_of(der: &[u8]) -> Result<(Vec<String>, Vec<String>)> {
+    use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der)
+        .map_err(|e| crate::Error::Der(format!("a stored certificate: {e}")))?;
+    let (mut dns, mut ips) = (Vec::new(), Vec::new());
+    for ext in cert.tbs_certificate.extensions() {
+        if let ParsedExtension::SubjectAlternativeName(san) = ext.parsed_extension() {
+            for name in &san.general_names {
+                match name {
+                    GeneralName::DNSName(d) => dns.push((*d).to_owned()),
+                    GeneralName::IPAddress(b) => {
+                        let ip = match b.len() {
+                            4 => <[u8; 4]>::try_from(*b).map(std::net::IpAddr::from).ok(),
+                            16 => <[u8; 16]>::try_from(*b).map(std::net::IpAddr::from).ok(),
+                            _ => None,
+                        };
+                        ips.extend(ip.map(|ip| ip.to_string()));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok((dns, ips))
 }
