@@ -18,6 +18,7 @@ mod cli {
     mod backup;
     mod balancer;
     mod crash;
+    mod crash_serve;
     mod crl;
     mod deployment;
     mod drill;

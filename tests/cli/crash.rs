@@ -33,10 +33,10 @@ const MAX_DELAY_MS: u64 = 400;
 const SIGKILL: i32 = 9;
 
 /// xorshift64*: enough randomness for timing, reproducible from its seed.
-struct Rng(u64);
+pub(super) struct Rng(u64);
 
 impl Rng {
-    fn new() -> (Self, u64) {
+    pub(super) fn new() -> (Self, u64) {
         let seed = match std::env::var("AGENTCA_CRASH_SEED") {
             Ok(s) => s.parse().expect("AGENTCA_CRASH_SEED is a u64"),
             Err(_) => {
@@ -57,7 +57,7 @@ impl Rng {
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    fn below(&mut self, n: u64) -> u64 {
+    pub(super) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 }

@@ -455,7 +455,20 @@ pub(crate) fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> HttpResponse {
-    let stream = TcpStream::connect(addr).unwrap();
+    try_http(addr, method, target, headers, body)
+        .unwrap_or_else(|e| panic!("{method} {target} at {addr}: {e}"))
+}
+
+/// [`http`] that says why instead of panicking when there is no whole answer (nobody
+/// listening, the server dying mid-answer).
+pub(crate) fn try_http(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<HttpResponse, String> {
+    let stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
@@ -483,9 +496,33 @@ pub(crate) fn http(
     let mut raw = Vec::new();
     // A reset after the answer (the server closing on an unread body) is not a failure: the
     // bytes read before it are kept.
-    let _ = (&stream).read_to_end(&mut raw);
+    let read = (&stream).read_to_end(&mut raw);
     sender.join().unwrap();
-    parse_http_response(&raw)
+    if !whole_response(&raw) {
+        return Err(match read {
+            Err(e) => format!("no whole answer ({} bytes, then {e})", raw.len()),
+            Ok(_) => format!("no whole answer ({} bytes)", raw.len()),
+        });
+    }
+    Ok(parse_http_response(&raw))
+}
+
+/// Whether `raw` holds a response head and all the body its `Content-Length` announces
+/// (chunked and unsized bodies are taken as read to the end).
+fn whole_response(raw: &[u8]) -> bool {
+    let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let Ok(head) = std::str::from_utf8(&raw[..split]) else {
+        return false;
+    };
+    let length = head.split("\r\n").find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse::<usize>().ok())?
+    });
+    length.is_none_or(|len| raw.len() - (split + 4) >= len)
 }
 
 fn parse_http_response(raw: &[u8]) -> HttpResponse {

@@ -158,7 +158,7 @@ pub(crate) fn pkcs_req(
 }
 
 /// [`pkcs_req`] enveloped to the RA certificate `ra`.
-fn pkcs_req_to(
+pub(crate) fn pkcs_req_to(
     ra: Vec<u8>,
     key: &SignerKey,
     challenge: Option<&str>,
