@@ -117,7 +117,11 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             (Request::RenewEarly { cohort, within }, None)
         }
         Command::Crl(args) => (Request::Crl, args.out),
-        Command::Audit(AuditCommand::Verify { audit_logs }) => {
+        Command::Audit(AuditCommand::Checkpoint) => return audit_checkpoint(&dir, out),
+        Command::Audit(AuditCommand::Verify {
+            audit_logs,
+            checkpoints,
+        }) => {
             // The server may answer through its admin socket, from another directory.
             let other_logs = audit_logs
                 .iter()
@@ -125,7 +129,18 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                     std::path::absolute(p).map_err(|e| Error::io(format!("{}", p.display()), e))
                 })
                 .collect::<Result<_>>()?;
-            (Request::AuditVerify { other_logs }, None)
+            for checkpoint in &checkpoints {
+                checkpoint
+                    .parse::<agentca_core::audit::Checkpoint>()
+                    .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+            }
+            (
+                Request::AuditVerify {
+                    other_logs,
+                    checkpoints,
+                },
+                None,
+            )
         }
         Command::Token(TokenCommand::Create { agent, kind, ttl }) => {
             (Request::TokenCreate { agent, kind, ttl }, None)
@@ -143,7 +158,11 @@ fn dispatch(dir: &DataDir, passphrase_file: Option<&Path>, request: Request) -> 
     if let Some(reply) = crate::admin::try_remote(dir, &request)? {
         return reply;
     }
-    if let Request::AuditVerify { other_logs } = &request {
+    if let Request::AuditVerify {
+        other_logs,
+        checkpoints,
+    } = &request
+    {
         // Only the store is opened: opening the CA would open the audit log for appending,
         // which repairs a torn tail and refuses a damaged last line — verification must see
         // the file as it is.
@@ -152,10 +171,26 @@ fn dispatch(dir: &DataDir, passphrase_file: Option<&Path>, request: Request) -> 
         }
         let config = ca::read_config(dir)?;
         let store = ca::open_store(dir)?;
-        return operations::audit_verify(store.as_ref(), &dir.audit_log(), other_logs, &config);
+        return operations::audit_verify(
+            store.as_ref(),
+            &dir.audit_log(),
+            other_logs,
+            checkpoints,
+            &config,
+        );
     }
     let backend = LocalBackend::new(Ca::open(dir)?, passphrase_file);
     operations::execute(&backend, request)
+}
+
+/// `audit checkpoint`: read from the file, without the writer's lock, so it also works
+/// beside a running server.
+fn audit_checkpoint(dir: &DataDir, out: OutputFormat) -> Result<ExitCode> {
+    if !dir.config().exists() {
+        return Err(no_ca(dir));
+    }
+    let reply = operations::audit_checkpoint(&dir.audit_log())?;
+    render(out, reply, None)
 }
 
 fn no_ca(dir: &DataDir) -> Error {

@@ -311,7 +311,15 @@ pub(crate) enum AuditCommand {
         /// (repeatable; for several nodes on one database).
         #[arg(long = "audit-log", value_name = "FILE")]
         audit_logs: Vec<PathBuf>,
+        /// A checkpoint (SEQ:HASH, as `audit checkpoint` prints and `serve` logs) recorded
+        /// apart from the data directory: the log must still hold that entry, with that hash
+        /// (repeatable). Shows a log cut short or rewritten whole.
+        #[arg(long = "checkpoint", value_name = "SEQ:HASH")]
+        checkpoints: Vec<String>,
     },
+    /// Print the audit log's last entry as a checkpoint (SEQ:HASH), to keep apart from the
+    /// data directory and give to `audit verify --checkpoint` later.
+    Checkpoint,
 }
 
 fn main() -> ExitCode {

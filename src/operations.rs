@@ -7,6 +7,7 @@
 use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
 
+use agentca_core::audit::Checkpoint;
 use agentca_core::ca::Ca;
 use agentca_core::crl::Crl;
 use agentca_core::identity::SpiffeId;
@@ -66,6 +67,9 @@ pub(crate) enum Request {
         /// Other nodes' audit logs (absolute paths), besides the data directory's.
         #[serde(default)]
         other_logs: Vec<PathBuf>,
+        /// Checkpoints (`SEQ:HASH`) the data directory's log must hold.
+        #[serde(default)]
+        checkpoints: Vec<String>,
     },
     TokenCreate {
         agent: String,
@@ -195,12 +199,16 @@ pub(crate) fn execute(backend: &dyn Backend, request: Request) -> Result<Reply> 
         Request::CertList { agent, status } => cert_list(backend.ca(), agent, status.as_deref()),
         Request::CertShow { serial } => cert_show(backend.ca(), &serial),
         Request::Crl => crl(backend),
-        Request::AuditVerify { other_logs } => {
+        Request::AuditVerify {
+            other_logs,
+            checkpoints,
+        } => {
             let ca = backend.ca();
             audit_verify(
                 ca.store().as_ref(),
                 &ca.dir().audit_log(),
                 &other_logs,
+                &checkpoints,
                 ca.config(),
             )
         }
@@ -745,15 +753,20 @@ pub(crate) fn audit_verify(
     store: &dyn Store,
     audit_log: &Path,
     other_logs: &[PathBuf],
+    checkpoints: &[String],
     config: &agentca_core::ca::CaConfig,
 ) -> Result<Reply> {
+    let checkpoints: Vec<Checkpoint> = checkpoints
+        .iter()
+        .map(|c| c.parse())
+        .collect::<Result<_>>()?;
     let forgotten_before = config
         .keep_expired_certificates()?
         .map(|keep| OffsetDateTime::now_utc() - keep);
     let logs: Vec<&Path> = std::iter::once(audit_log)
         .chain(other_logs.iter().map(PathBuf::as_path))
         .collect();
-    let (reports, rec) = reconcile::reconcile(store, &logs, forgotten_before)?;
+    let (reports, rec) = reconcile::reconcile(store, &logs, forgotten_before, &checkpoints)?;
     let Some((report, others)) = reports.split_first() else {
         return Err(Error::Audit("reconciliation returned no report".into()));
     };
@@ -782,6 +795,12 @@ pub(crate) fn audit_verify(
         })
         .collect::<Vec<_>>()
         .into();
+    doc["checkpoints"] = json!(
+        checkpoints
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    );
     doc["reconciliation"] = json!(rec);
     doc["consistent"] = json!(rec.is_consistent());
     let all_intact = reports.iter().all(|r| r.is_intact());
@@ -838,6 +857,23 @@ pub(crate) fn audit_verify(
         note: None,
         json: doc,
         success: all_intact && rec.is_consistent(),
+        artifact: None,
+    })
+}
+
+/// The audit log's last entry as a checkpoint.
+pub(crate) fn audit_checkpoint(audit_log: &Path) -> Result<Reply> {
+    let checkpoint = agentca_core::audit::checkpoint_of(audit_log)?
+        .ok_or_else(|| Error::Audit(format!("{} has no entry yet", audit_log.display())))?;
+    Ok(Reply {
+        text: checkpoint.to_string(),
+        note: None,
+        json: json!({
+            "checkpoint": checkpoint.to_string(),
+            "seq": checkpoint.seq,
+            "hash": checkpoint.hash,
+        }),
+        success: true,
         artifact: None,
     })
 }

@@ -277,11 +277,42 @@ pub(crate) fn serve(dir: &DataDir, passphrase_file: Option<&Path>, args: ServeAr
         // gracefully, not kill it by the default disposition.
         let shutdown = shutdown_signal();
         announce(dir, &ca, &bound, &socket, created);
+        let checkpoints = tokio::spawn(log_checkpoints(ca.audit().clone()));
         let result = server.run(shutdown).await.map_err(server_error);
+        checkpoints.abort();
         let _ = std::fs::remove_file(&socket);
+        log_checkpoint(ca.audit(), None);
         tracing::info!("stopped");
         result
     })
+}
+
+/// How often `serve` logs the audit log's head as a checkpoint (when it moved).
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Logs the audit log's head at start, then every [`CHECKPOINT_INTERVAL`] when it moved: the
+/// server's log goes where the data directory does not (a journal, a log collector), so a
+/// checkpoint there shows later whether the audit log was cut short or rewritten (`agentca
+/// audit verify --checkpoint SEQ:HASH`).
+async fn log_checkpoints(audit: Arc<agentca_core::audit::AuditLog>) {
+    let mut ticks = tokio::time::interval(CHECKPOINT_INTERVAL);
+    let mut last = None;
+    loop {
+        ticks.tick().await;
+        last = log_checkpoint(&audit, last);
+    }
+}
+
+/// Logs the head unless it is `last`; returns it.
+fn log_checkpoint(
+    audit: &agentca_core::audit::AuditLog,
+    last: Option<agentca_core::audit::Checkpoint>,
+) -> Option<agentca_core::audit::Checkpoint> {
+    let head = audit.checkpoint();
+    if let Some(head) = head.as_ref().filter(|h| last.as_ref() != Some(*h)) {
+        tracing::info!(checkpoint = %head, "audit checkpoint");
+    }
+    head.or(last)
 }
 
 /// Creates a development CA if the directory holds none, and says so.

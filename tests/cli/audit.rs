@@ -270,3 +270,147 @@ fn a_store_that_lost_acknowledged_writes_is_reported() {
     assert_eq!(text.status.code(), Some(1), "{text}");
     assert!(text.stdout.contains(&lost), "{text}");
 }
+
+/// OPS-3: a checkpoint kept apart from the data directory (`audit checkpoint`, or the one
+/// `serve` logs) shows what the chain alone cannot: entries cut from the end, and a log
+/// rewritten whole with every hash recomputed.
+#[test]
+fn a_checkpoint_shows_a_log_cut_short_or_rewritten_whole() {
+    let env = session();
+    let original = log_lines(&env);
+    let checkpoint = env.run(&["audit", "checkpoint"]).success().stdout;
+    let checkpoint = checkpoint.trim();
+    let last: serde_json::Value = serde_json::from_str(original.last().unwrap()).unwrap();
+    assert_eq!(
+        checkpoint,
+        format!("{}:{}", original.len(), last["hash"].as_str().unwrap())
+    );
+    let doc = env.json(&["audit", "checkpoint"]);
+    assert_eq!(doc["checkpoint"], checkpoint);
+    assert_eq!(doc["seq"], original.len());
+    assert_eq!(doc["hash"], last["hash"]);
+    // One from the middle of the log, as an operator recorded it earlier.
+    let middle = original.len() / 2;
+    let entry: serde_json::Value = serde_json::from_str(&original[middle - 1]).unwrap();
+    let earlier = format!("{middle}:{}", entry["hash"].as_str().unwrap());
+
+    let doc = env.json(&[
+        "audit",
+        "verify",
+        "--checkpoint",
+        &earlier,
+        "--checkpoint",
+        checkpoint,
+    ]);
+    assert_eq!(doc["intact"], true, "{doc:#}");
+    assert_eq!(doc["checkpoints"], serde_json::json!([earlier, checkpoint]));
+
+    // Cut short by two entries: the chain of the rest verifies, the checkpoint does not.
+    write_log(&env, &original[..original.len() - 2]);
+    env.assert_audit_intact();
+    let out = env.run_json(&["audit", "verify", "--checkpoint", checkpoint]);
+    assert_eq!(out.status.code(), Some(1), "{out}");
+    let doc = out.json();
+    assert_eq!(doc["intact"], false, "{doc:#}");
+    let reason = doc["broken"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!(
+            "ends at seq {}, before the checkpoint at seq {}",
+            original.len() - 2,
+            original.len()
+        )),
+        "{reason}"
+    );
+    let out = env.run(&["audit", "verify", "--checkpoint", checkpoint]);
+    assert_eq!(out.status.code(), Some(1), "{out}");
+    assert!(
+        out.stdout.contains("entries were cut from its end"),
+        "{out}"
+    );
+
+    // Rewritten whole: the agent's owner changed in its `agent.added` entry, and every hash
+    // after it recomputed. The chain verifies; both checkpoints fail, at the earlier one first.
+    let rewritten = rechained(&original, |line| {
+        line.replace("\"owner\":\"ops\"", "\"owner\":\"eve\"")
+    });
+    assert_ne!(rewritten, original);
+    write_log(&env, &rewritten);
+    env.assert_audit_intact();
+    let out = env.run_json(&[
+        "audit",
+        "verify",
+        "--checkpoint",
+        checkpoint,
+        "--checkpoint",
+        &earlier,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out}");
+    let doc = out.json();
+    assert_eq!(doc["broken"]["seq"], middle, "{doc:#}");
+    assert!(
+        doc["broken"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the log was rewritten"),
+        "{doc:#}"
+    );
+
+    // A checkpoint that is not one is refused, as an argument.
+    let (kind, message) = env.json_error(&["audit", "verify", "--checkpoint", "12"]);
+    assert_eq!(kind, "invalidArgument", "{message}");
+
+    write_log(&env, &original);
+    env.assert_audit_intact();
+}
+
+/// `lines` with `edit` applied to each, every `prev` and `hash` recomputed (the documented
+/// canonical form): what someone able to rewrite the file can produce.
+fn rechained(lines: &[String], edit: impl Fn(&str) -> String) -> Vec<String> {
+    use sha2::{Digest, Sha256};
+    const SUFFIX: usize = ",\"hash\":\"".len() + 64 + "\"}".len();
+    let mut prev = "0".repeat(64);
+    lines
+        .iter()
+        .map(|line| {
+            let body = edit(&line[..line.len() - SUFFIX]);
+            let at = body.rfind(",\"prev\":\"").unwrap();
+            let body = format!("{},\"prev\":\"{prev}\"", &body[..at]);
+            let hash = hex::encode(Sha256::digest(format!("{body}}}").as_bytes()));
+            prev = hash.clone();
+            format!("{body},\"hash\":\"{hash}\"}}")
+        })
+        .collect()
+}
+
+/// `serve` logs its audit log's head as a checkpoint when it starts and again when it stops
+/// (if the head moved); `audit checkpoint` reads it beside the running server, and `audit
+/// verify --checkpoint` goes through the admin socket.
+#[test]
+fn serve_logs_checkpoints_and_the_cli_reads_them_beside_it() {
+    use super::harness::{Server, serve_on_free_ports};
+    let env = session();
+    let server = Server::start(serve_on_free_ports(&env));
+    server.wait_log("audit checkpoint");
+    let at_start = env.run(&["audit", "checkpoint"]).success().stdout;
+    let at_start = at_start.trim().to_owned();
+    assert!(
+        server.stderr().contains(&format!("checkpoint={at_start}")),
+        "{}",
+        server.stderr()
+    );
+    env.add_agent("/agent/carol", &[]);
+    let moved = env.run(&["audit", "checkpoint"]).success().stdout;
+    let moved = moved.trim().to_owned();
+    assert_ne!(moved, at_start);
+    let doc = env.json(&[
+        "audit",
+        "verify",
+        "--checkpoint",
+        &at_start,
+        "--checkpoint",
+        &moved,
+    ]);
+    assert_eq!(doc["intact"], true, "{doc:#}");
+    let (_, log) = server.terminate();
+    assert!(log.contains(&format!("checkpoint={moved}")), "{log}");
+}

@@ -482,6 +482,18 @@ pub enum BreakReason {
         /// The `prev` found.
         found: String,
     },
+    /// The entry at a checkpoint's `seq` has another hash: the log was rewritten.
+    CheckpointMismatch {
+        /// The hash the checkpoint recorded.
+        expected: String,
+    },
+    /// The log ends before a checkpoint's `seq`: entries were cut from its end.
+    EndsBeforeCheckpoint {
+        /// The checkpoint's `seq`.
+        checkpoint: u64,
+        /// The last `seq` the log holds.
+        last: u64,
+    },
 }
 
 impl fmt::Display for BreakReason {
@@ -496,6 +508,15 @@ impl fmt::Display for BreakReason {
             Self::PrevMismatch { expected, found } => write!(
                 f,
                 "prev is {found}, but the previous entry's hash is {expected}"
+            ),
+            Self::CheckpointMismatch { expected } => write!(
+                f,
+                "the hash differs from the checkpoint's {expected} (the log was rewritten)"
+            ),
+            Self::EndsBeforeCheckpoint { checkpoint, last } => write!(
+                f,
+                "the log ends at seq {last}, before the checkpoint at seq {checkpoint} \
+                 (entries were cut from its end)"
             ),
         }
     }
@@ -525,7 +546,21 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
 
 /// [`verify`], handing each verified entry to `visit` in order (for reconciliation against
 /// the store). Entries after a break are not visited.
-pub fn verify_each(path: &Path, mut visit: impl FnMut(&Entry)) -> Result<VerifyReport> {
+pub fn verify_each(path: &Path, visit: impl FnMut(&Entry)) -> Result<VerifyReport> {
+    verify_against(path, &[], visit)
+}
+
+/// [`verify_each`] that also holds the log to `checkpoints`: each must name an entry of the
+/// log, with the same hash (OPS-3).
+pub fn verify_against(
+    path: &Path,
+    checkpoints: &[Checkpoint],
+    mut visit: impl FnMut(&Entry),
+) -> Result<VerifyReport> {
+    let expected: std::collections::BTreeMap<u64, &str> = checkpoints
+        .iter()
+        .map(|c| (c.seq, c.hash.as_str()))
+        .collect();
     let file = File::open(path)
         .map_err(|e| Error::io(format!("opening audit log {}", path.display()), e))?;
     let mut reader = BufReader::new(file);
@@ -614,12 +649,108 @@ pub fn verify_each(path: &Path, mut visit: impl FnMut(&Entry)) -> Result<VerifyR
                 });
             }
         }
+        if let Some(hash) = expected.get(&entry.seq).filter(|h| **h != entry.hash) {
+            report.broken = Some(Break {
+                line: line_no,
+                seq: Some(entry.seq),
+                reason: BreakReason::CheckpointMismatch {
+                    expected: (*hash).to_owned(),
+                },
+            });
+            break;
+        }
         previous_time = Some(entry.time);
         visit(&entry);
         report.entries = entry.seq;
         report.head = entry.hash;
     }
+    if let (None, Some((&checkpoint, _))) = (&report.broken, expected.last_key_value())
+        && checkpoint > report.entries
+    {
+        report.broken = Some(Break {
+            line: line_no,
+            seq: None,
+            reason: BreakReason::EndsBeforeCheckpoint {
+                checkpoint,
+                last: report.entries,
+            },
+        });
+    }
     Ok(report)
+}
+
+/// A point of the chain kept apart from the log (OPS-3): entry `seq` has hash `hash`, written
+/// `SEQ:HASH`. The chain itself shows an entry edited, removed or moved, but not entries cut
+/// from the end, nor a log rewritten whole with fresh hashes; a checkpoint recorded elsewhere
+/// (the server's own log, a monitoring system) shows both, since a rewritten log no longer has
+/// that hash at that seq and a shortened one no longer reaches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The entry's position in the chain.
+    pub seq: u64,
+    /// Its hash (64 lowercase hex digits).
+    pub hash: String,
+}
+
+impl std::str::FromStr for Checkpoint {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            Error::Audit(format!(
+                "{s:?} is not a checkpoint (SEQ:HASH, as `agentca audit checkpoint` prints)"
+            ))
+        };
+        let (seq, hash) = s.split_once(':').ok_or_else(bad)?;
+        let seq: u64 = seq.parse().map_err(|_| bad())?;
+        let hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+        if seq == 0 || hash.len() != HEX_LEN || !hash.bytes().all(hex) {
+            return Err(bad());
+        }
+        Ok(Self {
+            seq,
+            hash: hash.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for Checkpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.seq, self.hash)
+    }
+}
+
+/// The last entry of the log at `path` as a checkpoint, `None` for an empty log. Takes no lock
+/// (a running server holds it); a line being written at that moment is not read.
+pub fn checkpoint_of(path: &Path) -> Result<Option<Checkpoint>> {
+    let ctx = |e| Error::io(format!("reading audit log {}", path.display()), e);
+    let file = File::open(path).map_err(ctx)?;
+    let len = file.metadata().map_err(ctx)?.len();
+    let end = match len {
+        0 => return Ok(None),
+        _ if read_byte(&file, len - 1).map_err(ctx)? == b'\n' => len,
+        _ => match last_newline_before(&file, len).map_err(ctx)? {
+            Some(at) => at + 1,
+            None => return Ok(None),
+        },
+    };
+    let entry = read_last_entry(&file, end)
+        .map_err(|reason| Error::Audit(format!("{}: {reason}", path.display())))?;
+    Ok(Some(Checkpoint {
+        seq: entry.seq,
+        hash: entry.hash,
+    }))
+}
+
+impl AuditLog {
+    /// The last entry appended as a checkpoint, `None` while the log is empty.
+    pub fn checkpoint(&self) -> Option<Checkpoint> {
+        let tail = self.lock_tail();
+        (tail.seq > 0).then(|| Checkpoint {
+            seq: tail.seq,
+            hash: tail.head.clone(),
+        })
+    }
 }
 
 /// The canonical bytes of an entry: the JSON object without `hash`, members in this order.
@@ -1018,6 +1149,111 @@ mod tests {
         let log = AuditLog::open(&path).unwrap();
         let e = log.recent_entries(time::Duration::hours(1)).unwrap_err();
         assert!(e.to_string().contains("does not match its hash"), "{e}");
+    }
+
+    #[test]
+    fn checkpoints_parse_only_in_their_form() {
+        let hash = "ab".repeat(32);
+        let c: Checkpoint = format!("7:{hash}").parse().unwrap();
+        assert_eq!((c.seq, c.hash.as_str()), (7, hash.as_str()));
+        assert_eq!(c.to_string(), format!("7:{hash}"));
+        for bad in [
+            String::new(),
+            hash.clone(),
+            format!("0:{hash}"),
+            format!("-1:{hash}"),
+            format!("x:{hash}"),
+            format!("7:{}", "AB".repeat(32)),
+            format!("7:{}", &hash[..63]),
+            format!("7:{hash}0"),
+            format!("7 :{hash}"),
+        ] {
+            assert!(bad.parse::<Checkpoint>().is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_shows_a_log_cut_short_or_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_with(&dir, 5);
+        let at = |seq: u64| {
+            let line = &lines(&path)[seq as usize - 1];
+            let entry = parse_line(line.strip_suffix(b"\n").unwrap()).unwrap();
+            Checkpoint {
+                seq,
+                hash: entry.hash,
+            }
+        };
+        let (third, last) = (at(3), at(5));
+        assert_eq!(checkpoint_of(&path).unwrap(), Some(last.clone()));
+        let report = verify_against(&path, &[third.clone(), last.clone()], |_| ()).unwrap();
+        assert!(report.is_intact(), "{report}");
+
+        // Cut short: the chain of what is left verifies, the checkpoint does not.
+        let original = lines(&path);
+        write_lines(&path, &original[..4]);
+        assert!(verify(&path).unwrap().is_intact());
+        let b = verify_against(&path, &[third.clone(), last.clone()], |_| ())
+            .unwrap()
+            .broken
+            .unwrap();
+        assert_eq!(
+            (b.line, b.seq, b.reason),
+            (
+                5,
+                None,
+                BreakReason::EndsBeforeCheckpoint {
+                    checkpoint: 5,
+                    last: 4
+                }
+            )
+        );
+
+        // Rewritten whole from the second entry on, every hash recomputed: only the checkpoint
+        // shows it, at its own line.
+        let mut prev = at(1).hash;
+        let mut rewritten = vec![original[0].clone()];
+        for line in &original[1..] {
+            let entry = parse_line(line.strip_suffix(b"\n").unwrap()).unwrap();
+            let mut fields = entry.fields.clone();
+            fields.insert("n".into(), json!(99));
+            let time = entry.time.format(&Rfc3339).unwrap();
+            let (line, hash) = encode_line(entry.seq, &time, &entry.event, &fields, &prev).unwrap();
+            prev = hash;
+            rewritten.push(line);
+        }
+        write_lines(&path, &rewritten);
+        assert!(verify(&path).unwrap().is_intact());
+        let b = verify_against(&path, &[third.clone()], |_| ())
+            .unwrap()
+            .broken
+            .unwrap();
+        assert_eq!((b.line, b.seq), (3, Some(3)));
+        assert_eq!(
+            b.reason,
+            BreakReason::CheckpointMismatch {
+                expected: third.hash
+            }
+        );
+    }
+
+    #[test]
+    fn the_checkpoint_of_a_log_skips_a_torn_line_and_needs_no_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, log) = new_log(&dir);
+        assert_eq!(checkpoint_of(&path).unwrap(), None);
+        assert_eq!(log.checkpoint(), None);
+        log.append_durable("agent.added", json!({"agent": "a"}))
+            .unwrap();
+        log.append_durable("agent.added", json!({"agent": "b"}))
+            .unwrap();
+        // The writer keeps its lock; the reader needs none.
+        let head = log.checkpoint().unwrap();
+        assert_eq!(head.seq, 2);
+        assert_eq!(checkpoint_of(&path).unwrap(), Some(head.clone()));
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(b"{\"seq\":3,\"ti").unwrap();
+        assert_eq!(checkpoint_of(&path).unwrap(), Some(head));
     }
 
     #[test]

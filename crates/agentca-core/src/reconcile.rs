@@ -96,19 +96,24 @@ impl Logged {
 /// Verifies the audit chains and reconciles them with the store. `audit_logs` are the logs of
 /// every node that writes the store (one on a single machine); their reports come back in the
 /// same order. `forgotten_before` is the retention bound (certificates that expired before it
-/// may have been forgotten), `None` when the CA keeps them forever.
+/// may have been forgotten), `None` when the CA keeps them forever. `checkpoints` are held
+/// against the first log (see [`audit::Checkpoint`]).
 pub fn reconcile(
     store: &dyn Store,
     audit_logs: &[&Path],
     forgotten_before: Option<OffsetDateTime>,
+    checkpoints: &[audit::Checkpoint],
 ) -> Result<(Vec<VerifyReport>, Reconciliation)> {
     let mut logged = Logged {
         forgotten_before,
         ..Logged::default()
     };
     let mut reports = Vec::with_capacity(audit_logs.len());
-    for log in audit_logs {
-        reports.push(audit::verify_each(log, |entry| logged.visit(entry))?);
+    for (n, log) in audit_logs.iter().enumerate() {
+        let held_to = if n == 0 { checkpoints } else { &[] };
+        reports.push(audit::verify_against(log, held_to, |entry| {
+            logged.visit(entry)
+        })?);
     }
     let Logged {
         ref issued,

@@ -121,7 +121,8 @@ impl TestCa {
     /// reported, for the test's own expectations about what was in flight.
     fn assert_recovered(&self) -> Reconciliation {
         let log = self.dir.audit_log();
-        let (reports, found) = reconcile(self.ca.store().as_ref(), &[log.as_path()], None).unwrap();
+        let (reports, found) =
+            reconcile(self.ca.store().as_ref(), &[log.as_path()], None, &[]).unwrap();
         assert!(reports[0].is_intact(), "{}", reports[0]);
         assert!(
             found.is_consistent(),
