@@ -100,6 +100,8 @@ struct Ledger {
     /// request that died: the client needs a new one, which is allowed, not lost work).
     scep_retried: usize,
     scep_retry_refused: usize,
+    /// The numbers of the CRLs `agentca crl` published, in order.
+    crl_numbers: Vec<u64>,
     /// Every failure a client saw, with when: those before the kill are failures.
     errors: Vec<(Instant, String)>,
 }
@@ -578,6 +580,26 @@ fn scep_client(t: &Target, ledger: &Shared, stop: &AtomicBool) {
     }
 }
 
+/// Publishes CRLs through the admin socket (`agentca crl`), every 50 ms; each number must be
+/// above every one published before it, also across kills (REV-5).
+fn crl_publisher(env: &Env, ledger: &Shared, stop: &AtomicBool) {
+    while !stop.load(Ordering::SeqCst) {
+        let out = env.run_json(&["crl"]);
+        if !out.status.success() {
+            ledger.lock().unwrap().error(format!("agentca crl: {out}"));
+            return;
+        }
+        let number = out.json()["number"].as_u64().unwrap();
+        let mut l = ledger.lock().unwrap();
+        if let Some(&last) = l.crl_numbers.last() {
+            assert!(number > last, "CRL number {number} published after {last}");
+        }
+        l.crl_numbers.push(number);
+        drop(l);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Revokes SCEP certificates through the admin socket (`agentca revoke`).
 fn admin_revoker(env: &Env, ledger: &Shared, stop: &AtomicBool) {
     while !stop.load(Ordering::SeqCst) {
@@ -744,6 +766,7 @@ fn acknowledged_work_survives_serve_killed_at_random_moments() {
             s.spawn(|| acme_clients(&t, &ledger, &stop));
             s.spawn(|| scep_client(&t, &ledger, &stop));
             s.spawn(|| admin_revoker(&env, &ledger, &stop));
+            s.spawn(|| crl_publisher(&env, &ledger, &stop));
             std::thread::sleep(delay);
             let killed_at = Instant::now();
             server.kill();
@@ -773,12 +796,13 @@ fn acknowledged_work_survives_serve_killed_at_random_moments() {
         "{ctx}: {CYCLES} cycles in {elapsed:?}, {interrupted} requests interrupted; received {} \
          certificates ({acme_received} by ACME, {} orders finished after a restart, {} lost \
          before their finalize), {} \
-         revocations, {} accounts registered, {} rollovers, {} SCEP renewals; {} SCEP retries \
+         revocations, {} CRLs, {} accounts registered, {} rollovers, {} SCEP renewals; {} SCEP retries \
          answered SUCCESS, {} FAILURE",
         l.issued.len(),
         l.resumed_orders,
         l.lost_orders,
         l.revoked.len(),
+        l.crl_numbers.len(),
         l.registered.len(),
         l.rollovers,
         l.scep_renewals,
@@ -859,6 +883,11 @@ fn acknowledged_work_survives_serve_killed_at_random_moments() {
         .unwrap()
         .into_contents();
     let listed: BTreeSet<String> = super::harness::crl_serials(&crl_der).into_iter().collect();
+    let last_published = l.crl_numbers.last().copied().unwrap();
+    assert!(
+        crl["number"].as_u64().unwrap() > last_published,
+        "{ctx}: {crl} after {last_published}"
+    );
     for serial in &l.revoked {
         assert!(
             listed.contains(serial),
