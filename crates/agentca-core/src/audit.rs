@@ -1224,7 +1224,7 @@ mod tests {
         }
         write_lines(&path, &rewritten);
         assert!(verify(&path).unwrap().is_intact());
-        let b = verify_against(&path, &[third.clone()], |_| ())
+        let b = verify_against(&path, std::slice::from_ref(&third), |_| ())
             .unwrap()
             .broken
             .unwrap();
