@@ -19,7 +19,7 @@ use super::acme_clients::ocsp_status_at;
 use super::harness::AcmeServer;
 use super::support::{BASE_URL, Env, agent_id, now, pem_certs, serial_hex};
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(super) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -34,6 +34,7 @@ use instant_acme::{
 };
 use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 
+use super::acme_flows::runtime;
 use super::crash::Rng;
 use super::harness::{AcmeServer, Server, try_http};
 use super::scep_clients::{pkcs_req_to, rsa_key};
@@ -127,6 +128,18 @@ impl Ledger {
 }
 
 impl Ledger {
+    /// The first certificate received that `wanted` takes and no revocation has touched.
+    fn revocable(&self, wanted: impl Fn(&str, Via) -> bool) -> Option<(String, Vec<u8>, Via)> {
+        self.issued
+            .iter()
+            .find(|(serial, (_, via))| {
+                wanted(serial, *via)
+                    && !self.revoked.contains(*serial)
+                    && !self.maybe_revoked.contains(*serial)
+            })
+            .map(|(serial, (der, via))| (serial.clone(), der.clone(), *via))
+    }
+
     fn scep_received(&mut self, der: Vec<u8>) {
         self.scep_signer = Some((serial_hex(&der), der.clone()));
         self.received(der, Via::Scep);
@@ -159,14 +172,6 @@ impl Target {
     fn directory(&self) -> String {
         format!("{}/acme/directory", self.https)
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// Runs one client request, bounded in time; its failure is recorded.
@@ -359,19 +364,10 @@ async fn issuer(t: Target, ledger: Shared, index: usize) {
 async fn acme_revoker(t: Target, ledger: Shared, stop: Arc<AtomicBool>) {
     let mut accounts: BTreeMap<usize, Account> = BTreeMap::new();
     while !stop.load(Ordering::SeqCst) {
-        let pick = {
-            let l = ledger.lock().unwrap();
-            l.issued
-                .iter()
-                .filter(|(serial, (_, via))| {
-                    matches!(via, Via::Acme(_))
-                        && serial.as_bytes()[serial.len() - 1] % 2 == 0
-                        && !l.revoked.contains(*serial)
-                        && !l.maybe_revoked.contains(*serial)
-                })
-                .map(|(serial, (der, via))| (serial.clone(), der.clone(), *via))
-                .next()
-        };
+        let pick = ledger.lock().unwrap().revocable(|serial, via| {
+            // Every other one: some certificates stay good to the end.
+            matches!(via, Via::Acme(_)) && serial.as_bytes()[serial.len() - 1] % 2 == 0
+        });
         let Some((serial, der, Via::Acme(index))) = pick else {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
@@ -605,16 +601,9 @@ fn admin_revoker(env: &Env, ledger: &Shared, stop: &AtomicBool) {
     while !stop.load(Ordering::SeqCst) {
         let pick = {
             let l = ledger.lock().unwrap();
-            l.issued
-                .iter()
-                .filter(|(serial, (_, via))| {
-                    *via == Via::Scep
-                        && l.scep_signer.as_ref().is_none_or(|(s, _)| s != *serial)
-                        && !l.revoked.contains(*serial)
-                        && !l.maybe_revoked.contains(*serial)
-                })
-                .map(|(serial, _)| serial.clone())
-                .next()
+            let signer = l.scep_signer.as_ref().map(|(s, _)| s.clone());
+            l.revocable(|serial, via| via == Via::Scep && signer.as_deref() != Some(serial))
+                .map(|(serial, _, _)| serial)
         };
         let Some(serial) = pick else {
             std::thread::sleep(Duration::from_millis(10));
