@@ -235,7 +235,8 @@ pub(crate) fn serve(dir: &DataDir, passphrase_file: Option<&Path>, args: ServeAr
         .enable_all()
         .build()
         .map_err(|e| Error::io("start the async runtime", e))?;
-    runtime.block_on(async move {
+    let closing = ca.clone();
+    let result = runtime.block_on(async move {
         survive_file_size_limit();
         // Loading signs the HTTPS certificate, pre-signs OCSP responses and publishes a CRL.
         let server = tokio::task::block_in_place(|| {
@@ -284,7 +285,15 @@ pub(crate) fn serve(dir: &DataDir, passphrase_file: Option<&Path>, args: ServeAr
         log_checkpoint(ca.audit(), None);
         tracing::info!("stopped");
         result
-    })
+    });
+    // Every task goes with the runtime, and with them every other handle to the store and the
+    // audit log; the CA, dropped last, then records that it was closed (see `Ca::open`).
+    runtime.shutdown_timeout(Duration::from_secs(10));
+    if Arc::strong_count(&closing) > 1 {
+        tracing::debug!("the CA is still held at exit; the next start catches the audit log up");
+    }
+    drop(closing);
+    result
 }
 
 /// How often `serve` logs the audit log's head as a checkpoint (when it moved).

@@ -950,3 +950,31 @@ fn acknowledged_work_survives_serve_killed_at_random_moments() {
     server.terminate();
     env.assert_audit_intact();
 }
+
+/// The marker of an open CA (`in-use`): there while `serve` runs, gone after a clean stop,
+/// left by a kill, and cleared by the next process that opens the CA and catches its audit
+/// log up.
+#[test]
+fn a_clean_stop_closes_the_ca_and_a_kill_leaves_it_open() {
+    let env = Env::with_ca();
+    let marker = env.data_file("in-use");
+    assert!(!marker.exists(), "a CA nobody has open is marked open");
+    let server = Server::start(super::harness::serve_on_free_ports(&env));
+    assert!(marker.exists(), "serve runs without marking the CA open");
+    let (status, log) = server.terminate();
+    assert!(status.success(), "{log}");
+    assert!(
+        !marker.exists(),
+        "a clean stop left the CA marked open:\n{log}"
+    );
+
+    let server = Server::start(super::harness::serve_on_free_ports(&env));
+    server.kill();
+    assert!(marker.exists(), "a kill cannot have closed the CA");
+    env.json(&["agent", "list"]);
+    assert!(
+        !marker.exists(),
+        "the command that caught up did not close the CA"
+    );
+    env.assert_audit_intact();
+}

@@ -30,9 +30,24 @@ pub(crate) struct Job {
     pub(crate) done: Done,
 }
 
-/// The handle to the commit thread; dropping it lets the thread finish the queue and exit.
+/// The handle to the commit thread; dropping it lets the thread finish the queue and waits
+/// for it to exit, so that what it holds (the store, the audit log) is released with it.
 pub(crate) struct CommitThread {
-    queue: Sender<Job>,
+    queue: Option<Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for CommitThread {
+    fn drop(&mut self) {
+        drop(self.queue.take());
+        if let Some(thread) = self.thread.take() {
+            // A job's callback may hold the last handle to the authority, and so drop this on
+            // the commit thread itself, which must not wait for itself.
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
+        }
+    }
 }
 
 /// The requests a front end is serving ([`Authority::in_flight`](super::Authority::in_flight)):
@@ -98,16 +113,23 @@ impl CommitThread {
         in_flight: Arc<InFlight>,
     ) -> Result<Self> {
         let (queue, jobs) = mpsc::channel();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("agentca-commit".into())
             .spawn(move || run(&jobs, store.as_ref(), &audit, &in_flight))
             .map_err(|e| Error::io("starting the commit thread", e))?;
-        Ok(Self { queue })
+        Ok(Self {
+            queue: Some(queue),
+            thread: Some(thread),
+        })
     }
 
     /// Queues `job`; when the thread is gone, the job is answered at once with an error.
     pub(crate) fn submit(&self, job: Job) {
-        if let Err(mpsc::SendError(job)) = self.queue.send(job) {
+        let sent = match &self.queue {
+            Some(queue) => queue.send(job).map_err(|mpsc::SendError(job)| job),
+            None => Err(job),
+        };
+        if let Err(job) = sent {
             (job.done)(Err(Error::Unreachable("the commit thread has stopped")));
         }
     }
@@ -210,7 +232,10 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         let (queue, jobs) = mpsc::channel::<Job>();
         drop(jobs);
-        let stopped = CommitThread { queue };
+        let stopped = CommitThread {
+            queue: Some(queue),
+            thread: None,
+        };
         stopped.submit(Job {
             ticket: 0,
             event: "cert.issued",
@@ -219,5 +244,14 @@ mod tests {
         });
         assert!(rx.recv().unwrap());
         drop(thread);
+    }
+
+    #[test]
+    fn dropping_the_handle_waits_for_the_thread_and_what_it_holds() {
+        let (_dir, audit, thread) = thread();
+        // The thread holds a handle to the audit log (and the store) while it runs.
+        assert!(Arc::strong_count(&audit) > 1);
+        drop(thread);
+        assert_eq!(Arc::strong_count(&audit), 1);
     }
 }
