@@ -47,8 +47,9 @@ set -e
 
 # The protocol suites (stock clients, attacks, the renewal daemon and drill, status) and the
 # operator commands again, with every CA's records in PostgreSQL (a database of its own per
-# test in one throwaway cluster). Suites about the embedded store itself (losing its writes,
-# killing it) stay on it; the multi-node ones run on PostgreSQL already.
+# test in one throwaway cluster), and `serve` killed at random moments under load. Suites
+# about the embedded store itself (losing its writes, killing commands) stay on it; the
+# multi-node ones run on PostgreSQL already.
 pg_log="$log_dir/cargo-test-postgres.log"
 : >"$pg_log"
 if [ "$cargo_status" -eq 0 ]; then
@@ -56,7 +57,7 @@ if [ "$cargo_status" -eq 0 ]; then
     set +e
     AGENTCA_TEST_STORE=postgres cargo test --test cli --no-fail-fast -- \
         acme_attacks:: scep_attacks:: acme_flows:: acme_clients:: scep_clients:: enroll:: \
-        drill:: crl:: revoke:: verify:: token:: issue:: agent:: 2>&1 | tee "$pg_log"
+        drill:: crl:: revoke:: verify:: token:: issue:: agent:: crash_serve:: 2>&1 | tee "$pg_log"
     cargo_status=${PIPESTATUS[0]}
     set -e
 fi

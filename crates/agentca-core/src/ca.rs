@@ -625,14 +625,7 @@ impl Ca {
         // The audit log's lock is held: no other process opens the CA until it is dropped.
         let marker = dir.in_use_marker();
         let caught_up = if marker.exists() {
-            // Other nodes of a shared store write their own logs, and a certificate carries
-            // no mark of the node that issued it: only `audit verify` with every node's log
-            // can tell which lines are missing there.
-            if store.is_shared() {
-                CaughtUp::default()
-            } else {
-                reconcile::catch_up(store.as_ref(), &audit)?
-            }
+            reconcile::catch_up(store.as_ref(), &audit)?
         } else {
             File::create(&marker)
                 .map_err(|e| Error::io(format!("create {}", marker.display()), e))?;

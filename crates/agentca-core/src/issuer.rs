@@ -418,6 +418,28 @@ impl Authority {
         Ok(staged.record)
     }
 
+    /// On a store other nodes share, writes the `cert.signing` line of `intent` (not synced:
+    /// the `cert.issued` line that follows the certificate's commit is) before the key signs
+    /// it: after a crash, a node's own intents name the certificates the store may hold
+    /// without their line that are this node's to catch up ([`crate::reconcile::catch_up`]).
+    /// A store of its own is scanned instead, and gets no such line, so that its first
+    /// failed write is still the store's (which then refuses every later one, see
+    /// docs/deployment.md, "When the disk fails").
+    pub fn note_signing(&self, intent: &IssuanceIntent) -> Result<()> {
+        if !self.store.is_shared() {
+            return Ok(());
+        }
+        self.audit
+            .append(
+                SIGNING_EVENT,
+                serde_json::json!({
+                    "serial": intent.serial.to_hex(),
+                    "agent": intent.agent_id,
+                }),
+            )
+            .map(drop)
+    }
+
     /// Runs the checks [`Authority::stage_issue`] runs first (agent, policy, names, key,
     /// lifetime), without issuing: for a front end that must spend something — a one-time
     /// challenge — only on a request that would be granted. A refusal is audited as
@@ -531,6 +553,7 @@ impl Authority {
             }
         };
         fail_point!("issue::reserved");
+        self.note_signing(&intent)?;
         let der = self
             .ca
             .sign_leaf(&auth, intent.serial, not_before, not_after)?;
@@ -872,6 +895,13 @@ impl Authority {
     ) -> Result<Vec<CertificateRecord>> {
         // Refused here as `revoke --dry-run` refuses it, before anything changes.
         let plan = revocation_preview(self.store.as_ref(), serial, reason)?;
+        // The intent, before the store changes: see `note_signing`.
+        if self.store.is_shared() {
+            self.audit.append(
+                REVOKING_EVENT,
+                serde_json::json!({"serial": serial.to_hex(), "reason": reason.name()}),
+            )?;
+        }
         let revocation = Revocation {
             revoked_at: profile::whole_seconds(OffsetDateTime::now_utc()),
             reason,
@@ -960,6 +990,13 @@ impl Authority {
         Ok(all)
     }
 }
+
+/// The audit event that says a certificate is about to be signed (see
+/// [`Authority::note_signing`]).
+pub const SIGNING_EVENT: &str = "cert.signing";
+
+/// The audit event that says a certificate is about to be revoked, before the store changes.
+pub const REVOKING_EVENT: &str = "cert.revoking";
 
 /// The fields of the `cert.issued` line of `record`, which carries the DNS names `dns` and
 /// the IP addresses `ips`.

@@ -22,7 +22,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::audit::{self, AuditLog, VerifyReport};
 use crate::error::Result;
-use crate::store::{CertificateFilter, Serial, SerialEntry, Store};
+use crate::store::{CertificateFilter, RevocationReason, Serial, SerialEntry, Store};
 
 /// What reconciliation found.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -191,9 +191,12 @@ impl CaughtUp {
 /// Writes the `cert.issued` and `cert.revoked` lines that a crash between a store commit and
 /// its audit line kept from being written (INV-10: every certificate the store holds, and so
 /// can hand out after a restart, is audited), each marked `"recovered": true`, and syncs
-/// them. It looks at the certificates issued and revoked in the [`CATCH_UP_WINDOW`] before the
-/// log's last entry and at the log's entries of that window. An empty log is left alone: it
-/// gives no time to start from, and a store written without one has no line to catch up to.
+/// them. It looks at the log's entries of the [`CATCH_UP_WINDOW`] before its last one, and at
+/// the certificates issued and revoked in that window: on a store of its own, all of them; on
+/// a store other nodes share, those this node's `cert.signing` and `cert.revoking` lines name
+/// (and, for a keyCompromise revocation, the other certificates of the key revoked with it),
+/// since a certificate does not say which node wrote it. An empty log is left alone: it gives
+/// no time to start from, and a store written without one has no line to catch up to.
 pub fn catch_up(store: &dyn Store, audit: &AuditLog) -> Result<CaughtUp> {
     let recent = audit.recent_entries(CATCH_UP_WINDOW)?;
     let Some(newest) = recent.first() else {
@@ -201,30 +204,66 @@ pub fn catch_up(store: &dyn Store, audit: &AuditLog) -> Result<CaughtUp> {
     };
     let since = newest.time - CATCH_UP_WINDOW;
     let mut logged = Logged::default();
+    let mut serials: BTreeSet<Serial> = BTreeSet::new();
+    let mut revoking = Vec::new();
+    // Certificates whose revocation, not issuance, is this node's (a compromised key's others).
+    let mut revoked_with_key: BTreeSet<Serial> = BTreeSet::new();
     for entry in &recent {
         logged.visit(entry);
+        let serial = || {
+            entry
+                .fields
+                .get("serial")
+                .and_then(|v| v.as_str())
+                .and_then(|s| s.parse::<Serial>().ok())
+        };
+        match entry.event.as_str() {
+            crate::issuer::SIGNING_EVENT => serials.extend(serial()),
+            crate::issuer::REVOKING_EVENT => revoking.extend(serial()),
+            _ => {}
+        }
     }
-
-    let mut serials: BTreeSet<Serial> = store
-        .issued_since(since)?
-        .entries
-        .into_iter()
-        .map(|e| e.serial)
-        .filter(|s| !logged.issued.contains_key(&s.to_hex()))
-        .collect();
-    serials.extend(
-        store
-            .revocations_since(since)?
-            .entries
-            .into_iter()
-            .map(|e| e.serial),
-    );
+    for serial in revoking {
+        serials.insert(serial);
+        // A keyCompromise revocation takes the key's other certificates with it.
+        if let Some(SerialEntry::Issued(record)) = store.serial(&serial)?
+            && record
+                .revocation
+                .is_some_and(|r| r.reason == RevocationReason::KeyCompromise)
+        {
+            let others = store.certificates_with_key(&record.intent.key_sha256)?;
+            revoked_with_key.extend(others.into_iter().map(|c| c.intent.serial));
+        }
+    }
+    if !store.is_shared() {
+        serials.extend(
+            store
+                .issued_since(since)?
+                .entries
+                .into_iter()
+                .map(|e| e.serial),
+        );
+        serials.extend(
+            store
+                .revocations_since(since)?
+                .entries
+                .into_iter()
+                .map(|e| e.serial),
+        );
+    }
+    let candidates = serials
+        .iter()
+        .map(|s| (*s, true))
+        .chain(revoked_with_key.difference(&serials).map(|s| (*s, false)));
     let mut missing = Vec::new();
-    for serial in serials {
+    for (serial, issuance_too) in candidates {
         if let Some(SerialEntry::Issued(record)) = store.serial(&serial)? {
             let hex = serial.to_hex();
-            let issued = record.issued_at >= since && !logged.issued.contains_key(&hex);
-            let revoked = record.revocation.is_some() && !logged.revoked.contains(&hex);
+            let issued =
+                issuance_too && record.issued_at >= since && !logged.issued.contains_key(&hex);
+            let revoked = record
+                .revocation
+                .is_some_and(|r| r.revoked_at >= since && !logged.revoked.contains(&hex));
             if issued || revoked {
                 missing.push((record, issued, revoked));
             }

@@ -186,6 +186,7 @@ fn issue(
         )?,
     };
 
+    authority.note_signing(&intent)?;
     let ca_key = agentca_core::signer::RcgenSigner::new(ca.signer())?;
     let issuer = Issuer::from_ca_cert_der(&ca.cert_der().into(), &ca_key)
         .map_err(|e| agentca_core::Error::Der(format!("issuing CA certificate: {e}")))?;
