@@ -206,8 +206,9 @@ pub fn catch_up(store: &dyn Store, audit: &AuditLog) -> Result<CaughtUp> {
     let mut logged = Logged::default();
     let mut serials: BTreeSet<Serial> = BTreeSet::new();
     let mut revoking = Vec::new();
-    // Certificates whose revocation, not issuance, is this node's (a compromised key's others).
-    let mut revoked_with_key: BTreeSet<Serial> = BTreeSet::new();
+    // Certificates whose revocation, not issuance, is this node's: the ones it revoked (another
+    // node may have issued them) and a compromised key's others.
+    let mut revoked_here: BTreeSet<Serial> = BTreeSet::new();
     for entry in &recent {
         logged.visit(entry);
         let serial = || {
@@ -224,7 +225,7 @@ pub fn catch_up(store: &dyn Store, audit: &AuditLog) -> Result<CaughtUp> {
         }
     }
     for serial in revoking {
-        serials.insert(serial);
+        revoked_here.insert(serial);
         // A keyCompromise revocation takes the key's other certificates with it.
         if let Some(SerialEntry::Issued(record)) = store.serial(&serial)?
             && record
@@ -232,7 +233,7 @@ pub fn catch_up(store: &dyn Store, audit: &AuditLog) -> Result<CaughtUp> {
                 .is_some_and(|r| r.reason == RevocationReason::KeyCompromise)
         {
             let others = store.certificates_with_key(&record.intent.key_sha256)?;
-            revoked_with_key.extend(others.into_iter().map(|c| c.intent.serial));
+            revoked_here.extend(others.into_iter().map(|c| c.intent.serial));
         }
     }
     if !store.is_shared() {
@@ -254,7 +255,7 @@ pub fn catch_up(store: &dyn Store, audit: &AuditLog) -> Result<CaughtUp> {
     let candidates = serials
         .iter()
         .map(|s| (*s, true))
-        .chain(revoked_with_key.difference(&serials).map(|s| (*s, false)));
+        .chain(revoked_here.difference(&serials).map(|s| (*s, false)));
     let mut missing = Vec::new();
     for (serial, issuance_too) in candidates {
         if let Some(SerialEntry::Issued(record)) = store.serial(&serial)? {
