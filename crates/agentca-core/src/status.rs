@@ -138,6 +138,11 @@ impl StatusResponder {
         }
     }
 
+    /// The bytes every response it signs ends with (see [`Responder::shared_tail`]).
+    pub fn shared_tail(&self) -> &[u8] {
+        self.identity.shared_tail()
+    }
+
     fn responder(&self) -> Responder<'_> {
         Responder::with_identity(self.signer.as_ref(), &self.identity)
     }

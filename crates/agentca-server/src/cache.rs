@@ -16,12 +16,14 @@ use prometheus_client::metrics::gauge::Gauge;
 use time::OffsetDateTime;
 
 use crate::headers;
+use crate::split_body::SplitBody;
 
 /// One signed response, with what the HTTP layer needs to serve it.
 #[derive(Debug)]
 pub(crate) struct CachedResponse {
-    /// The DER `OCSPResponse`, without a nonce.
-    pub(crate) der: Bytes,
+    /// The DER `OCSPResponse` (without a nonce) as two parts: its own bytes, and the bytes
+    /// shared by every response of its responder key, held once (see [`crate::split_body`]).
+    body: SplitBody,
     /// Whether it says `revoked` (else `good`).
     pub(crate) revoked: bool,
     pub(crate) this_update: OffsetDateTime,
@@ -34,23 +36,38 @@ pub(crate) struct CachedResponse {
 }
 
 impl CachedResponse {
+    /// `der` is kept less its last bytes when they are `shared_tail`, which is kept by
+    /// reference instead.
     pub(crate) fn new(
         der: Vec<u8>,
+        shared_tail: &Bytes,
         revoked: bool,
         this_update: OffsetDateTime,
         next_update: OffsetDateTime,
         generation: u64,
     ) -> Self {
+        let etag = headers::etag(&der);
+        let body = match der.len().checked_sub(shared_tail.len()) {
+            Some(own) if own > 0 && !shared_tail.is_empty() && der.ends_with(shared_tail) => {
+                SplitBody::new(Bytes::copy_from_slice(&der[..own]), shared_tail.clone())
+            }
+            _ => SplitBody::whole(Bytes::from(der)),
+        };
         Self {
-            etag: headers::etag(&der),
+            body,
+            etag,
             last_modified: headers::http_date(this_update),
             expires: headers::http_date(next_update),
-            der: Bytes::from(der),
             revoked,
             this_update,
             next_update,
             generation,
         }
+    }
+
+    /// The whole DER response, to send.
+    pub(crate) fn body(&self) -> SplitBody {
+        self.body.clone()
     }
 }
 
@@ -257,9 +274,47 @@ impl ResponseCache {
 
 #[cfg(test)]
 mod tests {
+    use http_body::Body as _;
+    use http_body_util::BodyExt;
     use time::Duration;
 
     use super::*;
+
+    async fn parts_and_bytes(response: &CachedResponse) -> (usize, Vec<u8>) {
+        let mut body = response.body();
+        let mut parts = 0;
+        let mut all = Vec::new();
+        while let Some(frame) = body.frame().await {
+            all.extend_from_slice(&frame.unwrap().into_data().unwrap());
+            parts += 1;
+        }
+        (parts, all)
+    }
+
+    #[tokio::test]
+    async fn a_response_ending_with_the_shared_tail_holds_only_its_own_bytes() {
+        let tail = Bytes::from_static(b"-responder certificate");
+        let der = b"signed response-responder certificate".to_vec();
+        let now = OffsetDateTime::now_utc();
+        let split = CachedResponse::new(der.clone(), &tail, false, now, now, 0);
+        assert_eq!(split.body().size_hint().exact(), Some(der.len() as u64));
+        assert_eq!(parts_and_bytes(&split).await, (2, der.clone()));
+        assert_eq!(
+            split.etag,
+            headers::etag(&der),
+            "the tag is the whole response's"
+        );
+
+        // Anything else is held whole: another tail, a response that is only the tail.
+        for (der, tail) in [
+            (der.clone(), Bytes::from_static(b"another tail")),
+            (tail.to_vec(), tail.clone()),
+            (der.clone(), Bytes::new()),
+        ] {
+            let whole = CachedResponse::new(der.clone(), &tail, false, now, now, 0);
+            assert_eq!(parts_and_bytes(&whole).await, (1, der));
+        }
+    }
 
     fn response(
         revoked: bool,
@@ -268,6 +323,7 @@ mod tests {
     ) -> Arc<CachedResponse> {
         Arc::new(CachedResponse::new(
             vec![revoked as u8],
+            &Bytes::new(),
             revoked,
             this_update,
             this_update + Duration::hours(8),

@@ -201,7 +201,7 @@ fn ocsp_response(answer: Answer, get: Option<&HeaderMap>) -> Response {
         }
         (None, _) => {}
     }
-    *response.body_mut() = Body::from(answer.der);
+    *response.body_mut() = Body::new(answer.der);
     response
 }
 

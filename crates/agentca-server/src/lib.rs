@@ -59,6 +59,7 @@ mod ocsp;
 mod peers;
 mod rotation;
 mod scheduler;
+mod split_body;
 mod tls;
 
 use std::future::Future;

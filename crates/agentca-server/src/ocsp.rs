@@ -46,6 +46,7 @@ use crate::budget::SigningBudget;
 use crate::cache::{CachedResponse, Due, ResponseCache};
 use crate::error::ServerError;
 use crate::metrics::{Metrics, OcspAnswer};
+use crate::split_body::SplitBody;
 
 /// A pre-signed response is served only while it has at least this long left; after that it
 /// is treated as missing (the scheduler should have replaced it long before).
@@ -56,6 +57,8 @@ pub(crate) struct ResponderKey {
     status: StatusResponder,
     signer: Arc<dyn Signer>,
     cert_der: Vec<u8>,
+    /// What every response of this key ends with, held once by the cache.
+    shared_tail: Bytes,
     pub(crate) not_before: OffsetDateTime,
     pub(crate) not_after: OffsetDateTime,
     pub(crate) generation: u64,
@@ -82,6 +85,7 @@ impl ResponderKey {
         let status = StatusResponder::new(signer.clone(), cert_der.clone(), issuer_der, validity)?;
         let (not_before, not_after) = crate::certs::validity_of(&cert_der)?;
         Ok(Self {
+            shared_tail: Bytes::copy_from_slice(status.shared_tail()),
             status,
             signer,
             cert_der,
@@ -106,7 +110,7 @@ impl ResponderKey {
 #[derive(Debug)]
 pub(crate) struct Answer {
     /// The DER `OCSPResponse`.
-    pub(crate) der: Bytes,
+    pub(crate) der: SplitBody,
     /// Set when `der` is a pre-signed response (cacheable by HTTP caches).
     pub(crate) cached: Option<Arc<CachedResponse>>,
 }
@@ -231,7 +235,7 @@ impl OcspService {
         };
         self.metrics.answered(answer);
         Answer {
-            der: self.unsigned[index].clone(),
+            der: SplitBody::whole(self.unsigned[index].clone()),
             cached: None,
         }
     }
@@ -243,7 +247,7 @@ impl OcspService {
             OcspAnswer::Good
         });
         Answer {
-            der: response.der.clone(),
+            der: response.body(),
             cached: Some(response),
         }
     }
@@ -357,7 +361,7 @@ impl OcspService {
                     OcspAnswer::Good
                 });
                 Answer {
-                    der: Bytes::from(der),
+                    der: SplitBody::whole(Bytes::from(der)),
                     cached: None,
                 }
             }
@@ -401,7 +405,7 @@ impl OcspService {
             Ok(der) => {
                 self.metrics.answered(OcspAnswer::Several);
                 Answer {
-                    der: Bytes::from(der),
+                    der: SplitBody::whole(Bytes::from(der)),
                     cached: None,
                 }
             }
@@ -436,6 +440,7 @@ impl OcspService {
         };
         let response = Arc::new(CachedResponse::new(
             der,
+            &key.shared_tail,
             revoked,
             single.this_update,
             single.next_update,

@@ -3,8 +3,9 @@
 
 use std::borrow::Cow;
 
+use der::asn1::ContextSpecific;
 use der::asn1::{Any, BitString, Null, OctetString};
-use der::{Decode, Encode};
+use der::{Decode, Encode, TagMode, TagNumber};
 use time::OffsetDateTime;
 use x509_cert::spki::AlgorithmIdentifierOwned;
 
@@ -117,6 +118,8 @@ pub struct ResponderIdentity {
     cert: Any,
     key_hash: Vec<u8>,
     signature_algorithm: AlgorithmIdentifierOwned,
+    /// The DER of the `certs` field, `[0] EXPLICIT SEQUENCE OF Certificate`.
+    certs_field: Vec<u8>,
 }
 
 impl std::fmt::Debug for ResponderIdentity {
@@ -137,6 +140,11 @@ impl std::fmt::Debug for Responder<'_> {
 }
 
 impl ResponderIdentity {
+    /// See [`Responder::shared_tail`].
+    pub fn shared_tail(&self) -> &[u8] {
+        &self.certs_field
+    }
+
     /// The identity of `signer`, whose certificate is `cert_der`.
     ///
     /// Fails when the certificate does not parse or certifies a different key than the
@@ -162,8 +170,17 @@ impl ResponderIdentity {
                 "the OCSP responder certificate does not certify the responder key".into(),
             ));
         }
+        let cert = Any::from_der(cert_der).map_err(der_error)?;
+        let certs_field = ContextSpecific {
+            tag_number: TagNumber(0),
+            tag_mode: TagMode::Explicit,
+            value: vec![cert.clone()],
+        }
+        .to_der()
+        .map_err(der_error)?;
         Ok(Self {
-            cert: Any::from_der(cert_der).map_err(der_error)?,
+            cert,
+            certs_field,
             key_hash: HashAlgorithm::Sha1.digest(&key_bits),
             signature_algorithm: AlgorithmIdentifierOwned::from_der(
                 signer.algorithm().algorithm_identifier_der(),
@@ -194,6 +211,13 @@ impl<'a> Responder<'a> {
     /// The SHA-1 hash of the responder key (the `ResponderID` byKey).
     pub fn key_hash(&self) -> &[u8] {
         &self.identity.key_hash
+    }
+
+    /// The bytes every response of this responder ends with: its `certs` field, the last of
+    /// the basic response, which is the last of the `OCSPResponse`. A cache of many responses
+    /// can hold them once instead of once per response.
+    pub fn shared_tail(&self) -> &[u8] {
+        self.identity.shared_tail()
     }
 
     /// Builds and signs a successful `OCSPResponse` answering `statuses`, in that order.
@@ -525,8 +549,29 @@ mod tests {
                 ResponderId::ByKey(responder.key_hash().to_vec())
             );
             assert_signed_by(&basic, &pki.responder_der);
+            assert!(der.ends_with(responder.shared_tail()));
         }
         assert_eq!(pki.responder.signatures(), 5);
+    }
+
+    #[test]
+    fn the_shared_tail_is_the_certs_field_and_ends_every_response() {
+        let pki = test_pki::make(&rcgen::PKCS_ECDSA_P256_SHA256);
+        let responder = Responder::new(&pki.responder, &pki.responder_der).unwrap();
+        let tail = responder.shared_tail();
+        let field = ContextSpecific::<Vec<Any>>::from_der(tail).unwrap();
+        assert_eq!(field.tag_number, TagNumber(0));
+        assert_eq!(field.value.len(), 1);
+        assert_eq!(field.value[0].to_der().unwrap(), pki.responder_der);
+        let statuses = [
+            status(&pki, HashAlgorithm::Sha1, CertStatus::Good),
+            status(&pki, HashAlgorithm::Sha256, revoked(None)),
+        ];
+        for nonce in [None, Some(&[7u8; 32][..])] {
+            let der = responder.respond(&statuses, now(), nonce).unwrap();
+            assert!(der.ends_with(tail));
+            assert!(der.len() > tail.len());
+        }
     }
 
     #[test]
