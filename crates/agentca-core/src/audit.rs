@@ -64,7 +64,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -107,6 +107,9 @@ pub struct AuditLog {
     /// Set when a write could not be undone or an fsync failed: the file's state is unknown,
     /// so nothing more is appended until the log is reopened (which re-reads the tail).
     broken: AtomicBool,
+    /// When an entry first failed to be appended (the caller got the error), in Unix seconds;
+    /// `i64::MAX` while none has: whatever it recorded may be in the store without its line.
+    lost_since: AtomicI64,
 }
 
 /// What the next append needs to know about the end of the chain.
@@ -174,6 +177,7 @@ impl AuditLog {
             tail: Mutex::new(Tail { seq, head, len }),
             commit: GroupCommit::new(),
             broken: AtomicBool::new(false),
+            lost_since: AtomicI64::new(i64::MAX),
         };
         if dropped > 0 {
             let mut fields = Map::new();
@@ -220,13 +224,21 @@ impl AuditLog {
         let seq = tail.seq + 1;
         let (line, hash) = encode_line(seq, &time, event, &fields, &tail.head)?;
         if line.len() > MAX_LINE {
+            self.note_lost_entry();
             return Err(Error::Audit(format!(
                 "entry {event} is {} bytes, more than the {MAX_LINE} allowed",
                 line.len()
             )));
         }
 
-        if let Err(e) = (&self.file).write_all(&line) {
+        let written = (|| -> io::Result<()> {
+            fail::fail_point!("audit::write", |_| Err(io::Error::other(
+                "fail point audit::write"
+            )));
+            (&self.file).write_all(&line)
+        })();
+        if let Err(e) = written {
+            self.note_lost_entry();
             // Undo a partial line so the next entry does not land after garbage.
             if self.file.set_len(tail.len).is_err() {
                 self.broken.store(true, Ordering::SeqCst);
@@ -272,15 +284,47 @@ impl AuditLog {
         Ok(seq)
     }
 
+    fn note_lost_entry(&self) {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        self.lost_since.fetch_min(now, Ordering::SeqCst);
+    }
+
+    /// When an append first failed since the log was opened (to the second): the store may
+    /// hold something of that time whose line is missing, for a catch-up to write.
+    pub fn lost_since(&self) -> Option<OffsetDateTime> {
+        match self.lost_since.load(Ordering::SeqCst) {
+            i64::MAX => None,
+            t => OffsetDateTime::from_unix_timestamp(t).ok(),
+        }
+    }
+
     /// The last entry and every entry before it written less than `window` earlier, newest
-    /// first, read from the end of the file backwards: a recovery after a crash needs only
-    /// the last minutes of a log that may hold years. Each line is checked against its own
-    /// hash (not against its neighbours': `agentca audit verify` checks the chain); a line
-    /// that fails is an error, since anything decided from a damaged log could hide the damage.
+    /// first (see [`AuditLog::visit_recent`]).
     pub fn recent_entries(&self, window: time::Duration) -> Result<Vec<Entry>> {
+        let mut entries = Vec::new();
+        self.visit_recent(window, None, |_| true, |entry| entries.push(entry))?;
+        Ok(entries)
+    }
+
+    /// Visits entries newest first, read from the end of the file backwards, down to the
+    /// first one written more than `window` before the *anchor*: the newest entry `anchors`
+    /// accepts (every entry after the anchor is visited too), and, with `reach_back`, at least
+    /// down to the first one written before that time. A recovery after a crash needs
+    /// only the last minutes of a log that may hold years, and anchors on the last entry
+    /// written before the crash, not on what the restart itself wrote. Returns the anchor's
+    /// time, `None` when no entry was accepted (then every entry was visited). Each line is
+    /// checked against its own hash (not against its neighbours': `agentca audit verify`
+    /// checks the chain); a line that fails is an error, since anything decided from a damaged
+    /// log could hide the damage.
+    pub fn visit_recent(
+        &self,
+        window: time::Duration,
+        reach_back: Option<OffsetDateTime>,
+        anchors: impl Fn(&Entry) -> bool,
+        mut visit: impl FnMut(Entry),
+    ) -> Result<Option<OffsetDateTime>> {
         let len = self.lock_tail().len;
-        let mut entries: Vec<Entry> = Vec::new();
-        let mut since = None;
+        let mut anchor = None;
         lines_backwards(&self.file, len, |line, offset| {
             let entry = parse_line(line).map_err(|e| {
                 Error::Audit(format!(
@@ -294,14 +338,17 @@ impl AuditLog {
                     }
                 ))
             })?;
-            let since = *since.get_or_insert(entry.time - window);
-            if entry.time < since {
-                return Ok(false);
+            match anchor {
+                None if anchors(&entry) => anchor = Some(entry.time),
+                Some(at) if entry.time < reach_back.map_or(at - window, |r| r.min(at - window)) => {
+                    return Ok(false);
+                }
+                _ => {}
             }
-            entries.push(entry);
+            visit(entry);
             Ok(true)
         })?;
-        Ok(entries)
+        Ok(anchor)
     }
 
     /// The `seq` and `hash` of the last entry (0 and [`GENESIS_PREV`] when empty).
@@ -1111,16 +1158,14 @@ mod tests {
         assert_eq!(log.recent_entries(time::Duration::hours(1)).unwrap(), all);
     }
 
-    #[test]
-    fn recent_entries_stop_at_the_window() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = log_with(&dir, 3);
-        // Date the first two entries back an hour, resealing each line and the chain.
+    /// A log of `n` entries whose first `back` are dated an hour back, resealed.
+    fn log_dated_back(dir: &tempfile::TempDir, n: u64, back: usize) -> PathBuf {
+        let path = log_with(dir, n);
         let mut prev = GENESIS_PREV.to_owned();
         let mut rewritten = Vec::new();
         for (i, line) in lines(&path).iter().enumerate() {
             let mut entry = parse_line(line.strip_suffix(b"\n").unwrap()).unwrap();
-            if i < 2 {
+            if i < back {
                 entry.time -= time::Duration::hours(1);
             }
             let time = entry.time.format(&Rfc3339).unwrap();
@@ -1131,11 +1176,91 @@ mod tests {
         }
         write_lines(&path, &rewritten);
         assert!(verify(&path).unwrap().is_intact());
+        path
+    }
+
+    #[test]
+    fn recent_entries_stop_at_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_dated_back(&dir, 3, 2);
         let log = AuditLog::open(&path).unwrap();
         let recent = log.recent_entries(time::Duration::minutes(10)).unwrap();
         assert_eq!(recent.iter().map(|e| e.seq).collect::<Vec<_>>(), [3]);
         let all = log.recent_entries(time::Duration::hours(2)).unwrap();
         assert_eq!(all.len(), 3);
+    }
+
+    #[test]
+    fn the_window_hangs_from_the_anchor_not_from_the_last_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        // Entries 1 and 2 an hour back (before a crash), 3 and 4 now (written at the restart).
+        let path = log_dated_back(&dir, 4, 2);
+        let log = AuditLog::open(&path).unwrap();
+        let mut seen = Vec::new();
+        let anchor = log
+            .visit_recent(
+                time::Duration::minutes(10),
+                None,
+                |e| e.seq <= 2,
+                |e| seen.push(e.seq),
+            )
+            .unwrap();
+        assert_eq!(
+            seen,
+            [4, 3, 2, 1],
+            "the restart's entries and the window before the anchor"
+        );
+        let entries = log.recent_entries(time::Duration::hours(2)).unwrap();
+        assert_eq!(anchor, Some(entries[2].time));
+
+        // Anchored on the last entry, the window holds 4 and 3; reaching back takes in the rest.
+        let mut seen = Vec::new();
+        log.visit_recent(
+            time::Duration::minutes(10),
+            None,
+            |_| true,
+            |e| seen.push(e.seq),
+        )
+        .unwrap();
+        assert_eq!(seen, [4, 3]);
+        let mut seen = Vec::new();
+        let back = entries[3].time - time::Duration::minutes(1);
+        log.visit_recent(
+            time::Duration::minutes(10),
+            Some(back),
+            |_| true,
+            |e| seen.push(e.seq),
+        )
+        .unwrap();
+        assert_eq!(seen, [4, 3, 2, 1]);
+
+        // Nothing accepted: every entry is visited, and there is no anchor.
+        let mut seen = 0;
+        let anchor = log
+            .visit_recent(time::Duration::minutes(10), None, |_| false, |_| seen += 1)
+            .unwrap();
+        assert_eq!((anchor, seen), (None, 4));
+    }
+
+    #[test]
+    fn a_failed_append_is_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, log) = new_log(&dir);
+        log.append("cert.issued", json!({"n": 1})).unwrap();
+        assert_eq!(log.lost_since(), None);
+        let before = OffsetDateTime::now_utc().unix_timestamp();
+        let too_long = "x".repeat(MAX_LINE + 1);
+        assert!(
+            log.append("cert.issued", json!({"n": too_long.clone()}))
+                .is_err()
+        );
+        let first = log.lost_since().unwrap();
+        assert!(first.unix_timestamp() >= before);
+        // A later failure keeps the first one's time.
+        assert!(log.append("cert.issued", json!({"n": too_long})).is_err());
+        assert_eq!(log.lost_since(), Some(first));
+        // The log itself stays usable.
+        log.append_durable("cert.issued", json!({"n": 2})).unwrap();
     }
 
     #[test]

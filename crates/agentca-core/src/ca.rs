@@ -594,16 +594,51 @@ pub struct Ca {
 impl Drop for Ca {
     /// Says the CA was closed, unless the store or the audit log is still shared (a commit
     /// thread, a server's tasks): what they may still write is then left to the next open's
-    /// catch-up. A marker that cannot be removed only costs that catch-up.
+    /// catch-up, as is the line of an append that failed (a full disk). A marker that cannot
+    /// be removed only costs that catch-up.
     fn drop(&mut self) {
+        let marker = self.dir.in_use_marker();
+        if let Some(lost) = self.audit.lost_since() {
+            // Kept, saying since when: the next open catches up from there, however long ago.
+            let since = read_in_use_marker(&marker).map_or(lost, |t| t.min(lost));
+            let _ = write_in_use_marker(&marker, Some(since));
+            return;
+        }
         if Arc::strong_count(&self.store) == 1
             && Arc::strong_count(&self.audit) == 1
             && self.store.commit().is_ok()
             && self.audit.sync().is_ok()
         {
-            let _ = std::fs::remove_file(self.dir.in_use_marker());
+            let _ = std::fs::remove_file(marker);
         }
     }
+}
+
+/// The in-use marker's line saying since when audit lines may be missing.
+const LOST_SINCE_PREFIX: &str = "audit lines missing since ";
+
+/// Writes the in-use marker (see [`DataDir::in_use_marker`]), empty or saying since when
+/// audit lines may be missing, and syncs it.
+fn write_in_use_marker(marker: &Path, lost_since: Option<OffsetDateTime>) -> Result<()> {
+    let text = match lost_since.map(|t| t.format(&time::format_description::well_known::Rfc3339)) {
+        Some(Ok(t)) => format!("{LOST_SINCE_PREFIX}{t}\n"),
+        _ => String::new(),
+    };
+    let write = || -> std::io::Result<()> {
+        let mut file = File::create(marker)?;
+        std::io::Write::write_all(&mut file, text.as_bytes())?;
+        file.sync_all()
+    };
+    write().map_err(|e| Error::io(format!("write {}", marker.display()), e))
+}
+
+/// The time an in-use marker says audit lines may be missing since, if it says one.
+fn read_in_use_marker(marker: &Path) -> Option<OffsetDateTime> {
+    let text = std::fs::read_to_string(marker).ok()?;
+    text.lines().find_map(|line| {
+        let t = line.strip_prefix(LOST_SINCE_PREFIX)?;
+        OffsetDateTime::parse(t.trim(), &time::format_description::well_known::Rfc3339).ok()
+    })
 }
 
 impl std::fmt::Debug for Ca {
@@ -625,10 +660,15 @@ impl Ca {
         // The audit log's lock is held: no other process opens the CA until it is dropped.
         let marker = dir.in_use_marker();
         let caught_up = if marker.exists() {
-            reconcile::catch_up(store.as_ref(), &audit)?
+            let lost_since = read_in_use_marker(&marker);
+            let caught_up = reconcile::catch_up(store.as_ref(), &audit, lost_since)?;
+            if lost_since.is_some() {
+                // Caught up from then: a later catch-up starts from the log's end again.
+                write_in_use_marker(&marker, None)?;
+            }
+            caught_up
         } else {
-            File::create(&marker)
-                .map_err(|e| Error::io(format!("create {}", marker.display()), e))?;
+            write_in_use_marker(&marker, None)?;
             sync_dir(dir.path())?;
             CaughtUp::default()
         };

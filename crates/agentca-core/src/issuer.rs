@@ -895,17 +895,23 @@ impl Authority {
     ) -> Result<Vec<CertificateRecord>> {
         // Refused here as `revoke --dry-run` refuses it, before anything changes.
         let plan = revocation_preview(self.store.as_ref(), serial, reason)?;
-        // The intent, before the store changes: see `note_signing`.
-        if self.store.is_shared() {
-            self.audit.append(
-                REVOKING_EVENT,
-                serde_json::json!({"serial": serial.to_hex(), "reason": reason.name()}),
-            )?;
-        }
         let revocation = Revocation {
             revoked_at: profile::whole_seconds(OffsetDateTime::now_utc()),
             reason,
         };
+        // The intent, before the store changes (see `note_signing`), with the time the
+        // revocation will carry: a catch-up recovers only a revocation stamped so, not one
+        // another node made.
+        if self.store.is_shared() {
+            self.audit.append(
+                REVOKING_EVENT,
+                serde_json::json!({
+                    "serial": serial.to_hex(),
+                    "reason": reason.name(),
+                    "revoked_at": rfc3339(revocation.revoked_at),
+                }),
+            )?;
+        }
         let compromised = reason == RevocationReason::KeyCompromise;
         // A compromised key compromises every certificate for it (BR §4.9.1.1): the key is
         // blocked first, then this certificate and every other of the key are revoked, each

@@ -191,82 +191,117 @@ impl CaughtUp {
 /// Writes the `cert.issued` and `cert.revoked` lines that a crash between a store commit and
 /// its audit line kept from being written (INV-10: every certificate the store holds, and so
 /// can hand out after a restart, is audited), each marked `"recovered": true`, and syncs
-/// them. It looks at the log's entries of the [`CATCH_UP_WINDOW`] before its last one, and at
-/// the certificates issued and revoked in that window: on a store of its own, all of them; on
-/// a store other nodes share, those this node's `cert.signing` and `cert.revoking` lines name
-/// (and, for a keyCompromise revocation, the other certificates of the key revoked with it),
-/// since a certificate does not say which node wrote it. An empty log is left alone: it gives
-/// no time to start from, and a store written without one has no line to catch up to.
-pub fn catch_up(store: &dyn Store, audit: &AuditLog) -> Result<CaughtUp> {
-    let recent = audit.recent_entries(CATCH_UP_WINDOW)?;
-    let Some(newest) = recent.first() else {
-        return Ok(CaughtUp::default());
-    };
-    let since = newest.time - CATCH_UP_WINDOW;
+/// them. It looks at the certificates issued and revoked in the [`CATCH_UP_WINDOW`] before the
+/// log's last entry written before the crash (not the ones the restart wrote, such as the
+/// repair of a torn last line), or from `lost_since` on when an append failed then; and at
+/// the log's entries from twice as far back, so that a clock stepped back a little does not
+/// hide a line that was written.
+///
+/// On a store of its own, every certificate issued or revoked in the window is this CA's. On
+/// a store other nodes share, a certificate does not say which node wrote it, so only what
+/// this node's own intent lines name is caught up: the issuance of a serial named by a
+/// `cert.signing` line, and a revocation named by a `cert.revoking` line whose time stamp the
+/// stored revocation carries (for keyCompromise, also the key's other certificates revoked
+/// with that stamp), never one another node made. An empty log is left alone: it gives no
+/// time to start from, and a store written without one has no line to catch up to.
+pub fn catch_up(
+    store: &dyn Store,
+    audit: &AuditLog,
+    lost_since: Option<OffsetDateTime>,
+) -> Result<CaughtUp> {
     let mut logged = Logged::default();
-    let mut serials: BTreeSet<Serial> = BTreeSet::new();
-    let mut revoking = Vec::new();
-    // Certificates whose revocation, not issuance, is this node's: the ones it revoked (another
-    // node may have issued them) and a compromised key's others.
-    let mut revoked_here: BTreeSet<Serial> = BTreeSet::new();
-    for entry in &recent {
-        logged.visit(entry);
-        let serial = || {
-            entry
+    let mut signing: BTreeSet<Serial> = BTreeSet::new();
+    // Serial → the revocation times this node's intents stamped.
+    let mut revoking: BTreeMap<Serial, BTreeSet<OffsetDateTime>> = BTreeMap::new();
+    let reach_back = lost_since.map(|t| t - CATCH_UP_WINDOW * 2);
+    let anchor = audit.visit_recent(
+        CATCH_UP_WINDOW * 2,
+        reach_back,
+        |entry| !written_by_a_recovery(entry),
+        |entry| {
+            logged.visit(&entry);
+            let serial = entry
                 .fields
                 .get("serial")
                 .and_then(|v| v.as_str())
-                .and_then(|s| s.parse::<Serial>().ok())
-        };
-        match entry.event.as_str() {
-            crate::issuer::SIGNING_EVENT => serials.extend(serial()),
-            crate::issuer::REVOKING_EVENT => revoking.extend(serial()),
-            _ => {}
+                .and_then(|s| s.parse::<Serial>().ok());
+            match (entry.event.as_str(), serial) {
+                (crate::issuer::SIGNING_EVENT, Some(serial)) => {
+                    signing.insert(serial);
+                }
+                (crate::issuer::REVOKING_EVENT, Some(serial)) => {
+                    let stamp = entry
+                        .fields
+                        .get("revoked_at")
+                        .and_then(|v| v.as_str())
+                        .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok());
+                    revoking.entry(serial).or_default().extend(stamp);
+                }
+                _ => {}
+            }
+        },
+    )?;
+    let Some(anchor) = anchor else {
+        return Ok(CaughtUp::default());
+    };
+    let since = lost_since.map_or(anchor - CATCH_UP_WINDOW, |t| {
+        t.min(anchor) - CATCH_UP_WINDOW
+    });
+
+    let shared = store.is_shared();
+    // Serials whose issuance may lack its line.
+    let mut issued_here = signing;
+    // Serials whose revocation may lack its line (and, for a compromised key's others, the
+    // serial whose revocation took them along).
+    let mut revoked_here: BTreeMap<Serial, Option<Serial>> = BTreeMap::new();
+    if shared {
+        for (serial, stamps) in &revoking {
+            let Some(SerialEntry::Issued(record)) = store.serial(serial)? else {
+                continue;
+            };
+            let Some(revocation) = record.revocation.filter(|r| stamps.contains(&r.revoked_at))
+            else {
+                continue;
+            };
+            revoked_here.insert(*serial, None);
+            if revocation.reason == RevocationReason::KeyCompromise {
+                for other in store.certificates_with_key(&record.intent.key_sha256)? {
+                    if other.intent.serial != *serial && other.revocation == Some(revocation) {
+                        revoked_here
+                            .entry(other.intent.serial)
+                            .or_insert(Some(*serial));
+                    }
+                }
+            }
         }
-    }
-    for serial in revoking {
-        revoked_here.insert(serial);
-        // A keyCompromise revocation takes the key's other certificates with it.
-        if let Some(SerialEntry::Issued(record)) = store.serial(&serial)?
-            && record
-                .revocation
-                .is_some_and(|r| r.reason == RevocationReason::KeyCompromise)
-        {
-            let others = store.certificates_with_key(&record.intent.key_sha256)?;
-            revoked_here.extend(others.into_iter().map(|c| c.intent.serial));
-        }
-    }
-    if !store.is_shared() {
-        serials.extend(
+    } else {
+        issued_here.extend(
             store
                 .issued_since(since)?
                 .entries
                 .into_iter()
                 .map(|e| e.serial),
         );
-        serials.extend(
-            store
-                .revocations_since(since)?
-                .entries
-                .into_iter()
-                .map(|e| e.serial),
-        );
+        let revoked = store.revocations_since(since)?.entries;
+        issued_here.extend(revoked.iter().map(|e| e.serial));
+        revoked_here.extend(revoked.into_iter().map(|e| (e.serial, None)));
     }
-    let candidates = serials
-        .iter()
-        .map(|s| (*s, true))
-        .chain(revoked_here.difference(&serials).map(|s| (*s, false)));
+    let mut candidates: BTreeSet<Serial> = issued_here.clone();
+    candidates.extend(revoked_here.keys().copied());
     let mut missing = Vec::new();
-    for (serial, issuance_too) in candidates {
+    for serial in candidates {
         if let Some(SerialEntry::Issued(record)) = store.serial(&serial)? {
             let hex = serial.to_hex();
-            let issued =
-                issuance_too && record.issued_at >= since && !logged.issued.contains_key(&hex);
-            let revoked = record
-                .revocation
-                .is_some_and(|r| r.revoked_at >= since && !logged.revoked.contains(&hex));
+            let issued = issued_here.contains(&serial)
+                && record.issued_at >= since
+                && !logged.issued.contains_key(&hex);
+            let because_key_of = revoked_here.get(&serial).copied();
+            let revoked = because_key_of.is_some()
+                && record
+                    .revocation
+                    .is_some_and(|r| r.revoked_at >= since && !logged.revoked.contains(&hex));
             if issued || revoked {
-                missing.push((record, issued, revoked));
+                missing.push((record, issued, revoked.then_some(because_key_of.flatten())));
             }
         }
     }
@@ -281,8 +316,11 @@ pub fn catch_up(store: &dyn Store, audit: &AuditLog) -> Result<CaughtUp> {
             audit.append("cert.issued", recovered(line))?;
             out.issued.push(serial.clone());
         }
-        if let (true, Some(revocation)) = (revoked, &record.revocation) {
-            let line = crate::issuer::revoked_line(record, revocation);
+        if let (Some(because_key_of), Some(revocation)) = (revoked, &record.revocation) {
+            let mut line = crate::issuer::revoked_line(record, revocation);
+            if let (Some(of), Some(fields)) = (because_key_of, line.as_object_mut()) {
+                fields.insert("because_key_of".to_owned(), of.to_hex().into());
+            }
             audit.append("cert.revoked", recovered(line))?;
             out.revoked.push(serial);
         }
@@ -291,6 +329,13 @@ pub fn catch_up(store: &dyn Store, audit: &AuditLog) -> Result<CaughtUp> {
         audit.sync()?;
     }
     Ok(out)
+}
+
+/// Whether `entry` was written by a recovery (the repair of a torn line, a catch-up) rather
+/// than by the work the CA did before it stopped.
+fn written_by_a_recovery(entry: &audit::Entry) -> bool {
+    entry.event == audit::RECOVERED_EVENT
+        || entry.fields.get("recovered") == Some(&serde_json::Value::Bool(true))
 }
 
 fn recovered(mut line: serde_json::Value) -> serde_json::Value {

@@ -347,3 +347,50 @@ fn crl_numbers_rise_past_a_publication_that_failed_after_every_step() {
         }
     }
 }
+
+#[test]
+fn an_audit_line_that_could_not_be_written_is_caught_up_at_the_next_open() {
+    let _scenario = FailScenario::setup();
+    let t = TestCa::new();
+    // The certificate is stored, then its line cannot be appended (a full disk, say): the
+    // caller gets the error and the CA goes on.
+    fail::cfg("audit::write", "1*return").unwrap();
+    let failed = t.issue(&csr());
+    fail::remove("audit::write");
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(t.certificates().len(), 1);
+    let later = t.issue(&csr()).unwrap();
+
+    // A clean close keeps the marker, saying since when lines are missing.
+    let TestCa {
+        authority,
+        ca,
+        dir,
+        _tmp,
+    } = t;
+    drop(authority);
+    drop(ca);
+    let marker = std::fs::read_to_string(dir.in_use_marker()).expect("the marker stays");
+    assert!(marker.contains("missing since"), "{marker:?}");
+
+    // The next open writes the missing line, and only that one.
+    let t = TestCa::open(_tmp, dir);
+    assert_eq!(t.ca.caught_up().issued.len(), 1);
+    assert!(
+        !t.ca
+            .caught_up()
+            .issued
+            .contains(&later.intent.serial.to_hex())
+    );
+    t.assert_recovered();
+    // Caught up, the CA closes cleanly again.
+    let TestCa {
+        authority,
+        ca,
+        dir,
+        _tmp,
+    } = t;
+    drop(authority);
+    drop(ca);
+    assert!(!dir.in_use_marker().exists());
+}
