@@ -311,8 +311,14 @@ pub fn catch_up(
     for (record, issued, revoked) in &missing {
         let serial = record.intent.serial.to_hex();
         if *issued {
-            let (dns, ips) = names_of(&record.der)?;
-            let line = crate::issuer::issued_line(record, &dns, &ips);
+            // A stored DER that does not parse is for reconciliation to report; the line is
+            // written without its names rather than stopping every command at the start.
+            let names = names_of(&record.der);
+            let (dns, ips) = names.as_ref().cloned().unwrap_or_default();
+            let mut line = crate::issuer::issued_line(record, &dns, &ips);
+            if let (Err(e), Some(fields)) = (&names, line.as_object_mut()) {
+                fields.insert("names_unreadable".to_owned(), e.to_string().into());
+            }
             audit.append("cert.issued", recovered(line))?;
             out.issued.push(serial.clone());
         }
