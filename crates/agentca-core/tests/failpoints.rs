@@ -89,6 +89,13 @@ impl TestCa {
     /// Closes everything and opens the data directory again, as a new process after this one
     /// was killed: the marker of a CA left open stays, so the opening catches the audit log up.
     fn restart(self) -> Self {
+        let (tmp, dir) = self.close();
+        std::fs::write(dir.in_use_marker(), b"").unwrap();
+        Self::open(tmp, dir)
+    }
+
+    /// Closes everything, as a process that stops cleanly.
+    fn close(self) -> (tempfile::TempDir, DataDir) {
         let Self {
             authority,
             ca,
@@ -97,8 +104,7 @@ impl TestCa {
         } = self;
         drop(authority);
         drop(ca);
-        std::fs::write(dir.in_use_marker(), b"").unwrap();
-        Self::open(_tmp, dir)
+        (_tmp, dir)
     }
 
     fn issue(&self, csr: &[u8]) -> Result<CertificateRecord> {
@@ -362,19 +368,12 @@ fn an_audit_line_that_could_not_be_written_is_caught_up_at_the_next_open() {
     let later = t.issue(&csr()).unwrap();
 
     // A clean close keeps the marker, saying since when lines are missing.
-    let TestCa {
-        authority,
-        ca,
-        dir,
-        _tmp,
-    } = t;
-    drop(authority);
-    drop(ca);
+    let (tmp, dir) = t.close();
     let marker = std::fs::read_to_string(dir.in_use_marker()).expect("the marker stays");
     assert!(marker.contains("missing since"), "{marker:?}");
 
     // The next open writes the missing line, and only that one.
-    let t = TestCa::open(_tmp, dir);
+    let t = TestCa::open(tmp, dir);
     assert_eq!(t.ca.caught_up().issued.len(), 1);
     assert!(
         !t.ca
@@ -384,13 +383,6 @@ fn an_audit_line_that_could_not_be_written_is_caught_up_at_the_next_open() {
     );
     t.assert_recovered();
     // Caught up, the CA closes cleanly again.
-    let TestCa {
-        authority,
-        ca,
-        dir,
-        _tmp,
-    } = t;
-    drop(authority);
-    drop(ca);
+    let (_tmp, dir) = t.close();
     assert!(!dir.in_use_marker().exists());
 }
