@@ -65,7 +65,7 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use agentca_store::{FlushFailed, GroupCommit};
@@ -110,6 +110,22 @@ pub struct AuditLog {
     /// When an entry first failed to be appended (the caller got the error), in Unix seconds;
     /// `i64::MAX` while none has: whatever it recorded may be in the store without its line.
     lost_since: AtomicI64,
+    /// Told the time of the first lost entry, once (see [`AuditLog::on_first_loss`]).
+    loss_hook: LossHook,
+}
+
+/// What [`AuditLog::on_first_loss`] set.
+#[derive(Default)]
+struct LossHook(OnceLock<Box<dyn Fn(OffsetDateTime) + Send + Sync>>);
+
+impl fmt::Debug for LossHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "LossHook(set)"
+        } else {
+            "LossHook(none)"
+        })
+    }
 }
 
 /// What the next append needs to know about the end of the chain.
@@ -178,6 +194,7 @@ impl AuditLog {
             commit: GroupCommit::new(),
             broken: AtomicBool::new(false),
             lost_since: AtomicI64::new(i64::MAX),
+            loss_hook: LossHook::default(),
         };
         if dropped > 0 {
             let mut fields = Map::new();
@@ -286,7 +303,21 @@ impl AuditLog {
 
     fn note_lost_entry(&self) {
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        self.lost_since.fetch_min(now, Ordering::SeqCst);
+        if self.lost_since.fetch_min(now, Ordering::SeqCst) == i64::MAX
+            && let (Some(hook), Ok(at)) = (
+                self.loss_hook.0.get(),
+                OffsetDateTime::from_unix_timestamp(now),
+            )
+        {
+            hook(at);
+        }
+    }
+
+    /// Has `hook` told the time of the first entry that fails to be appended, as it fails,
+    /// so that it can be recorded where a process killed afterwards still leaves it. Only the
+    /// first hook set is kept.
+    pub fn on_first_loss(&self, hook: impl Fn(OffsetDateTime) + Send + Sync + 'static) {
+        let _ = self.loss_hook.0.set(Box::new(hook));
     }
 
     /// When an append first failed since the log was opened (to the second): the store may

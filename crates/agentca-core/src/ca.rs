@@ -617,16 +617,26 @@ impl Drop for Ca {
 /// The in-use marker's line saying since when audit lines may be missing.
 const LOST_SINCE_PREFIX: &str = "audit lines missing since ";
 
-/// Writes the in-use marker (see [`DataDir::in_use_marker`]), empty or saying since when
-/// audit lines may be missing, and syncs it.
+/// The in-use marker's line while no audit line is known to be missing: as long as the other
+/// line (a time in whole seconds takes 20 characters), so that writing that one over it, in
+/// place, needs no new block of a disk that may be full.
+const NOTHING_LOST: &str = "no audit line known to be missing  ";
+
+/// Writes the in-use marker (see [`DataDir::in_use_marker`]), saying since when audit lines
+/// may be missing or that none is known to be, over what it held, and syncs it.
 fn write_in_use_marker(marker: &Path, lost_since: Option<OffsetDateTime>) -> Result<()> {
     let text = match lost_since.map(|t| t.format(&time::format_description::well_known::Rfc3339)) {
         Some(Ok(t)) => format!("{LOST_SINCE_PREFIX}{t}\n"),
-        _ => String::new(),
+        _ => format!("{NOTHING_LOST:<46}\n"),
     };
     let write = || -> std::io::Result<()> {
-        let mut file = File::create(marker)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(marker)?;
         std::io::Write::write_all(&mut file, text.as_bytes())?;
+        file.set_len(text.len() as u64)?;
         file.sync_all()
     };
     write().map_err(|e| Error::io(format!("write {}", marker.display()), e))
@@ -659,6 +669,13 @@ impl Ca {
         let audit = Arc::new(AuditLog::open(&dir.audit_log())?);
         // The audit log's lock is held: no other process opens the CA until it is dropped.
         let marker = dir.in_use_marker();
+        // An audit line lost while the CA runs on is noted in the marker at once, so that a
+        // process killed later still leaves its time to the next open (the drop notes it too).
+        let noted = marker.clone();
+        audit.on_first_loss(move |at| {
+            let since = read_in_use_marker(&noted).map_or(at, |t| t.min(at));
+            let _ = write_in_use_marker(&noted, Some(since));
+        });
         let caught_up = if marker.exists() {
             let lost_since = read_in_use_marker(&marker);
             let caught_up = reconcile::catch_up(store.as_ref(), &audit, lost_since)?;
@@ -987,4 +1004,35 @@ fn sync_dir(path: &Path) -> Result<()> {
     File::open(path)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(format!("sync {}", path.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_in_use_marker_says_since_when_lines_are_missing_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("in-use");
+        write_in_use_marker(&marker, None).unwrap();
+        let empty = std::fs::metadata(&marker).unwrap().len();
+        assert_eq!(read_in_use_marker(&marker), None);
+
+        let at = OffsetDateTime::from_unix_timestamp(1_796_000_000).unwrap();
+        write_in_use_marker(&marker, Some(at)).unwrap();
+        assert_eq!(
+            std::fs::metadata(&marker).unwrap().len(),
+            empty,
+            "the note takes the place of the placeholder, byte for byte"
+        );
+        assert_eq!(read_in_use_marker(&marker), Some(at));
+
+        write_in_use_marker(&marker, None).unwrap();
+        assert_eq!(read_in_use_marker(&marker), None);
+        // A marker an older version left empty, or one holding anything else, says nothing.
+        std::fs::write(&marker, b"").unwrap();
+        assert_eq!(read_in_use_marker(&marker), None);
+        std::fs::write(&marker, b"audit lines missing since yesterday\n").unwrap();
+        assert_eq!(read_in_use_marker(&marker), None);
+    }
 }

@@ -364,6 +364,9 @@ fn an_audit_line_that_could_not_be_written_is_caught_up_at_the_next_open() {
     let failed = t.issue(&csr());
     fail::remove("audit::write");
     assert!(failed.is_err(), "{failed:?}");
+    // Noted in the marker at once, for a process killed from here on.
+    let marker = std::fs::read_to_string(t.dir.in_use_marker()).unwrap();
+    assert!(marker.contains("missing since"), "{marker:?}");
     assert_eq!(t.certificates().len(), 1);
     let later = t.issue(&csr()).unwrap();
 
