@@ -970,24 +970,17 @@ impl Authority {
         also_revoked: Vec<CertificateRecord>,
         revocation: Revocation,
     ) -> Result<Vec<CertificateRecord>> {
-        let reason = revocation.reason;
         self.store.commit()?;
         fail_point!("revoke::committed");
         for other in &also_revoked {
             self.audit.append(
                 "cert.revoked",
-                serde_json::json!({
-                    "serial": other.intent.serial.to_hex(),
-                    "agent": other.intent.agent_id,
-                    "reason": reason.name(),
-                    "revoked_at": rfc3339(revocation.revoked_at),
-                    "because_key_of": serial.to_hex(),
-                }),
+                revoked_line(other, &revocation, Some(serial)),
             )?;
         }
         if newly {
             self.audit
-                .append("cert.revoked", revoked_line(&record, &revocation))?;
+                .append("cert.revoked", revoked_line(&record, &revocation, None))?;
         }
         self.audit.sync()?;
         fail_point!("revoke::audited");
@@ -1030,17 +1023,24 @@ pub(crate) fn issued_line(
     line
 }
 
-/// The fields of the `cert.revoked` line of `record`'s revocation `revocation`.
+/// The fields of the `cert.revoked` line of `record` revoked by `revocation`; for a
+/// certificate a keyCompromise revocation of another took along, `because_key_of` names that
+/// other one.
 pub(crate) fn revoked_line(
     record: &CertificateRecord,
     revocation: &Revocation,
+    because_key_of: Option<&Serial>,
 ) -> serde_json::Value {
-    serde_json::json!({
+    let mut line = serde_json::json!({
         "serial": record.intent.serial.to_hex(),
         "agent": record.intent.agent_id,
         "reason": revocation.reason.name(),
         "revoked_at": rfc3339(revocation.revoked_at),
-    })
+    });
+    if let (Some(of), Some(fields)) = (because_key_of, line.as_object_mut()) {
+        fields.insert("because_key_of".to_owned(), of.to_hex().into());
+    }
+    line
 }
 
 /// What [`Authority::revoke_all`] of `serial` for `reason` would revoke now, changing nothing

@@ -323,10 +323,7 @@ pub fn catch_up(
             out.issued.push(serial.clone());
         }
         if let (Some(because_key_of), Some(revocation)) = (revoked, &record.revocation) {
-            let mut line = crate::issuer::revoked_line(record, revocation);
-            if let (Some(of), Some(fields)) = (because_key_of, line.as_object_mut()) {
-                fields.insert("because_key_of".to_owned(), of.to_hex().into());
-            }
+            let line = crate::issuer::revoked_line(record, revocation, because_key_of.as_ref());
             audit.append("cert.revoked", recovered(line))?;
             out.revoked.push(serial);
         }
