@@ -1032,6 +1032,24 @@ fn csr3_key_compromise_revokes_every_certificate_with_the_key() {
         ),
         other => panic!("{other:?}"),
     }
+    // Each has its line; the one taken along names the certificate whose key was compromised.
+    let lines = t.audit_events("cert.revoked");
+    let line_of = |serial: &Serial| {
+        lines
+            .iter()
+            .find(|e| e.fields["serial"] == serial.to_hex().as_str())
+            .unwrap_or_else(|| panic!("no cert.revoked line for {serial}"))
+    };
+    assert_eq!(
+        line_of(&one.intent.serial).fields.get("because_key_of"),
+        None
+    );
+    let taken_along = line_of(&two.intent.serial);
+    assert_eq!(
+        taken_along.fields["because_key_of"],
+        one.intent.serial.to_hex().as_str()
+    );
+    assert_eq!(taken_along.fields["reason"], "keyCompromise");
 }
 
 #[test]
