@@ -599,9 +599,9 @@ impl Drop for Ca {
     fn drop(&mut self) {
         let marker = self.dir.in_use_marker();
         if let Some(lost) = self.audit.lost_since() {
-            // Kept, saying since when: the next open catches up from there, however long ago.
-            let since = read_in_use_marker(&marker).map_or(lost, |t| t.min(lost));
-            let _ = write_in_use_marker(&marker, Some(since));
+            // Kept, saying since when (again, should the note at the failure have failed):
+            // the next open catches up from there, however long ago.
+            note_lost_lines(&marker, lost);
             return;
         }
         if Arc::strong_count(&self.store) == 1
@@ -642,6 +642,14 @@ fn write_in_use_marker(marker: &Path, lost_since: Option<OffsetDateTime>) -> Res
     write().map_err(|e| Error::io(format!("write {}", marker.display()), e))
 }
 
+/// Has the in-use marker say audit lines may be missing since `at`, or since the earlier time
+/// it already says. A failure is left to the caller's fallback (the drop notes it again, and
+/// without a note the next open still catches up its usual window).
+fn note_lost_lines(marker: &Path, at: OffsetDateTime) {
+    let since = read_in_use_marker(marker).map_or(at, |t| t.min(at));
+    let _ = write_in_use_marker(marker, Some(since));
+}
+
 /// The time an in-use marker says audit lines may be missing since, if it says one.
 fn read_in_use_marker(marker: &Path) -> Option<OffsetDateTime> {
     let text = std::fs::read_to_string(marker).ok()?;
@@ -672,10 +680,7 @@ impl Ca {
         // An audit line lost while the CA runs on is noted in the marker at once, so that a
         // process killed later still leaves its time to the next open (the drop notes it too).
         let noted = marker.clone();
-        audit.on_first_loss(move |at| {
-            let since = read_in_use_marker(&noted).map_or(at, |t| t.min(at));
-            let _ = write_in_use_marker(&noted, Some(since));
-        });
+        audit.on_first_loss(move |at| note_lost_lines(&noted, at));
         let caught_up = if marker.exists() {
             let lost_since = read_in_use_marker(&marker);
             let caught_up = reconcile::catch_up(store.as_ref(), &audit, lost_since)?;

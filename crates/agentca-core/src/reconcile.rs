@@ -282,12 +282,19 @@ pub fn catch_up(
                 .into_iter()
                 .map(|e| e.serial),
         );
-        let revoked = store.revocations_since(since)?.entries;
-        issued_here.extend(revoked.iter().map(|e| e.serial));
-        revoked_here.extend(revoked.into_iter().map(|e| (e.serial, None)));
+        revoked_here.extend(
+            store
+                .revocations_since(since)?
+                .entries
+                .into_iter()
+                .map(|e| (e.serial, None)),
+        );
     }
-    let mut candidates: BTreeSet<Serial> = issued_here.clone();
-    candidates.extend(revoked_here.keys().copied());
+    let candidates: BTreeSet<Serial> = issued_here
+        .iter()
+        .chain(revoked_here.keys())
+        .copied()
+        .collect();
     let mut missing = Vec::new();
     for serial in candidates {
         if let Some(SerialEntry::Issued(record)) = store.serial(&serial)? {
