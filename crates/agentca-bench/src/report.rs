@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::units::{human, mib, seconds};
+use crate::units::{ProcessUsage, human, seconds};
 
 use crate::run::Method;
 
@@ -224,31 +224,18 @@ impl OcspBenchReport {
             human(self.max)
         );
         let _ = writeln!(out, "connections: {} opened", self.connections);
-        if let Some(pid) = self.server_pid {
-            let cpu = match (self.server_cpu, self.server_cpu_per_request) {
-                (Some(total), Some(each)) => format!(
-                    "CPU {:.2} s, {} per request",
-                    total.as_secs_f64(),
-                    human(each)
-                ),
-                (Some(total), None) => format!("CPU {:.2} s", total.as_secs_f64()),
-                _ => "CPU unknown".to_owned(),
-            };
-            let rss = match (
+        ProcessUsage {
+            server_pid: self.server_pid,
+            server_cpu: self.server_cpu,
+            server_cpu_each: self.server_cpu_per_request,
+            server_rss: (
                 self.server_rss_start,
                 self.server_rss_end,
                 self.server_rss_max,
-            ) {
-                (Some(a), Some(b), Some(m)) => {
-                    format!("RSS {} -> {} (max {})", mib(a), mib(b), mib(m))
-                }
-                _ => "RSS unknown".to_owned(),
-            };
-            let _ = writeln!(out, "server:      pid {pid}, {cpu}; {rss}");
+            ),
+            client_cpu_each: self.client_cpu_per_request,
         }
-        if let Some(each) = self.client_cpu_per_request {
-            let _ = writeln!(out, "generator:   CPU {} per request", human(each));
-        }
+        .write_text(&mut out, "request");
         out
     }
 }

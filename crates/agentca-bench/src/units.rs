@@ -46,6 +46,43 @@ pub(crate) fn growth(first: Option<Duration>, last: Option<Duration>) -> Option<
     }
 }
 
+/// What `/proc` said about the server process and the generator over the measured window.
+pub(crate) struct ProcessUsage {
+    pub(crate) server_pid: Option<u32>,
+    pub(crate) server_cpu: Option<Duration>,
+    pub(crate) server_cpu_each: Option<Duration>,
+    pub(crate) server_rss: (Option<u64>, Option<u64>, Option<u64>),
+    pub(crate) client_cpu_each: Option<Duration>,
+}
+
+impl ProcessUsage {
+    /// The `server:` and `generator:` lines of a text report, costs given per `unit`.
+    pub(crate) fn write_text(&self, out: &mut String, unit: &str) {
+        use std::fmt::Write as _;
+        if let Some(pid) = self.server_pid {
+            let cpu = match (self.server_cpu, self.server_cpu_each) {
+                (Some(total), Some(each)) => format!(
+                    "CPU {:.2} s, {} per {unit}",
+                    total.as_secs_f64(),
+                    human(each)
+                ),
+                (Some(total), None) => format!("CPU {:.2} s", total.as_secs_f64()),
+                _ => "CPU unknown".to_owned(),
+            };
+            let rss = match self.server_rss {
+                (Some(a), Some(b), Some(m)) => {
+                    format!("RSS {} -> {} (max {})", mib(a), mib(b), mib(m))
+                }
+                _ => "RSS unknown".to_owned(),
+            };
+            let _ = writeln!(out, "server:      pid {pid}, {cpu}; {rss}");
+        }
+        if let Some(each) = self.client_cpu_each {
+            let _ = writeln!(out, "generator:   CPU {} per {unit}", human(each));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::latency::LatencySummary;
-use crate::units::{human, mib, millis, seconds};
+use crate::units::{ProcessUsage, millis, seconds};
 
 /// Failed orders (and failed account creations never get here: they end the run), by
 /// `step: HTTP status problem-type` or `step: transport`, `timeout`, `invalid response`, ….
@@ -259,31 +259,18 @@ impl AcmeBenchReport {
             self.accounts_elapsed.as_secs_f64(),
             self.account_latency.to_text()
         );
-        if let Some(pid) = self.server_pid {
-            let cpu = match (self.server_cpu, self.server_cpu_per_order) {
-                (Some(total), Some(each)) => format!(
-                    "CPU {:.2} s, {} per order",
-                    total.as_secs_f64(),
-                    human(each)
-                ),
-                (Some(total), None) => format!("CPU {:.2} s", total.as_secs_f64()),
-                _ => "CPU unknown".to_owned(),
-            };
-            let rss = match (
+        ProcessUsage {
+            server_pid: self.server_pid,
+            server_cpu: self.server_cpu,
+            server_cpu_each: self.server_cpu_per_order,
+            server_rss: (
                 self.server_rss_start,
                 self.server_rss_end,
                 self.server_rss_max,
-            ) {
-                (Some(a), Some(b), Some(m)) => {
-                    format!("RSS {} -> {} (max {})", mib(a), mib(b), mib(m))
-                }
-                _ => "RSS unknown".to_owned(),
-            };
-            let _ = writeln!(out, "server:      pid {pid}, {cpu}; {rss}");
+            ),
+            client_cpu_each: self.client_cpu_per_order,
         }
-        if let Some(each) = self.client_cpu_per_order {
-            let _ = writeln!(out, "generator:   CPU {} per order", human(each));
-        }
+        .write_text(&mut out, "order");
         out
     }
 }

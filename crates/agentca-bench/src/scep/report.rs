@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::latency::LatencySummary;
-use crate::units::{human, mib, millis, seconds};
+use crate::units::{ProcessUsage, millis, seconds};
 
 /// Failed requests by kind: `HTTP 500`, `FAILURE badRequest` (pkiStatus and failInfo),
 /// `PENDING`, `invalid CertRep: …`, `wrong certificate`, `transport`, `timeout`.
@@ -313,31 +313,18 @@ impl ScepBenchReport {
             "server caps: {}",
             self.server_info.capabilities.join(" ")
         );
-        if let Some(pid) = self.server_pid {
-            let cpu = match (self.server_cpu, self.server_cpu_per_enrollment) {
-                (Some(total), Some(each)) => format!(
-                    "CPU {:.2} s, {} per enrollment",
-                    total.as_secs_f64(),
-                    human(each)
-                ),
-                (Some(total), None) => format!("CPU {:.2} s", total.as_secs_f64()),
-                _ => "CPU unknown".to_owned(),
-            };
-            let rss = match (
+        ProcessUsage {
+            server_pid: self.server_pid,
+            server_cpu: self.server_cpu,
+            server_cpu_each: self.server_cpu_per_enrollment,
+            server_rss: (
                 self.server_rss_start,
                 self.server_rss_end,
                 self.server_rss_max,
-            ) {
-                (Some(a), Some(b), Some(m)) => {
-                    format!("RSS {} -> {} (max {})", mib(a), mib(b), mib(m))
-                }
-                _ => "RSS unknown".to_owned(),
-            };
-            let _ = writeln!(out, "server:      pid {pid}, {cpu}; {rss}");
+            ),
+            client_cpu_each: self.client_cpu_per_enrollment,
         }
-        if let Some(each) = self.client_cpu_per_enrollment {
-            let _ = writeln!(out, "generator:   CPU {} per enrollment", human(each));
-        }
+        .write_text(&mut out, "enrollment");
         out
     }
 }
