@@ -1664,6 +1664,68 @@ fn acme_orders_and_finalize() {
 /// ACME-O3, the case variant: DNS names compare case-insensitively (RFC 4343), so a CSR that
 /// spells an ordered name in another case is accepted, and the certificate carries the order's
 /// lowercase form — never the CSR's spelling (docs/acme.md, divergences).
+/// RFC 8555 §7.5.2 and §7.1.6: an authorization the client gives up fails its order, ready
+/// or pending; finalize then refuses, and another order for the name starts afresh.
+#[test]
+fn acme_a_deactivated_authorization_fails_its_order() {
+    let env = Env::with_ca();
+    let fx = Fx::start(&env);
+    let names = ["r.example.org", "s.example.org"];
+    let agent = fx.agent("relinquish", &names);
+    let account = fx.account(&agent);
+    let ck = AccountKey::es256();
+    let good = csr(&ck, &names, &[], &[]);
+
+    let (order_url, order) = fx.c.order(&account, &dns_ids(&names));
+    assert_eq!(order["status"], "ready", "pre-authorized names: {order}");
+    let authz_url = order["authorizations"][1].as_str().unwrap();
+    let r =
+        fx.c.post_as(&account, authz_url, &json!({"status": "deactivated"}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["status"], "deactivated");
+    let now = fx.c.get_as(&account, &order_url).json();
+    assert_eq!(now["status"], "invalid", "{now}");
+    assert!(
+        now["error"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("deactivated")),
+        "{now}"
+    );
+    let sigs = fx.signatures();
+    let r = fx.c.finalize(&account, &order, &good);
+    fx.refused(
+        "finalize after deactivation",
+        &r,
+        403,
+        "orderNotReady",
+        sigs,
+    );
+    // Given up once, refused again: only a pending or valid authorization is deactivated.
+    let r =
+        fx.c.post_as(&account, authz_url, &json!({"status": "deactivated"}));
+    fx.refused("deactivated twice", &r, 400, "malformed", sigs);
+
+    // A pending order fails the same way.
+    let (pending_url, pending) = fx.c.order(&account, &dns_ids(&["pending.example.net"]));
+    assert_eq!(pending["status"], "pending");
+    let r = fx.c.post_as(
+        &account,
+        pending["authorizations"][0].as_str().unwrap(),
+        &json!({"status": "deactivated"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        fx.c.get_as(&account, &pending_url).json()["status"],
+        "invalid"
+    );
+
+    // A new order for the same names is ready again, and issues.
+    let (_, again) = fx.c.order(&account, &dns_ids(&names));
+    assert_eq!(again["status"], "ready", "{again}");
+    let r = fx.c.finalize(&account, &again, &good);
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
 #[test]
 fn acme_o3_csr_name_case_variant_is_accepted_and_canonicalized() {
     let env = Env::with_ca();

@@ -484,6 +484,7 @@ fn protocol_records_nothing_needs_are_forgotten_and_certificates_kept() {
             status: agentca_store::AcmeAuthorizationStatus::Expired,
             expires: old.expires,
             challenges: vec![],
+            order_id: Some(old.id.clone()),
         };
         store.insert_acme_order(&old, &[authz], long_ago).unwrap();
         // And a SCEP transaction record from as long ago (SCEP keeps them for retries).

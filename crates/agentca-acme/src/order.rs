@@ -117,6 +117,7 @@ impl AcmeService {
         limits::take(self.store(), &order_limits, now)?;
 
         let expires = now + self.config.order_lifetime;
+        let order_id = random_id()?;
         let mut authorizations = Vec::with_capacity(identifiers.len());
         for (identifier, &preauthorized) in identifiers.iter().zip(&preauthorized) {
             authorizations.push(AcmeAuthorization {
@@ -134,13 +135,14 @@ impl AcmeService {
                 } else {
                     challenges_for(identifier)?
                 },
+                order_id: Some(order_id.clone()),
             });
         }
         let ready = authorizations
             .iter()
             .all(|a| a.status == AcmeAuthorizationStatus::Valid);
         let order = AcmeOrder {
-            id: random_id()?,
+            id: order_id,
             account_id: account.id.clone(),
             agent_id: agent.id.clone(),
             status: if ready {
@@ -417,6 +419,10 @@ impl AcmeService {
                 "only a pending or valid authorization can be deactivated",
             ));
         }
+        // The order goes first: once the client is told the authority is given up, no
+        // finalize may still use it (§7.5.2), and a crash between the two writes leaves a
+        // dead order, not a usable one.
+        self.give_up_order_of(&authz)?;
         let mut updated = authz.clone();
         updated.status = AcmeAuthorizationStatus::Deactivated;
         self.store()
@@ -428,6 +434,63 @@ impl AcmeService {
                 e => e.into(),
             })?;
         Ok(Reply::ok(authz_json(links, &updated)))
+    }
+
+    /// Moves the order an authorization belongs to from pending or ready to invalid (RFC 8555
+    /// §7.1.6: an authorization that is no longer valid fails its order). An order already
+    /// finalized is left as it is: its certificate was issued while the authority held.
+    fn give_up_order_of(&self, authz: &AcmeAuthorization) -> Result<()> {
+        let Some(mut order) = self.order_of_authorization(authz)? else {
+            return Ok(());
+        };
+        for _ in 0..4 {
+            let before = order.status;
+            if !matches!(before, AcmeOrderStatus::Pending | AcmeOrderStatus::Ready) {
+                return Ok(());
+            }
+            let mut invalid = order.clone();
+            invalid.status = AcmeOrderStatus::Invalid;
+            invalid.error = Some(
+                AcmeError::unauthorized(format!("authorization {} was deactivated", authz.id))
+                    .to_problem()
+                    .to_string(),
+            );
+            match self.store().update_acme_order(&invalid, before) {
+                Ok(()) => return Ok(()),
+                Err(StoreError::Conflict { .. }) => {
+                    let Some(current) = self.store().acme_order(&order.id)? else {
+                        return Ok(());
+                    };
+                    order = current;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(AcmeError::malformed(
+            "the authorization's order kept changing; try again",
+        ))
+    }
+
+    /// The order an authorization was made for. Records stored before authorizations named
+    /// their order are found among the account's orders, newest first.
+    fn order_of_authorization(&self, authz: &AcmeAuthorization) -> Result<Option<AcmeOrder>> {
+        let holds = |order: &AcmeOrder| {
+            order.account_id == authz.account_id && order.authorizations.contains(&authz.id)
+        };
+        if let Some(id) = &authz.order_id {
+            return Ok(self.store().acme_order(id)?.filter(holds));
+        }
+        for id in self
+            .store()
+            .acme_orders_of_account(&authz.account_id)?
+            .iter()
+            .rev()
+        {
+            if let Some(order) = self.store().acme_order(id)?.filter(holds) {
+                return Ok(Some(order));
+            }
+        }
+        Ok(None)
     }
 
     /// POST finalize (§7.4): checks the CSR against the order, then issues exactly once.

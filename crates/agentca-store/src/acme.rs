@@ -170,6 +170,10 @@ pub struct AcmeAuthorization {
     /// Challenges offered; none when the identifier was pre-authorized (valid at creation
     /// because the agent's registration or policy lists it).
     pub challenges: Vec<AcmeChallenge>,
+    /// The order it was made for (every order makes its own authorizations); `None` in
+    /// records stored before agentca kept it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<String>,
 }
 
 /// The outcome of taking one unit from a rate limit.

@@ -49,6 +49,7 @@ fn authorization(id: &str, account_id: &str) -> AcmeAuthorization {
         status: AcmeAuthorizationStatus::Pending,
         expires: now() + Duration::hours(8),
         challenges: vec![],
+        order_id: None,
     }
 }
 

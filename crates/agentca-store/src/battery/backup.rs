@@ -87,6 +87,7 @@ pub fn populate(store: &dyn Store) {
         status: AcmeAuthorizationStatus::Pending,
         expires: t + Duration::hours(8),
         challenges: vec![],
+        order_id: Some("order".into()),
     };
     let mut order = AcmeOrder {
         id: "order".into(),

@@ -652,6 +652,7 @@ fn old_order(id: &str, cert_id: &str, now: OffsetDateTime) -> (AcmeOrder, AcmeAu
         status: AcmeAuthorizationStatus::Valid,
         expires: created + time::Duration::hours(8),
         challenges: vec![],
+        order_id: Some(id.into()),
     };
     let order = AcmeOrder {
         id: id.into(),
