@@ -99,6 +99,45 @@ fn wrong_foreign_and_reused_challenges_are_refused_without_a_signature() {
     assert_eq!(server.ca_signatures(), signatures);
 }
 
+/// SCEP-2: a PKCSReq refused by the hourly certificate quota, which is taken only with the
+/// issuance, leaves its challenge usable once the quota allows again.
+#[test]
+fn a_challenge_refused_by_the_certificate_quota_can_be_used_later() {
+    let env = Env::with_ca();
+    let path = env.data_file("policies/default.toml");
+    let policy = std::fs::read_to_string(&path).unwrap();
+    let limited = policy.replace(
+        "certificates_per_agent_per_hour = 0",
+        "certificates_per_agent_per_hour = 1",
+    );
+    assert_ne!(policy, limited, "the default policy sets no quota");
+    std::fs::write(&path, &limited).unwrap();
+    let agent = env.add_agent("/agent/quota", &[]);
+    let key = rsa_key(0);
+    let second = {
+        let server = ScepServer::start(&env);
+        let first = server.challenge(&agent);
+        let second = server.challenge(&agent);
+        let (parts, transient) = pkcs_req(&server, &key, Some(&first));
+        issued(server.exchange(&parts.builder(&key, &transient).build().unwrap(), &key));
+        let signatures = server.ca_signatures();
+        let (parts, transient) = pkcs_req(&server, &key, Some(&second));
+        let request = parts.builder(&key, &transient).build().unwrap();
+        assert_eq!(
+            fail_info(server.exchange(&request, &key)),
+            FailInfo::BadRequest
+        );
+        assert_eq!(server.ca_signatures(), signatures, "refusals never sign");
+        second
+    };
+    // The quota lifted (and the server restarted, so the refusal's state is what was stored).
+    std::fs::write(&path, &policy).unwrap();
+    let server = ScepServer::start(&env);
+    let (parts, transient) = pkcs_req(&server, &key, Some(&second));
+    let leaf = issued(server.exchange(&parts.builder(&key, &transient).build().unwrap(), &key));
+    assert!(String::from_utf8_lossy(&leaf).contains(agent.as_str()));
+}
+
 #[test]
 fn a_retried_transaction_gets_the_same_certificate_and_costs_no_signature() {
     let env = Env::with_ca();

@@ -198,13 +198,13 @@ impl ScepService {
                 }),
             )),
             Err(e) => {
-                // The CA's key failed (a token away, a faulty signer): nothing was signed for
-                // this request, so its challenge is given back for the client's retry.
-                let key_failed = matches!(
-                    e,
-                    agentca_core::Error::Signing(_) | agentca_core::Error::Pkcs11(_)
-                );
-                if key_failed && let Some((token_id, at)) = consumed {
+                // Refused before anything was signed (the hourly quota, which the precheck
+                // cannot take without spending it; a policy changed since), or the CA's key
+                // failed (a token away, a faulty signer): nothing was issued for this request,
+                // so its challenge is given back for the client's retry (SCEP-2).
+                if nothing_issued(&e)
+                    && let Some((token_id, at)) = consumed
+                {
                     match store.restore_token(token_id, at) {
                         Ok(_) => {}
                         Err(restore) => {
@@ -399,4 +399,24 @@ fn core_refusal(e: agentca_core::Error) -> Refusal {
 
 fn store_refusal(e: StoreError) -> Refusal {
     Refusal::unavailable(format!("store: {e}"))
+}
+
+/// Whether an issuance that failed with `e` stopped before the CA's key signed anything: a
+/// refusal of the request, or a failure of the key itself. Errors of the store or the audit
+/// log are not among them: after those, what was written is not known.
+fn nothing_issued(e: &agentca_core::Error) -> bool {
+    use agentca_core::Error;
+    matches!(
+        e,
+        Error::RateLimited { .. }
+            | Error::PolicyRefused { .. }
+            | Error::UnknownAgent(_)
+            | Error::AgentDisabled(_)
+            | Error::BadCsr(_)
+            | Error::UnsupportedKey(_)
+            | Error::InvalidLifetime(_)
+            | Error::ProfileViolation(_)
+            | Error::Signing(_)
+            | Error::Pkcs11(_)
+    )
 }
