@@ -488,12 +488,13 @@ fn check_extensions(
     extensions: &[x509_parser::extensions::X509Extension<'_>],
     names: &mut RequestedNames,
 ) -> Result<()> {
-    let mut seen: Vec<&Oid<'_>> = Vec::with_capacity(extensions.len());
+    // A set, not a list: a request of thousands of tiny extensions must cost linear time.
+    let mut seen: std::collections::HashSet<&[u8]> =
+        std::collections::HashSet::with_capacity(extensions.len());
     for ext in extensions {
-        if seen.contains(&&ext.oid) {
+        if !seen.insert(ext.oid.as_bytes()) {
             return Err(bad(&format!("extension {} requested twice", ext.oid)));
         }
-        seen.push(&ext.oid);
         match ext.parsed_extension() {
             ParsedExtension::BasicConstraints(bc) if bc.ca => {
                 return Err(bad("asks for a CA certificate (basicConstraints cA=TRUE)"));

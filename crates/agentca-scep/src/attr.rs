@@ -1,6 +1,7 @@
 //! The SCEP authenticated attributes (RFC 8894 §3.2.1) as typed values, and the signed
 //! attribute set they travel in.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use const_oid::ObjectIdentifier;
@@ -8,6 +9,11 @@ use const_oid::ObjectIdentifier;
 use crate::der::{self, Reader};
 use crate::error::{Result, ScepAttribute, ScepError};
 use crate::oid;
+
+/// The most signed attributes a message may carry. A SCEP request has about eight (RFC 8894
+/// §3.2.1: contentType, messageDigest, signingTime, messageType, transactionID, senderNonce,
+/// and the like); the bound leaves room for what other clients add.
+const MAX_SIGNED_ATTRIBUTES: usize = 64;
 
 /// The `messageType` of a pkiMessage: an allow-list of the types agentca handles, and
 /// [`MessageType::Unsupported`] for every other number.
@@ -251,20 +257,26 @@ impl<'a> SignedAttributes<'a> {
     pub(crate) fn parse(content: &'a [u8]) -> Result<Self> {
         let mut r = Reader::new(content);
         let mut attrs: Vec<(&'a [u8], der::Tlv<'a>)> = Vec::new();
-        let mut seen: Vec<&'a [u8]> = Vec::new();
+        let mut seen: BTreeSet<&'a [u8]> = BTreeSet::new();
         if r.is_empty() {
             return Err(ScepError::Malformed("empty signed attributes"));
         }
+        let mut count = 0;
         while !r.is_empty() {
+            // Read before any signature is checked: bounded, so that a message made of
+            // thousands of tiny attributes costs no more than a real one.
+            count += 1;
+            if count > MAX_SIGNED_ATTRIBUTES {
+                return Err(ScepError::Malformed("too many signed attributes"));
+            }
             let attr = r.read(der::SEQUENCE, "signed attribute")?;
             let mut a = attr.reader();
             let oid = a.read(der::OID, "attribute type")?.content;
             let values = a.read(der::SET, "attribute values")?;
             a.finish("attribute")?;
-            if seen.contains(&oid) {
+            if !seen.insert(oid) {
                 return Err(duplicate(oid));
             }
-            seen.push(oid);
             let mut v = values.reader();
             let first = v.read_any()?;
             if !v.is_empty() {
@@ -491,6 +503,48 @@ pub(crate) fn signing_time_attribute(t: std::time::SystemTime) -> Result<Vec<u8>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `n` attributes of distinct two-byte OIDs, each with one NULL value.
+    fn tiny_attributes(n: usize) -> Vec<u8> {
+        (0..n)
+            .flat_map(|i| {
+                let [hi, lo] = u16::try_from(i).unwrap().to_be_bytes();
+                [
+                    0x30,
+                    0x08,
+                    0x06,
+                    0x02,
+                    0x2a | (hi & 0x01),
+                    lo & 0x7f,
+                    0x31,
+                    0x02,
+                    0x05,
+                    0x00,
+                ]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_number_of_signed_attributes_is_bounded() {
+        assert!(SignedAttributes::parse(&tiny_attributes(MAX_SIGNED_ATTRIBUTES)).is_ok());
+        for n in [MAX_SIGNED_ATTRIBUTES + 1, 12_000] {
+            let many = tiny_attributes(n);
+            let started = std::time::Instant::now();
+            let refused = SignedAttributes::parse(&many);
+            assert!(
+                matches!(
+                    refused,
+                    Err(ScepError::Malformed("too many signed attributes"))
+                ),
+                "{n}: {refused:?}"
+            );
+            assert!(started.elapsed() < std::time::Duration::from_millis(50));
+        }
+        let mut twice = tiny_attributes(2);
+        twice.extend_from_slice(&tiny_attributes(1));
+        assert!(SignedAttributes::parse(&twice).is_err(), "a type twice");
+    }
 
     #[test]
     fn message_types_are_an_allow_list() {
