@@ -2376,6 +2376,46 @@ fn acme_ari_renewal_info_and_replaces() {
     );
     fx.refused("ARI-2 malformed certID", &r, 400, "malformed", sigs);
 
+    // ARI-2: a replacing order whose authorization failed, which the client never read
+    // again (lego and certbot stop at the authorization), no longer blocks a new one.
+    let (second_leaf, _) = fx.issue(&account, &agent);
+    let (aki2, serial2) = cert_id(&second_leaf);
+    let second = id_text(&aki2, &serial2);
+    fx.srv
+        .dns
+        .set_a("ari-fails.example.org", vec!["127.0.0.3".parse().unwrap()]);
+    let r = fx.c.post_as(
+        &account,
+        &fx.c.url("new-order"),
+        &json!({
+            "identifiers": [ident("uri", &agent), ident("dns", "ari-fails.example.org")],
+            "replaces": second,
+        }),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let failing = r.json();
+    let authz_url = failing["authorizations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap().to_owned())
+        .find(|u| fx.c.get_as(&account, u).json()["identifier"]["type"] == "dns")
+        .unwrap();
+    let challenge = http01_of(&fx.c.get_as(&account, &authz_url).json());
+    let r =
+        fx.c.post_as(&account, challenge["url"].as_str().unwrap(), &json!({}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let authz =
+        fx.c.poll_authz(&account, &authz_url, Duration::from_secs(25));
+    assert_eq!(authz["status"], "invalid", "{authz}");
+    let r = fx.c.post_as(
+        &account,
+        &fx.c.url("new-order"),
+        &json!({"identifiers": [ident("uri", &agent)], "replaces": second}),
+    );
+    assert_eq!(r.status, 201, "ARI-2 after a failed claimant: {}", r.text());
+    let sigs = fx.signatures();
+
     // Two concurrent orders replacing one certificate: one 201, one 409.
     let account = Arc::new(account);
     let barrier = Arc::new(Barrier::new(2));

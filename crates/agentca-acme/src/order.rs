@@ -207,13 +207,20 @@ impl AcmeService {
                 "the order shares no identifier with the certificate it replaces",
             ));
         }
-        if let Some(other) = self.store().acme_replacement(cert_id)?
-            && other.status == AcmeOrderStatus::Valid
-        {
-            return Err(AcmeError::new(
-                ProblemType::AlreadyReplaced,
-                "the certificate was already replaced",
-            ));
+        if let Some(other) = self.store().acme_replacement(cert_id)? {
+            // An order's stored status moves only when it is read: the claimant is brought up
+            // to date first, so that one whose authorization failed, never polled again by a
+            // client that gave up, stops blocking the replacement (RFC 9773 §5).
+            let other = match other.status {
+                AcmeOrderStatus::Pending | AcmeOrderStatus::Ready => self.refresh_order(other)?,
+                _ => other,
+            };
+            if other.status == AcmeOrderStatus::Valid {
+                return Err(AcmeError::new(
+                    ProblemType::AlreadyReplaced,
+                    "the certificate was already replaced",
+                ));
+            }
         }
         Ok(cert_id.to_owned())
     }
