@@ -570,6 +570,26 @@ fn acme_jws_layer_refuses_hostile_requests() {
         fx.refused(&format!("J10 GET {url}"), &r, 405, "malformed", sigs);
         assert!(r.header("allow").is_some(), "405 without Allow: {r:?}");
     }
+    // Methods no ACME resource has, and path segments that do not decode: problem
+    // documents and audited refusals too, not bare HTTP errors.
+    for method in ["PUT", "DELETE", "PATCH", "OPTIONS"] {
+        let r = fx.c.request(method, &new_order, &[], &[]);
+        fx.refused(&format!("J10 {method}"), &r, 405, "malformed", sigs);
+        assert!(r.header("allow").is_some(), "405 without Allow: {r:?}");
+    }
+    let r = fx.c.request("POST", &fx.c.url("issuer"), &[], &[]);
+    fx.refused("J10 POST issuer", &r, 405, "malformed", sigs);
+    for path in ["acct/%FF", "order/%FF%FE/finalize", "renewal-info/%FF"] {
+        let method = if path.starts_with("renewal-info") {
+            "GET"
+        } else {
+            "POST"
+        };
+        let r = fx.c.request(method, &fx.c.url(path), &[], &[]);
+        fx.refused(&format!("J10 {method} {path}"), &r, 400, "malformed", sigs);
+    }
+    let r = fx.c.request("GET", &fx.c.url(""), &[], &[]);
+    fx.refused("J10 GET /acme/", &r, 404, "malformed", sigs);
     for url in [&order_url, &account.url, &fx.c.url("acct/x/orders")] {
         let url = if url.ends_with("/orders") {
             format!("{}/orders", account.url)

@@ -65,6 +65,7 @@ pub fn router(service: Arc<AcmeService>) -> Router {
             "/acme/cert/{serial}",
             post(certificate).get(method_not_allowed),
         )
+        .route("/acme/", any(unknown))
         .route("/acme/{*rest}", any(unknown))
         .with_state(service)
 }
@@ -362,7 +363,10 @@ async fn protocol_headers(State(service): Svc, request: Request, next: Next) -> 
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes() == b"application/problem+json");
-    if !is_problem {
+    // Errors given before any ACME handler ran (the body limit, the timeout, a method the
+    // route has no handler for, a path segment that does not decode) are problem documents
+    // too, and refusals like any other.
+    if !is_problem && response.status().is_client_error() {
         response = match response.status() {
             StatusCode::PAYLOAD_TOO_LARGE => {
                 problem(&AcmeError::malformed("the request body is too large").with_status(413))
@@ -370,7 +374,22 @@ async fn protocol_headers(State(service): Svc, request: Request, next: Next) -> 
             StatusCode::REQUEST_TIMEOUT => problem(
                 &AcmeError::malformed("the request was not received in time").with_status(408),
             ),
-            _ => response,
+            StatusCode::METHOD_NOT_ALLOWED => {
+                let allow = response.headers().get(header::ALLOW).cloned();
+                let mut refused = problem(
+                    &AcmeError::malformed(format!("{method} is not allowed on this resource"))
+                        .with_status(405),
+                );
+                if let Some(allow) = allow {
+                    refused.headers_mut().insert(header::ALLOW, allow);
+                }
+                refused
+            }
+            StatusCode::NOT_FOUND => problem(&AcmeError::not_found("ACME resource")),
+            status => problem(
+                &AcmeError::malformed("the request URL could not be read")
+                    .with_status(status.as_u16()),
+            ),
         };
     }
     if response.status().is_client_error()
