@@ -1746,6 +1746,57 @@ fn acme_a_deactivated_authorization_fails_its_order() {
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
+/// A name its policy pre-authorized when the order was made is checked against the policy
+/// again at finalize: a policy changed since (loaded by a restart) decides, where a name a
+/// challenge proved would not be asked about again.
+#[test]
+fn acme_a_pre_authorized_name_the_policy_no_longer_allows_is_refused_at_finalize() {
+    let env = Env::with_ca();
+    let allowing = ("dns = []", "dns = [\"*.pre.example.org\"]");
+    policy_like_default(&env, "pre", &[allowing]);
+    let agent = env.add_agent("/pre/bot", &[]);
+    let (key, account_path, order_path) = {
+        let fx = Fx::start(&env);
+        let account = fx.account(&agent);
+        let (order_url, order) = fx.c.order(&account, &dns_ids(&["a.pre.example.org"]));
+        assert_eq!(
+            order["status"], "ready",
+            "pre-authorized by the policy: {order}"
+        );
+        let path = |url: &str| url.split_once("/acme/").unwrap().1.to_owned();
+        let kept = (account.key, path(&account.url), path(&order_url));
+        // A clean stop: the order is kept (orders are not flushed one by one).
+        let AcmeServer { server, .. } = fx.srv;
+        server.terminate();
+        kept
+    };
+    // The policy no longer lists the name; the server is restarted to load it.
+    let policy = env.data_file("policies/pre.toml");
+    let text = std::fs::read_to_string(&policy).unwrap();
+    std::fs::write(&policy, text.replace(allowing.1, allowing.0)).unwrap();
+    let fx = Fx::start(&env);
+    let account = Account {
+        key,
+        url: fx.c.url(&account_path),
+    };
+    let order = fx.c.get_as(&account, &fx.c.url(&order_path)).json();
+    assert_eq!(order["status"], "ready", "{order}");
+    let sigs = fx.signatures();
+    let r = fx.c.finalize(
+        &account,
+        &order,
+        &csr(&AccountKey::es256(), &["a.pre.example.org"], &[], &[]),
+    );
+    fx.refused(
+        "finalize of a name no longer pre-authorized",
+        &r,
+        400,
+        "rejectedIdentifier",
+        sigs,
+    );
+    assert!(r.text().contains("a.pre.example.org"), "{}", r.text());
+}
+
 #[test]
 fn acme_o3_csr_name_case_variant_is_accepted_and_canonicalized() {
     let env = Env::with_ca();

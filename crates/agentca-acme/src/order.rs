@@ -158,6 +158,12 @@ impl AcmeService {
             replaces,
             error: None,
             processing_since: None,
+            preauthorized: identifiers
+                .iter()
+                .zip(&preauthorized)
+                .filter(|(identifier, pre)| **pre && !matches!(identifier, Identifier::Uri(_)))
+                .map(|(identifier, _)| identifier.to_record())
+                .collect(),
         };
         if let Err(e) = self.store().insert_acme_order(&order, &authorizations, now) {
             limits::give_back(self.store(), &order_limits, now);
@@ -574,12 +580,19 @@ impl AcmeService {
             }
             Err(e) => return Err(e.into()),
         };
-        let dns: Vec<String> = identifiers
+        // Only what a challenge proved skips the issuer's policy check: a name that was
+        // pre-authorized is checked again, so that a policy changed since the order was made
+        // is the one that decides.
+        let proven: Vec<&Identifier> = identifiers
             .iter()
-            .filter_map(Identifier::dns)
+            .filter(|i| !order.preauthorized.contains(&i.to_record()))
+            .collect();
+        let dns: Vec<String> = proven
+            .iter()
+            .filter_map(|i| i.dns())
             .map(str::to_owned)
             .collect();
-        let ips: Vec<IpAddr> = identifiers.iter().filter_map(Identifier::ip).collect();
+        let ips: Vec<IpAddr> = proven.iter().filter_map(|i| i.ip()).collect();
         let request = IssueRequest {
             agent_id: &order.agent_id,
             csr: &csr,

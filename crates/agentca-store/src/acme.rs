@@ -98,6 +98,12 @@ pub struct AcmeOrder {
     /// lost its finalize (a crash between two flushes) and may be finalized again.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub processing_since: Option<OffsetDateTime>,
+    /// The identifiers whose authorizations were valid at creation because the agent's
+    /// registration or policy listed them, not because a challenge proved them: finalize has
+    /// the issuer check them against the policy of that moment. Empty in orders stored before
+    /// agentca kept them, which are finalized as before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preauthorized: Vec<AcmeIdentifier>,
 }
 
 /// RFC 8555 §7.1.6 authorization states.

@@ -561,6 +561,7 @@ mod tests {
             replaces: Some("cert.X".into()),
             error: None,
             processing_since: None,
+            preauthorized: Vec::new(),
         };
         trees.insert_order(&order, &[], now).unwrap();
         let mut valid = order.clone();

@@ -67,6 +67,7 @@ fn order(id: &str, account_id: &str, replaces: Option<&str>) -> AcmeOrder {
         replaces: replaces.map(str::to_owned),
         error: None,
         processing_since: None,
+        preauthorized: Vec::new(),
     }
 }
 

@@ -94,7 +94,7 @@ pub fn populate(store: &dyn Store) {
         account_id: "acct".into(),
         agent_id: AGENT.into(),
         status: AcmeOrderStatus::Ready,
-        identifiers: vec![identifier],
+        identifiers: vec![identifier.clone()],
         authorizations: vec!["authz".into()],
         expires: t + Duration::hours(8),
         created_at: t,
@@ -102,6 +102,7 @@ pub fn populate(store: &dyn Store) {
         replaces: Some("aki.serial".into()),
         error: None,
         processing_since: None,
+        preauthorized: vec![identifier],
     };
     store
         .insert_acme_order(&order, std::slice::from_ref(&authz), t)

@@ -145,6 +145,7 @@ fn two_nodes_finalize_an_order_once() {
         replaces: None,
         error: None,
         processing_since: None,
+        preauthorized: Vec::new(),
     };
     a.insert_acme_order(&order, &[], now).unwrap();
     let wins = race(&a, &b, |node, _| {
@@ -667,6 +668,7 @@ fn old_order(id: &str, cert_id: &str, now: OffsetDateTime) -> (AcmeOrder, AcmeAu
         replaces: Some(cert_id.into()),
         error: None,
         processing_since: None,
+        preauthorized: Vec::new(),
     };
     (order, authz)
 }
