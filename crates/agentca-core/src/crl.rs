@@ -39,13 +39,14 @@ pub struct Crl {
 /// Allocates the next CRL number durably, collects the revoked entries and signs the CRL.
 pub fn publish(authority: &Authority, now: OffsetDateTime, validity: Duration) -> Result<Crl> {
     let store = authority.store();
+    let previous = store.crl_state()?;
     let state = store.next_crl_number(crate::profile::whole_seconds(now))?;
     // The number is durable before any CRL carrying it exists.
     store.commit()?;
     fail_point!("crl::numbered");
     let this_update = state.this_update;
     let next_update = this_update + validity;
-    let entries = store.revoked(this_update - validity)?;
+    let entries = store.revoked(listed_since(this_update, validity, previous.as_ref()))?;
     let der = build(
         authority.ca(),
         state.number,
@@ -71,6 +72,24 @@ pub fn publish(authority: &Authority, now: OffsetDateTime, validity: Duration) -
         next_update,
         entries: entries.len(),
     })
+}
+
+/// The oldest `notAfter` a CRL at `this_update` lists. RFC 5280 §3.3: an entry stays until it
+/// has appeared on one CRL issued after its certificate expired. One CRL validity back keeps a
+/// relying party's cached CRL in step; and every certificate that expired after the previous
+/// CRL's `thisUpdate` has not been on such a CRL yet, however long ago that was (a CA that was
+/// down for longer than a CRL validity). Those that expired before it were on that CRL, if it
+/// listed them, or on an earlier one. With no CRL before this one, every revoked certificate is
+/// listed.
+fn listed_since(
+    this_update: OffsetDateTime,
+    validity: Duration,
+    previous: Option<&agentca_store::CrlState>,
+) -> OffsetDateTime {
+    match previous {
+        Some(previous) => (this_update - validity).min(previous.this_update),
+        None => OffsetDateTime::UNIX_EPOCH,
+    }
 }
 
 /// Records, durably, that this node serves `crl`, which another node signed (and
@@ -204,4 +223,31 @@ fn minimal_be(n: u64) -> Vec<u8> {
     let bytes = n.to_be_bytes();
     let skip = bytes.iter().take_while(|b| **b == 0).count().min(7);
     bytes[skip..].to_vec()
+}
+
+#[cfg(test)]
+mod listing_tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_stays_until_a_crl_issued_after_its_expiry_has_listed_it() {
+        let day = Duration::days(1);
+        let now = OffsetDateTime::UNIX_EPOCH + Duration::days(1000);
+        let previous = |ago: Duration| agentca_store::CrlState {
+            number: 7,
+            this_update: now - ago,
+        };
+        // CRLs every hour: one validity back, for a relying party's cached CRL.
+        assert_eq!(
+            listed_since(now, day, Some(&previous(Duration::hours(1)))),
+            now - day
+        );
+        // The first CRL after 30 days down: everything that expired since the last one.
+        assert_eq!(
+            listed_since(now, day, Some(&previous(Duration::days(30)))),
+            now - Duration::days(30)
+        );
+        // No CRL before: every revoked certificate.
+        assert_eq!(listed_since(now, day, None), OffsetDateTime::UNIX_EPOCH);
+    }
 }
