@@ -157,9 +157,9 @@ impl AcmeService {
             self.store()
                 .update_acme_account(&updated)
                 .map_err(|e| match e {
-                    StoreError::Conflict { .. } => {
-                        AcmeError::unauthorized("the account key changed meanwhile; retry")
-                    }
+                    StoreError::Conflict { .. } => AcmeError::unauthorized(
+                        "the account changed meanwhile (a new key, or deactivated); fetch it again",
+                    ),
                     e => e.into(),
                 })?;
             self.store().commit()?;

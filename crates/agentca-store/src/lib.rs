@@ -191,7 +191,8 @@ pub trait Store: Send + Sync {
     /// The account with this key, by RFC 7638 thumbprint.
     fn acme_account_by_thumbprint(&self, thumbprint: &str) -> Result<Option<AcmeAccount>>;
     /// Replaces an account's contact and status; the key cannot change here.
-    /// [`StoreError::NotFound`] if absent, [`StoreError::Conflict`] if the stored key differs.
+    /// [`StoreError::NotFound`] if absent, [`StoreError::Conflict`] if the stored key differs
+    /// or the stored account is deactivated (final, RFC 8555 §7.3.6).
     fn update_acme_account(&self, account: &AcmeAccount) -> Result<()>;
     /// Key rollover (RFC 8555 §7.3.5), atomic with the key index: [`StoreError::Conflict`] if
     /// the account's key is no longer `old_thumbprint` (a concurrent or replayed rollover) or

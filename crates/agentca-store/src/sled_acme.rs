@@ -93,6 +93,11 @@ impl AcmeTrees {
                     what: format!("account {} changed its key meanwhile", account.id),
                 });
             }
+            if stored.status != AcmeAccountStatus::Valid {
+                return Err(StoreError::Conflict {
+                    what: format!("account {} is deactivated", account.id),
+                });
+            }
             Ok(())
         })
     }

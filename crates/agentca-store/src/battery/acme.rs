@@ -208,6 +208,22 @@ pub fn acme_key_rollover_is_atomic(store: &dyn Store) {
         store.update_acme_account(&stale),
         Err(StoreError::Conflict { .. })
     ));
+    // Deactivation is final (RFC 8555 §7.3.6): an update made from the record as it was read
+    // before (a contact change racing the deactivation) cannot bring the account back.
+    let before = a.clone();
+    let mut deactivated = a;
+    deactivated.status = AcmeAccountStatus::Deactivated;
+    store.update_acme_account(&deactivated).unwrap();
+    let mut racing = before;
+    racing.contact = vec!["mailto:other@example.org".into()];
+    assert!(matches!(
+        store.update_acme_account(&racing),
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(
+        store.acme_account("a").unwrap().unwrap().status,
+        AcmeAccountStatus::Deactivated
+    );
 }
 
 pub fn acme_orders_and_authorizations(store: &dyn Store) {

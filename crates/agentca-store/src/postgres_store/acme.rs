@@ -85,7 +85,9 @@ pub(super) fn update_account(pool: &Pool, account: &AcmeAccount) -> Result<()> {
     let body = to_json(account)?;
     let (updated, found) = pool.run(move |c| {
         let updated = c.execute(
-            "UPDATE acme_accounts SET body = $3 WHERE id = $1 AND thumbprint = $2",
+            // Deactivation is final: a record read before it cannot overwrite it.
+            "UPDATE acme_accounts SET body = $3
+             WHERE id = $1 AND thumbprint = $2 AND body::json ->> 'status' = 'valid'",
             &[&id, &thumbprint, &body],
         )?;
         let found = updated == 1 || exists(c, "SELECT 1 FROM acme_accounts WHERE id = $1", &id)?;
@@ -94,7 +96,10 @@ pub(super) fn update_account(pool: &Pool, account: &AcmeAccount) -> Result<()> {
     match (updated, found) {
         (1, _) => Ok(()),
         (_, true) => Err(StoreError::Conflict {
-            what: format!("account {} changed its key meanwhile", account.id),
+            what: format!(
+                "account {} changed its key meanwhile, or is deactivated",
+                account.id
+            ),
         }),
         (_, false) => Err(not_found("account", &account.id)),
     }
