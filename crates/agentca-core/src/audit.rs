@@ -248,12 +248,7 @@ impl AuditLog {
             )));
         }
 
-        let written = (|| -> io::Result<()> {
-            fail::fail_point!("audit::write", |_| Err(io::Error::other(
-                "fail point audit::write"
-            )));
-            (&self.file).write_all(&line)
-        })();
+        let written = write_line(&self.file, &line);
         if let Err(e) = written {
             self.note_lost_entry();
             // Undo a partial line so the next entry does not land after garbage.
@@ -1114,6 +1109,14 @@ fn read_last_entry(file: &File, len: u64) -> Result<Entry, String> {
             "the last entry (seq {seq}) does not match its hash"
         )),
     }
+}
+
+/// Appends one encoded line; the fail point stands for a full disk.
+fn write_line(mut file: &File, line: &[u8]) -> io::Result<()> {
+    fail::fail_point!("audit::write", |_| Err(io::Error::other(
+        "fail point audit::write"
+    )));
+    file.write_all(line)
 }
 
 #[cfg(test)]
