@@ -31,6 +31,11 @@ use crate::scheduler::stopped;
 
 /// How often used nonces are purged.
 const NONCE_PURGE_INTERVAL: Duration = Duration::from_secs(60);
+/// How long after its expiry, by this node's clock, a used nonce's record is kept: a node
+/// whose clock runs behind this one's still refuses the nonce by its age alone only once its
+/// own clock passes the expiry, and until then the record is what refuses a replay. Clocks
+/// further apart than this (beyond the 30 s every node allows) would open a window.
+const NONCE_PURGE_MARGIN: time::Duration = time::Duration::minutes(10);
 
 /// What the job needs.
 pub(crate) struct PeerWatch {
@@ -121,7 +126,9 @@ pub(crate) async fn peer_watch_job(watch: PeerWatch, mut stop: watch::Receiver<b
             last_purge = tokio::time::Instant::now();
             let store = watch.store.clone();
             match tokio::task::spawn_blocking(move || {
-                blocking_section(|| store.purge_nonces(OffsetDateTime::now_utc()))
+                blocking_section(|| {
+                    store.purge_nonces(OffsetDateTime::now_utc() - NONCE_PURGE_MARGIN)
+                })
             })
             .await
             {
