@@ -301,11 +301,10 @@ impl AcmeService {
 
     /// Brings a stored order up to date: expired, failed, or ready once every authorization
     /// is valid. Persisted with compare-and-set, so concurrent readers agree.
-    pub(crate) fn refresh_order(&self, mut order: AcmeOrder) -> Result<AcmeOrder> {
-        for _ in 0..4 {
+    pub(crate) fn refresh_order(&self, order: AcmeOrder) -> Result<AcmeOrder> {
+        self.move_order(order, |order| {
             let now = Self::now();
-            let before = order.status;
-            let next = match before {
+            Ok(match order.status {
                 // Its finalize is gone: a crash after a flush that caught `processing` and
                 // before the certificate's. Nothing was issued for it (the certificate and the
                 // order's `valid` are made durable together), so it may be finalized again.
@@ -343,8 +342,20 @@ impl AcmeService {
                     }
                 }
                 _ => None,
-            };
-            let Some((status, why)) = next else {
+            })
+        })
+    }
+
+    /// Moves an order to the state `next` names for it (a status, and why for an invalid
+    /// one), by compare-and-set: on a conflict the stored order is read again and `next` asked
+    /// again, a few times. Returns the order as it then stands.
+    fn move_order(
+        &self,
+        mut order: AcmeOrder,
+        next: impl Fn(&AcmeOrder) -> Result<Option<(AcmeOrderStatus, Option<String>)>>,
+    ) -> Result<AcmeOrder> {
+        for _ in 0..4 {
+            let Some((status, why)) = next(&order)? else {
                 return Ok(order);
             };
             let mut updated = order.clone();
@@ -355,7 +366,7 @@ impl AcmeService {
             if let Some(why) = why {
                 updated.error = Some(AcmeError::unauthorized(why).to_problem().to_string());
             }
-            match self.store().update_acme_order(&updated, before) {
+            match self.store().update_acme_order(&updated, order.status) {
                 Ok(()) => return Ok(updated),
                 Err(StoreError::Conflict { .. }) => {
                     order = self
@@ -453,35 +464,25 @@ impl AcmeService {
     /// §7.1.6: an authorization that is no longer valid fails its order). An order already
     /// finalized is left as it is: its certificate was issued while the authority held.
     fn give_up_order_of(&self, authz: &AcmeAuthorization) -> Result<()> {
-        let Some(mut order) = self.order_of_authorization(authz)? else {
+        let Some(order) = self.order_of_authorization(authz)? else {
             return Ok(());
         };
-        for _ in 0..4 {
-            let before = order.status;
-            if !matches!(before, AcmeOrderStatus::Pending | AcmeOrderStatus::Ready) {
-                return Ok(());
-            }
-            let mut invalid = order.clone();
-            invalid.status = AcmeOrderStatus::Invalid;
-            invalid.error = Some(
-                AcmeError::unauthorized(format!("authorization {} was deactivated", authz.id))
-                    .to_problem()
-                    .to_string(),
-            );
-            match self.store().update_acme_order(&invalid, before) {
-                Ok(()) => return Ok(()),
-                Err(StoreError::Conflict { .. }) => {
-                    let Some(current) = self.store().acme_order(&order.id)? else {
-                        return Ok(());
-                    };
-                    order = current;
-                }
-                Err(e) => return Err(e.into()),
-            }
+        let open = |order: &AcmeOrder| {
+            matches!(
+                order.status,
+                AcmeOrderStatus::Pending | AcmeOrderStatus::Ready
+            )
+        };
+        let why = format!("authorization {} was deactivated", authz.id);
+        let order = self.move_order(order, |order| {
+            Ok(open(order).then(|| (AcmeOrderStatus::Invalid, Some(why.clone()))))
+        })?;
+        if open(&order) {
+            return Err(AcmeError::malformed(
+                "the authorization's order kept changing; try again",
+            ));
         }
-        Err(AcmeError::malformed(
-            "the authorization's order kept changing; try again",
-        ))
+        Ok(())
     }
 
     /// The order an authorization was made for. Records stored before authorizations named
