@@ -326,17 +326,22 @@ async fn issuer(State(service): Svc) -> Response {
 }
 
 async fn method_not_allowed(method: Method) -> Response {
-    let mut response = problem(
-        &AcmeError::malformed(format!("{method} is not allowed on this resource")).with_status(405),
-    );
     let allow = if method == Method::POST {
         "GET, HEAD"
     } else {
         "POST"
     };
-    response
-        .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    method_refused(&method, Some(HeaderValue::from_static(allow)))
+}
+
+/// 405 as a problem document, with the methods the resource has when they are known.
+fn method_refused(method: &Method, allow: Option<HeaderValue>) -> Response {
+    let mut response = problem(
+        &AcmeError::malformed(format!("{method} is not allowed on this resource")).with_status(405),
+    );
+    if let Some(allow) = allow {
+        response.headers_mut().insert(header::ALLOW, allow);
+    }
     response
 }
 
@@ -375,15 +380,7 @@ async fn protocol_headers(State(service): Svc, request: Request, next: Next) -> 
                 &AcmeError::malformed("the request was not received in time").with_status(408),
             ),
             StatusCode::METHOD_NOT_ALLOWED => {
-                let allow = response.headers().get(header::ALLOW).cloned();
-                let mut refused = problem(
-                    &AcmeError::malformed(format!("{method} is not allowed on this resource"))
-                        .with_status(405),
-                );
-                if let Some(allow) = allow {
-                    refused.headers_mut().insert(header::ALLOW, allow);
-                }
-                refused
+                method_refused(&method, response.headers().get(header::ALLOW).cloned())
             }
             StatusCode::NOT_FOUND => problem(&AcmeError::not_found("ACME resource")),
             status => problem(
